@@ -1,0 +1,28 @@
+# Every target runs inside .venv (made by `make install`).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# A CPU build of torch lies on this machine's disk; a looser pin pulls a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install test lint demo clean
+
+$(BIN)/huggingtweets: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+install: $(BIN)/huggingtweets
+
+test: install
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check job tests
+	$(BIN)/ruff format --check job tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,163 @@
+"""Recipe: prepare the training data of one bot (one or several people).
+
+Features, and the flags of ``huggingtweets prepare`` that control them:
+- Tweets from each person's own source: an archive (``--archive``), a JSONL/CSV file
+  (``--jsonl``) or the Twitter API v2 (``--api``).
+- Cleaning with counts per rule (``--min-words``, ``--replies``, ``--no-dedupe``; see clean.py).
+- Balancing, so one prolific person does not drown the others (``--balance-ratio``).
+- A floor on usable text (``--min-chars``) and a warning below ``warn_chars``.
+- Outputs in ``OUT/<bot>/data/``: ``raw.jsonl`` (as downloaded), ``clean.jsonl`` (the training
+  tweets: user, id, date, text), ``stats.json`` (the model card's numbers) and ``avatars/``.
+  They appear all at once or not at all: the folder is written aside and then renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from job import __version__
+from job.clean import CleanConfig, CleanTweet, UserStats, clean
+from job.errors import BadConfig, NotEnoughData
+from job.handles import bot_name
+from job.tweets import TweetSource, UserTweets
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    # No person keeps more than this many times the tweets of the person with fewest; the
+    # newest are kept. 1.0 gives everyone an equal share; 0 turns balancing off.
+    balance_ratio: float = 1.0
+    # Under ~6,000 characters (~60 tweets) GPT-2 learns nothing but the tweets themselves.
+    min_chars: int = 6000
+    # Under ~50,000 characters (~500 tweets) the bot works but repeats itself: say so.
+    warn_chars: int = 50_000
+
+    def __post_init__(self) -> None:
+        if self.balance_ratio != 0 and self.balance_ratio < 1:
+            raise BadConfig("balance_ratio must be 0 (off) or at least 1.0")
+        if self.clean.min_words < 0 or self.min_chars < 0:
+            raise BadConfig("min_words and min_chars must not be negative")
+
+
+@dataclass
+class Prepared:
+    bot: str
+    data_dir: Path
+    tweets: list[CleanTweet]
+    stats: dict[str, Any]
+
+
+def prepare(sources: dict[str, TweetSource], out: Path, config: PrepareConfig) -> Prepared:
+    """Fetch, clean and balance the tweets of each user; write the bot's data folder."""
+    bot = bot_name(sources)
+    fetched: dict[str, UserTweets] = {}
+    kept: dict[str, list[CleanTweet]] = {}
+    stats: dict[str, UserStats] = {}
+    for handle, source in sources.items():
+        fetched[handle] = source.fetch(handle)
+        kept[handle], stats[handle] = clean(fetched[handle].tweets, config.clean)
+        chars = sum(len(t.text) for t in kept[handle])
+        log.info(
+            "@%s: %d downloaded, %d kept (%d characters) from %s",
+            handle, stats[handle].downloaded, stats[handle].kept, chars, fetched[handle].source,
+        )  # fmt: skip
+        if chars < config.min_chars:
+            raise NotEnoughData(
+                f"@{handle} has {stats[handle].kept} usable tweets ({chars} characters) after"
+                f" cleaning, fewer than the {config.min_chars} characters needed"
+            )
+    used = balance(kept, config.balance_ratio)
+    tweets = [t for handle in sources for t in used[handle]]
+    total_chars = sum(len(t.text) for t in tweets)
+    warnings = []
+    if total_chars < config.warn_chars:
+        warnings.append(
+            f"only {total_chars} characters of training text: the bot will repeat its tweets"
+        )
+        log.warning(warnings[-1])
+
+    summary = {
+        "bot": bot,
+        "version": __version__,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "users": {
+            handle: {
+                **stats[handle].to_dict(),
+                "used": len(used[handle]),
+                "characters": sum(len(t.text) for t in used[handle]),
+                "handle": fetched[handle].profile.handle,
+                "display_name": fetched[handle].profile.display_name,
+                "avatar": None,  # filled in by _write
+                "source": fetched[handle].source,
+            }
+            for handle in sources
+        },
+        "total": {"used": len(tweets), "characters": total_chars},
+        "warnings": warnings,
+        "config": asdict(config),
+    }
+    data_dir = out / bot / "data"
+    _write(data_dir, fetched, tweets, summary)
+    return Prepared(bot=bot, data_dir=data_dir, tweets=tweets, stats=summary)
+
+
+def balance(kept: dict[str, list[CleanTweet]], ratio: float) -> dict[str, list[CleanTweet]]:
+    """Cap everyone at ``ratio`` x the smallest share; tweets come newest first."""
+    if ratio == 0 or len(kept) < 2:
+        return dict(kept)
+    cap = max(1, int(min(len(v) for v in kept.values()) * ratio))
+    return {handle: tweets[:cap] for handle, tweets in kept.items()}
+
+
+def _write(
+    data_dir: Path,
+    fetched: dict[str, UserTweets],
+    tweets: list[CleanTweet],
+    summary: dict[str, Any],
+) -> None:
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".data-", dir=data_dir.parent))
+    try:
+        for handle, got in fetched.items():
+            avatar = got.profile.avatar
+            if avatar and avatar.image:
+                (tmp / "avatars").mkdir(exist_ok=True)
+                name = f"avatars/{handle}{avatar.suffix}"
+                (tmp / name).write_bytes(avatar.image)
+                summary["users"][handle]["avatar"] = name
+            elif avatar and avatar.url:
+                summary["users"][handle]["avatar"] = avatar.url
+        with open(tmp / "raw.jsonl", "w", encoding="utf-8") as f:
+            for got in fetched.values():
+                for raw in got.tweets:
+                    f.write(json.dumps(asdict(raw), ensure_ascii=False) + "\n")
+        with open(tmp / "clean.jsonl", "w", encoding="utf-8") as f:
+            for t in tweets:
+                f.write(json.dumps(asdict(t), ensure_ascii=False) + "\n")
+        (tmp / "stats.json").write_text(
+            json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        replace_dir(tmp, data_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_dir(new: Path, final: Path) -> None:
+    """Put a fully written folder in place of ``final`` by renames, never by overwriting."""
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    new.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
