@@ -33,9 +33,13 @@ def _fail(error: errors.JobError) -> NoReturn:
 
 
 def _setup_logging(verbose: bool) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
-    handler = RichHandler(show_path=False, show_time=False, markup=False)
+    # Logs go to stderr: stdout carries only the one-line result.
+    handler = RichHandler(
+        console=Console(stderr=True), show_path=False, show_time=False, markup=False
+    )
     logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s")
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
 
@@ -60,11 +64,13 @@ def _assign(
 ) -> None:
     """Give ``--archive``/``--jsonl`` values (``PATH`` or ``HANDLE=PATH``) to users."""
     for value in values:
-        handle, sep, path = value.partition("=")
-        if sep and HANDLE_RE.fullmatch(handle.lstrip("@")):
-            key = next((u for u in users if u.lower() == handle.lstrip("@").lower()), None)
+        name, sep, rest = value.partition("=")
+        named = bool(sep) and HANDLE_RE.fullmatch(name.lstrip("@")) is not None
+        path = Path(rest if named else value)
+        if named:
+            key = next((u for u in users if u.lower() == name.lstrip("@").lower()), None)
             if key is None:
-                raise errors.BadConfig(f"--{kind} {value}: @{handle} is not among the users")
+                raise errors.BadConfig(f"--{kind} {value}: @{name} is not among the users")
             targets = [key]
         elif kind == "jsonl":  # one file for all: it is filtered by its 'user' field
             targets = [u for u in users if u not in sources]
@@ -75,7 +81,7 @@ def _assign(
         for handle in targets:
             if handle in sources:
                 raise errors.BadConfig(f"@{handle} is given two sources")
-            sources[handle] = factory(Path(value[len(handle) + 1 :] if sep else value))
+            sources[handle] = factory(path)
 
 
 @app.command()
@@ -90,7 +96,9 @@ def prepare(
     ] = None,
     jsonl: Annotated[
         list[str] | None,
-        typer.Option(help="Tweets as JSONL or CSV (a 'text' field per record): PATH or HANDLE=PATH."),
+        typer.Option(
+            help="Tweets as JSONL or CSV (a 'text' field per record): PATH or HANDLE=PATH."
+        ),
     ] = None,
     api: Annotated[
         bool, typer.Option("--api", help="Users without a file source: Twitter API v2.")
@@ -145,9 +153,7 @@ def _sources(handles: list[str], archives: list[str], jsonls: list[str], api: bo
         client = ApiSource()
         sources.update({h: client for h in missing})
     elif missing:
-        raise errors.BadConfig(
-            f"no source for @{missing[0]}: give --archive, --jsonl or --api"
-        )
+        raise errors.BadConfig(f"no source for @{missing[0]}: give --archive, --jsonl or --api")
     return {h: sources[h] for h in handles}
 
 

@@ -160,4 +160,3 @@ def replace_dir(new: Path, final: Path) -> None:
         final.rename(old)
     new.rename(final)
     shutil.rmtree(old, ignore_errors=True)
-

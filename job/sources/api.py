@@ -80,9 +80,7 @@ class ApiSource:
     def fetch(self, handle: str) -> UserTweets:
         import tweepy
 
-        user = self._call(
-            self.client.get_user, username=handle, user_fields=USER_FIELDS
-        )
+        user = self._call(self.client.get_user, username=handle, user_fields=USER_FIELDS)
         if user.data is None:
             raise AccountNotFound(f"@{handle}: {_error_detail(user.errors, 'account not found')}")
         if user.data.protected:

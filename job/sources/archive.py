@@ -138,8 +138,8 @@ class ArchiveSource:
             bio=description.get("bio") if isinstance(description, dict) else None,
             avatar=self._avatar(files, profile_entry.get("avatarMediaUrl")),
         )
-        tweets = [self._tweet(handle, t) for t in self._tweet_entries(files, manifest)]
-        tweets = [t for t in tweets if t is not None]
+        parsed = (self._tweet(handle, t) for t in self._tweet_entries(files, manifest))
+        tweets = [t for t in parsed if t is not None]
         _attach_notes(tweets, self._notes(files))
         return UserTweets(profile=profile, tweets=tweets, source=f"archive {self.path.name}")
 

@@ -9,6 +9,7 @@ with several people's tweets is filtered to the handle asked for), ``id``, ``cre
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ class FileSource:
         except UnicodeDecodeError as e:
             raise CorruptInput(f"{self.path}: not UTF-8 text") from e
         if suffix == ".csv":
-            reader = csv.DictReader(text.splitlines())
+            reader = csv.DictReader(io.StringIO(text, newline=""))
             if "text" not in (reader.fieldnames or []):
                 raise CorruptInput(f"{self.path}: the CSV header has no 'text' column")
             return [(n, dict(row)) for n, row in enumerate(reader, start=2)]

@@ -1,0 +1,190 @@
+"""The command as users and the platform see it: exit codes, one-line errors, outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from job import errors
+from tests.helpers.archives import sentences, write_archive
+from tests.helpers.twitter_api import FakeUser, TwitterAPI, v2_tweet
+
+TOKEN = "secret-bearer-token-123"
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TWITTER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "job", *args],
+        capture_output=True,
+        text=True,
+        env={**base, **(env or {})},
+        timeout=120,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.integration
+def test_prepare_real_archive(real_archive: Path, tmp_path: Path) -> None:
+    result = cli("prepare", "andreruffert", "--archive", str(real_archive), "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("prepared andreruffert: ")
+    stats = json.loads((tmp_path / "andreruffert" / "data" / "stats.json").read_text())
+    assert stats["users"]["andreruffert"]["downloaded"] == 1986
+
+
+def test_options_reach_the_cleaning(real_archive: Path, tmp_path: Path) -> None:
+    result = cli(
+        "prepare",
+        "andreruffert",
+        "--archive",
+        str(real_archive),
+        "--out",
+        str(tmp_path),
+        "--replies",
+        "drop",
+        "--min-words",
+        "5",
+        "--no-dedupe",
+    )
+    assert result.returncode == 0, result.stderr
+    stats = json.loads((tmp_path / "andreruffert" / "data" / "stats.json").read_text())
+    assert stats["config"]["clean"] == {"min_words": 5, "replies": "drop", "dedupe": False}
+    u = stats["users"]["andreruffert"]
+    assert u["dropped_replies"] > 0 and u["duplicates"] == 0
+
+
+def test_several_users_each_with_their_own_source(tmp_path: Path) -> None:
+    a = write_archive(tmp_path / "a", sentences(120, user="a"), username="alice")
+    b = tmp_path / "b.jsonl"
+    b.write_text(
+        "".join(json.dumps({"text": f"bob writes line {i} of text"}) + "\n" for i in range(300))
+    )
+    result = cli(
+        "prepare",
+        "alice",
+        "bob",
+        "--archive",
+        f"@alice={a}",
+        "--jsonl",
+        f"bob={b}",
+        "--out",
+        str(tmp_path / "out"),
+        "--min-chars",
+        "100",
+    )
+    assert result.returncode == 0, result.stderr
+    stats = json.loads((tmp_path / "out" / "alice-bob" / "data" / "stats.json").read_text())
+    assert stats["users"]["alice"]["used"] == stats["users"]["bob"]["used"] == 120
+
+
+def test_api_source(tmp_path: Path) -> None:
+    with TwitterAPI(token=TOKEN) as api:
+        api.add(
+            FakeUser(
+                id="1",
+                username="talker",
+                tweets=[
+                    v2_tweet(5000 - i, f"api tweet number {i} is long enough to count" * 2)
+                    for i in range(150)
+                ],
+            )
+        )
+        result = cli(
+            "prepare",
+            "talker",
+            "--api",
+            "--out",
+            str(tmp_path),
+            "-v",
+            env={"TWITTER_BEARER_TOKEN": TOKEN, "TWITTER_API_URL": api.url},
+        )
+    assert result.returncode == 0, result.stderr
+    assert TOKEN not in result.stderr + result.stdout
+    assert TOKEN not in (tmp_path / "talker" / "data" / "stats.json").read_text()
+    assert TOKEN not in (tmp_path / "talker" / "data" / "raw.jsonl").read_text()
+
+
+@pytest.mark.parametrize(
+    ("user", "code"), [("nobody", errors.ACCOUNT_NOT_FOUND), ("locked", errors.ACCOUNT_PROTECTED)]
+)
+def test_api_account_errors(tmp_path: Path, user: str, code: int) -> None:
+    with TwitterAPI(token=TOKEN) as api:
+        api.add(FakeUser(id="2", username="locked", protected=True))
+        result = cli(
+            "prepare",
+            user,
+            "--api",
+            "--out",
+            str(tmp_path),
+            env={"TWITTER_BEARER_TOKEN": TOKEN, "TWITTER_API_URL": api.url},
+        )
+    line = assert_one_line_error(result, code)
+    assert f"@{user}" in line
+    assert not (tmp_path / user).exists()
+
+
+def test_api_without_token(tmp_path: Path) -> None:
+    assert_one_line_error(cli("prepare", "x", "--api", "--out", str(tmp_path)), errors.CREDENTIALS)
+
+
+@pytest.mark.parametrize("handle", ["../../etc", "way_too_long_handle", "a b", "s3://x"])
+def test_invalid_handle(tmp_path: Path, handle: str) -> None:
+    result = cli(
+        "prepare", handle, "--jsonl", str(tmp_path / "x.jsonl"), "--out", str(tmp_path / "out")
+    )
+    assert_one_line_error(result, errors.INVALID_HANDLE)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_archive(tmp_path: Path) -> None:
+    result = cli("prepare", "x", "--archive", str(tmp_path / "gone.zip"), "--out", str(tmp_path))
+    assert "gone.zip" in assert_one_line_error(result, errors.INPUT_NOT_FOUND)
+
+
+def test_corrupt_archive(tmp_path: Path) -> None:
+    (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 not really")
+    result = cli("prepare", "x", "--archive", str(tmp_path / "bad.zip"), "--out", str(tmp_path))
+    assert_one_line_error(result, errors.CORRUPT_INPUT)
+
+
+def test_too_few_tweets(tmp_path: Path) -> None:
+    path = write_archive(tmp_path / "a", sentences(10))
+    result = cli("prepare", "sample_user", "--archive", str(path), "--out", str(tmp_path / "o"))
+    assert "fewer than the 6000 characters" in assert_one_line_error(result, errors.NOT_ENOUGH_DATA)
+    assert not (tmp_path / "o" / "sample_user" / "data").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--replies", "sometimes", "--jsonl", "x.jsonl"],
+        [],  # no source at all
+        ["--balance-ratio", "0.5", "--jsonl", "x.jsonl"],
+    ],
+)
+def test_bad_options(tmp_path: Path, args: list[str]) -> None:
+    assert_one_line_error(cli("prepare", "x", *args, "--out", str(tmp_path)), errors.BAD_CONFIG)
+
+
+def test_two_unnamed_archives_for_two_users(tmp_path: Path) -> None:
+    result = cli("prepare", "a", "b", "--archive", "x.zip", "--out", str(tmp_path))
+    assert "HANDLE=PATH" in assert_one_line_error(result, errors.BAD_CONFIG)
+
+
+def test_help_and_version() -> None:
+    assert cli("--version").stdout.strip().startswith("huggingtweets ")
+    result = cli("prepare", "--help")
+    assert result.returncode == 0 and "--archive" in result.stdout
