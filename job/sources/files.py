@@ -3,7 +3,7 @@
 Each record needs ``text``. Optional fields: ``user`` (or ``username``/``handle``; a file
 with several people's tweets is filtered to the handle asked for), ``id``, ``created_at`` (or
 ``date``), ``lang``, ``is_retweet`` (else: the text starts with "RT @"), ``is_reply`` (else:
-``in_reply_to`` is set, or the text starts with "@").
+``in_reply_to`` is set, or the text starts with "@"), ``name`` (the display name).
 """
 
 from __future__ import annotations
@@ -30,12 +30,15 @@ class FileSource:
     def fetch(self, handle: str) -> UserTweets:
         records = self._records()
         tweets = []
+        name = None
         for n, record in records:
             owner = next((record[k] for k in _USER_KEYS if record.get(k)), None)
             if owner is not None and str(owner).lstrip("@").lower() != handle.lower():
                 continue
             tweets.append(self._tweet(handle, n, record))
-        return UserTweets(profile=Profile(handle=handle), tweets=tweets, source=self.path.name)
+            name = name or record.get("name") or None
+        profile = Profile(handle=handle, display_name=name)
+        return UserTweets(profile=profile, tweets=tweets, source=self.path.name)
 
     def _records(self) -> list[tuple[int, dict[str, Any]]]:
         if not self.path.is_file():

@@ -34,6 +34,7 @@ def test_jsonl_optional_fields(tmp_path: Path) -> None:
             {
                 "text": "@x not a reply here",
                 "id": 5,
+                "name": "Me Myself",
                 "created_at": "2021-05-01T12:00:00+02:00",
                 "lang": "de",
                 "is_reply": False,
@@ -41,7 +42,9 @@ def test_jsonl_optional_fields(tmp_path: Path) -> None:
             }
         ],
     )
-    (t,) = FileSource(path).fetch("me").tweets
+    got = FileSource(path).fetch("me")
+    assert got.profile.display_name == "Me Myself"
+    (t,) = got.tweets
     assert (t.id, t.created_at, t.lang, t.is_reply, t.is_retweet) == (
         "5",
         "2021-05-01T10:00:00Z",
