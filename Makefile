@@ -26,3 +26,7 @@ lint: install
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
+
+# The README's first command: the job on its embedded defaults and our own sample data.
+demo: install
+	$(BIN)/huggingtweets prepare sourdough_sam --jsonl job/samples/sourdough_sam.jsonl --out out
