@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -84,53 +86,65 @@ def _assign(
             sources[handle] = factory(path)
 
 
+# Options shared by `prepare` and `run`: where the tweets come from and how they are cleaned.
+Users = Annotated[list[str], typer.Argument(help="Twitter handles, one bot for all of them.")]
+Out = Annotated[Path, typer.Option(help="Output folder; the bot's files go to OUT/<bot>/.")]
+Archive = Annotated[
+    list[str] | None,
+    typer.Option(help="Twitter archive (.zip or folder): PATH, or HANDLE=PATH per user."),
+]
+Jsonl = Annotated[
+    list[str] | None,
+    typer.Option(help="Tweets as JSONL or CSV ('text' per record): PATH or HANDLE=PATH."),
+]
+Api = Annotated[bool, typer.Option("--api", help="Users without a file source: Twitter API v2.")]
+MinWords = Annotated[int, typer.Option(help="Drop tweets with fewer real words.")]
+Replies = Annotated[str, typer.Option(help="keep | drop | strip (keep, without leading @s).")]
+Dedupe = Annotated[bool, typer.Option(help="Drop exact duplicate tweets.")]
+BalanceRatio = Annotated[
+    float, typer.Option(help="Cap each user at R x the smallest user's tweets; 0 = off.")
+]
+MinChars = Annotated[int, typer.Option(help="Fail under this much training text.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v")]
+
+
+def _prepare_config(
+    min_words: int, replies: str, dedupe: bool, balance_ratio: float, min_chars: int
+) -> Any:
+    from job.clean import CleanConfig
+    from job.prepare import PrepareConfig
+
+    if replies not in ("keep", "drop", "strip"):
+        raise errors.BadConfig(f"--replies must be keep, drop or strip, not {replies!r}")
+    return PrepareConfig(
+        clean=CleanConfig(min_words=min_words, replies=replies, dedupe=dedupe),  # type: ignore[arg-type]
+        balance_ratio=balance_ratio,
+        min_chars=min_chars,
+    )
+
+
 @app.command()
 def prepare(
-    users: Annotated[list[str], typer.Argument(help="Twitter handles, one bot for all of them.")],
-    out: Annotated[Path, typer.Option(help="Output folder; data goes to OUT/<bot>/data.")] = Path(
-        "out"
-    ),
-    archive: Annotated[
-        list[str] | None,
-        typer.Option(help="Twitter archive (.zip or folder): PATH, or HANDLE=PATH per user."),
-    ] = None,
-    jsonl: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Tweets as JSONL or CSV (a 'text' field per record): PATH or HANDLE=PATH."
-        ),
-    ] = None,
-    api: Annotated[
-        bool, typer.Option("--api", help="Users without a file source: Twitter API v2.")
-    ] = False,
-    min_words: Annotated[int, typer.Option(help="Drop tweets with fewer real words.")] = 3,
-    replies: Annotated[
-        str, typer.Option(help="keep | drop | strip (keep, without leading @mentions).")
-    ] = "keep",
-    dedupe: Annotated[bool, typer.Option(help="Drop exact duplicate tweets.")] = True,
-    balance_ratio: Annotated[
-        float, typer.Option(help="Cap each user at R x the smallest user's tweets; 0 = off.")
-    ] = 1.0,
-    min_chars: Annotated[int, typer.Option(help="Fail under this much training text.")] = 6000,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    users: Users,
+    out: Out = Path("out"),
+    archive: Archive = None,
+    jsonl: Jsonl = None,
+    api: Api = False,
+    min_words: MinWords = 3,
+    replies: Replies = "keep",
+    dedupe: Dedupe = True,
+    balance_ratio: BalanceRatio = 1.0,
+    min_chars: MinChars = 6000,
+    verbose: Verbose = False,
 ) -> None:
     """Download and clean tweets: OUT/<bot>/data/{raw,clean}.jsonl and stats.json."""
     _setup_logging(verbose)
     try:
-        from job.clean import CleanConfig
-        from job.prepare import PrepareConfig
         from job.prepare import prepare as run_prepare
 
-        if replies not in ("keep", "drop", "strip"):
-            raise errors.BadConfig(f"--replies must be keep, drop or strip, not {replies!r}")
+        config = _prepare_config(min_words, replies, dedupe, balance_ratio, min_chars)
         handles = [validate_handle(u) for u in users]
-        sources = _sources(handles, archive or [], jsonl or [], api)
-        config = PrepareConfig(
-            clean=CleanConfig(min_words=min_words, replies=replies, dedupe=dedupe),  # type: ignore[arg-type]
-            balance_ratio=balance_ratio,
-            min_chars=min_chars,
-        )
-        result = run_prepare(sources, out, config)
+        result = run_prepare(_sources(handles, archive or [], jsonl or [], api), out, config)
     except errors.JobError as e:
         _fail(e)
     total = result.stats["total"]
@@ -138,6 +152,130 @@ def prepare(
         f"prepared {result.bot}: {total['used']} tweets, {total['characters']} characters"
         f" -> {result.data_dir}"
     )
+
+
+@app.command()
+def run(
+    users: Users,
+    out: Out = Path("out"),
+    archive: Archive = None,
+    jsonl: Jsonl = None,
+    api: Api = False,
+    base_model: Annotated[
+        str,
+        typer.Option(help="gpt2 | gpt2-medium | gpt2-large | gpt2-xl | tiny | folder | Hub id."),
+    ] = "gpt2",
+    tokenizer: Annotated[
+        Path | None, typer.Option(help="GPT-2 BPE files (vocab.json, merges.txt) for tiny.")
+    ] = None,
+    epochs: Annotated[float, typer.Option()] = 4.0,
+    learning_rate: Annotated[float, typer.Option()] = 1.372e-4,
+    lr_scheduler: Annotated[str, typer.Option()] = "cosine",
+    warmup_ratio: Annotated[float, typer.Option()] = 0.0,
+    batch_size: Annotated[int, typer.Option(help="Per device.")] = 8,
+    grad_accum: Annotated[int, typer.Option()] = 1,
+    block_size: Annotated[int, typer.Option(help="Tokens per training block.")] = 256,
+    val_fraction: Annotated[float, typer.Option()] = 0.1,
+    precision: Annotated[str, typer.Option(help="auto | bf16 | fp32.")] = "auto",
+    seed: Annotated[int, typer.Option()] = 42,
+    start_text: Annotated[
+        list[str] | None, typer.Option(help="Prompt for predictions (repeatable).")
+    ] = None,
+    predictions_per_prompt: Annotated[int, typer.Option()] = 3,
+    top_p: Annotated[float, typer.Option()] = 0.95,
+    max_length: Annotated[int, typer.Option(help="Tokens per prediction.")] = 160,
+    memorization_ngram: Annotated[
+        int, typer.Option(help="Flag predictions sharing this many words with a tweet.")
+    ] = 8,
+    wandb_mode: Annotated[
+        str | None,
+        typer.Option(help="online | offline | disabled [default: $WANDB_MODE or offline]"),
+    ] = None,
+    wandb_project: Annotated[str, typer.Option()] = "huggingtweets",
+    hub_repo: Annotated[
+        str | None, typer.Option(help="Hub repo the card should point to (owner/name).")
+    ] = None,
+    min_words: MinWords = 3,
+    replies: Replies = "keep",
+    dedupe: Dedupe = True,
+    balance_ratio: BalanceRatio = 1.0,
+    min_chars: MinChars = 6000,
+    verbose: Verbose = False,
+) -> None:
+    """The whole job: prepare, fine-tune, sample, write the card: OUT/<bot>/model and job.json."""
+    _setup_logging(verbose)
+    try:
+        from job.predict import START_TEXTS, SamplingConfig
+        from job.run import RunConfig
+        from job.run import run as run_job
+        from job.tracking import default_mode
+        from job.train import TrainConfig
+
+        config = RunConfig(
+            prepare=_prepare_config(min_words, replies, dedupe, balance_ratio, min_chars),
+            train=TrainConfig(
+                base_model=base_model,
+                tokenizer=str(tokenizer) if tokenizer else None,
+                epochs=epochs,
+                learning_rate=learning_rate,
+                lr_scheduler=lr_scheduler,
+                warmup_ratio=warmup_ratio,
+                batch_size=batch_size,
+                grad_accum=grad_accum,
+                block_size=block_size,
+                val_fraction=val_fraction,
+                seed=seed,
+                precision=precision,
+            ),
+            sampling=SamplingConfig(
+                start_texts=tuple(start_text or START_TEXTS),
+                per_prompt=predictions_per_prompt,
+                top_p=top_p,
+                max_length=max_length,
+                ngram=memorization_ngram,
+                seed=seed,
+            ),
+            wandb_mode=wandb_mode or default_mode(),
+            wandb_project=wandb_project,
+            hub_repo=hub_repo,
+        )
+        handles = [validate_handle(u) for u in users]
+        sources = _sources(handles, archive or [], jsonl or [], api)
+        with _progress() as advance:
+            result = run_job(sources, out, config, progress=advance)
+    except errors.JobError as e:
+        _fail(e)
+    t = result.train
+    typer.echo(
+        f"done {result.bot}: validation perplexity {t.base_perplexity:.1f} -> {t.perplexity:.1f},"
+        f" {result.flagged}/{len(result.predictions)} predictions memorized,"
+        f" {t.tokens_per_second:,.0f} tokens/s, {result.timings['total']:.0f} s"
+        f" -> {result.model_dir}"
+    )
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[int, int], None]]:
+    """A Rich progress bar for the training steps, on stderr; silent when not a terminal."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    with Progress(
+        "training",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bar:
+        task = bar.add_task("train", total=None)
+
+        def advance(step: int, total: int) -> None:
+            bar.update(task, completed=step, total=total)
+
+        yield advance
 
 
 def _sources(handles: list[str], archives: list[str], jsonls: list[str], api: bool) -> dict:

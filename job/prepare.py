@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from job import __version__
+from job.atomic import replace_dir, write_json
 from job.clean import CleanConfig, CleanTweet, UserStats, clean
 from job.errors import BadConfig, NotEnoughData
 from job.handles import bot_name
@@ -144,19 +145,7 @@ def _write(
         with open(tmp / "clean.jsonl", "w", encoding="utf-8") as f:
             for t in tweets:
                 f.write(json.dumps(asdict(t), ensure_ascii=False) + "\n")
-        (tmp / "stats.json").write_text(
-            json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
+        write_json(tmp / "stats.json", summary)
         replace_dir(tmp, data_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def replace_dir(new: Path, final: Path) -> None:
-    """Put a fully written folder in place of ``final`` by renames, never by overwriting."""
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    new.rename(final)
-    shutil.rmtree(old, ignore_errors=True)

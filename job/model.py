@@ -1,0 +1,116 @@
+"""Base models: GPT-2 by name or path, or a tiny random GPT-2 built locally.
+
+Every model, tiny included, is loaded through ``from_pretrained``: the tiny one is written to a
+folder first, so smoke runs and tests take the same code path as real runs. Nothing here
+downloads weights on its own: a name (``gpt2``...) resolves through the Hugging Face cache
+(``HF_HOME``), which the Docker image keeps on a volume.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from job.errors import BadConfig, InputNotFound
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+# Hub ids of the names above, for the card's ``base_model``.
+HUB_IDS = {name: f"openai-community/{name}" for name in GPT2_NAMES}
+EOS = "<|endoftext|>"
+
+# The tiny model: small enough to train on a laptop CPU in seconds, big enough to learn
+# something from a few thousand tweets. 2 layers x 64 wide is nanoGPT's "baby" scale.
+TINY: dict[str, Any] = {"n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 128}
+TINY_VOCAB = 2000  # BPE vocabulary when no GPT-2 tokenizer files are given
+
+
+def resolve_base(
+    base_model: str, workdir: Path, texts: list[str], tokenizer: Path | None, seed: int
+) -> str:
+    """The name or folder to give ``from_pretrained``; builds the tiny model when asked."""
+    if base_model == "tiny":
+        return str(build_tiny(workdir / "base-tiny", texts, tokenizer, seed))
+    if base_model in GPT2_NAMES:
+        return HUB_IDS[base_model]
+    path = Path(base_model)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise InputNotFound(f"--base-model {base_model}: folder has no config.json")
+        return str(path)
+    if "/" in base_model:  # another Hub id (a GPT-2 fine-tune, say)
+        return base_model
+    raise BadConfig(
+        f"--base-model {base_model!r}: use tiny, {', '.join(GPT2_NAMES)}, a folder or a Hub id"
+    )
+
+
+def load(
+    name_or_path: str, *, device: str, dtype: Any = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Model and tokenizer, straight onto the device, with SDPA attention."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path, dtype=dtype, attn_implementation="sdpa", device_map=device
+        )
+    except OSError as e:
+        raise InputNotFound(f"cannot load base model {name_or_path!r}: {e}") from e
+    if tokenizer.pad_token is None:  # GPT-2 has none; generation pads with EOS
+        tokenizer.pad_token = tokenizer.eos_token
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def build_tiny(folder: Path, texts: list[str], tokenizer_dir: Path | None, seed: int) -> Path:
+    """Write a tiny random GPT-2 and its tokenizer to ``folder``."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = gpt2_tokenizer(tokenizer_dir) if tokenizer_dir else train_tokenizer(texts)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **TINY,
+    )
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    log.info("built a tiny GPT-2 (%.2f M parameters) in %s", model.num_parameters() / 1e6, folder)
+    return folder
+
+
+def gpt2_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
+    """GPT-2's tokenizer from its own BPE files (``vocab.json``, ``merges.txt``)."""
+    from transformers import GPT2Tokenizer  # transformers 5: the fast (Rust) tokenizer
+
+    vocab, merges = folder / "vocab.json", folder / "merges.txt"
+    if not (vocab.is_file() and merges.is_file()):
+        raise InputNotFound(f"--tokenizer {folder}: needs vocab.json and merges.txt")
+    # transformers 5: pass the files' paths as vocab=/merges=; the old vocab_file=/merges_file=
+    # names are ignored and give an empty tokenizer.
+    return GPT2Tokenizer(vocab=str(vocab), merges=str(merges))
+
+
+def train_tokenizer(texts: list[str]) -> PreTrainedTokenizerBase:
+    """A small byte-level BPE trained on the tweets themselves (GPT-2's scheme, less vocab)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        texts, vocab_size=TINY_VOCAB, min_frequency=2, special_tokens=[EOS], show_progress=False
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token=EOS, bos_token=EOS, unk_token=EOS
+    )

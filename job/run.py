@@ -1,0 +1,338 @@
+"""Recipe: the whole job on one machine, from tweets to a published-quality model folder.
+
+Features, and the flags of ``huggingtweets run`` that control them:
+- Data: every feature of the prepare recipe (sources, cleaning, balancing; see prepare.py).
+- Base model by name or path (``--base-model``); ``tiny`` builds a tiny GPT-2 locally, with
+  GPT-2's tokenizer when ``--tokenizer`` gives its files.
+- Fine-tuning (``--epochs``, ``--learning-rate``, ``--batch-size``, ``--block-size``,
+  ``--seed``...; see train.py), with validation perplexity before and after.
+- Predictions sampled in one batch (``--start-text``, ``--predictions-per-prompt``,
+  ``--top-p``) and checked for memorized tweets (``--memorization-ngram``).
+- ``predictions.png``, the model card, W&B runs and artifacts (``--wandb-mode``).
+- Outputs in ``OUT/<bot>/``: ``model/`` (loads with ``pipeline``), ``predictions.json`` and
+  ``job.json`` (config, versions, timings per phase, result), written last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from job import __version__
+from job.atomic import replace_dir, write_json
+from job.clean import CleanTweet
+from job.model import EOS, GPT2_NAMES, HUB_IDS
+from job.predict import Prediction, SamplingConfig
+from job.prepare import PrepareConfig, Prepared, prepare
+from job.tracking import Tracker, default_mode
+from job.train import TrainConfig, TrainResult
+from job.tweets import TweetSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    wandb_mode: str = field(default_factory=default_mode)  # offline unless WANDB_MODE says
+    wandb_project: str = "huggingtweets"
+    wandb_log_model: bool = True  # upload the model as an artifact (online: GBs for XL)
+    hub_repo: str | None = None  # where the card says the model lives, once pushed
+
+
+@dataclass
+class RunResult:
+    bot: str
+    model_dir: Path
+    train: TrainResult
+    predictions: list[Prediction]
+    flagged: int
+    timings: dict[str, float]
+
+
+class Phases:
+    """Times each phase of the job and logs it (the job measures itself)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - start, 3)
+        log.info("%s: %.1f s", name, self.seconds[name])
+
+
+def run(
+    sources: dict[str, TweetSource],
+    out: Path,
+    config: RunConfig,
+    progress: Callable[[int, int], None] | None = None,
+) -> RunResult:
+    """Prepare, fine-tune, sample, write the card; see the module docstring."""
+    import torch
+
+    start = time.perf_counter()
+    phases = Phases()
+    _quiet_libraries()
+    with phases("prepare"):
+        data = prepare(sources, out, config.prepare)
+    bot_dir = out / data.bot
+    tracker = Tracker(config.wandb_mode, config.wandb_project, data.bot, bot_dir)
+    with tracker.stage("prepare", _plain(config.prepare)) as wb:
+        raw = tracker.log_artifact(
+            wb, f"raw-{data.bot}", "raw_data", [data.data_dir / "raw.jsonl"], _counts(data)
+        )
+        clean = tracker.log_artifact(
+            wb,
+            f"dataset-{data.bot}",
+            "dataset",
+            [data.data_dir / "clean.jsonl", data.data_dir / "stats.json"],
+            _counts(data),
+            parent=raw,
+        )
+
+    with (
+        tracker.stage("train", _plain(config)) as wb,
+        tempfile.TemporaryDirectory(prefix=".work-", dir=bot_dir) as tmp,
+    ):
+        work = Path(tmp)
+        tracker.use(wb, clean)
+        from job.model import load, resolve_base
+        from job.predict import flag_memorized, sample
+        from job.train import finetune
+
+        texts = [t.text for t in data.tweets]
+        with phases("load"):
+            name = resolve_base(
+                config.train.base_model,
+                work,
+                texts,
+                Path(config.train.tokenizer) if config.train.tokenizer else None,
+                config.train.seed,
+            )
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            model, tokenizer = load(name, device=device)
+        with phases("train"):
+            result = finetune(
+                model,
+                tokenizer,
+                texts,
+                config.train,
+                work,
+                on_log=lambda logs, step: wb.log(logs, step=step),
+                on_step=progress,
+            )
+        with phases("predict"):
+            predictions = sample(model, tokenizer, config.sampling)
+            flagged = flag_memorized(
+                predictions, [asdict(t) for t in data.tweets], config.sampling.ngram
+            )
+        with phases("save"):
+            staged = work / "model"
+            _save_model(model, tokenizer, config.sampling, staged)
+        with phases("card"):
+            _write_card(staged, data, config, result, predictions, flagged, tracker)
+            replace_dir(staged, bot_dir / "model")
+        model_dir = bot_dir / "model"
+        wb.log(
+            {
+                "val_loss": result.val_loss,
+                "perplexity": result.perplexity,
+                "base_perplexity": result.base_perplexity,
+                "memorized": flagged,
+                "tokens_per_second": result.tokens_per_second,
+            }
+        )
+        wb.log(
+            {
+                "predictions": tracker.table(
+                    ["prompt", "text", "memorized"],
+                    [[p.prompt, p.text, p.memorized] for p in predictions],
+                )
+            }
+        )
+        if config.wandb_log_model:
+            tracker.log_artifact(
+                wb,
+                f"model-{data.bot}",
+                "model",
+                [model_dir],
+                {"perplexity": result.perplexity},
+                parent=clean,
+            )
+
+    phases.seconds["total"] = round(time.perf_counter() - start, 3)
+    write_json(
+        bot_dir / "predictions.json",
+        {
+            "sampling": asdict(config.sampling),
+            "memorized": flagged,
+            "predictions": [asdict(p) for p in predictions],
+        },
+    )
+    write_json(
+        bot_dir / "job.json",
+        {  # last: its presence means the run finished
+            "bot": data.bot,
+            "config": _plain(config),
+            "versions": versions(),
+            "timings": phases.seconds,
+            "wandb": {"mode": config.wandb_mode, "runs": tracker.run_ids, "urls": tracker.urls},
+            "result": {
+                **asdict(result),
+                "base_perplexity": result.base_perplexity,
+                "perplexity": result.perplexity,
+                "predictions": len(predictions),
+                "memorized": flagged,
+                "model_dir": str(model_dir),
+            },
+        },
+    )
+    return RunResult(data.bot, model_dir, result, predictions, flagged, phases.seconds)
+
+
+def _save_model(model: Any, tokenizer: Any, sampling: SamplingConfig, folder: Path) -> None:
+    """Save with the sampling settings where pipeline() and the Hub widget look for them."""
+    generation = sampling.generation_kwargs()
+    # transformers 5's pipeline reads generation_config.json and config.prefix; older
+    # versions read task_specific_params. Write all three so every client samples alike.
+    model.config.prefix = EOS
+    model.config.task_specific_params = {"text-generation": {**generation, "prefix": EOS}}
+    for key, value in generation.items():
+        setattr(model.generation_config, key, value)
+    model.save_pretrained(folder)
+    tokenizer.padding_side = "right"
+    tokenizer.save_pretrained(folder)
+
+
+def _write_card(
+    folder: Path,
+    data: Prepared,
+    config: RunConfig,
+    result: TrainResult,
+    predictions: list[Prediction],
+    flagged: int,
+    tracker: Tracker,
+) -> None:
+    from job import card, thumbnail
+
+    repo = config.hub_repo
+    users = []
+    for handle, stats in data.stats["users"].items():
+        avatar = stats.get("avatar")
+        if avatar and not avatar.startswith("http"):
+            shutil.copy(data.data_dir / avatar, folder / f"avatar-{handle}{Path(avatar).suffix}")
+            avatar = f"avatar-{handle}{Path(avatar).suffix}"
+            if repo:
+                avatar = f"https://huggingface.co/{repo}/resolve/main/{avatar}"
+        users.append(
+            {
+                "handle": stats.get("handle") or handle,
+                "display_name": stats.get("display_name") or stats.get("handle") or handle,
+                "avatar_src": avatar or "",
+                "avatar": stats.get("avatar"),
+                "stats": stats,
+            }
+        )
+    # One prediction per start text first, then the rest; never a memorized one if avoidable.
+    ordered = predictions[:: config.sampling.per_prompt] + [
+        p for i, p in enumerate(predictions) if i % config.sampling.per_prompt
+    ]
+    shown = [p.text for p in ordered if not p.memorized] or [p.text for p in ordered]
+    thumbnail.render(folder / "predictions.png", users, shown, data.data_dir)
+    base = config.train.base_model
+    languages = _languages(data)
+    context = {
+        "users": users,
+        "version": __version__,
+        "base_model_label": "a tiny GPT-2 (random init)" if base == "tiny" else base,
+        "base_model_url": f"https://huggingface.co/{HUB_IDS[base]}"
+        if base in GPT2_NAMES
+        else "https://huggingface.co/openai-community/gpt2",
+        "base_model_id": HUB_IDS.get(base)
+        or (base if "/" in base and not Path(base).exists() else None),
+        "thumbnail": f"https://huggingface.co/{repo}/resolve/main/predictions.png"
+        if repo
+        else "predictions.png",
+        "model_ref": repo or str(folder.parent.parent / "model"),
+        "wandb_url": tracker.urls.get("train"),
+        "languages": languages,
+        "clean": asdict(config.prepare.clean),
+        "balance_ratio": config.prepare.balance_ratio,
+        "warnings": data.stats["warnings"],
+        "train": asdict(config.train),
+        "result": {
+            **asdict(result),
+            "base_perplexity": result.base_perplexity,
+            "perplexity": result.perplexity,
+        },
+        "sampling": asdict(config.sampling),
+        "predictions": predictions,
+        "flagged": flagged,
+        "config": _plain(config),
+        "versions": versions(),
+    }
+    (folder / "README.md").write_text(card.render(context), encoding="utf-8")
+
+
+def _languages(data: Prepared) -> list[str]:
+    """Languages of at least 5% of the kept tweets, most common first ("und" is no language)."""
+    counts: dict[str, int] = {}
+    for stats in data.stats["users"].values():
+        for lang, n in stats["languages"].items():
+            counts[lang] = counts.get(lang, 0) + n
+    total = sum(counts.values()) or 1
+    return [
+        k
+        for k, n in sorted(counts.items(), key=lambda kv: -kv[1])
+        if k not in ("und", "qme", "zxx") and n / total >= 0.05
+    ]
+
+
+def _counts(data: Prepared) -> dict[str, Any]:
+    return {"bot": data.bot, "users": data.stats["users"], "total": data.stats["total"]}
+
+
+def _plain(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def versions() -> dict[str, str]:
+    import tokenizers
+    import torch
+    import transformers
+
+    return {
+        "huggingtweets": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+        "cuda": torch.version.cuda or "none",
+    }
+
+
+def _quiet_libraries() -> None:
+    """Progress bars of transformers/hub would fight the job's own display."""
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_warning()
+    disable_progress_bars()
+
+
+__all__ = ["CleanTweet", "RunConfig", "RunResult", "run"]

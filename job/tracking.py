@@ -1,0 +1,92 @@
+"""Weights & Biases: runs, artifacts with lineage, the predictions table.
+
+Like the original HuggingTweets, each step leaves an artifact: the raw tweets and the clean
+dataset (from the "prepare" run), the model (from the "train" run, which uses the dataset), all
+in one W&B group named after the bot. W&B cannot ``use_artifact`` offline, so every artifact
+also names its parent in its metadata, and the lineage survives ``WANDB_MODE=offline``.
+
+Modes: online, offline (the default: nothing leaves the machine) and disabled. Only configs
+built by this package are logged; they hold no secrets (those come from the environment).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from job.errors import BadConfig
+
+MODES = ("online", "offline", "disabled")
+
+
+def default_mode() -> str:
+    return os.environ.get("WANDB_MODE") or "offline"
+
+
+class Tracker:
+    def __init__(self, mode: str, project: str, group: str, workdir: Path) -> None:
+        if mode not in MODES:
+            raise BadConfig(f"W&B mode must be one of {', '.join(MODES)}, not {mode!r}")
+        self.mode, self.project, self.group, self.workdir = mode, project, group, workdir
+        self.urls: dict[str, str] = {}
+        self.run_ids: dict[str, str] = {}
+
+    @contextmanager
+    def stage(self, job_type: str, config: dict[str, Any]) -> Iterator[Any]:
+        import wandb
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        run = wandb.init(
+            project=self.project,
+            group=self.group,
+            job_type=job_type,
+            name=f"{self.group}-{job_type}",
+            config=config,
+            mode=self.mode,  # type: ignore[arg-type]
+            dir=str(self.workdir),
+            reinit="create_new",
+        )
+        try:
+            yield run
+        finally:
+            if self.mode != "disabled":
+                self.run_ids[job_type] = run.id
+                if run.url:
+                    self.urls[job_type] = run.url
+            run.finish()
+
+    def log_artifact(
+        self,
+        run: Any,
+        name: str,
+        kind: str,
+        paths: list[Path],
+        metadata: dict[str, Any],
+        parent: Any = None,
+    ) -> Any:
+        import wandb
+
+        if parent is not None:
+            metadata = {**metadata, "derived_from": parent.name}
+        artifact = wandb.Artifact(name, type=kind, metadata=metadata)
+        for path in paths:
+            if path.is_dir():
+                artifact.add_dir(str(path))
+            else:
+                artifact.add_file(str(path))
+        run.log_artifact(artifact)
+        return artifact
+
+    def use(self, run: Any, artifact: Any) -> None:
+        if self.mode == "online":  # W&B's own lineage; offline keeps it in metadata
+            run.use_artifact(artifact)
+
+    @staticmethod
+    def table(columns: list[str], rows: list[list[Any]]) -> Any:
+        import wandb
+
+        return wandb.Table(columns=list[Any](columns), data=rows)
