@@ -27,6 +27,10 @@ lint: install
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
 
-# The README's first command: the job on its embedded defaults and our own sample data.
+# The README's first command: the whole job on embedded defaults (local folder, W&B offline,
+# no Hub push) and our own sample data, on a tiny GPT-2 built locally. A randomly initialised
+# model needs a far higher learning rate and more epochs than fine-tuning a pretrained one.
 demo: install
-	$(BIN)/huggingtweets prepare sourdough_sam --jsonl job/samples/sourdough_sam.jsonl --out out
+	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/huggingtweets run sourdough_sam \
+		--jsonl job/samples/sourdough_sam.jsonl --base-model tiny \
+		--learning-rate 3e-3 --epochs 30 --out out

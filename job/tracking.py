@@ -32,13 +32,14 @@ class Tracker:
             raise BadConfig(f"W&B mode must be one of {', '.join(MODES)}, not {mode!r}")
         self.mode, self.project, self.group, self.workdir = mode, project, group, workdir
         self.urls: dict[str, str] = {}
+        # Before wandb is imported: its artifact messages ignore Settings(silent=True).
+        os.environ.setdefault("WANDB_SILENT", "true")
         self.run_ids: dict[str, str] = {}
 
     @contextmanager
     def stage(self, job_type: str, config: dict[str, Any]) -> Iterator[Any]:
         import wandb
 
-        os.environ.setdefault("WANDB_SILENT", "true")
         self.workdir.mkdir(parents=True, exist_ok=True)
         run = wandb.init(
             project=self.project,
@@ -49,13 +50,15 @@ class Tracker:
             mode=self.mode,  # type: ignore[arg-type]
             dir=str(self.workdir),
             reinit="create_new",
+            # Quiet: stdout carries only the job's one-line result.
+            settings=wandb.Settings(silent=True, show_info=False, show_warnings=False),
         )
         try:
             yield run
         finally:
             if self.mode != "disabled":
                 self.run_ids[job_type] = run.id
-                if run.url:
+                if self.mode == "online" and run.url:  # offline runs warn when asked
                     self.urls[job_type] = run.url
             run.finish()
 

@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,13 +95,17 @@ def finetune(
 ) -> TrainResult:
     """Train ``model`` in place on ``texts``; evaluate before and after."""
     import torch
-    from transformers import (
-        PrinterCallback,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
-        set_seed,
-    )
+
+    # transformers' integrations print "[INFO] Running in WANDB offline mode" on stdout at
+    # import when WANDB_MODE=offline; stdout is for the job's one-line result.
+    with contextlib.redirect_stdout(sys.stderr):
+        from transformers import (
+            PrinterCallback,
+            Trainer,
+            TrainerCallback,
+            TrainingArguments,
+            set_seed,
+        )
 
     cuda = torch.cuda.is_available()
     if config.precision == "bf16" and not (cuda and torch.cuda.is_bf16_supported()):

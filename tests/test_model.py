@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from job.errors import BadConfig, InputNotFound
+from job.model import HUB_IDS, build_tiny, gpt2_tokenizer, load, resolve_base
+
+
+def test_gpt2_tokenizer_is_exact(shared: Path) -> None:
+    tok = gpt2_tokenizer(shared / "tokenizers" / "gpt2")
+    assert tok("Hello world")["input_ids"] == [15496, 995]
+    assert tok.convert_tokens_to_ids("<|endoftext|>") == 50256 and len(tok) == 50257
+
+
+def test_tiny_with_gpt2_tokenizer_loads_through_from_pretrained(shared: Path, tmp_path: Path):
+    folder = build_tiny(tmp_path / "tiny", [], shared / "tokenizers" / "gpt2", seed=0)
+    model, tok = load(str(folder), device="cpu")
+    assert model.config.vocab_size == 50257 and model.config.n_layer == 2
+    assert model.config._attn_implementation == "sdpa"
+    assert tok("Hello world")["input_ids"] == [15496, 995]
+    assert tok.pad_token_id == tok.eos_token_id == 50256
+
+
+def test_tiny_with_trained_tokenizer_roundtrips(tmp_path: Path) -> None:
+    texts = ["bread and butter and code"] * 50 + ["sourdough starter bubbles"] * 50
+    model, tok = load(str(build_tiny(tmp_path / "t", texts, None, seed=0)), device="cpu")
+    assert tok.eos_token == "<|endoftext|>"
+    ids = tok("<|endoftext|>bread and butter")["input_ids"]
+    assert ids[0] == tok.eos_token_id and tok.decode(ids[1:]) == "bread and butter"
+    assert model.config.vocab_size == len(tok) < 2100
+
+
+def test_same_seed_same_weights(tmp_path: Path) -> None:
+    a, _ = load(str(build_tiny(tmp_path / "a", ["x y z"] * 20, None, seed=3)), device="cpu")
+    b, _ = load(str(build_tiny(tmp_path / "b", ["x y z"] * 20, None, seed=3)), device="cpu")
+    c, _ = load(str(build_tiny(tmp_path / "c", ["x y z"] * 20, None, seed=4)), device="cpu")
+    wa, wb, wc = (m.transformer.h[0].attn.c_attn.weight for m in (a, b, c))
+    assert wa.equal(wb) and not wa.equal(wc)
+
+
+def test_resolve_base(tmp_path: Path) -> None:
+    assert resolve_base("gpt2-xl", tmp_path, [], None, 0) == HUB_IDS["gpt2-xl"]
+    assert resolve_base("someone/gpt2-tweets", tmp_path, [], None, 0) == "someone/gpt2-tweets"
+    with pytest.raises(BadConfig, match="use tiny"):
+        resolve_base("gpt5", tmp_path, [], None, 0)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputNotFound, match=r"no config\.json"):
+        resolve_base(str(tmp_path / "empty"), tmp_path, [], None, 0)
+    with pytest.raises(InputNotFound, match=r"vocab\.json"):
+        resolve_base("tiny", tmp_path, [], tmp_path / "empty", 0)

@@ -1,0 +1,219 @@
+"""The whole job on a tiny model: sample data, the real archive, reload, card, reproducibility."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from job.predict import SamplingConfig
+from job.run import RunConfig, run
+from job.sources import ArchiveSource, FileSource
+from job.train import TrainConfig
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "job" / "samples" / "sourdough_sam.jsonl"
+SECRETS = {
+    "TWITTER_BEARER_TOKEN": "tw-secret-1234567",
+    "HF_TOKEN": "hf_secret_1234567",
+    "WANDB_API_KEY": "wandb-secret-1234567",
+}
+FAST = RunConfig(
+    train=TrainConfig(base_model="tiny", epochs=8, learning_rate=3e-3),
+    sampling=SamplingConfig(per_prompt=2, max_length=48),
+    wandb_mode="offline",
+)
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("sample")
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in SECRETS.items():
+            mp.setenv(k, v)
+        result = run({"sourdough_sam": FileSource(SAMPLE)}, out, FAST)
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def archive_run(tmp_path_factory: pytest.TempPathFactory, real_archive: Path, shared: Path):
+    out = tmp_path_factory.mktemp("archive")
+    config = replace(
+        FAST,
+        train=replace(
+            FAST.train, epochs=1, learning_rate=1e-3, tokenizer=str(shared / "tokenizers" / "gpt2")
+        ),
+    )
+    return out, run({"andreruffert": ArchiveSource(real_archive)}, out, config)
+
+
+def test_outputs(sample_run) -> None:
+    out, result = sample_run
+    bot = out / "sourdough_sam"
+    assert result.model_dir == bot / "model"
+    names = {p.name for p in (bot / "model").iterdir()}
+    assert {
+        "README.md",
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "predictions.png",
+        "tokenizer.json",
+    } <= names
+    job = json.loads((bot / "job.json").read_text())
+    assert set(job["timings"]) == {"prepare", "load", "train", "predict", "save", "card", "total"}
+    assert job["config"]["train"]["seed"] == 42 and job["versions"]["torch"]
+    assert job["result"]["steps"] > 0 and job["result"]["tokens_per_second"] > 0
+    preds = json.loads((bot / "predictions.json").read_text())
+    assert len(preds["predictions"]) == 10 and preds["memorized"] == result.flagged
+    assert all({"prompt", "text", "memorized"} <= set(p) for p in preds["predictions"])
+    assert not list(bot.glob(".work-*"))  # scratch space is gone
+
+
+def test_fine_tuning_lowers_validation_loss(sample_run) -> None:
+    t = sample_run[1].train
+    assert t.val_loss < t.base_val_loss - 0.5
+    assert math.isclose(t.perplexity, math.exp(t.val_loss))
+
+
+def test_model_reloads_through_pipeline_with_sampling_settings(sample_run) -> None:
+    from transformers import pipeline
+
+    generator = pipeline("text-generation", model=str(sample_run[1].model_dir), device="cpu")
+    assert generator.prefix == "<|endoftext|>"
+    config = json.loads((sample_run[1].model_dir / "config.json").read_text())
+    assert config["task_specific_params"]["text-generation"]["top_p"] == 0.95
+    gen = generator.model.generation_config
+    assert gen.do_sample and gen.top_p == 0.95 and gen.max_length == 48
+    out = generator("My dream is", max_new_tokens=10)
+    assert out[0]["generated_text"].startswith("My dream is")
+
+
+def card_table(card: str) -> dict[str, list[str]]:
+    section = card.split("## Training data", 1)[1].split("##", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) > 1:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_card_numbers_match_stats_and_card_is_valid(archive_run) -> None:
+    from huggingface_hub import ModelCard
+
+    from job.card import ROWS
+
+    out, result = archive_run
+    stats = json.loads((out / "andreruffert" / "data" / "stats.json").read_text())
+    user = stats["users"]["andreruffert"]
+    card = ModelCard.load(result.model_dir / "README.md")
+    table = card_table(card.text)
+    for label, key in ROWS:
+        assert table[label] == [str(user[key])], label
+    assert table["Tweets downloaded"] == ["1986"]
+    meta = card.data.to_dict()
+    assert "huggingtweets" in meta["tags"] and meta["widget"] == [{"text": "My dream is"}]
+    assert meta["language"] == "en" or "en" in meta["language"]
+    assert meta["pipeline_tag"] == "text-generation"
+    assert f"{result.train.base_perplexity:.1f}" in card.text
+    assert f"{result.train.perplexity:.1f}" in card.text
+    assert f"{result.flagged} of {len(result.predictions)} sampled predictions" in card.text
+    assert "André Ruffert" in card.text and "avatar-andreruffert.jpg" in card.text
+    assert (result.model_dir / "avatar-andreruffert.jpg").is_file()
+
+
+def test_card_escapes_hostile_display_names(tmp_path: Path) -> None:
+    hostile = '<img src=x onerror=alert(1)> | "Evil"'
+    lines = [json.loads(x) for x in SAMPLE.read_text().splitlines()]
+    lines[0]["name"] = hostile
+    path = tmp_path / "evil.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    result = run(
+        {"sourdough_sam": FileSource(path)},
+        tmp_path,
+        replace(FAST, train=replace(FAST.train, epochs=1), wandb_mode="disabled"),
+    )
+    card = (result.model_dir / "README.md").read_text()
+    assert "<img src=x" not in card and "&lt;img src=x onerror=alert(1)&gt;" in card
+    header = card_table(card)["Data"]
+    assert header == ["&lt;img src=x onerror=alert(1)&gt; &#124; &quot;Evil&quot;"]
+
+
+def test_same_seed_reproduces_the_loss(sample_run, tmp_path: Path) -> None:
+    _, first = sample_run
+    again = run(
+        {"sourdough_sam": FileSource(SAMPLE)}, tmp_path, replace(FAST, wandb_mode="disabled")
+    )
+    assert again.train.train_loss == first.train.train_loss
+    assert again.train.val_loss == first.train.val_loss
+    assert [p.text for p in again.predictions] == [p.text for p in first.predictions]
+    other = run(
+        {"sourdough_sam": FileSource(SAMPLE)},
+        tmp_path / "o",
+        replace(FAST, train=replace(FAST.train, seed=7), wandb_mode="disabled"),
+    )
+    assert other.train.train_loss != first.train.train_loss
+
+
+def test_wandb_offline_artifacts_and_no_secrets(sample_run) -> None:
+    out, _ = sample_run
+    bot = out / "sourdough_sam"
+    runs = sorted((bot / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2  # prepare, then train
+    job = json.loads((bot / "job.json").read_text())
+    assert set(job["wandb"]["runs"]) == {"prepare", "train"} and job["wandb"]["mode"] == "offline"
+    blobs = b"".join(p.read_bytes() for p in bot.rglob("*") if p.is_file())
+    for name in ("raw-sourdough_sam", "dataset-sourdough_sam", "model-sourdough_sam"):
+        assert name.encode() in blobs, name
+    for secret in SECRETS.values():
+        assert secret.encode() not in blobs
+
+
+def test_cli_run_end_to_end(tmp_path: Path) -> None:
+    env = {**os.environ, **SECRETS, "WANDB_MODE": "offline"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "job",
+            "run",
+            "sourdough_sam",
+            "--jsonl",
+            str(SAMPLE),
+            "--base-model",
+            "tiny",
+            "--epochs",
+            "1",
+            "--learning-rate",
+            "3e-3",
+            "--predictions-per-prompt",
+            "1",
+            "--max-length",
+            "32",
+            "--start-text",
+            "Bread is",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.match(
+        r"done sourdough_sam: validation perplexity [\d.]+ -> [\d.]+, \d+/1 ", result.stdout
+    )
+    for secret in SECRETS.values():
+        assert secret not in result.stdout + result.stderr
+    preds = json.loads((tmp_path / "sourdough_sam" / "predictions.json").read_text())
+    assert [p["prompt"] for p in preds["predictions"]] == ["Bread is"]
