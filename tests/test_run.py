@@ -128,6 +128,9 @@ def test_card_numbers_match_stats_and_card_is_valid(archive_run) -> None:
     assert f"{result.train.perplexity:.1f}" in card.text
     assert f"{result.flagged} of {len(result.predictions)} sampled predictions" in card.text
     assert "André Ruffert" in card.text and "avatar-andreruffert.jpg" in card.text
+    snippet = card.text.split("```python", 1)[1].split("```", 1)[0]
+    compile(snippet, "card-snippet", "exec")  # the How-to-use code is valid Python
+    assert str(result.model_dir) in snippet
     assert (result.model_dir / "avatar-andreruffert.jpg").is_file()
 
 
