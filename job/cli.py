@@ -156,7 +156,21 @@ def prepare(
 
 @app.command()
 def run(
-    users: Users,
+    users: Annotated[
+        list[str] | None, typer.Argument(help="Twitter handles (or use --manifest).")
+    ] = None,
+    manifest: Annotated[
+        str | None,
+        typer.Option(help="Job manifest (s3://bucket/key or a path): run its bots instead."),
+    ] = None,
+    index: Annotated[
+        int | None,
+        typer.Option(
+            help="The manifest's bot to run [default: $AWS_BATCH_JOB_ARRAY_INDEX or "
+            "$JOB_COMPLETION_INDEX, else all in turn]."
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Rerun bots already published.")] = False,
     out: Out = Path("out"),
     archive: Archive = None,
     jsonl: Jsonl = None,
@@ -204,6 +218,13 @@ def run(
 ) -> None:
     """The whole job: prepare, fine-tune, sample, write the card: OUT/<bot>/model and job.json."""
     _setup_logging(verbose)
+    if manifest is not None:
+        if users:
+            _fail(errors.BadConfig("give handles or --manifest, not both"))
+        _run_manifest(manifest, index, force)
+        return
+    if not users:
+        _fail(errors.BadConfig("give at least one Twitter handle, or --manifest"))
     try:
         from job.predict import START_TEXTS, SamplingConfig
         from job.run import RunConfig
@@ -252,6 +273,87 @@ def run(
         f" {t.tokens_per_second:,.0f} tokens/s, {result.timings['total']:.0f} s"
         f" -> {result.model_dir}"
     )
+
+
+def _run_manifest(uri: str, index: int | None, force: bool) -> None:
+    try:
+        from job.batch import run_manifest
+
+        records = run_manifest(uri, index=index, force=force)
+    except errors.JobError as e:
+        _fail(e)
+    for record in records:
+        typer.echo(_status_line(record))
+
+
+def _status_line(record: dict[str, Any]) -> str:
+    hub = record.get("hub") or {}
+    parts = [
+        record.get("bot", "?"),
+        record.get("state", "?"),
+        record.get("run_id") or "-",
+        record.get("updated_at") or "-",
+        f"hub:{hub.get('state', 'off')}",
+    ]
+    reason = record.get("reason") or hub.get("reason")
+    return "  ".join(str(p) for p in parts) + (f"  ({reason})" if reason else "")
+
+
+OutputUri = Annotated[
+    str | None, typer.Option(help="The output prefix (s3://bucket/prefix or a folder).")
+]
+ManifestUri = Annotated[str | None, typer.Option(help="A job manifest: its output and bots.")]
+
+
+@app.command()
+def status(manifest: ManifestUri = None, output: OutputUri = None) -> None:
+    """Status of each bot: queued, running, succeeded or failed (with the reason)."""
+    _setup_logging(False)
+    try:
+        from job.batch import load_manifest, statuses
+        from job.manifest import jobs
+        from job.storage import open_storage
+
+        if (manifest is None) == (output is None):
+            raise errors.BadConfig("give --manifest or --output")
+        bots = None
+        if manifest is not None:
+            loaded = load_manifest(manifest)
+            output, bots = loaded.output, [j.bot for j in jobs(loaded)]
+        assert output is not None
+        records = statuses(open_storage(output), bots)
+    except errors.JobError as e:
+        _fail(e)
+    for record in records:
+        typer.echo(_status_line(record))
+
+
+@app.command()
+def publish(
+    bot: Annotated[str, typer.Argument(help="The bot (handles joined with '-').")],
+    output: OutputUri = None,
+    manifest: ManifestUri = None,
+    repo: Annotated[str | None, typer.Option(help="owner/name [default: as recorded]")] = None,
+    private: Annotated[bool | None, typer.Option("--private/--public")] = None,
+) -> None:
+    """Push a bot's latest published run to the Hub again (after a Hub failure)."""
+    _setup_logging(False)
+    try:
+        from job.batch import load_manifest
+        from job.batch import publish as push_again
+        from job.handles import bot_name
+        from job.storage import open_storage
+
+        name = bot_name(bot.split("-"))
+        if (manifest is None) == (output is None):
+            raise errors.BadConfig("give --manifest or --output")
+        if manifest is not None:
+            output = load_manifest(manifest).output
+        assert output is not None
+        record = push_again(open_storage(output), name, repo, private)
+    except errors.JobError as e:
+        _fail(e)
+    typer.echo(_status_line(record))
 
 
 @contextmanager

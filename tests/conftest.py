@@ -20,3 +20,53 @@ def shared() -> Path:
 @pytest.fixture(scope="session")
 def real_archive(shared: Path) -> Path:
     return shared / "data" / "archives" / "andreruffert"
+
+
+# --- Loopback servers -------------------------------------------------------------------------
+# huggingface_hub reads HF_ENDPOINT and HF_HUB_DISABLE_XET when it is imported, so the fake Hub
+# starts here, before any test imports it; the session fixture below stops it.
+from tests.helpers.hub import FakeHub  # noqa: E402
+from tests.helpers.s3 import MotoS3  # noqa: E402
+
+HUB_TOKEN = "hf_test_token_0123456789"
+_HUB = FakeHub(token=HUB_TOKEN).start()
+os.environ["HF_ENDPOINT"] = _HUB.url
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ.setdefault("WANDB_MODE", "offline")  # never reach W&B's servers from the tests
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hub_server():
+    yield _HUB
+    _HUB.stop()
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch) -> FakeHub:
+    _HUB.reset()
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    return _HUB
+
+
+@pytest.fixture(scope="session")
+def _moto():
+    server = MotoS3().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(_moto: MotoS3, monkeypatch: pytest.MonkeyPatch) -> MotoS3:
+    """A fresh S3 on loopback with the bucket 'results'; boto3 reaches it by AWS_ENDPOINT_URL."""
+    import boto3
+
+    _moto.reset()
+    for key, value in {
+        "AWS_ENDPOINT_URL": _moto.url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    boto3.client("s3").create_bucket(Bucket="results")
+    return _moto

@@ -1,0 +1,202 @@
+"""A small HTTP server on loopback that speaks the Hub endpoints huggingface_hub uses to push.
+
+POST /api/repos/create (409 with a url when the repo exists), POST /api/validate-yaml,
+POST /api/models/<repo>/preupload/<rev>, the LFS batch API and its upload URLs, and
+POST /api/models/<repo>/commit/<rev> with NDJSON. Commits and files are kept for assertions;
+``faults`` injects error answers (a 503 on the commit endpoint, say).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class Commit:
+    repo: str
+    message: str
+    files: dict[str, bytes]
+    oid: str
+
+
+@dataclass
+class HubState:
+    token: str
+    repos: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lfs: dict[str, bytes] = field(default_factory=dict)
+    commits: list[Commit] = field(default_factory=list)
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    # (method, path) -> status code to answer instead, or None to answer normally
+    faults: list[Callable[[str, str], int | None]] = field(default_factory=list)
+
+    def files(self, repo: str) -> dict[str, bytes]:
+        merged: dict[str, bytes] = {}
+        for c in self.commits:
+            if c.repo == repo:
+                merged.update(c.files)
+        return merged
+
+
+class FakeHub:
+    def __init__(self, token: str = "hf_test_token") -> None:
+        self.state = HubState(token=token)
+        state = self.state
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def body(self) -> bytes:
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def reply(self, status: int, body: Any = None, text: str | None = None) -> None:
+                data = text.encode() if text is not None else json.dumps(body or {}).encode()
+                self.send_response(status)
+                self.send_header(
+                    "Content-Type", "text/plain" if text is not None else "application/json"
+                )
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def handle_any(self, method: str) -> None:
+                path = self.path.split("?", 1)[0]
+                state.requests.append((method, path))
+                data = self.body()
+                for fault in state.faults:
+                    status = fault(method, path)
+                    if status is not None:
+                        return self.reply(status, {"error": "injected fault"})
+                if path.startswith("/lfs-upload/"):  # presigned-style URL: no token
+                    oid = path.rsplit("/", 1)[1]
+                    if hashlib.sha256(data).hexdigest() != oid:
+                        return self.reply(400, {"error": "sha256 mismatch"})
+                    state.lfs[oid] = data
+                    return self.reply(200, {})
+                payload = data
+                if method == "POST" and path == "/api/validate-yaml":  # anonymous, as on the Hub
+                    return self.validate(json.loads(payload))
+                if self.headers.get("Authorization") != f"Bearer {state.token}":
+                    return self.reply(401, {"error": "Invalid credentials"})
+                if method == "POST" and path == "/api/repos/create":
+                    return self.create(json.loads(payload))
+                if path.endswith("/info/lfs/objects/batch"):
+                    return self.lfs_batch(json.loads(payload))
+                parts = path.strip("/").split("/")
+                if parts[:2] == ["api", "models"] and len(parts) >= 6:
+                    repo, action = f"{parts[2]}/{parts[3]}", parts[4]
+                    if repo not in state.repos:
+                        return self.reply(404, {"error": "Repository not found"})
+                    if action == "preupload":
+                        return self.preupload(json.loads(payload))
+                    if action == "commit":
+                        return self.commit(repo, payload)
+                return self.reply(404, {"error": f"fake hub: no route {method} {path}"})
+
+            def do_POST(self) -> None:
+                self.handle_any("POST")
+
+            def do_PUT(self) -> None:
+                self.handle_any("PUT")
+
+            def do_GET(self) -> None:
+                self.handle_any("GET")
+
+            def create(self, body: dict[str, Any]) -> None:
+                repo = f"{body.get('organization') or 'me'}/{body['name']}"
+                url = f"{hub.url}/{repo}"
+                if repo in state.repos:
+                    return self.reply(
+                        409, {"error": "You already created this model repo", "url": url}
+                    )
+                private = body.get("visibility") == "private" or body.get("private") is True
+                state.repos[repo] = {"private": private}
+                return self.reply(200, {"url": url, "name": repo})
+
+            def validate(self, body: dict[str, Any]) -> None:
+                content = body.get("content", "")
+                if not content.startswith("---\n"):
+                    return self.reply(400, text="no metadata block")
+                meta = yaml.safe_load(content.split("---\n", 2)[1])
+                if not isinstance(meta, dict) or not isinstance(meta.get("tags", []), list):
+                    return self.reply(400, text="invalid metadata")
+                return self.reply(200, {"errors": [], "warnings": []})
+
+            def preupload(self, body: dict[str, Any]) -> None:
+                files = [
+                    {
+                        "path": f["path"],
+                        "shouldIgnore": False,
+                        "uploadMode": "lfs"
+                        if f["path"].endswith(".safetensors") or f["size"] > 100_000
+                        else "regular",
+                    }
+                    for f in body["files"]
+                ]
+                return self.reply(200, {"files": files})
+
+            def lfs_batch(self, body: dict[str, Any]) -> None:
+                objects = []
+                for o in body["objects"]:
+                    entry: dict[str, Any] = {"oid": o["oid"], "size": o["size"]}
+                    if o["oid"] not in state.lfs:
+                        entry["actions"] = {"upload": {"href": f"{hub.url}/lfs-upload/{o['oid']}"}}
+                    objects.append(entry)
+                return self.reply(200, {"transfer": "basic", "objects": objects})
+
+            def commit(self, repo: str, payload: bytes) -> None:
+                header: dict[str, Any] = {}
+                files: dict[str, bytes] = {}
+                for line in payload.decode().splitlines():
+                    item = json.loads(line)
+                    value = item["value"]
+                    if item["key"] == "header":
+                        header = value
+                    elif item["key"] == "file":
+                        files[value["path"]] = base64.b64decode(value["content"])
+                    elif item["key"] == "lfsFile":
+                        if value["oid"] not in state.lfs:
+                            return self.reply(
+                                400, {"error": f"LFS object missing: {value['path']}"}
+                            )
+                        files[value["path"]] = state.lfs[value["oid"]]
+                oid = hashlib.sha1(payload).hexdigest()
+                state.commits.append(Commit(repo, header.get("summary", ""), files, oid))
+                return self.reply(
+                    200,
+                    {
+                        "commitUrl": f"{hub.url}/{repo}/commit/{oid}",
+                        "commitOid": oid,
+                        "success": True,
+                    },
+                )
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def start(self) -> FakeHub:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def reset(self) -> None:
+        token = self.state.token
+        self.state.__init__(token=token)  # type: ignore[misc]
