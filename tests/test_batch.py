@@ -1,0 +1,246 @@
+"""The cloud batch job against S3 (moto, loopback) and the Hub (fake, loopback), with faults."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+
+from job import batch
+from job import hub as hub_module
+from job.errors import TransientError
+from job.publish import MARKER
+from job.storage import get_json, open_storage
+from tests.helpers.s3 import FaultProxy
+from tests.helpers.twitter_api import FakeUser, TwitterAPI, v2_tweet
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "job" / "samples" / "sourdough_sam.jsonl"
+TWITTER_TOKEN = "tw-token-for-tests-123"
+
+MANIFEST = """
+version: 1
+output: s3://results/bots
+defaults:
+  base_model: tiny
+  train: {epochs: 1, learning_rate: 0.003}
+  sampling: {per_prompt: 1, max_length: 24, start_texts: [Bread is]}
+hub: {push: true, owner: huggingtweets}
+wandb: {mode: disabled}
+bots:
+  - users: [{handle: sourdough_sam, source: jsonl, uri: s3://inputs/tweets/sam.jsonl}]
+  - users: [{handle: andreruffert, source: archive, uri: s3://inputs/archives/andre.zip}]
+  - users: [{handle: talker, source: api}]
+"""
+
+
+@pytest.fixture
+def inputs(s3, real_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="inputs")
+    client.upload_file(str(SAMPLE), "inputs", "tweets/sam.jsonl")
+    archive = shutil.make_archive(str(tmp_path / "andre"), "zip", real_archive)
+    client.upload_file(archive, "inputs", "archives/andre.zip")
+    client.put_object(Bucket="inputs", Key="jobs/three.yaml", Body=MANIFEST.encode())
+    client.put_object(
+        Bucket="inputs",
+        Key="jobs/one.yaml",
+        Body=MANIFEST.split("  - users: [{handle: andreruffert")[0].encode(),
+    )
+    monkeypatch.setattr(hub_module, "BACKOFF_SECONDS", 0.01)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    with TwitterAPI(token=TWITTER_TOKEN) as api:
+        api.add(
+            FakeUser(
+                id="5",
+                username="talker",
+                name="Talker",
+                tweets=[
+                    v2_tweet(9000 - i, f"talker shares thought {i} about the bread of the day")
+                    for i in range(150)
+                ],
+            )
+        )
+        monkeypatch.setenv("TWITTER_BEARER_TOKEN", TWITTER_TOKEN)
+        monkeypatch.setenv("TWITTER_API_URL", api.url)
+        yield api
+
+
+def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "job", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=600,
+    )
+
+
+def assert_complete(bot: str) -> dict:
+    """latest.json names a run whose marker lists files that are all there, byte for byte."""
+    storage = open_storage("s3://results/bots")
+    latest = get_json(storage, f"{bot}/latest.json")
+    marker = get_json(storage, f"{bot}/{latest['run_id']}/{MARKER}")
+    assert marker["run_id"] == latest["run_id"]
+    for rel, meta in marker["files"].items():
+        data = storage.get_bytes(f"{bot}/{latest['run_id']}/{rel}")
+        assert data is not None and hashlib.sha256(data).hexdigest() == meta["sha256"], rel
+    assert {
+        "model/README.md",
+        "model/model.safetensors",
+        "job.json",
+        "predictions.json",
+        "data/stats.json",
+    } <= set(marker["files"])
+    return marker
+
+
+def test_three_bots_by_array_index(inputs, hub) -> None:
+    uri = "s3://inputs/jobs/three.yaml"
+    runs = [
+        cli("run", "--manifest", uri, AWS_BATCH_JOB_ARRAY_INDEX="0"),
+        cli("run", "--manifest", uri, JOB_COMPLETION_INDEX="1"),
+        cli("run", "--manifest", uri, "--index", "2"),
+    ]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    bots = ["sourdough_sam", "andreruffert", "talker"]
+    for bot, r in zip(bots, runs, strict=True):
+        assert r.stdout.startswith(f"{bot}  succeeded  "), r.stdout
+        assert "hub:pushed" in r.stdout
+    markers = {bot: assert_complete(bot) for bot in bots}
+    assert [c.repo for c in hub.state.commits] == [f"huggingtweets/{b}" for b in bots]
+    for commit in hub.state.commits:
+        run_id = markers[commit.repo.split("/")[1]]["run_id"]
+        assert commit.message == f"huggingtweets run {run_id}"
+        assert {"README.md", "model.safetensors", "config.json"} <= set(commit.files)
+        assert f"huggingface.co/{commit.repo}/resolve/main/predictions.png" in (
+            commit.files["README.md"].decode()
+        )
+
+    status = cli("status", "--manifest", uri)
+    assert status.returncode == 0
+    assert [line.split()[:2] for line in status.stdout.splitlines()] == [
+        [b, "succeeded"] for b in bots
+    ]
+
+    again = cli("run", "--manifest", uri, AWS_BATCH_JOB_ARRAY_INDEX="0")  # a retried attempt
+    assert again.returncode == 0, again.stderr
+    assert assert_complete("sourdough_sam")["run_id"] == markers["sourdough_sam"]["run_id"]
+    assert len(hub.state.commits) == 3  # nothing redone, nothing pushed twice
+    for secret in (TWITTER_TOKEN, os.environ["HF_TOKEN"]):
+        assert all(secret not in r.stdout + r.stderr for r in [*runs, status, again])
+
+
+def test_bad_index_and_missing_manifest(inputs) -> None:
+    r = cli("run", "--manifest", "s3://inputs/jobs/three.yaml", AWS_BATCH_JOB_ARRAY_INDEX="3")
+    assert r.returncode == 10 and "out of range" in r.stderr
+    r = cli("run", "--manifest", "s3://inputs/jobs/nope.yaml")
+    assert r.returncode == 4 and "no such object" in r.stderr
+
+
+def test_s3_error_mid_upload_keeps_the_published_run(inputs, hub, monkeypatch) -> None:
+    first = batch.run_manifest("s3://inputs/jobs/one.yaml")[0]
+    before = assert_complete("sourdough_sam")
+    direct = os.environ["AWS_ENDPOINT_URL"]
+    with FaultProxy(direct) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        puts: list[str] = []
+
+        def fail_after_two_files(method: str, path: str) -> int | None:
+            if method == "PUT" and "/bots/sourdough_sam/2" in path:  # the new run's files
+                puts.append(path)
+                return 500 if len(puts) > 2 else None
+            return None
+
+        proxy.hook = fail_after_two_files
+        with pytest.raises(TransientError):
+            batch.run_manifest("s3://inputs/jobs/one.yaml", force=True)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", direct)
+    storage = open_storage("s3://results/bots")
+    status = get_json(storage, "sourdough_sam/status.json")
+    assert status["state"] == "failed" and "upload failed" in status["reason"]
+    assert status["run_id"] != first["run_id"]
+    assert storage.get_bytes(f"sourdough_sam/{status['run_id']}/{MARKER}") is None
+    assert assert_complete("sourdough_sam") == before  # the earlier run is whole and current
+
+
+def test_hub_outage_keeps_s3_and_publish_alone_retries(inputs, hub) -> None:
+    hub.state.faults.append(lambda m, p: 503 if p.endswith("/commit/main") else None)
+    with pytest.raises(TransientError, match="Hub push"):
+        batch.run_manifest("s3://inputs/jobs/one.yaml")
+    marker = assert_complete("sourdough_sam")  # the S3 results are safe
+    storage = open_storage("s3://results/bots")
+    status = get_json(storage, "sourdough_sam/status.json")
+    assert status["state"] == "succeeded" and status["hub"]["state"] == "failed"
+    assert hub.state.commits == []
+
+    hub.state.faults.clear()
+    r = cli("publish", "sourdough_sam", "--output", "s3://results/bots")
+    assert r.returncode == 0, r.stderr
+    (commit,) = hub.state.commits
+    assert commit.message == f"huggingtweets run {marker['run_id']}"
+    assert get_json(storage, "sourdough_sam/status.json")["hub"]["state"] == "pushed"
+    assert assert_complete("sourdough_sam")["run_id"] == marker["run_id"]  # nothing retrained
+
+
+def test_rerun_after_hub_failure_pushes_without_retraining(inputs, hub) -> None:
+    hub.state.faults.append(lambda m, p: 503 if p.endswith("/commit/main") else None)
+    with pytest.raises(TransientError):
+        batch.run_manifest("s3://inputs/jobs/one.yaml")
+    run_id = assert_complete("sourdough_sam")["run_id"]
+    hub.state.faults.clear()
+    (record,) = batch.run_manifest("s3://inputs/jobs/one.yaml")  # the platform's retry
+    assert record["hub"]["state"] == "pushed" and record["hub"]["run_id"] == run_id
+    assert assert_complete("sourdough_sam")["run_id"] == run_id
+
+
+def test_job_killed_between_upload_and_marker(inputs, hub) -> None:
+    assert cli("run", "--manifest", "s3://inputs/jobs/one.yaml").returncode == 0
+    before = assert_complete("sourdough_sam")
+    with FaultProxy(os.environ["AWS_ENDPOINT_URL"]) as proxy:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "job",
+                "run",
+                "--manifest",
+                "s3://inputs/jobs/one.yaml",
+                "--force",
+            ],
+            env={**os.environ, "AWS_ENDPOINT_URL": proxy.url},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+        def kill_at_marker(method: str, path: str) -> int | None:
+            if method == "PUT" and path.split("?")[0].endswith(f"/{MARKER}"):
+                os.kill(proc.pid, signal.SIGKILL)  # dies with every file up, before the marker
+                return 500
+            return None
+
+        proxy.hook = kill_at_marker
+        proc.communicate(timeout=600)
+    assert proc.returncode == -signal.SIGKILL
+    storage = open_storage("s3://results/bots")
+    status = get_json(storage, "sourdough_sam/status.json")
+    killed = status["run_id"]
+    assert status["state"] == "running" and killed != before["run_id"]
+    assert storage.list(f"sourdough_sam/{killed}/model/")  # its files were uploaded...
+    assert storage.get_bytes(f"sourdough_sam/{killed}/{MARKER}") is None  # ...but not marked
+    assert assert_complete("sourdough_sam") == before  # readers still get the earlier run
+
+    r = cli("run", "--manifest", "s3://inputs/jobs/one.yaml", "--force")
+    assert r.returncode == 0, r.stderr
+    after = assert_complete("sourdough_sam")
+    assert after["run_id"] not in (before["run_id"], killed)
+    assert len(hub.state.commits) == 2
