@@ -98,8 +98,13 @@ def _done(storage: Storage, job: BotJob) -> bool:
 
 
 def run_bot(job: BotJob, storage: Storage, *, force: bool = False) -> dict[str, Any]:
+    from job.distributed import ranks
     from job.run import run
 
+    if not ranks().main:  # other ranks only train; rank 0 decides, records and publishes
+        with tempfile.TemporaryDirectory(prefix="huggingtweets-") as tmp:
+            run(_sources(job, Path(tmp), fetch=False), Path(tmp) / "out", job.config)
+        return {}
     fingerprint = job.fingerprint()
     marker = latest_complete(storage, job.bot)
     if marker and marker["fingerprint"] == fingerprint and not force:
@@ -126,6 +131,7 @@ def run_bot(job: BotJob, storage: Storage, *, force: bool = False) -> dict[str, 
         with tempfile.TemporaryDirectory(prefix="huggingtweets-") as tmp:
             work = Path(tmp)
             result = run(_sources(job, work / "inputs"), work / "out", job.config)
+            assert result is not None  # rank 0
             upload_run(storage, job.bot, run_id, work / "out" / job.bot, fingerprint)
             record = set_status(
                 storage,
@@ -191,7 +197,8 @@ def _push(
     )
 
 
-def _sources(job: BotJob, inputs: Path) -> dict[str, TweetSource]:
+def _sources(job: BotJob, inputs: Path, fetch: bool = True) -> dict[str, TweetSource]:
+    """Sources for the job's users; S3 inputs are downloaded first unless ``fetch`` is off."""
     from job.sources import ArchiveSource, FileSource
 
     sources: dict[str, TweetSource] = {}
@@ -206,7 +213,7 @@ def _sources(job: BotJob, inputs: Path) -> dict[str, TweetSource]:
             continue
         assert user.uri is not None
         path = Path(user.uri)
-        if user.uri.startswith("s3://"):
+        if user.uri.startswith("s3://") and fetch:
             path = inputs / user.handle / Path(user.uri).name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(read_uri(user.uri))

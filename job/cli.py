@@ -191,6 +191,9 @@ def run(
     block_size: Annotated[int, typer.Option(help="Tokens per training block.")] = 256,
     val_fraction: Annotated[float, typer.Option()] = 0.1,
     precision: Annotated[str, typer.Option(help="auto | bf16 | fp32.")] = "auto",
+    strategy: Annotated[
+        str, typer.Option(help="auto | ddp | zero2 | zero3 | zero3-offload (auto: fastest fit).")
+    ] = "auto",
     seed: Annotated[int, typer.Option()] = 42,
     start_text: Annotated[
         list[str] | None, typer.Option(help="Prompt for predictions (repeatable).")
@@ -247,6 +250,7 @@ def run(
                 val_fraction=val_fraction,
                 seed=seed,
                 precision=precision,
+                strategy=strategy,
             ),
             sampling=SamplingConfig(
                 start_texts=tuple(start_text or START_TEXTS),
@@ -266,11 +270,13 @@ def run(
             result = run_job(sources, out, config, progress=advance)
     except errors.JobError as e:
         _fail(e)
+    if result is None:  # a rank other than 0 of a multi-process run: rank 0 reports
+        return
     t = result.train
     typer.echo(
         f"done {result.bot}: validation perplexity {t.base_perplexity:.1f} -> {t.perplexity:.1f},"
         f" {result.flagged}/{len(result.predictions)} predictions memorized,"
-        f" {t.tokens_per_second:,.0f} tokens/s, {result.timings['total']:.0f} s"
+        f" {t.tokens_per_second:,.0f} tokens/s ({t.strategy}), {result.timings['total']:.0f} s"
         f" -> {result.model_dir}"
     )
 

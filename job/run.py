@@ -19,7 +19,6 @@ import dataclasses
 import logging
 import platform
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from typing import Any
 from job import __version__
 from job.atomic import replace_dir, write_json
 from job.clean import CleanTweet
+from job.handles import bot_name
 from job.model import EOS, GPT2_NAMES, HUB_IDS
 from job.predict import Prediction, SamplingConfig
 from job.prepare import PrepareConfig, Prepared, prepare
@@ -71,7 +71,8 @@ class Phases:
     def __call__(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
         yield
-        self.seconds[name] = round(time.perf_counter() - start, 3)
+        # a phase may run in parts (load: build the tiny base, then load it on every rank)
+        self.seconds[name] = round(self.seconds.get(name, 0) + time.perf_counter() - start, 3)
         log.info("%s: %.1f s", name, self.seconds[name])
 
 
@@ -80,42 +81,50 @@ def run(
     out: Path,
     config: RunConfig,
     progress: Callable[[int, int], None] | None = None,
-) -> RunResult:
-    """Prepare, fine-tune, sample, write the card; see the module docstring."""
+) -> RunResult | None:
+    """Prepare, fine-tune, sample, write the card; see the module docstring.
+
+    Under a multi-process launcher every rank calls this; rank 0 gets the result, the others
+    None once they have trained and saved.
+    """
     import torch
+
+    from job import distributed
+    from job.model import load, resolve_base
+    from job.train import finetune
 
     start = time.perf_counter()
     phases = Phases()
     _quiet_libraries()
-    with phases("prepare"):
-        data = prepare(sources, out, config.prepare)
-    bot_dir = out / data.bot
-    tracker = Tracker(config.wandb_mode, config.wandb_project, data.bot, bot_dir)
-    with tracker.stage("prepare", _plain(config.prepare)) as wb:
-        raw = tracker.log_artifact(
-            wb, f"raw-{data.bot}", "raw_data", [data.data_dir / "raw.jsonl"], _counts(data)
-        )
-        clean = tracker.log_artifact(
-            wb,
-            f"dataset-{data.bot}",
-            "dataset",
-            [data.data_dir / "clean.jsonl", data.data_dir / "stats.json"],
-            _counts(data),
-            parent=raw,
-        )
-
-    with (
-        tracker.stage("train", _plain(config)) as wb,
-        tempfile.TemporaryDirectory(prefix=".work-", dir=bot_dir) as tmp,
-    ):
-        work = Path(tmp)
-        tracker.use(wb, clean)
-        from job.model import load, resolve_base
-        from job.predict import flag_memorized, sample
-        from job.train import finetune
-
+    ranks = distributed.init()
+    bot = bot_name(sources)
+    bot_dir = out / bot
+    work = bot_dir / ".work"  # the same path on every rank: ZeRO-3 saves from all of them
+    data: Prepared | None = None
+    tracker = Tracker(
+        config.wandb_mode if ranks.main else "disabled", config.wandb_project, bot, bot_dir
+    )
+    clean = None
+    name = texts = None
+    if ranks.main:
+        with phases("prepare"):
+            data = prepare(sources, out, config.prepare)
+        with tracker.stage("prepare", _plain(config.prepare)) as wb:
+            raw = tracker.log_artifact(
+                wb, f"raw-{bot}", "raw_data", [data.data_dir / "raw.jsonl"], _counts(data)
+            )
+            clean = tracker.log_artifact(
+                wb,
+                f"dataset-{bot}",
+                "dataset",
+                [data.data_dir / "clean.jsonl", data.data_dir / "stats.json"],
+                _counts(data),
+                parent=raw,
+            )
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
         texts = [t.text for t in data.tweets]
-        with phases("load"):
+        with phases("load"):  # the tiny base is built once, by rank 0
             name = resolve_base(
                 config.train.base_model,
                 work,
@@ -123,29 +132,48 @@ def run(
                 Path(config.train.tokenizer) if config.train.tokenizer else None,
                 config.train.seed,
             )
+    name, texts = distributed.share((name, texts))  # also the barrier after rank 0's prepare
+
+    with tracker.stage("train", _plain(config)) as wb:
+        if clean is not None:
+            tracker.use(wb, clean)
+        with phases("load"):
             device = "cuda" if torch.cuda.is_available() else "cpu"
             model, tokenizer = load(name, device=device)
         with phases("train"):
-            result = finetune(
+            result, trainer = finetune(
                 model,
                 tokenizer,
                 texts,
                 config.train,
                 work,
                 on_log=lambda logs, step: wb.log(logs, step=step),
-                on_step=progress,
+                on_step=progress if ranks.main else None,
             )
+        with phases("save"):
+            staged = work / "model"
+            trainer.save_model(str(staged))  # consolidated on every strategy (ZeRO-3 gathers)
+            distributed.barrier()
+        if not ranks.main:
+            return None
+        assert data is not None
+        _finish_model_folder(staged, tokenizer, config.sampling)
         with phases("predict"):
+            from job.predict import flag_memorized, sample
+
+            if result.strategy.startswith("zero3"):  # partitioned in memory: use the saved one
+                from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+                unset_hf_deepspeed_config()  # else from_pretrained would partition it again
+                model, tokenizer = load(str(staged), device=device)
             predictions = sample(model, tokenizer, config.sampling)
             flagged = flag_memorized(
                 predictions, [asdict(t) for t in data.tweets], config.sampling.ngram
             )
-        with phases("save"):
-            staged = work / "model"
-            _save_model(model, tokenizer, config.sampling, staged)
         with phases("card"):
             _write_card(staged, data, config, result, predictions, flagged, tracker)
             replace_dir(staged, bot_dir / "model")
+            shutil.rmtree(work, ignore_errors=True)
         model_dir = bot_dir / "model"
         wb.log(
             {
@@ -167,7 +195,7 @@ def run(
         if config.wandb_log_model:
             tracker.log_artifact(
                 wb,
-                f"model-{data.bot}",
+                f"model-{bot}",
                 "model",
                 [model_dir],
                 {"perplexity": result.perplexity},
@@ -186,7 +214,7 @@ def run(
     write_json(
         bot_dir / "job.json",
         {  # last: its presence means the run finished
-            "bot": data.bot,
+            "bot": bot,
             "config": _plain(config),
             "versions": versions(),
             "timings": phases.seconds,
@@ -201,19 +229,25 @@ def run(
             },
         },
     )
-    return RunResult(data.bot, model_dir, result, predictions, flagged, phases.seconds)
+    return RunResult(bot, model_dir, result, predictions, flagged, phases.seconds)
 
 
-def _save_model(model: Any, tokenizer: Any, sampling: SamplingConfig, folder: Path) -> None:
-    """Save with the sampling settings where pipeline() and the Hub widget look for them."""
+def _finish_model_folder(folder: Path, tokenizer: Any, sampling: SamplingConfig) -> None:
+    """Add the tokenizer and the sampling settings where pipeline() and the Hub widget look.
+
+    transformers 5's pipeline reads generation_config.json and config.prefix; older versions
+    read task_specific_params. All three are written so every client samples alike.
+    """
+    from transformers import AutoConfig, GenerationConfig
+
     generation = sampling.generation_kwargs()
-    # transformers 5's pipeline reads generation_config.json and config.prefix; older
-    # versions read task_specific_params. Write all three so every client samples alike.
-    model.config.prefix = EOS
-    model.config.task_specific_params = {"text-generation": {**generation, "prefix": EOS}}
-    for key, value in generation.items():
-        setattr(model.generation_config, key, value)
-    model.save_pretrained(folder)
+    config = AutoConfig.from_pretrained(folder)
+    config.prefix = EOS
+    config.task_specific_params = {"text-generation": {**generation, "prefix": EOS}}
+    config.save_pretrained(folder)
+    gen = GenerationConfig.from_pretrained(folder)
+    gen.update(**generation)
+    gen.save_pretrained(folder)
     tokenizer.padding_side = "right"
     tokenizer.save_pretrained(folder)
 

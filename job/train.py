@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from job.data import BlockDataset, make_blocks
 from job.errors import BadConfig
+from job.strategy import STRATEGIES, Choice, choose, shape_of
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -46,6 +48,8 @@ class TrainConfig:
     val_fraction: float = 0.1
     seed: int = 42
     precision: str = "auto"  # auto (bf16 where supported, else fp32) | bf16 | fp32
+    # ddp | zero2 | zero3 | zero3-offload, or auto: the fastest that fits (see strategy.py)
+    strategy: str = "auto"
 
     def __post_init__(self) -> None:
         checks = [
@@ -56,6 +60,7 @@ class TrainConfig:
             (0 <= self.val_fraction < 0.5, "val_fraction must be in [0, 0.5)"),
             (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
             (self.precision in ("auto", "bf16", "fp32"), "precision must be auto, bf16 or fp32"),
+            (self.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -74,6 +79,10 @@ class TrainResult:
     tokens_per_second: float
     precision: str
     device: str
+    strategy: str = "ddp"
+    strategy_reason: str = ""
+    processes: int = 1
+    peak_memory_bytes: int = 0  # per GPU, from torch.cuda.max_memory_allocated; 0 on CPU
 
     @property
     def base_perplexity(self) -> float:
@@ -92,8 +101,9 @@ def finetune(
     workdir: Path,
     on_log: Callable[[dict[str, float], int], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
-) -> TrainResult:
-    """Train ``model`` in place on ``texts``; evaluate before and after."""
+) -> tuple[TrainResult, Any]:
+    """Train ``model`` on ``texts``; evaluate before and after. Returns the result and the
+    Trainer, whose ``save_model`` writes a consolidated model under every strategy."""
     import torch
 
     # transformers' integrations print "[INFO] Running in WANDB offline mode" on stdout at
@@ -115,8 +125,11 @@ def finetune(
     )
     set_seed(config.seed)
     block_size = min(config.block_size, model.config.n_positions)
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    choice = pick_strategy(config, model.config.to_dict(), block_size, world)
+    log.info("strategy %s: %s", choice.strategy, choice.reason)
     blocks = make_blocks(texts, tokenizer, block_size, config.val_fraction, config.seed)
-    steps_per_epoch = math.ceil(len(blocks.train) / (config.batch_size * config.grad_accum))
+    steps_per_epoch = math.ceil(len(blocks.train) / (config.batch_size * config.grad_accum * world))
     total_steps = math.ceil(steps_per_epoch * config.epochs)
 
     args = TrainingArguments(
@@ -140,6 +153,7 @@ def finetune(
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
+        deepspeed=choice.deepspeed_config(cpu=not cuda),
     )
 
     class Report(TrainerCallback):
@@ -155,16 +169,20 @@ def finetune(
         model=model,
         args=args,
         train_dataset=BlockDataset(blocks.train),
-        eval_dataset=BlockDataset(blocks.val) if len(blocks.val) else None,
         callbacks=[Report()],
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
-    base_loss = _evaluate(trainer)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    # Validation loss by a plain loop, before and after: evaluating through the Trainer before
+    # training starts DeepSpeed's inference engine (ZeRO-2 refuses it, ZeRO-3 then cannot
+    # train), and the Trainer's eval_loss divides by the unshifted label count (~1/block low).
+    base_loss = mean_loss(model, blocks.val, config.batch_size)
     log.info("base model: validation loss %.3f (perplexity %.1f)", base_loss, math.exp(base_loss))
     start = time.perf_counter()
     output = trainer.train()
     seconds = time.perf_counter() - start
-    val_loss = _evaluate(trainer)
+    val_loss = _final_loss(model, blocks.val, config.batch_size, choice.strategy)
     tokens = int(blocks.train_tokens * config.epochs)
     return TrainResult(
         base_val_loss=base_loss,
@@ -177,10 +195,52 @@ def finetune(
         tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
         precision="bf16" if bf16 else "fp32",
         device="cuda" if cuda else "cpu",
+        strategy=choice.strategy,
+        strategy_reason=choice.reason,
+        processes=world,
+        peak_memory_bytes=int(torch.cuda.max_memory_allocated()) if cuda else 0,
+    ), trainer
+
+
+def pick_strategy(
+    config: TrainConfig, model_config: dict[str, Any], block_size: int, world: int
+) -> Choice:
+    import torch
+
+    gpus = world if torch.cuda.is_available() else 0
+    memory = torch.cuda.get_device_properties(0).total_memory if gpus else 0
+    return choose(
+        config.strategy,
+        shape_of(config.base_model, model_config),
+        gpus=gpus,
+        gpu_bytes=memory,
+        tokens_per_gpu=config.batch_size * block_size,
     )
 
 
-def _evaluate(trainer: Any) -> float:
-    if trainer.eval_dataset is None:
+def mean_loss(model: Any, blocks: Any, batch_size: int) -> float:
+    """Mean token loss over equal-length blocks, weighted as the Trainer's eval_loss is."""
+    import torch
+
+    if len(blocks) == 0:
         return float("nan")
-    return float(trainer.evaluate()["eval_loss"])
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    with torch.inference_mode():
+        for i in range(0, len(blocks), batch_size):
+            batch = blocks[i : i + batch_size].to(model.device)
+            total += float(model(input_ids=batch, labels=batch).loss) * len(batch)
+    model.train(was_training)
+    return total / len(blocks)
+
+
+def _final_loss(model: Any, blocks: Any, batch_size: int, strategy: str) -> float:
+    """The same measurement as the base loss; ZeRO-3's partitioned weights are gathered first
+    (on every rank: gathering is collective)."""
+    if not strategy.startswith("zero3"):
+        return mean_loss(model, blocks, batch_size)
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+        return mean_loss(model, blocks, batch_size)
