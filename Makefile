@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # A CPU build of torch lies on this machine's disk; a looser pin pulls a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
+DEEPSPEED_SPEC ?= deepspeed==0.19.8
 
 .PHONY: install test lint demo clean
 
@@ -11,7 +12,10 @@ $(BIN)/huggingtweets: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[test]"
+	# DeepSpeed's setup.py imports torch: build it against the torch above, not an isolated
+	# (CUDA) one. No ops are compiled at install; on CPU the job uses torch's Adam.
+	$(BIN)/pip install -q --no-build-isolation "$(DEEPSPEED_SPEC)"
+	$(BIN)/pip install -q -e ".[test,deepspeed]"
 	touch $@
 
 install: $(BIN)/huggingtweets

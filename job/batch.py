@@ -103,7 +103,12 @@ def run_bot(job: BotJob, storage: Storage, *, force: bool = False) -> dict[str, 
 
     if not ranks().main:  # other ranks only train; rank 0 decides, records and publishes
         with tempfile.TemporaryDirectory(prefix="huggingtweets-") as tmp:
-            run(_sources(job, Path(tmp), fetch=False), Path(tmp) / "out", job.config)
+            run(
+                _sources(job, Path(tmp), fetch=False),
+                Path(tmp) / "out",
+                job.config,
+                checkpoint_storage=(storage, f"{job.bot}/checkpoints/"),
+            )
         return {}
     fingerprint = job.fingerprint()
     marker = latest_complete(storage, job.bot)
@@ -130,7 +135,12 @@ def run_bot(job: BotJob, storage: Storage, *, force: bool = False) -> dict[str, 
     try:
         with tempfile.TemporaryDirectory(prefix="huggingtweets-") as tmp:
             work = Path(tmp)
-            result = run(_sources(job, work / "inputs"), work / "out", job.config)
+            result = run(
+                _sources(job, work / "inputs"),
+                work / "out",
+                job.config,
+                checkpoint_storage=(storage, f"{job.bot}/checkpoints/"),
+            )
             assert result is not None  # rank 0
             upload_run(storage, job.bot, run_id, work / "out" / job.bot, fingerprint)
             record = set_status(

@@ -194,6 +194,10 @@ def run(
     strategy: Annotated[
         str, typer.Option(help="auto | ddp | zero2 | zero3 | zero3-offload (auto: fastest fit).")
     ] = "auto",
+    checkpoint_every: Annotated[
+        int, typer.Option(help="Steps between checkpoints; 0: about ten a run.")
+    ] = 0,
+    keep_checkpoints: Annotated[int, typer.Option()] = 3,
     seed: Annotated[int, typer.Option()] = 42,
     start_text: Annotated[
         list[str] | None, typer.Option(help="Prompt for predictions (repeatable).")
@@ -251,6 +255,8 @@ def run(
                 seed=seed,
                 precision=precision,
                 strategy=strategy,
+                checkpoint_every=checkpoint_every,
+                keep_checkpoints=keep_checkpoints,
             ),
             sampling=SamplingConfig(
                 start_texts=tuple(start_text or START_TEXTS),
@@ -404,6 +410,9 @@ def _sources(handles: list[str], archives: list[str], jsonls: list[str], api: bo
 
 
 def main() -> None:
+    from job.launch import relaunch_if_needed
+
+    relaunch_if_needed(sys.argv[1:])  # several GPUs or nodes: restart under torchrun
     try:
         app()
     except errors.JobError as e:  # raised outside a command's own handler

@@ -16,6 +16,8 @@ Features, and the flags of ``huggingtweets run`` that control them:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import platform
 import shutil
@@ -28,11 +30,13 @@ from typing import Any
 
 from job import __version__
 from job.atomic import replace_dir, write_json
+from job.checkpoints import Checkpoints
 from job.clean import CleanTweet
 from job.handles import bot_name
 from job.model import EOS, GPT2_NAMES, HUB_IDS
 from job.predict import Prediction, SamplingConfig
 from job.prepare import PrepareConfig, Prepared, prepare
+from job.storage import Storage
 from job.tracking import Tracker, default_mode
 from job.train import TrainConfig, TrainResult
 from job.tweets import TweetSource
@@ -81,6 +85,7 @@ def run(
     out: Path,
     config: RunConfig,
     progress: Callable[[int, int], None] | None = None,
+    checkpoint_storage: tuple[Storage, str] | None = None,
 ) -> RunResult | None:
     """Prepare, fine-tune, sample, write the card; see the module docstring.
 
@@ -133,10 +138,23 @@ def run(
                 config.train.seed,
             )
     name, texts = distributed.share((name, texts))  # also the barrier after rank 0's prepare
+    assert texts is not None and name is not None
+    checkpoints = Checkpoints(
+        bot_dir / "checkpoints",
+        _fingerprint(config, texts),
+        config.train.keep_checkpoints,
+        *(checkpoint_storage or (None, "")),
+    )
+    checkpoints.latest()  # fetch what an earlier attempt left (S3) before reading its W&B id
+    previous_run = checkpoints.recall("wandb_train_run")
 
-    with tracker.stage("train", _plain(config)) as wb:
+    with tracker.stage("train", _plain(config), run_id=previous_run) as wb:
         if clean is not None:
             tracker.use(wb, clean)
+        if ranks.main:  # the fingerprint always; the W&B run id when there is a run
+            checkpoints.remember(
+                **({"wandb_train_run": wb.id} if config.wandb_mode != "disabled" else {})
+            )
         with phases("load"):
             device = "cuda" if torch.cuda.is_available() else "cpu"
             model, tokenizer = load(name, device=device)
@@ -149,6 +167,7 @@ def run(
                 work,
                 on_log=lambda logs, step: wb.log(logs, step=step),
                 on_step=progress if ranks.main else None,
+                checkpoints=checkpoints,
             )
         with phases("save"):
             staged = work / "model"
@@ -156,6 +175,7 @@ def run(
             distributed.barrier()
         if not ranks.main:
             return None
+        checkpoints.clear()  # the model is saved: they were only for resuming
         assert data is not None
         _finish_model_folder(staged, tokenizer, config.sampling)
         with phases("predict"):
@@ -230,6 +250,14 @@ def run(
         },
     )
     return RunResult(bot, model_dir, result, predictions, flagged, phases.seconds)
+
+
+def _fingerprint(config: RunConfig, texts: list[str]) -> str:
+    """Checkpoints resume only the same training on the same tweets."""
+    digest = hashlib.sha256(json.dumps(asdict(config.train), sort_keys=True).encode())
+    for text in texts:
+        digest.update(text.encode() + b"\0")
+    return digest.hexdigest()
 
 
 def _finish_model_folder(folder: Path, tokenizer: Any, sampling: SamplingConfig) -> None:

@@ -29,6 +29,7 @@ class Storage(Protocol):
     def put_bytes(self, key: str, data: bytes) -> None: ...
     def get_bytes(self, key: str) -> bytes | None: ...
     def list(self, prefix: str) -> list[str]: ...
+    def delete(self, key: str) -> None: ...
 
 
 def get_json(storage: Storage, key: str) -> Any:
@@ -88,6 +89,9 @@ class LocalStorage:
         path = self.root / key
         return path.read_bytes() if path.is_file() else None
 
+    def delete(self, key: str) -> None:
+        (self.root / key).unlink(missing_ok=True)
+
     def list(self, prefix: str) -> list[str]:
         base = self.root / prefix
         if not base.is_dir():
@@ -135,6 +139,10 @@ class S3Storage:
             except self.client.exceptions.NoSuchKey:
                 return None
             return bytes(response["Body"].read())
+
+    def delete(self, key: str) -> None:
+        with _errors(self.uri + key):
+            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
 
     def list(self, prefix: str) -> list[str]:
         keys = []

@@ -37,7 +37,10 @@ class Tracker:
         self.run_ids: dict[str, str] = {}
 
     @contextmanager
-    def stage(self, job_type: str, config: dict[str, Any]) -> Iterator[Any]:
+    def stage(
+        self, job_type: str, config: dict[str, Any], run_id: str | None = None
+    ) -> Iterator[Any]:
+        """A W&B run; ``run_id`` continues an earlier one (a resumed attempt)."""
         import wandb
 
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -50,6 +53,8 @@ class Tracker:
             mode=self.mode,  # type: ignore[arg-type]
             dir=str(self.workdir),
             reinit="create_new",
+            id=run_id,
+            resume="allow" if run_id else None,
             # Quiet: stdout carries only the job's one-line result.
             settings=wandb.Settings(silent=True, show_info=False, show_warnings=False),
         )

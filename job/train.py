@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from job.checkpoints import Checkpoints, Preemption, every
 from job.data import BlockDataset, make_blocks
-from job.errors import BadConfig
+from job.errors import BadConfig, TransientError
 from job.strategy import STRATEGIES, Choice, choose, shape_of
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 where supported, else fp32) | bf16 | fp32
     # ddp | zero2 | zero3 | zero3-offload, or auto: the fastest that fits (see strategy.py)
     strategy: str = "auto"
+    checkpoint_every: int = 0  # steps between checkpoints; 0: about ten a run
+    keep_checkpoints: int = 3  # the newest complete ones; older ones are deleted
 
     def __post_init__(self) -> None:
         checks = [
@@ -61,6 +64,10 @@ class TrainConfig:
             (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
             (self.precision in ("auto", "bf16", "fp32"), "precision must be auto, bf16 or fp32"),
             (self.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}"),
+            (
+                self.checkpoint_every >= 0 and self.keep_checkpoints >= 1,
+                "checkpoint_every must be >= 0 and keep_checkpoints >= 1",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -83,6 +90,7 @@ class TrainResult:
     strategy_reason: str = ""
     processes: int = 1
     peak_memory_bytes: int = 0  # per GPU, from torch.cuda.max_memory_allocated; 0 on CPU
+    resumed_from_step: int = 0  # 0: started from scratch
 
     @property
     def base_perplexity(self) -> float:
@@ -101,6 +109,7 @@ def finetune(
     workdir: Path,
     on_log: Callable[[dict[str, float], int], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> tuple[TrainResult, Any]:
     """Train ``model`` on ``texts``; evaluate before and after. Returns the result and the
     Trainer, whose ``save_model`` writes a consolidated model under every strategy."""
@@ -132,8 +141,9 @@ def finetune(
     steps_per_epoch = math.ceil(len(blocks.train) / (config.batch_size * config.grad_accum * world))
     total_steps = math.ceil(steps_per_epoch * config.epochs)
 
+    resume = checkpoints.latest() if checkpoints else None
     args = TrainingArguments(
-        output_dir=str(workdir / "trainer"),
+        output_dir=str(checkpoints.folder if checkpoints else workdir / "trainer"),
         num_train_epochs=config.epochs,
         learning_rate=config.learning_rate,
         lr_scheduler_type=config.lr_scheduler,
@@ -149,12 +159,17 @@ def finetune(
         data_seed=config.seed,
         logging_steps=max(1, total_steps // 20),
         eval_strategy="no",
-        save_strategy="no",
+        save_strategy="steps" if checkpoints else "no",
+        save_steps=every(total_steps, config.checkpoint_every),
+        save_total_limit=config.keep_checkpoints,
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
         deepspeed=choice.deepspeed_config(cpu=not cuda),
     )
+
+    preemption = Preemption()
+    stopped_at: list[int] = []
 
     class Report(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
@@ -164,6 +179,14 @@ def finetune(
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if on_step:
                 on_step(state.global_step, state.max_steps)
+            if checkpoints is not None and preemption.agreed():
+                control.should_save = True
+                control.should_training_stop = True
+                stopped_at.append(state.global_step)
+
+        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if checkpoints is not None:
+                checkpoints.saved(state.global_step)
 
     trainer = Trainer(
         model=model,
@@ -180,8 +203,16 @@ def finetune(
     base_loss = mean_loss(model, blocks.val, config.batch_size)
     log.info("base model: validation loss %.3f (perplexity %.1f)", base_loss, math.exp(base_loss))
     start = time.perf_counter()
-    output = trainer.train()
+    if resume:
+        log.info("resuming from %s", resume.name)
+    with preemption:
+        output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - start
+    if stopped_at:
+        raise TransientError(
+            f"stopped by SIGTERM at step {stopped_at[0]}; the checkpoint is saved and a rerun"
+            " resumes from it"
+        )
     val_loss = _final_loss(model, blocks.val, config.batch_size, choice.strategy)
     tokens = int(blocks.train_tokens * config.epochs)
     return TrainResult(
@@ -199,6 +230,7 @@ def finetune(
         strategy_reason=choice.reason,
         processes=world,
         peak_memory_bytes=int(torch.cuda.max_memory_allocated()) if cuda else 0,
+        resumed_from_step=int(resume.name.split("-")[1]) if resume else 0,
     ), trainer
 
 

@@ -1,0 +1,185 @@
+"""Checkpoints that survive spot interruptions, and resuming from them.
+
+- The Trainer saves ``checkpoint-<step>/`` every N steps (N from the job's length: about ten
+  checkpoints a run) and when SIGTERM arrives (AWS gives ~120 s before the kill, Kubernetes
+  30 s by default): the step in progress finishes, the checkpoint is written, the job exits
+  with the transient code and the platform's retry resumes from it.
+- A checkpoint counts once its ``_COMPLETE`` marker exists: a save cut off by the kill is
+  ignored. The last ``keep`` complete ones are kept.
+- In batch mode each checkpoint is mirrored to ``OUTPUT/<bot>/checkpoints/`` (every node uploads
+  its own ZeRO shards, rank 0 writes the marker last), because a retried attempt starts on a
+  fresh machine. Checkpoints belong to one fingerprint (data and training config): others are
+  discarded, never resumed.
+- The W&B run id is stored with them, so the resumed attempt continues the same W&B run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+from job import distributed
+from job.storage import Storage, get_json, put_json
+
+log = logging.getLogger(__name__)
+MARKER = "_COMPLETE"
+_STEP = re.compile(r"checkpoint-(\d+)")
+
+
+def every(total_steps: int, requested: int) -> int:
+    """Steps between checkpoints: as asked, or about ten a run (at least every step)."""
+    return requested if requested > 0 else max(1, -(-total_steps // 10))
+
+
+class Checkpoints:
+    def __init__(
+        self,
+        folder: Path,
+        fingerprint: str,
+        keep: int = 3,
+        storage: Storage | None = None,
+        prefix: str = "",
+    ) -> None:
+        self.folder, self.fingerprint, self.keep = folder, fingerprint, keep
+        self.storage, self.prefix = storage, prefix.rstrip("/") + "/" if prefix else ""
+
+    # -- before training ---------------------------------------------------------------------
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint of this fingerprint, fetched from storage if needed."""
+        r = distributed.ranks()
+        if r.local_rank == 0:
+            self._sync_down()
+        distributed.barrier()
+        done = [p for p in self.folder.glob("checkpoint-*") if (p / MARKER).is_file()]
+        return max(done, key=_step) if done else None
+
+    def _sync_down(self) -> None:
+        meta = self._read_meta()
+        if meta.get("fingerprint") != self.fingerprint:
+            if meta:
+                log.info("discarding checkpoints of other data or config")
+            shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.storage is None:
+            return
+        remote = get_json(self.storage, self.prefix + "meta.json") or {}
+        if remote.get("fingerprint") != self.fingerprint:
+            return
+        self._write_meta(remote)
+        steps = sorted(
+            {
+                int(m.group(1))
+                for k in self.storage.list(self.prefix)
+                if k.endswith("/" + MARKER) and (m := _STEP.search(k))
+            }
+        )
+        if not steps:
+            return
+        name = f"checkpoint-{steps[-1]}"
+        if (self.folder / name / MARKER).is_file():
+            return
+        log.info("fetching %s from %s%s", name, self.storage.uri, self.prefix)
+        for key in self.storage.list(f"{self.prefix}{name}/"):
+            data = self.storage.get_bytes(key)
+            if data is not None:
+                target = self.folder / key[len(self.prefix) :]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+
+    # -- during training ---------------------------------------------------------------------
+
+    def saved(self, step: int) -> None:
+        """Called on every rank after the Trainer wrote ``checkpoint-<step>``."""
+        path = self.folder / f"checkpoint-{step}"
+        r = distributed.ranks()
+        if self.storage is not None and r.local_rank == 0:
+            for f in sorted(p for p in path.rglob("*") if p.is_file()):
+                self.storage.put_file(f"{self.prefix}{f.relative_to(self.folder).as_posix()}", f)
+        distributed.barrier()
+        if r.main:
+            (path / MARKER).write_text(json.dumps({"step": step}))
+            if self.storage is not None:
+                put_json(self.storage, f"{self.prefix}checkpoint-{step}/{MARKER}", {"step": step})
+                self._prune_remote()
+            log.info("checkpoint at step %d", step)
+
+    def _prune_remote(self) -> None:
+        assert self.storage is not None
+        keys = self.storage.list(self.prefix)
+        steps = sorted(
+            {int(m.group(1)) for k in keys if k.endswith("/" + MARKER) and (m := _STEP.search(k))}
+        )
+        for old in steps[: -self.keep]:
+            for key in keys:
+                if key.startswith(f"{self.prefix}checkpoint-{old}/"):
+                    self.storage.delete(key)
+
+    # -- metadata (fingerprint, W&B run id) ---------------------------------------------------
+
+    def remember(self, **values: Any) -> None:
+        meta = {**self._read_meta(), **values, "fingerprint": self.fingerprint}
+        self._write_meta(meta)
+        if self.storage is not None:
+            put_json(self.storage, self.prefix + "meta.json", meta)
+
+    def recall(self, key: str) -> Any:
+        meta = self._read_meta()
+        return meta.get(key) if meta.get("fingerprint") == self.fingerprint else None
+
+    def _read_meta(self) -> dict[str, Any]:
+        path = self.folder / "meta.json"
+        return dict(json.loads(path.read_text())) if path.is_file() else {}
+
+    def _write_meta(self, meta: dict[str, Any]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "meta.json").write_text(json.dumps(meta))
+
+    def clear(self) -> None:
+        """After a finished run: checkpoints are only for resuming it."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.storage is not None:
+            for key in self.storage.list(self.prefix):
+                self.storage.delete(key)
+
+
+def _step(path: Path) -> int:
+    m = _STEP.search(path.name)
+    return int(m.group(1)) if m else -1
+
+
+class Preemption:
+    """Turns SIGTERM into 'save a checkpoint after this step, then stop'."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> Preemption:
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        log.warning("SIGTERM: saving a checkpoint after this step, then stopping")
+        self.requested = True
+
+    def agreed(self) -> bool:
+        """True on every rank if SIGTERM reached any: all ranks must save the same step."""
+        import torch
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return self.requested
+        flag = torch.tensor([1 if self.requested else 0])
+        if torch.cuda.is_available():
+            flag = flag.cuda()
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
