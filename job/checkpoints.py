@@ -1,9 +1,10 @@
 """Checkpoints that survive spot interruptions, and resuming from them.
 
-- The Trainer saves ``checkpoint-<step>/`` every N steps (N from the job's length: about ten
-  checkpoints a run) and when SIGTERM arrives (AWS gives ~120 s before the kill, Kubernetes
-  30 s by default): the step in progress finishes, the checkpoint is written, the job exits
-  with the transient code and the platform's retry resumes from it.
+- The Trainer saves ``checkpoint-<step>/`` every N steps if asked, else every ten minutes of
+  training (a short run writes none: a gpt2-xl checkpoint is ~20 GB), and when SIGTERM
+  arrives (AWS gives ~120 s before the kill, Kubernetes 30 s by default): the step in
+  progress finishes, the checkpoint is written, the job exits with the transient code and
+  the platform's retry resumes from it.
 - A checkpoint counts once its ``_COMPLETE`` marker exists: a save cut off by the kill is
   ignored. The last ``keep`` complete ones are kept.
 - In batch mode each checkpoint is mirrored to ``OUTPUT/<bot>/checkpoints/`` (every node uploads
@@ -20,6 +21,7 @@ import logging
 import re
 import shutil
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,25 @@ MARKER = "_COMPLETE"
 _STEP = re.compile(r"checkpoint-(\d+)")
 
 
-def every(total_steps: int, requested: int) -> int:
-    """Steps between checkpoints: as asked, or about ten a run (at least every step)."""
-    return requested if requested > 0 else max(1, -(-total_steps // 10))
+class Cadence:
+    """When a checkpoint is due: every ``steps`` steps, or else every ``seconds`` of training.
+
+    Every rank must agree on the step to save at (saving is collective under ZeRO), so the
+    time-based decision is rank 0's, shared with the others.
+    """
+
+    def __init__(self, steps: int, seconds: float) -> None:
+        self.steps, self.seconds = steps, seconds
+        self.last = time.monotonic()
+
+    def __call__(self, step: int) -> bool:
+        if self.steps > 0:
+            return step % self.steps == 0
+        due = time.monotonic() - self.last >= self.seconds
+        due = bool(distributed.share(due)) if distributed.ranks().world > 1 else due
+        if due:
+            self.last = time.monotonic()
+        return due
 
 
 class Checkpoints:

@@ -195,8 +195,9 @@ def run(
         str, typer.Option(help="auto | ddp | zero2 | zero3 | zero3-offload (auto: fastest fit).")
     ] = "auto",
     checkpoint_every: Annotated[
-        int, typer.Option(help="Steps between checkpoints; 0: about ten a run.")
+        int, typer.Option(help="Steps between checkpoints; 0: by time (--checkpoint-minutes).")
     ] = 0,
+    checkpoint_minutes: Annotated[float, typer.Option()] = 10.0,
     keep_checkpoints: Annotated[int, typer.Option()] = 3,
     seed: Annotated[int, typer.Option()] = 42,
     start_text: Annotated[
@@ -256,6 +257,7 @@ def run(
                 precision=precision,
                 strategy=strategy,
                 checkpoint_every=checkpoint_every,
+                checkpoint_minutes=checkpoint_minutes,
                 keep_checkpoints=keep_checkpoints,
             ),
             sampling=SamplingConfig(

@@ -388,7 +388,16 @@ def versions() -> dict[str, str]:
 
 
 def _quiet_libraries() -> None:
-    """Progress bars of transformers/hub would fight the job's own display."""
+    """Keep stdout for the job's result line, and progress bars off the job's own display."""
+    import contextlib
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec("deepspeed"):
+        # DeepSpeed's logger binds its handler to sys.stdout when first imported (and
+        # transformers imports it whenever it is installed): bind it to stderr instead.
+        with contextlib.redirect_stdout(sys.stderr):
+            import deepspeed  # noqa: F401
     from huggingface_hub.utils import disable_progress_bars
     from transformers.utils import logging as hf_logging
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from job.checkpoints import Checkpoints, Preemption, every
+from job.checkpoints import Cadence, Checkpoints, Preemption
 from job.data import BlockDataset, make_blocks
 from job.errors import BadConfig, TransientError
 from job.strategy import STRATEGIES, Choice, choose, shape_of
@@ -51,7 +51,11 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 where supported, else fp32) | bf16 | fp32
     # ddp | zero2 | zero3 | zero3-offload, or auto: the fastest that fits (see strategy.py)
     strategy: str = "auto"
-    checkpoint_every: int = 0  # steps between checkpoints; 0: about ten a run
+    # Checkpoint every N steps; 0: every checkpoint_minutes of training. A checkpoint of
+    # gpt2-xl with its optimizer is ~20 GB, and its training lasts seconds to minutes on a
+    # GPU: time, not a step count, says when one is worth writing. SIGTERM always saves.
+    checkpoint_every: int = 0
+    checkpoint_minutes: float = 10.0
     keep_checkpoints: int = 3  # the newest complete ones; older ones are deleted
 
     def __post_init__(self) -> None:
@@ -159,8 +163,7 @@ def finetune(
         data_seed=config.seed,
         logging_steps=max(1, total_steps // 20),
         eval_strategy="no",
-        save_strategy="steps" if checkpoints else "no",
-        save_steps=every(total_steps, config.checkpoint_every),
+        save_strategy="no",  # the Report callback decides (steps, time, SIGTERM)
         save_total_limit=config.keep_checkpoints,
         report_to="none",
         disable_tqdm=True,
@@ -170,6 +173,7 @@ def finetune(
 
     preemption = Preemption()
     stopped_at: list[int] = []
+    due = Cadence(config.checkpoint_every, config.checkpoint_minutes * 60)
 
     class Report(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
@@ -179,10 +183,14 @@ def finetune(
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if on_step:
                 on_step(state.global_step, state.max_steps)
-            if checkpoints is not None and preemption.agreed():
+            if checkpoints is None:
+                return
+            if preemption.agreed():
                 control.should_save = True
                 control.should_training_stop = True
                 stopped_at.append(state.global_step)
+            elif due(state.global_step):
+                control.should_save = True
 
         def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if checkpoints is not None:
