@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 DEEPSPEED_SPEC ?= deepspeed==0.19.8
 
-.PHONY: install test lint demo clean
+.PHONY: install test lint demo clean image push submit
 
 $(BIN)/huggingtweets: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,3 +38,28 @@ demo: install
 	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/huggingtweets run sourdough_sam \
 		--jsonl job/samples/sourdough_sam.jsonl --base-model tiny \
 		--learning-rate 3e-3 --epochs 30 --out out
+
+# --- Shipping ------------------------------------------------------------------------------
+IMAGE ?= huggingtweets
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# docker by default; CONTAINER=podman works too (podman can build here, not run)
+CONTAINER ?= docker
+
+image:
+	$(CONTAINER) build -f docker/Dockerfile --build-arg VERSION=$(VERSION) \
+		--build-arg REVISION=$(REVISION) -t $(IMAGE):$(VERSION) -t $(IMAGE):latest .
+
+push: image
+	@test -n "$(REGISTRY)" || { echo "make push needs REGISTRY=..." >&2; exit 2; }
+	$(CONTAINER) tag $(IMAGE):$(VERSION) $(REGISTRY)/$(IMAGE):$(VERSION)
+	$(CONTAINER) push $(REGISTRY)/$(IMAGE):$(VERSION)
+
+# make inherits USER from the login environment: only a USER given on the command line counts.
+BASE_MODEL ?= gpt2
+TARGET ?= batch
+submit: install
+	@if [ "$(origin USER)" != "command line" ]; then \
+		echo "make submit needs the Twitter handle on the command line: make submit USER=__wmww" \
+			"(USER=$(USER) here comes from your login environment)" >&2; exit 2; fi
+	$(BIN)/huggingtweets submit $(USER) --base-model $(BASE_MODEL) --target $(TARGET) $(SUBMIT_FLAGS)

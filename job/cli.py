@@ -370,6 +370,60 @@ def publish(
     typer.echo(_status_line(record))
 
 
+@app.command()
+def submit(
+    users: Annotated[list[str], typer.Argument(help="Twitter handles: one bot each.")],
+    target: Annotated[str, typer.Option(help="batch (AWS Batch) | k8s (Kubernetes).")] = "batch",
+    base_model: Annotated[str, typer.Option()] = "gpt2",
+    output: Annotated[
+        str | None, typer.Option(help="s3://bucket/prefix [default: $HUGGINGTWEETS_OUTPUT]")
+    ] = None,
+    together: Annotated[bool, typer.Option(help="One bot of all the users.")] = False,
+    hub_owner: Annotated[str, typer.Option(help="Hub owner of the repos.")] = "huggingtweets",
+    push: Annotated[bool, typer.Option(help="Push the models to the Hub.")] = True,
+    job_queue: Annotated[str, typer.Option(envvar="HUGGINGTWEETS_JOB_QUEUE")] = "huggingtweets",
+    job_definition: Annotated[
+        str, typer.Option(envvar="HUGGINGTWEETS_JOB_DEFINITION")
+    ] = "huggingtweets",
+    image: Annotated[str, typer.Option(envvar="HUGGINGTWEETS_IMAGE")] = "huggingtweets:latest",
+    namespace: Annotated[str, typer.Option()] = "default",
+    dry_run: Annotated[bool, typer.Option(help="Print what would be submitted.")] = False,
+) -> None:
+    """Write a manifest to S3 and start the job on AWS Batch or Kubernetes."""
+    _setup_logging(False)
+    import os
+
+    try:
+        from job.submit import submit as do_submit
+
+        result = do_submit(
+            users,
+            target=target,
+            output=output or os.environ.get("HUGGINGTWEETS_OUTPUT", ""),
+            base_model=base_model,
+            together=together,
+            hub_owner=hub_owner if push else None,
+            job_queue=job_queue,
+            job_definition=job_definition,
+            image=image,
+            namespace=namespace,
+            dry_run=dry_run,
+        )
+    except errors.JobError as e:
+        _fail(e)
+    if dry_run:
+        import yaml
+
+        typer.echo(f"# manifest, to be written to {result.manifest_uri}")
+        typer.echo(yaml.safe_dump(result.manifest, sort_keys=False))
+        if result.rendered:
+            typer.echo(f"---\n{result.rendered}")
+        return
+    bots = len(result.manifest["bots"])
+    typer.echo(f"submitted {bots} bot{'s' if bots > 1 else ''} to {target}: {result.job}")
+    typer.echo(result.follow())
+
+
 @contextmanager
 def _progress() -> Iterator[Callable[[int, int], None]]:
     """A Rich progress bar for the training steps, on stderr; silent when not a terminal."""
