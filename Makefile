@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 DEEPSPEED_SPEC ?= deepspeed==0.19.8
 
-.PHONY: install test lint demo clean image push submit
+.PHONY: install test lint demo bench clean image push submit
 
 $(BIN)/huggingtweets: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +24,17 @@ test: install
 	$(BIN)/pytest -q
 
 lint: install
-	$(BIN)/ruff check job tests
-	$(BIN)/ruff format --check job tests
+	$(BIN)/ruff check job tests bench
+	$(BIN)/ruff format --check job tests bench
 	$(BIN)/mypy
 
+# Time-to-bot and training throughput against the original recipe, in one run (see bench/).
+BENCH_FLAGS ?= --archive ../shared/data/archives/andreruffert --handle andreruffert
+bench: install
+	$(BIN)/python bench/bench.py $(BENCH_FLAGS)
+
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache bench-out
 
 # The README's first command: the whole job on embedded defaults (local folder, W&B offline,
 # no Hub push) and our own sample data, on a tiny GPT-2 built locally. A randomly initialised

@@ -1,0 +1,32 @@
+"""The benchmark runs end to end and reports what docs/benchmarks.md quotes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.integration
+def test_bench_on_sample_data(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench.py"), "--epochs", "1", "--out",
+         str(tmp_path)], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "WANDB_MODE": "disabled"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["device"] == "cpu" and results["tweets"] == 111
+    for side in ("ours", "baseline"):
+        r = results[side]
+        assert r["time_to_bot_s"] > 0 and r["tokens_per_second"] > 0 and r["peak_rss_bytes"] > 0
+        assert r["phases_s"]["train"] > 0 and r["mfu"] is None  # MFU only on a GPU
+    ratios = results["ratios"]
+    assert ratios["time_to_bot_speedup"] == pytest.approx(
+        results["baseline"]["time_to_bot_s"] / results["ours"]["time_to_bot_s"])
+    assert "ratios: training tokens/s x" in result.stdout
