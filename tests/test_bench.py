@@ -16,9 +16,12 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.integration
 def test_bench_on_sample_data(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "bench.py"), "--epochs", "1", "--out",
-         str(tmp_path)], capture_output=True, text=True, timeout=600,
-        env={**os.environ, "WANDB_MODE": "disabled"})
+        [sys.executable, str(REPO / "bench" / "bench.py"), "--epochs", "1", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["device"] == "cpu" and results["tweets"] == 111
@@ -28,5 +31,6 @@ def test_bench_on_sample_data(tmp_path: Path) -> None:
         assert r["phases_s"]["train"] > 0 and r["mfu"] is None  # MFU only on a GPU
     ratios = results["ratios"]
     assert ratios["time_to_bot_speedup"] == pytest.approx(
-        results["baseline"]["time_to_bot_s"] / results["ours"]["time_to_bot_s"])
+        results["baseline"]["time_to_bot_s"] / results["ours"]["time_to_bot_s"]
+    )
     assert "ratios: training tokens/s x" in result.stdout
