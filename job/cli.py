@@ -17,7 +17,11 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from job import __version__, errors
+from job.clean import CleanConfig
 from job.handles import HANDLE_RE, validate_handle
+from job.predict import SamplingConfig
+from job.prepare import PrepareConfig
+from job.train import TrainConfig
 
 app = typer.Typer(
     name="huggingtweets",
@@ -27,6 +31,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 log = logging.getLogger("job")
+# The config classes hold the defaults (with their reasons); the options repeat none of them.
+_CLEAN, _PREPARE, _TRAIN, _SAMPLING = (
+    CleanConfig(),
+    PrepareConfig(),
+    TrainConfig(),
+    SamplingConfig(),
+)
 
 
 def _fail(error: errors.JobError) -> NoReturn:
@@ -110,10 +121,7 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v")]
 
 def _prepare_config(
     min_words: int, replies: str, dedupe: bool, balance_ratio: float, min_chars: int
-) -> Any:
-    from job.clean import CleanConfig
-    from job.prepare import PrepareConfig
-
+) -> PrepareConfig:
     if replies not in ("keep", "drop", "strip"):
         raise errors.BadConfig(f"--replies must be keep, drop or strip, not {replies!r}")
     return PrepareConfig(
@@ -130,11 +138,11 @@ def prepare(
     archive: Archive = None,
     jsonl: Jsonl = None,
     api: Api = False,
-    min_words: MinWords = 3,
-    replies: Replies = "keep",
-    dedupe: Dedupe = True,
-    balance_ratio: BalanceRatio = 1.0,
-    min_chars: MinChars = 6000,
+    min_words: MinWords = _CLEAN.min_words,
+    replies: Replies = _CLEAN.replies,
+    dedupe: Dedupe = _CLEAN.dedupe,
+    balance_ratio: BalanceRatio = _PREPARE.balance_ratio,
+    min_chars: MinChars = _PREPARE.min_chars,
     verbose: Verbose = False,
 ) -> None:
     """Download and clean tweets: OUT/<bot>/data/{raw,clean}.jsonl and stats.json."""
@@ -178,37 +186,37 @@ def run(
     base_model: Annotated[
         str,
         typer.Option(help="gpt2 | gpt2-medium | gpt2-large | gpt2-xl | tiny | folder | Hub id."),
-    ] = "gpt2",
+    ] = _TRAIN.base_model,
     tokenizer: Annotated[
         Path | None, typer.Option(help="GPT-2 BPE files (vocab.json, merges.txt) for tiny.")
     ] = None,
-    epochs: Annotated[float, typer.Option()] = 4.0,
-    learning_rate: Annotated[float, typer.Option()] = 1.372e-4,
-    lr_scheduler: Annotated[str, typer.Option()] = "cosine",
-    warmup_ratio: Annotated[float, typer.Option()] = 0.0,
-    batch_size: Annotated[int, typer.Option(help="Per device.")] = 8,
-    grad_accum: Annotated[int, typer.Option()] = 1,
-    block_size: Annotated[int, typer.Option(help="Tokens per training block.")] = 256,
-    val_fraction: Annotated[float, typer.Option()] = 0.1,
-    precision: Annotated[str, typer.Option(help="auto | bf16 | fp32.")] = "auto",
+    epochs: Annotated[float, typer.Option()] = _TRAIN.epochs,
+    learning_rate: Annotated[float, typer.Option()] = _TRAIN.learning_rate,
+    lr_scheduler: Annotated[str, typer.Option()] = _TRAIN.lr_scheduler,
+    warmup_ratio: Annotated[float, typer.Option()] = _TRAIN.warmup_ratio,
+    batch_size: Annotated[int, typer.Option(help="Per device.")] = _TRAIN.batch_size,
+    grad_accum: Annotated[int, typer.Option()] = _TRAIN.grad_accum,
+    block_size: Annotated[int, typer.Option(help="Tokens per training block.")] = _TRAIN.block_size,
+    val_fraction: Annotated[float, typer.Option()] = _TRAIN.val_fraction,
+    precision: Annotated[str, typer.Option(help="auto | bf16 | fp32.")] = _TRAIN.precision,
     strategy: Annotated[
         str, typer.Option(help="auto | ddp | zero2 | zero3 | zero3-offload (auto: fastest fit).")
-    ] = "auto",
+    ] = _TRAIN.strategy,
     checkpoint_every: Annotated[
         int, typer.Option(help="Steps between checkpoints; 0: by time (--checkpoint-minutes).")
-    ] = 0,
-    checkpoint_minutes: Annotated[float, typer.Option()] = 10.0,
-    keep_checkpoints: Annotated[int, typer.Option()] = 3,
-    seed: Annotated[int, typer.Option()] = 42,
+    ] = _TRAIN.checkpoint_every,
+    checkpoint_minutes: Annotated[float, typer.Option()] = _TRAIN.checkpoint_minutes,
+    keep_checkpoints: Annotated[int, typer.Option()] = _TRAIN.keep_checkpoints,
+    seed: Annotated[int, typer.Option()] = _TRAIN.seed,
     start_text: Annotated[
         list[str] | None, typer.Option(help="Prompt for predictions (repeatable).")
     ] = None,
-    predictions_per_prompt: Annotated[int, typer.Option()] = 3,
-    top_p: Annotated[float, typer.Option()] = 0.95,
-    max_length: Annotated[int, typer.Option(help="Tokens per prediction.")] = 160,
+    predictions_per_prompt: Annotated[int, typer.Option()] = _SAMPLING.per_prompt,
+    top_p: Annotated[float, typer.Option()] = _SAMPLING.top_p,
+    max_length: Annotated[int, typer.Option(help="Tokens per prediction.")] = _SAMPLING.max_length,
     memorization_ngram: Annotated[
         int, typer.Option(help="Flag predictions sharing this many words with a tweet.")
-    ] = 8,
+    ] = _SAMPLING.ngram,
     wandb_mode: Annotated[
         str | None,
         typer.Option(help="online | offline | disabled [default: $WANDB_MODE or offline]"),
@@ -217,11 +225,11 @@ def run(
     hub_repo: Annotated[
         str | None, typer.Option(help="Hub repo the card should point to (owner/name).")
     ] = None,
-    min_words: MinWords = 3,
-    replies: Replies = "keep",
-    dedupe: Dedupe = True,
-    balance_ratio: BalanceRatio = 1.0,
-    min_chars: MinChars = 6000,
+    min_words: MinWords = _CLEAN.min_words,
+    replies: Replies = _CLEAN.replies,
+    dedupe: Dedupe = _CLEAN.dedupe,
+    balance_ratio: BalanceRatio = _PREPARE.balance_ratio,
+    min_chars: MinChars = _PREPARE.min_chars,
     verbose: Verbose = False,
 ) -> None:
     """The whole job: prepare, fine-tune, sample, write the card: OUT/<bot>/model and job.json."""
@@ -234,11 +242,10 @@ def run(
     if not users:
         _fail(errors.BadConfig("give at least one Twitter handle, or --manifest"))
     try:
-        from job.predict import START_TEXTS, SamplingConfig
+        from job.predict import START_TEXTS
         from job.run import RunConfig
         from job.run import run as run_job
         from job.tracking import default_mode
-        from job.train import TrainConfig
 
         config = RunConfig(
             prepare=_prepare_config(min_words, replies, dedupe, balance_ratio, min_chars),
