@@ -166,7 +166,10 @@ def jobs(manifest: Manifest) -> list[BotJob]:
             sampling=from_dict(SamplingConfig, {**d.sampling, **bot.sampling}, f"{path}.sampling"),
             wandb_project=manifest.wandb.project,
             wandb_mode=manifest.wandb.mode or default_mode(),
-            hub_repo=bot.hub_repo or f"{manifest.hub.owner}/{name}",
+            # The card names a Hub repo only if the model will be pushed there.
+            hub_repo=(bot.hub_repo or f"{manifest.hub.owner}/{name}")
+            if manifest.hub.push
+            else None,
         )
         out.append(
             BotJob(

@@ -31,7 +31,6 @@ from typing import Any
 from job import __version__
 from job.atomic import replace_dir, write_json
 from job.checkpoints import Checkpoints
-from job.clean import CleanTweet
 from job.handles import bot_name
 from job.model import EOS, GPT2_NAMES, HUB_IDS
 from job.predict import Prediction, SamplingConfig
@@ -404,6 +403,3 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_warning()
     disable_progress_bars()
-
-
-__all__ = ["CleanTweet", "RunConfig", "RunResult", "run"]

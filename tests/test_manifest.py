@@ -44,6 +44,7 @@ def test_json_manifests_too() -> None:
     text = json.dumps({"version": 1, "output": "out", "bots": [{"users": [{"handle": "x"}]}]})
     (job,) = jobs(parse(text))
     assert job.bot == "x" and job.hub_repo is None  # push is off unless asked for
+    assert job.config.hub_repo is None  # so the card names no Hub repo
 
 
 def test_fingerprint_tracks_the_work_not_the_tracking() -> None:
