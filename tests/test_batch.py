@@ -132,6 +132,9 @@ def test_three_bots_by_array_index(inputs, hub) -> None:
         [b, "succeeded"] for b in bots
     ]
 
+    listed = cli("status", "--output", "s3://results/bots")  # no manifest: every bot found
+    assert sorted(line.split()[0] for line in listed.stdout.splitlines()) == sorted(bots)
+
     again = cli("run", "--manifest", uri, AWS_BATCH_JOB_ARRAY_INDEX="0")  # a retried attempt
     assert again.returncode == 0, again.stderr
     assert assert_complete("sourdough_sam")["run_id"] == markers["sourdough_sam"]["run_id"]

@@ -15,7 +15,7 @@ import yaml
 
 from job.manifest import jobs, parse
 from job.storage import get_json, open_storage
-from job.submit import render_k8s
+from job.submit import build_manifest, render_k8s
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -157,3 +157,17 @@ def test_submit_checks_its_input(s3) -> None:
         timeout=120,
     )
     assert result.returncode == 10 and "s3:// output" in result.stderr
+
+
+def test_one_bot_per_user_or_one_for_all() -> None:
+    apart = build_manifest(
+        ["a", "b"], "s3://r/p", base_model="gpt2", together=False, hub_owner=None
+    )
+    assert [[u["handle"] for u in b["users"]] for b in apart["bots"]] == [["a"], ["b"]]
+    assert apart["hub"]["push"] is False
+    together = build_manifest(
+        ["a", "b"], "s3://r/p", base_model="gpt2-xl", together=True, hub_owner="me"
+    )
+    (bot,) = jobs(parse(yaml.safe_dump(together)))
+    assert bot.bot == "a-b" and bot.hub_repo == "me/a-b"
+    assert bot.config.train.base_model == "gpt2-xl"
