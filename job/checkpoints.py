@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from job import distributed
-from job.storage import Storage, get_json, put_json
+from job.storage import Storage, download, get_json, put_json
 
 log = logging.getLogger(__name__)
 MARKER = "_COMPLETE"
@@ -90,25 +90,21 @@ class Checkpoints:
         if remote.get("fingerprint") != self.fingerprint:
             return
         self._write_meta(remote)
-        steps = sorted(
-            {
-                int(m.group(1))
-                for k in self.storage.list(self.prefix)
-                if k.endswith("/" + MARKER) and (m := _STEP.search(k))
-            }
-        )
+        steps = self._remote_steps(self.storage.list(self.prefix))
         if not steps:
             return
         name = f"checkpoint-{steps[-1]}"
         if (self.folder / name / MARKER).is_file():
             return
         log.info("fetching %s from %s%s", name, self.storage.uri, self.prefix)
-        for key in self.storage.list(f"{self.prefix}{name}/"):
-            data = self.storage.get_bytes(key)
-            if data is not None:
-                target = self.folder / key[len(self.prefix) :]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
+        download(self.storage, f"{self.prefix}{name}/", self.folder / name)
+
+    @staticmethod
+    def _remote_steps(keys: list[str]) -> list[int]:
+        """Steps of the complete checkpoints among the keys, oldest first."""
+        return sorted(
+            {int(m.group(1)) for k in keys if k.endswith("/" + MARKER) and (m := _STEP.search(k))}
+        )
 
     # -- during training ---------------------------------------------------------------------
 
@@ -130,9 +126,7 @@ class Checkpoints:
     def _prune_remote(self) -> None:
         assert self.storage is not None
         keys = self.storage.list(self.prefix)
-        steps = sorted(
-            {int(m.group(1)) for k in keys if k.endswith("/" + MARKER) and (m := _STEP.search(k))}
-        )
+        steps = self._remote_steps(keys)
         for old in steps[: -self.keep]:
             for key in keys:
                 if key.startswith(f"{self.prefix}checkpoint-{old}/"):

@@ -15,7 +15,6 @@ Features, and the flags of ``huggingtweets run`` that control them:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -113,7 +112,7 @@ def run(
     if ranks.main:
         with phases("prepare"):
             data = prepare(sources, out, config.prepare)
-        with tracker.stage("prepare", _plain(config.prepare)) as wb:
+        with tracker.stage("prepare", asdict(config.prepare)) as wb:
             raw = tracker.log_artifact(
                 wb, f"raw-{bot}", "raw_data", [data.data_dir / "raw.jsonl"], _counts(data)
             )
@@ -144,10 +143,10 @@ def run(
         config.train.keep_checkpoints,
         *(checkpoint_storage or (None, "")),
     )
-    checkpoints.latest()  # fetch what an earlier attempt left (S3) before reading its W&B id
+    resume = checkpoints.latest()  # fetched from S3 if an earlier attempt left one there
     previous_run = checkpoints.recall("wandb_train_run")
 
-    with tracker.stage("train", _plain(config), run_id=previous_run) as wb:
+    with tracker.stage("train", asdict(config), run_id=previous_run) as wb:
         if clean is not None:
             tracker.use(wb, clean)
         if ranks.main:  # the fingerprint always; the W&B run id when there is a run
@@ -167,6 +166,7 @@ def run(
                 on_log=lambda logs, step: wb.log(logs, step=step),
                 on_step=progress if ranks.main else None,
                 checkpoints=checkpoints,
+                resume=resume,
             )
         with phases("save"):
             staged = work / "model"
@@ -234,14 +234,12 @@ def run(
         bot_dir / "job.json",
         {  # last: its presence means the run finished
             "bot": bot,
-            "config": _plain(config),
+            "config": asdict(config),
             "versions": versions(),
             "timings": phases.seconds,
             "wandb": {"mode": config.wandb_mode, "runs": tracker.run_ids, "urls": tracker.urls},
             "result": {
-                **asdict(result),
-                "base_perplexity": result.base_perplexity,
-                "perplexity": result.perplexity,
+                **result.summary(),
                 "predictions": len(predictions),
                 "memorized": flagged,
                 "model_dir": str(model_dir),
@@ -335,15 +333,11 @@ def _write_card(
         "balance_ratio": config.prepare.balance_ratio,
         "warnings": data.stats["warnings"],
         "train": asdict(config.train),
-        "result": {
-            **asdict(result),
-            "base_perplexity": result.base_perplexity,
-            "perplexity": result.perplexity,
-        },
+        "result": result.summary(),
         "sampling": asdict(config.sampling),
         "predictions": predictions,
         "flagged": flagged,
-        "config": _plain(config),
+        "config": asdict(config),
         "versions": versions(),
     }
     (folder / "README.md").write_text(card.render(context), encoding="utf-8")
@@ -365,10 +359,6 @@ def _languages(data: Prepared) -> list[str]:
 
 def _counts(data: Prepared) -> dict[str, Any]:
     return {"bot": data.bot, "users": data.stats["users"], "total": data.stats["total"]}
-
-
-def _plain(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
 
 
 def versions() -> dict[str, str]:

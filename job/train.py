@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +104,14 @@ class TrainResult:
     def perplexity(self) -> float:
         return math.exp(self.val_loss)
 
+    def summary(self) -> dict[str, Any]:
+        """Every field and both perplexities: what job.json and the card report."""
+        return {
+            **asdict(self),
+            "base_perplexity": self.base_perplexity,
+            "perplexity": self.perplexity,
+        }
+
 
 def finetune(
     model: PreTrainedModel,
@@ -114,6 +122,7 @@ def finetune(
     on_log: Callable[[dict[str, float], int], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
     checkpoints: Checkpoints | None = None,
+    resume: Path | None = None,
 ) -> tuple[TrainResult, Any]:
     """Train ``model`` on ``texts``; evaluate before and after. Returns the result and the
     Trainer, whose ``save_model`` writes a consolidated model under every strategy."""
@@ -145,7 +154,6 @@ def finetune(
     steps_per_epoch = math.ceil(len(blocks.train) / (config.batch_size * config.grad_accum * world))
     total_steps = math.ceil(steps_per_epoch * config.epochs)
 
-    resume = checkpoints.latest() if checkpoints else None
     args = TrainingArguments(
         output_dir=str(checkpoints.folder if checkpoints else workdir / "trainer"),
         num_train_epochs=config.epochs,
