@@ -86,7 +86,9 @@ def sample(
             do_sample=True,
             top_p=config.top_p,
             temperature=config.temperature,
-            max_new_tokens=max(1, max_length - batch["input_ids"].shape[1]),
+            # max_length, not max_new_tokens: the saved generation config has a max_length,
+            # and giving both makes transformers warn on every run.
+            max_length=max(max_length, batch["input_ids"].shape[1] + 1),  # prompt included
             pad_token_id=tokenizer.pad_token_id,
         )
     model.train(was_training)

@@ -15,6 +15,7 @@ Features, and the flags of ``huggingtweets run`` that control them:
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -156,6 +157,10 @@ def run(
         with phases("load"):
             device = "cuda" if torch.cuda.is_available() else "cpu"
             model, tokenizer = load(name, device=device)
+            # Everything made so far (torch's and transformers' modules, the model) lives to
+            # the end: keep it out of the collector's walks. accelerate calls gc.collect()
+            # when training ends, and that walk costs ~0.2 s otherwise.
+            gc.freeze()
         with phases("train"):
             result, trainer = finetune(
                 model,
@@ -384,7 +389,8 @@ def _quiet_libraries() -> None:
 
     if importlib.util.find_spec("deepspeed"):
         # DeepSpeed's logger binds its handler to sys.stdout when first imported (and
-        # transformers imports it whenever it is installed): bind it to stderr instead.
+        # accelerate imports it whenever it is installed, even for plain DDP, when the
+        # Trainer unwraps the model): bind it to stderr instead.
         with contextlib.redirect_stdout(sys.stderr):
             import deepspeed  # noqa: F401
     from huggingface_hub.utils import disable_progress_bars

@@ -184,6 +184,35 @@ def test_two_unnamed_archives_for_two_users(tmp_path: Path) -> None:
     assert "HANDLE=PATH" in assert_one_line_error(result, errors.BAD_CONFIG)
 
 
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [(["prepare", "--help"], 0), (["prepare", "bad handle!"], errors.InvalidHandle.exit_code)],
+)
+def test_exit_skips_teardown_but_not_exit_handlers(
+    tmp_path: Path, args: list[str], code: int
+) -> None:
+    """main() ends the process with os._exit: the command's exit code, its output and the exit
+    handlers that libraries register while it runs (W&B's, torch's) must all survive that."""
+    marker = tmp_path / "handler-ran"
+    script = f"""
+import atexit, sys
+import job.cli as cli
+command = cli.app
+def app():
+    atexit.register(lambda: open({str(marker)!r}, "w").write("ran"))
+    command()
+cli.app = app
+sys.argv = ["huggingtweets", *{args!r}]
+cli.main()
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == code, result.stderr
+    assert marker.read_text() == "ran"
+    assert ("Usage:" in result.stdout) if code == 0 else ("error:" in result.stderr)
+
+
 def test_help_and_version() -> None:
     assert cli("--version").stdout.strip().startswith("huggingtweets ")
     result = cli("prepare", "--help")

@@ -23,6 +23,22 @@ def test_tiny_with_gpt2_tokenizer_loads_through_from_pretrained(shared: Path, tm
     assert tok.pad_token_id == tok.eos_token_id == 50256
 
 
+def test_gelu_is_fused_without_changing_the_model(tmp_path: Path) -> None:
+    """load() swaps GPT-2's 8-op GELU for PyTorch's fused one: the same function, so the
+    logits match a plain from_pretrained load (which keeps gelu_new) to float precision."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    folder = build_tiny(tmp_path / "t", ["bread and butter and code"] * 50, None, seed=0)
+    fast, tok = load(str(folder), device="cpu")
+    plain = AutoModelForCausalLM.from_pretrained(folder)
+    assert plain.config.activation_function == "gelu_new"
+    assert fast.config.activation_function == "gelu_pytorch_tanh"
+    ids = tok(["<|endoftext|>bread and butter and code"] * 2, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(fast(ids).logits, plain(ids).logits, rtol=1e-5, atol=1e-5)
+
+
 def test_tiny_with_trained_tokenizer_roundtrips(tmp_path: Path) -> None:
     texts = ["bread and butter and code"] * 50 + ["sourdough starter bubbles"] * 50
     model, tok = load(str(build_tiny(tmp_path / "t", texts, None, seed=0)), device="cpu")

@@ -220,3 +220,31 @@ def test_cli_run_end_to_end(tmp_path: Path) -> None:
         assert secret not in result.stdout + result.stderr
     preds = json.loads((tmp_path / "sourdough_sam" / "predictions.json").read_text())
     assert [p["prompt"] for p in preds["predictions"]] == ["Bread is"]
+    # The process ends without the interpreter's teardown (cli._exit_without_teardown): the
+    # W&B runs must be complete by then, the model artifact and the final metrics included.
+    runs = sorted((tmp_path / "sourdough_sam" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2
+    train_log = b"".join(p.read_bytes() for p in runs[1].glob("*.wandb"))
+    assert b"model-sourdough_sam" in train_log and b"base_perplexity" in train_log
+
+
+def test_disabled_wandb_is_never_imported(tmp_path: Path) -> None:
+    """W&B disabled costs nothing: wandb (and the requests it imports) stay unloaded."""
+    code = f"""
+import sys
+from pathlib import Path
+from job.sources import FileSource
+from job.run import RunConfig, run
+from job.train import TrainConfig
+config = RunConfig(train=TrainConfig(base_model="tiny", epochs=1), wandb_mode="disabled")
+run({{"sourdough_sam": FileSource(Path({str(SAMPLE)!r}))}}, Path({str(tmp_path)!r}), config)
+print(sorted(m for m in sys.modules if m.split(".")[0] == "wandb"))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    job = json.loads((tmp_path / "sourdough_sam" / "job.json").read_text())
+    assert job["wandb"] == {"mode": "disabled", "runs": {}, "urls": {}}
+    assert not (tmp_path / "sourdough_sam" / "wandb").exists()
