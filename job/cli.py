@@ -151,8 +151,7 @@ def prepare(
         from job.prepare import prepare as run_prepare
 
         config = _prepare_config(min_words, replies, dedupe, balance_ratio, min_chars)
-        handles = [validate_handle(u) for u in users]
-        result = run_prepare(_sources(handles, archive or [], jsonl or [], api), out, config)
+        result = run_prepare(_sources(users, archive or [], jsonl or [], api), out, config)
     except errors.JobError as e:
         _fail(e)
     total = result.stats["total"]
@@ -279,8 +278,7 @@ def run(
             wandb_project=wandb_project,
             hub_repo=hub_repo,
         )
-        handles = [validate_handle(u) for u in users]
-        sources = _sources(handles, archive or [], jsonl or [], api)
+        sources = _sources(users, archive or [], jsonl or [], api)
         with _progress() as advance:
             result = run_job(sources, out, config, progress=advance)
     except errors.JobError as e:
@@ -455,9 +453,11 @@ def _progress() -> Iterator[Callable[[int, int], None]]:
         yield advance
 
 
-def _sources(handles: list[str], archives: list[str], jsonls: list[str], api: bool) -> dict:
+def _sources(users: list[str], archives: list[str], jsonls: list[str], api: bool) -> dict:
+    """Each user's tweet source, by handle; the handles are validated first."""
     from job.sources import ArchiveSource, FileSource
 
+    handles = [validate_handle(u) for u in users]
     sources: dict[str, object] = {}
     _assign(handles, "archive", archives, sources, ArchiveSource)
     _assign(handles, "jsonl", jsonls, sources, FileSource)
