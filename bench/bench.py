@@ -11,6 +11,7 @@ Written: OUT/results.json.
     python bench/bench.py                                  # tiny model, our sample tweets
     python bench/bench.py --archive ../shared/data/archives/andreruffert --handle andreruffert
     python bench/bench.py --base-model gpt2 --archive ... --handle ...   # on a GPU
+    python bench/bench.py --base-model gpt2-xl --random-init --tokenizer DIR ...  # no Hub
 """
 
 from __future__ import annotations
@@ -57,7 +58,12 @@ def _cell(value: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--base-model", default="tiny")
-    parser.add_argument("--tokenizer", type=Path, help="GPT-2 BPE files for the tiny model")
+    parser.add_argument("--tokenizer", type=Path, help="GPT-2 BPE files, for tiny or --random-init")
+    parser.add_argument(
+        "--random-init",
+        action="store_true",
+        help="random weights of --base-model's GPT-2 size, for a machine without the Hub",
+    )
     parser.add_argument("--archive", type=Path, help="a Twitter archive (else our sample)")
     parser.add_argument("--handle", default="sourdough_sam")
     parser.add_argument("--epochs", type=float, default=4.0)
@@ -67,7 +73,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each, interleaved")
     args = parser.parse_args()
 
-    from job.model import build_tiny
+    from job.model import GPT2_NAMES, build_random, gpt2_arch
+
+    if args.random_init and (args.base_model not in GPT2_NAMES or args.tokenizer is None):
+        parser.error("--random-init needs a GPT-2 size as --base-model, and --tokenizer")
     from job.prepare import PrepareConfig, prepare
     from job.sources import ArchiveSource, FileSource
 
@@ -80,12 +89,10 @@ def main() -> None:
     )
     data = prepare({args.handle: source}, args.out / "prepared", PrepareConfig())
     base = args.base_model
-    if base == "tiny":  # one tiny base for both, so they start from the same weights
-        base = str(
-            build_tiny(
-                args.out / "base-tiny", [t.text for t in data.tweets], args.tokenizer, seed=42
-            )
-        )
+    if base == "tiny" or args.random_init:  # one base for both: the same starting weights
+        arch = gpt2_arch(base) if args.random_init else None
+        texts = [t.text for t in data.tweets]
+        base = str(build_random(args.out / f"base-{base}", texts, args.tokenizer, 42, arch))
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
     common = ["--epochs", str(args.epochs), "--learning-rate", str(args.learning_rate)]
     commands = {

@@ -91,6 +91,9 @@ def _assign(
             targets = users
         else:
             raise errors.BadConfig(f"with several users, name each archive: --{kind} HANDLE=PATH")
+        if not path.exists():  # now: `run` would find out only after seconds of imports
+            noun = "archive" if kind == "archive" else "tweets file"
+            raise errors.InputNotFound(f"{noun} not found: {path}")
         for handle in targets:
             if handle in sources:
                 raise errors.BadConfig(f"@{handle} is given two sources")

@@ -35,7 +35,7 @@ def resolve_base(
 ) -> str:
     """The name or folder to give ``from_pretrained``; builds the tiny model when asked."""
     if base_model == "tiny":
-        return str(build_tiny(workdir / "base-tiny", texts, tokenizer, seed))
+        return str(build_random(workdir / "base-tiny", texts, tokenizer, seed))
     if base_model in GPT2_NAMES:
         return HUB_IDS[base_model]
     path = Path(base_model)
@@ -73,14 +73,33 @@ def load(
         )
     except OSError as e:
         raise InputNotFound(f"cannot load base model {name_or_path!r}: {e}") from e
+    # transformers picks the loss by class name, and "GPT2LMHeadModel" names none: it warns
+    # on every run, then uses the causal LM loss. Name that loss so it need not guess.
+    model.loss_type = "ForCausalLM"
     if tokenizer.pad_token is None:  # GPT-2 has none; generation pads with EOS
         tokenizer.pad_token = tokenizer.eos_token
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
 
 
-def build_tiny(folder: Path, texts: list[str], tokenizer_dir: Path | None, seed: int) -> Path:
-    """Write a tiny random GPT-2 and its tokenizer to ``folder``."""
+def gpt2_arch(name: str) -> dict[str, Any]:
+    """The shape of a GPT-2 size, for random weights of it (benchmarks on machines without the
+    Hub: the speed of a step does not depend on the values of the weights)."""
+    from job.strategy import GPT2_SHAPES
+
+    _, layers, width = GPT2_SHAPES[name]
+    # Every GPT-2 size has 64-wide heads and a 1,024-token context (Radford et al. 2019).
+    return {"n_layer": layers, "n_embd": width, "n_head": width // 64, "n_positions": 1024}
+
+
+def build_random(
+    folder: Path,
+    texts: list[str],
+    tokenizer_dir: Path | None,
+    seed: int,
+    arch: dict[str, Any] | None = None,
+) -> Path:
+    """Write a random-init GPT-2 (the tiny one unless ``arch`` says) and its tokenizer."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -89,14 +108,14 @@ def build_tiny(folder: Path, texts: list[str], tokenizer_dir: Path | None, seed:
         vocab_size=len(tokenizer),
         bos_token_id=tokenizer.eos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        **TINY,
+        **(arch or TINY),
     )
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(config)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    log.info("built a tiny GPT-2 (%.2f M parameters) in %s", model.num_parameters() / 1e6, folder)
+    log.info("built a random GPT-2 (%.2f M parameters) in %s", model.num_parameters() / 1e6, folder)
     return folder
 
 

@@ -385,9 +385,16 @@ def _quiet_libraries() -> None:
     """Keep stdout for the job's result line, and progress bars off the job's own display."""
     import contextlib
     import importlib.util
+    import os
     import sys
 
+    import torch
+
     if importlib.util.find_spec("deepspeed"):
+        if not torch.cuda.is_available():
+            # Else DeepSpeed probes every accelerator it knows and warns "Setting accelerator
+            # to CPU" on every CPU run; DS_ACCELERATOR is its documented override.
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
         # DeepSpeed's logger binds its handler to sys.stdout when first imported (and
         # accelerate imports it whenever it is installed, even for plain DDP, when the
         # Trainer unwraps the model): bind it to stderr instead.

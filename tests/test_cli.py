@@ -154,6 +154,25 @@ def test_missing_archive(tmp_path: Path) -> None:
     assert "gone.zip" in assert_one_line_error(result, errors.INPUT_NOT_FOUND)
 
 
+def test_missing_tweets_file_fails_before_the_heavy_imports(tmp_path: Path) -> None:
+    """A wrong path is reported at once, not after importing transformers and DeepSpeed."""
+    missing = tmp_path / "gone.jsonl"
+    script = f"""
+import sys
+import job.cli as cli
+sys.argv = ["huggingtweets", "run", "x", "--jsonl", {str(missing)!r}, "--out", {str(tmp_path)!r}]
+try:
+    cli.app()
+except SystemExit as e:
+    print(e.code, sorted({{"transformers", "deepspeed"}} & set(sys.modules)))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.stdout.split() == [str(errors.INPUT_NOT_FOUND), "[]"], result.stderr
+    assert f"tweets file not found: {missing}" in result.stderr
+
+
 def test_corrupt_archive(tmp_path: Path) -> None:
     (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 not really")
     result = cli("prepare", "x", "--archive", str(tmp_path / "bad.zip"), "--out", str(tmp_path))

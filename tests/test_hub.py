@@ -7,14 +7,14 @@ import pytest
 from job import hub as hub_module
 from job.errors import BadConfig, CredentialsError, TransientError
 from job.hub import push
-from job.model import build_tiny
+from job.model import build_random
 
 CARD = "---\ntags:\n- huggingtweets\nlanguage: en\n---\n\n# a bot\n"
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = build_tiny(tmp_path_factory.mktemp("m") / "model", ["a b c d"] * 30, None, seed=0)
+    folder = build_random(tmp_path_factory.mktemp("m") / "model", ["a b c d"] * 30, None, seed=0)
     (folder / "README.md").write_text(CARD)
     return folder
 

@@ -5,7 +5,15 @@ from pathlib import Path
 import pytest
 
 from job.errors import BadConfig, InputNotFound
-from job.model import HUB_IDS, build_tiny, gpt2_tokenizer, load, resolve_base
+from job.model import (
+    GPT2_NAMES,
+    HUB_IDS,
+    build_random,
+    gpt2_arch,
+    gpt2_tokenizer,
+    load,
+    resolve_base,
+)
 
 
 def test_gpt2_tokenizer_is_exact(shared: Path) -> None:
@@ -15,12 +23,26 @@ def test_gpt2_tokenizer_is_exact(shared: Path) -> None:
 
 
 def test_tiny_with_gpt2_tokenizer_loads_through_from_pretrained(shared: Path, tmp_path: Path):
-    folder = build_tiny(tmp_path / "tiny", [], shared / "tokenizers" / "gpt2", seed=0)
+    folder = build_random(tmp_path / "tiny", [], shared / "tokenizers" / "gpt2", seed=0)
     model, tok = load(str(folder), device="cpu")
     assert model.config.vocab_size == 50257 and model.config.n_layer == 2
     assert model.config._attn_implementation == "sdpa"
     assert tok("Hello world")["input_ids"] == [15496, 995]
     assert tok.pad_token_id == tok.eos_token_id == 50256
+
+
+@pytest.mark.parametrize("name", GPT2_NAMES)
+def test_gpt2_arch_has_the_published_parameter_count(name: str) -> None:
+    """Random weights for benchmarks (bench --random-init) have each size's exact shape, and
+    the strategy's size table (GPT2_SHAPES) agrees: built on the meta device, no memory."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from job.strategy import GPT2_SHAPES
+
+    with torch.device("meta"):
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=50257, **gpt2_arch(name)))
+    assert model.num_parameters() == GPT2_SHAPES[name][0]
 
 
 def test_gelu_is_fused_without_changing_the_model(tmp_path: Path) -> None:
@@ -29,7 +51,7 @@ def test_gelu_is_fused_without_changing_the_model(tmp_path: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    folder = build_tiny(tmp_path / "t", ["bread and butter and code"] * 50, None, seed=0)
+    folder = build_random(tmp_path / "t", ["bread and butter and code"] * 50, None, seed=0)
     fast, tok = load(str(folder), device="cpu")
     plain = AutoModelForCausalLM.from_pretrained(folder)
     assert plain.config.activation_function == "gelu_new"
@@ -41,7 +63,7 @@ def test_gelu_is_fused_without_changing_the_model(tmp_path: Path) -> None:
 
 def test_tiny_with_trained_tokenizer_roundtrips(tmp_path: Path) -> None:
     texts = ["bread and butter and code"] * 50 + ["sourdough starter bubbles"] * 50
-    model, tok = load(str(build_tiny(tmp_path / "t", texts, None, seed=0)), device="cpu")
+    model, tok = load(str(build_random(tmp_path / "t", texts, None, seed=0)), device="cpu")
     assert tok.eos_token == "<|endoftext|>"
     ids = tok("<|endoftext|>bread and butter")["input_ids"]
     assert ids[0] == tok.eos_token_id and tok.decode(ids[1:]) == "bread and butter"
@@ -49,9 +71,9 @@ def test_tiny_with_trained_tokenizer_roundtrips(tmp_path: Path) -> None:
 
 
 def test_same_seed_same_weights(tmp_path: Path) -> None:
-    a, _ = load(str(build_tiny(tmp_path / "a", ["x y z"] * 20, None, seed=3)), device="cpu")
-    b, _ = load(str(build_tiny(tmp_path / "b", ["x y z"] * 20, None, seed=3)), device="cpu")
-    c, _ = load(str(build_tiny(tmp_path / "c", ["x y z"] * 20, None, seed=4)), device="cpu")
+    a, _ = load(str(build_random(tmp_path / "a", ["x y z"] * 20, None, seed=3)), device="cpu")
+    b, _ = load(str(build_random(tmp_path / "b", ["x y z"] * 20, None, seed=3)), device="cpu")
+    c, _ = load(str(build_random(tmp_path / "c", ["x y z"] * 20, None, seed=4)), device="cpu")
     wa, wb, wc = (m.transformer.h[0].attn.c_attn.weight for m in (a, b, c))
     assert wa.equal(wb) and not wa.equal(wc)
 

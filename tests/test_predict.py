@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from job.errors import BadConfig
-from job.model import build_tiny, load
+from job.model import build_random, load
 from job.predict import Prediction, SamplingConfig, flag_memorized, sample
 
 TWEETS = [
@@ -41,7 +41,7 @@ def test_sampling_config_is_checked() -> None:
 
 def test_batched_sampling(tmp_path: Path) -> None:
     texts = ["my dream is bread\nand more bread", "i think that code is fun"] * 40
-    model, tok = load(str(build_tiny(tmp_path / "t", texts, None, seed=0)), device="cpu")
+    model, tok = load(str(build_random(tmp_path / "t", texts, None, seed=0)), device="cpu")
     config = SamplingConfig(
         start_texts=("My dream is", "I think that we"), per_prompt=2, max_length=40
     )

@@ -218,6 +218,8 @@ def test_cli_run_end_to_end(tmp_path: Path) -> None:
     )
     for secret in SECRETS.values():
         assert secret not in result.stdout + result.stderr
+    # The libraries' warnings that every CPU run used to print (see model.load, run.py)
+    assert "loss_type" not in result.stderr and "Setting accelerator" not in result.stderr
     preds = json.loads((tmp_path / "sourdough_sam" / "predictions.json").read_text())
     assert [p["prompt"] for p in preds["predictions"]] == ["Bread is"]
     # The process ends without the interpreter's teardown (cli._exit_without_teardown): the

@@ -6,7 +6,7 @@ import pytest
 
 from job.errors import BadConfig
 from job.launch import launch_command
-from job.model import build_tiny, load
+from job.model import build_random, load
 from job.strategy import GIB, choose, shape_of
 
 TOKENS = 8 * 256
@@ -48,7 +48,7 @@ def test_asked_for_is_kept_and_unknown_refused() -> None:
 
 
 def test_shape_from_config_matches_the_real_model(tmp_path: Path) -> None:
-    model, _ = load(str(build_tiny(tmp_path / "t", ["a b c"] * 30, None, 0)), device="cpu")
+    model, _ = load(str(build_random(tmp_path / "t", ["a b c"] * 30, None, 0)), device="cpu")
     assert shape_of("tiny", model.config.to_dict()).params == pytest.approx(
         model.num_parameters(), rel=0.02
     )
