@@ -42,3 +42,24 @@ def test_bench_on_sample_data(tmp_path: Path) -> None:
         results["baseline"]["time_to_bot_s"] / results["ours"]["time_to_bot_s"]
     )
     assert "ratios: training tokens/s x" in result.stdout
+
+
+def test_random_init_needs_a_gpt2_size_and_its_tokenizer(tmp_path: Path) -> None:
+    """A wrong flag stops the bench before it clears --out: earlier results stay."""
+    kept = tmp_path / "out" / "results.json"
+    kept.parent.mkdir()
+    kept.write_text("{}")
+    for args in (["--base-model", "tiny", "--tokenizer", "x"], ["--base-model", "gpt2"]):
+        result = subprocess.run(
+            [
+                *[sys.executable, str(REPO / "bench" / "bench.py"), "--random-init", *args],
+                *["--out", str(kept.parent)],
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        assert result.returncode == 2, result.stderr
+        assert "--random-init needs a GPT-2 size" in result.stderr
+    assert kept.read_text() == "{}"

@@ -45,6 +45,14 @@ def test_gpt2_arch_has_the_published_parameter_count(name: str) -> None:
     assert model.num_parameters() == GPT2_SHAPES[name][0]
 
 
+def test_random_weights_take_the_given_shape(shared: Path, tmp_path: Path) -> None:
+    arch = {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64}
+    folder = build_random(tmp_path / "r", [], shared / "tokenizers" / "gpt2", 0, arch)
+    model, _ = load(str(folder), device="cpu")
+    got = {k: getattr(model.config, k) for k in arch}
+    assert got == arch and model.config.vocab_size == 50257
+
+
 def test_gelu_is_fused_without_changing_the_model(tmp_path: Path) -> None:
     """load() swaps GPT-2's 8-op GELU for PyTorch's fused one: the same function, so the
     logits match a plain from_pretrained load (which keeps gelu_new) to float precision."""
