@@ -30,24 +30,35 @@ TINY: dict[str, Any] = {"n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 
 TINY_VOCAB = 2000  # BPE vocabulary when no GPT-2 tokenizer files are given
 
 
-def resolve_base(
-    base_model: str, workdir: Path, texts: list[str], tokenizer: Path | None, seed: int
-) -> str:
-    """The name or folder to give ``from_pretrained``; builds the tiny model when asked."""
-    if base_model == "tiny":
-        return str(build_random(workdir / "base-tiny", texts, tokenizer, seed))
+def check_base(base_model: str, tokenizer: Path | None) -> None:
+    """Raise if ``base_model`` (and ``tokenizer``, for tiny) cannot name a model. Cheap: the
+    run calls it before fetching any tweets, so a typo costs no download."""
     if base_model in GPT2_NAMES:
-        return HUB_IDS[base_model]
+        return
+    if base_model == "tiny":
+        if tokenizer:
+            _bpe_files(tokenizer)
+        return
     path = Path(base_model)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise InputNotFound(f"--base-model {base_model}: folder has no config.json")
-        return str(path)
+        return
     if "/" in base_model:  # another Hub id (a GPT-2 fine-tune, say)
-        return base_model
+        return
     raise BadConfig(
         f"--base-model {base_model!r}: use tiny, {', '.join(GPT2_NAMES)}, a folder or a Hub id"
     )
+
+
+def resolve_base(
+    base_model: str, workdir: Path, texts: list[str], tokenizer: Path | None, seed: int
+) -> str:
+    """The name or folder to give ``from_pretrained``; builds the tiny model when asked."""
+    check_base(base_model, tokenizer)
+    if base_model == "tiny":
+        return str(build_random(workdir / "base-tiny", texts, tokenizer, seed))
+    return HUB_IDS.get(base_model, base_model)
 
 
 def load(
@@ -123,12 +134,17 @@ def gpt2_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     """GPT-2's tokenizer from its own BPE files (``vocab.json``, ``merges.txt``)."""
     from transformers import GPT2Tokenizer  # transformers 5: the fast (Rust) tokenizer
 
-    vocab, merges = folder / "vocab.json", folder / "merges.txt"
-    if not (vocab.is_file() and merges.is_file()):
-        raise InputNotFound(f"--tokenizer {folder}: needs vocab.json and merges.txt")
+    vocab, merges = _bpe_files(folder)
     # transformers 5: pass the files' paths as vocab=/merges=; the old vocab_file=/merges_file=
     # names are ignored and give an empty tokenizer.
     return GPT2Tokenizer(vocab=str(vocab), merges=str(merges))
+
+
+def _bpe_files(folder: Path) -> tuple[Path, Path]:
+    vocab, merges = folder / "vocab.json", folder / "merges.txt"
+    if not (vocab.is_file() and merges.is_file()):
+        raise InputNotFound(f"--tokenizer {folder}: needs vocab.json and merges.txt")
+    return vocab, merges
 
 
 def train_tokenizer(texts: list[str]) -> PreTrainedTokenizerBase:

@@ -94,9 +94,11 @@ def run(
     import torch
 
     from job import distributed
-    from job.model import load, resolve_base
+    from job.model import check_base, load, resolve_base
     from job.train import finetune
 
+    tokenizer_dir = Path(config.train.tokenizer) if config.train.tokenizer else None
+    check_base(config.train.base_model, tokenizer_dir)  # before any tweets are fetched
     start = time.perf_counter()
     phases = Phases()
     _quiet_libraries()
@@ -130,11 +132,7 @@ def run(
         texts = [t.text for t in data.tweets]
         with phases("load"):  # the tiny base is built once, by rank 0
             name = resolve_base(
-                config.train.base_model,
-                work,
-                texts,
-                Path(config.train.tokenizer) if config.train.tokenizer else None,
-                config.train.seed,
+                config.train.base_model, work, texts, tokenizer_dir, config.train.seed
             )
     name, texts = distributed.share((name, texts))  # also the barrier after rank 0's prepare
     assert texts is not None and name is not None

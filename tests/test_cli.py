@@ -173,6 +173,23 @@ except SystemExit as e:
     assert f"tweets file not found: {missing}" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["--base-model", "gpt5"], errors.BAD_CONFIG),
+        (["--base-model", "tiny", "--tokenizer", "."], errors.INPUT_NOT_FOUND),
+    ],
+)
+def test_bad_base_model_fails_before_the_tweets_are_prepared(
+    tmp_path: Path, args: list[str], code: int
+) -> None:
+    tweets = tmp_path / "t.jsonl"
+    tweets.write_text(json.dumps({"text": "a tweet long enough to keep"}) + "\n")
+    result = cli("run", "x", "--jsonl", str(tweets), *args, "--out", str(tmp_path / "out"))
+    assert_one_line_error(result, code)
+    assert not (tmp_path / "out").exists()
+
+
 def test_corrupt_archive(tmp_path: Path) -> None:
     (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 not really")
     result = cli("prepare", "x", "--archive", str(tmp_path / "bad.zip"), "--out", str(tmp_path))

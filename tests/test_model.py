@@ -96,3 +96,5 @@ def test_resolve_base(tmp_path: Path) -> None:
         resolve_base(str(tmp_path / "empty"), tmp_path, [], None, 0)
     with pytest.raises(InputNotFound, match=r"vocab\.json"):
         resolve_base("tiny", tmp_path, [], tmp_path / "empty", 0)
+    (tmp_path / "empty" / "config.json").write_text("{}")
+    assert resolve_base(str(tmp_path / "empty"), tmp_path, [], None, 0) == str(tmp_path / "empty")
