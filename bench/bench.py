@@ -46,9 +46,11 @@ def timed(cmd: list[str], env: dict[str, str], logs: Path) -> tuple[float, int]:
 
 def flops_per_token(config: dict, block: int) -> tuple[float, int]:
     """nanoGPT's estimate: 6N for the weights plus 12 L d T for attention (PaLM, appendix B)."""
-    d, layers, vocab, pos = (config[k] for k in ("n_embd", "n_layer", "vocab_size", "n_positions"))
-    n = 12 * layers * d * d + vocab * d + pos * d
-    return 6 * n + 12 * layers * d * block, n
+    from job.strategy import shape_of
+
+    shape = shape_of("model", config)  # N from the config, as the strategy sizes it
+    n = shape.params
+    return 6 * n + 12 * shape.n_layer * shape.n_embd * block, n
 
 
 def _cell(value: float | None) -> str:

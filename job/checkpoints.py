@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from job import distributed
+from job.atomic import write_json
 from job.storage import Storage, download, get_json, put_json
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ class Checkpoints:
 
     def _write_meta(self, meta: dict[str, Any]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "meta.json").write_text(json.dumps(meta))
+        write_json(self.folder / "meta.json", meta)
 
     def clear(self) -> None:
         """After a finished run: checkpoints are only for resuming it."""

@@ -125,28 +125,19 @@ def test_sigterm_checkpoints_and_the_rerun_resumes(tmp_path: Path) -> None:
     wandb_run = json.loads((checkpoints / "meta.json").read_text())["wandb_train_run"]
     assert not (tmp_path / "a" / "sourdough_sam" / "job.json").exists()
 
-    resumed = subprocess.run(
-        [*args, "--out", str(tmp_path / "a")],
-        capture_output=True,
-        text=True,
-        env=env(),
-        timeout=600,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    job = json.loads((tmp_path / "a" / "sourdough_sam" / "job.json").read_text())
+    def run_to_the_end(out: Path) -> dict:
+        done = subprocess.run(
+            [*args, "--out", str(out)], capture_output=True, text=True, env=env(), timeout=600
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads((out / "sourdough_sam" / "job.json").read_text())
+
+    job = run_to_the_end(tmp_path / "a")  # resumes from the checkpoint
     assert job["result"]["resumed_from_step"] == stopped
     assert job["wandb"]["runs"]["train"] == wandb_run  # the same W&B run goes on
     assert not checkpoints.exists()  # done: checkpoints are cleaned up
 
-    straight = subprocess.run(
-        [*args, "--out", str(tmp_path / "b")],
-        capture_output=True,
-        text=True,
-        env=env(),
-        timeout=600,
-    )
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    ref = json.loads((tmp_path / "b" / "sourdough_sam" / "job.json").read_text())["result"]
+    ref = run_to_the_end(tmp_path / "b")["result"]  # the same training, never stopped
     assert job["result"]["steps"] == ref["steps"]  # the step count continued, not restarted
     assert job["result"]["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-5)  # nothing lost
 
