@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 DEEPSPEED_SPEC ?= deepspeed==0.19.8
 
-.PHONY: install test lint demo bench clean image push submit
+.PHONY: install test test-fast lint docs demo bench clean image push submit
 
 $(BIN)/huggingtweets: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ install: $(BIN)/huggingtweets
 
 test: install
 	$(BIN)/pytest -q
+
+# The unit tier: every test not marked integration, in-process, in seconds.
+test-fast: install
+	$(BIN)/pytest -q -m "not integration"
+
+# docs/options.md is generated from job/config.py (tests/test_config.py checks it is current).
+docs: install
+	$(BIN)/python -m job.config > docs/options.md
 
 lint: install
 	$(BIN)/ruff check job tests bench

@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from statistics import median
 
@@ -46,7 +47,7 @@ def timed(cmd: list[str], env: dict[str, str], logs: Path) -> tuple[float, int]:
 
 def flops_per_token(config: dict, block: int) -> tuple[float, int]:
     """nanoGPT's estimate: 6N for the weights plus 12 L d T for attention (PaLM, appendix B)."""
-    from job.strategy import shape_of
+    from job.training.strategy import shape_of
 
     shape = shape_of("model", config)  # N from the config, as the strategy sizes it
     n = shape.params
@@ -55,6 +56,23 @@ def flops_per_token(config: dict, block: int) -> tuple[float, int]:
 
 def _cell(value: float | None) -> str:
     return f"{value:>10.2f}" if value is not None else f"{'-':>10}"
+
+
+def summarize(rs: list[dict], mfu: Callable[[float], float | None]) -> dict:
+    """One side's figures over its interleaved runs: medians, and the peaks."""
+    tps = median(r["tokens_per_second"] for r in rs)
+    phases = {k: median(r["timings"][k] for r in rs) for k in rs[0]["timings"]}
+    return {
+        "time_to_bot_s": median(r["process_s"] for r in rs),
+        "time_to_bot_runs_s": [r["process_s"] for r in rs],
+        "phases_s": phases,
+        "tokens_per_second": tps,
+        "tokens_per_second_runs": [r["tokens_per_second"] for r in rs],
+        "mfu": mfu(tps),
+        "peak_gpu_bytes": max(r["peak_memory_bytes"] for r in rs),
+        "peak_rss_bytes": max(r["rss"] for r in rs),
+        "perplexity": median(r["perplexity"] for r in rs),
+    }
 
 
 def main() -> None:
@@ -75,12 +93,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each, interleaved")
     args = parser.parse_args()
 
-    from job.model import GPT2_NAMES, build_random, gpt2_arch
+    from job.training.model import GPT2, GPT2_NAMES, build_random
 
     if args.random_init and (args.base_model not in GPT2_NAMES or args.tokenizer is None):
         parser.error("--random-init needs a GPT-2 size as --base-model, and --tokenizer")
-    from job.prepare import PrepareConfig, prepare
-    from job.sources import ArchiveSource, FileSource
+    from job.config import JobConfig
+    from job.data.sources import ArchiveSource, FileSource
+    from job.prepare import prepare
 
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
@@ -89,10 +108,10 @@ def main() -> None:
         if args.archive
         else FileSource(REPO / "job" / "samples" / "sourdough_sam.jsonl")
     )
-    data = prepare({args.handle: source}, args.out / "prepared", PrepareConfig())
+    data = prepare({args.handle: source}, args.out / "prepared", JobConfig())
     base = args.base_model
     if base == "tiny" or args.random_init:  # one base for both: the same starting weights
-        arch = gpt2_arch(base) if args.random_init else None
+        arch = GPT2[base].arch if args.random_init else None
         texts = [t.text for t in data.tweets]
         base = str(build_random(args.out / f"base-{base}", texts, args.tokenizer, 42, arch))
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
@@ -135,20 +154,7 @@ def main() -> None:
         return tokens_per_second * per_token / (args.peak_tflops * 1e12) if gpu else None
 
     def summary(side: str) -> dict:
-        rs = runs[side]
-        tps = median(r["tokens_per_second"] for r in rs)
-        phases = {k: median(r["timings"][k] for r in rs) for k in rs[0]["timings"]}
-        return {
-            "time_to_bot_s": median(r["process_s"] for r in rs),
-            "time_to_bot_runs_s": [r["process_s"] for r in rs],
-            "phases_s": phases,
-            "tokens_per_second": tps,
-            "tokens_per_second_runs": [r["tokens_per_second"] for r in rs],
-            "mfu": mfu(tps),
-            "peak_gpu_bytes": max(r["peak_memory_bytes"] for r in rs),
-            "peak_rss_bytes": max(r["rss"] for r in rs),
-            "perplexity": median(r["perplexity"] for r in rs),
-        }
+        return summarize(runs[side], mfu)
 
     results = {
         "model": args.base_model,

@@ -5,7 +5,7 @@
 - Idempotent under retries: a bot whose latest complete run has the same fingerprint (users,
   sources, config) is not made again unless forced; a pending Hub push is still done.
 - Each attempt publishes under a new run id, marker last, ``latest`` moved after it (see
-  publish.py), so a failed or killed attempt never harms what was published before.
+  cloud/runs.py), so a failed or killed attempt never harms what was published before.
 - A Hub failure keeps the S3 results, marks the push failed and exits with the transient code:
   the platform's retry (or ``huggingtweets publish``) pushes again without retraining.
 """
@@ -16,31 +16,17 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
+from job.cloud.runs import latest_complete, new_run_id, upload_run
+from job.cloud.status import HubStatus, Status, read_status, write_status
+from job.cloud.storage import Storage, download, open_storage, read_uri
+from job.config import BotJob, Manifest, jobs, parse_manifest
+from job.data.sources import sources_for
 from job.errors import BadConfig, InputNotFound, JobError
-from job.manifest import BotJob, Manifest, jobs, parse
-from job.publish import latest_complete, new_run_id, set_status, upload_run
-from job.storage import Storage, download, get_json, open_storage
-from job.tweets import TweetSource
 
 log = logging.getLogger(__name__)
 
 INDEX_VARIABLES = ("AWS_BATCH_JOB_ARRAY_INDEX", "JOB_COMPLETION_INDEX")
-
-
-def read_uri(uri: str) -> bytes:
-    """The bytes of an ``s3://bucket/key`` object or a local file."""
-    if uri.startswith("s3://"):
-        bucket, _, key = uri[len("s3://") :].partition("/")
-        data = open_storage(f"s3://{bucket}").get_bytes(key)
-        if data is None:
-            raise InputNotFound(f"{uri}: no such object")
-        return data
-    path = Path(uri)
-    if not path.is_file():
-        raise InputNotFound(f"{uri}: no such file")
-    return path.read_bytes()
 
 
 def load_manifest(uri: str) -> Manifest:
@@ -48,7 +34,7 @@ def load_manifest(uri: str) -> Manifest:
         text = read_uri(uri).decode("utf-8")
     except UnicodeDecodeError as e:
         raise BadConfig(f"{uri}: not UTF-8 text") from e
-    return parse(text, uri)
+    return parse_manifest(text, uri)
 
 
 def array_index(given: int | None) -> int | None:
@@ -63,9 +49,7 @@ def array_index(given: int | None) -> int | None:
     return None
 
 
-def run_manifest(
-    uri: str, *, index: int | None = None, force: bool = False
-) -> list[dict[str, Any]]:
+def run_manifest(uri: str, *, index: int | None = None, force: bool = False) -> list[Status]:
     """Make the manifest's bots (one, or all in turn); return their status records."""
     manifest = load_manifest(uri)
     storage = open_storage(manifest.output)
@@ -79,11 +63,13 @@ def run_manifest(
     if index is None:  # this process will do them all: say so before starting the first
         for job in chosen:
             if not _done(storage, job) or force:
-                set_status(storage, job.bot, "queued", manifest=uri)
+                write_status(storage, job.bot, "queued", manifest=uri)
     records, first_error = [], None
     for job in chosen:
         try:
-            records.append(run_bot(job, storage, force=force))
+            record = run_bot(job, storage, force=force)
+            if record is not None:
+                records.append(record)
         except JobError as e:
             log.error("%s: %s", job.bot, e)
             first_error = first_error or e
@@ -97,34 +83,31 @@ def _done(storage: Storage, job: BotJob) -> bool:
     return bool(marker and marker["fingerprint"] == job.fingerprint())
 
 
-def run_bot(job: BotJob, storage: Storage, *, force: bool = False) -> dict[str, Any]:
-    from job.distributed import ranks
+def run_bot(job: BotJob, storage: Storage, *, force: bool = False) -> Status | None:
+    """Make one bot and publish it; None on ranks other than 0, which only train."""
     from job.run import run
+    from job.training.distributed import ranks
 
+    checkpoints = (storage, f"{job.bot}/checkpoints/")
     if not ranks().main:  # other ranks only train; rank 0 decides, records and publishes
         with tempfile.TemporaryDirectory(prefix="huggingtweets-") as tmp:
-            run(
-                _sources(job, Path(tmp), fetch=False),
-                Path(tmp) / "out",
-                job.config,
-                checkpoint_storage=(storage, f"{job.bot}/checkpoints/"),
-            )
-        return {}
+            run(job, sources_for(job.users, fetch=False), Path(tmp) / "out", None, checkpoints)
+        return None
     fingerprint = job.fingerprint()
     marker = latest_complete(storage, job.bot)
     if marker and marker["fingerprint"] == fingerprint and not force:
         log.info("%s: already published as run %s; nothing to do", job.bot, marker["run_id"])
-        status = get_json(storage, f"{job.bot}/status.json") or {}
-        if job.hub_repo and (status.get("hub") or {}).get("run_id") != marker["run_id"]:
-            return publish(storage, job.bot, job.hub_repo, job.hub_private)
+        status = read_status(storage, job.bot) or Status(bot=job.bot, state="succeeded")
+        if job.hub_push and job.hub_repo and status.hub.run_id != marker["run_id"]:
+            return push_to_hub(storage, job.bot, job.hub_repo, job.hub_private)
         return status
     run_id = new_run_id(fingerprint)
     hub = (
-        {"repo": job.hub_repo, "private": job.hub_private, "state": "pending"}
-        if (job.hub_repo)
-        else {"state": "off"}
+        HubStatus(repo=job.hub_repo, private=job.hub_private, state="pending")
+        if job.hub_push
+        else HubStatus()
     )
-    set_status(
+    write_status(
         storage,
         job.bot,
         "running",
@@ -136,14 +119,11 @@ def run_bot(job: BotJob, storage: Storage, *, force: bool = False) -> dict[str, 
         with tempfile.TemporaryDirectory(prefix="huggingtweets-") as tmp:
             work = Path(tmp)
             result = run(
-                _sources(job, work / "inputs"),
-                work / "out",
-                job.config,
-                checkpoint_storage=(storage, f"{job.bot}/checkpoints/"),
+                job, sources_for(job.users, work / "inputs"), work / "out", None, checkpoints
             )
             assert result is not None  # rank 0
             upload_run(storage, job.bot, run_id, work / "out" / job.bot, fingerprint)
-            record = set_status(
+            record = write_status(
                 storage,
                 job.bot,
                 "succeeded",
@@ -151,31 +131,34 @@ def run_bot(job: BotJob, storage: Storage, *, force: bool = False) -> dict[str, 
                 perplexity=result.train.perplexity,
                 memorized=result.flagged,
             )
-            if job.hub_repo:
+            if job.hub_push and job.hub_repo:
                 return _push(
                     storage, job.bot, result.model_dir, run_id, job.hub_repo, job.hub_private
                 )
             return record
     except JobError as e:
-        current = get_json(storage, f"{job.bot}/status.json") or {}
-        if current.get("run_id") == run_id and current.get("state") == "running":
-            set_status(storage, job.bot, "failed", reason=str(e))
+        current = read_status(storage, job.bot)
+        if current and current.run_id == run_id and current.state == "running":
+            write_status(storage, job.bot, "failed", reason=str(e))
         raise
 
 
-def publish(
+def push_to_hub(
     storage: Storage, bot: str, repo: str | None = None, private: bool | None = None
-) -> dict[str, Any]:
+) -> Status:
     """Push the latest complete run of ``bot`` to the Hub (again), from the output prefix."""
+    from job.config import check_repo
+
     marker = latest_complete(storage, bot)
     if marker is None:
         raise InputNotFound(f"{bot}: no complete run under {storage.uri}")
-    status = get_json(storage, f"{bot}/status.json") or {}
-    hub = status.get("hub") or {}
-    repo = repo or hub.get("repo")
+    status = read_status(storage, bot)
+    hub = status.hub if status else HubStatus()
+    repo = repo or hub.repo
     if not repo:
         raise BadConfig(f"{bot}: no Hub repo recorded; give --repo OWNER/NAME")
-    private = bool(hub.get("private")) if private is None else private
+    check_repo(repo, "--repo")
+    private = hub.private if private is None else private
     with tempfile.TemporaryDirectory(prefix="huggingtweets-publish-") as tmp:
         folder = Path(tmp) / "model"
         download(storage, f"{bot}/{marker['run_id']}/model/", folder)
@@ -184,63 +167,16 @@ def publish(
 
 def _push(
     storage: Storage, bot: str, folder: Path, run_id: str, repo: str, private: bool
-) -> dict[str, Any]:
-    from job.hub import push
+) -> Status:
+    from job.cloud import hub
 
-    status = get_json(storage, f"{bot}/status.json") or {}
-    state = status.get("state", "succeeded")
+    status = read_status(storage, bot)
+    state = status.state if status and status.state != "unknown" else "succeeded"
     try:
-        url = push(folder, repo, private=private, run_id=run_id)
+        url = hub.push_to_hub(folder, repo, private=private, run_id=run_id)
     except JobError as e:
-        set_status(
-            storage,
-            bot,
-            state,
-            hub={"repo": repo, "private": private, "state": "failed", "reason": str(e)},
-        )
+        failed = HubStatus(repo=repo, private=private, state="failed", reason=str(e))
+        write_status(storage, bot, state, hub=failed)
         raise
-    return set_status(
-        storage,
-        bot,
-        state,
-        hub={"repo": repo, "private": private, "state": "pushed", "run_id": run_id, "commit": url},
-    )
-
-
-def _sources(job: BotJob, inputs: Path, fetch: bool = True) -> dict[str, TweetSource]:
-    """Sources for the job's users; S3 inputs are downloaded first unless ``fetch`` is off."""
-    from job.sources import ArchiveSource, FileSource
-
-    sources: dict[str, TweetSource] = {}
-    api: TweetSource | None = None
-    for user in job.users:
-        if user.source == "api":
-            if api is None:
-                from job.sources.api import ApiSource
-
-                api = ApiSource()
-            sources[user.handle] = api
-            continue
-        assert user.uri is not None
-        path = Path(user.uri)
-        if user.uri.startswith("s3://") and fetch:
-            path = inputs / user.handle / Path(user.uri).name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(read_uri(user.uri))
-        sources[user.handle] = ArchiveSource(path) if user.source == "archive" else FileSource(path)
-    return sources
-
-
-def statuses(storage: Storage, bots: list[str] | None = None) -> list[dict[str, Any]]:
-    """Status records of the given bots, or of every bot under the output prefix."""
-    if bots is None:
-        bots = sorted(
-            {
-                k.split("/")[0]
-                for k in storage.list("")
-                if k.endswith("/status.json") and k.count("/") == 1
-            }
-        )
-    return [
-        get_json(storage, f"{bot}/status.json") or {"bot": bot, "state": "unknown"} for bot in bots
-    ]
+    pushed = HubStatus(repo=repo, private=private, state="pushed", run_id=run_id, commit_url=url)
+    return write_status(storage, bot, state, hub=pushed)

@@ -17,56 +17,33 @@ import json
 import logging
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from job import __version__
 from job.atomic import replace_dir, write_json
-from job.clean import CleanConfig, CleanTweet, UserStats, clean
-from job.errors import BadConfig, NotEnoughData
-from job.handles import bot_name
-from job.tweets import TweetSource, UserTweets
+from job.config import JobConfig
+from job.data.clean import CleanTweet, Prepared, UserStats, clean
+from job.data.handles import bot_name
+from job.data.tweets import TweetSource, UserTweets
+from job.errors import NotEnoughData
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class PrepareConfig:
-    clean: CleanConfig = field(default_factory=CleanConfig)
-    # No person keeps more than this many times the tweets of the person with fewest; the
-    # newest are kept. 1.0 gives everyone an equal share; 0 turns balancing off.
-    balance_ratio: float = 1.0
-    # Under ~6,000 characters (~60 tweets) GPT-2 learns nothing but the tweets themselves.
-    min_chars: int = 6000
-    # Under ~50,000 characters (~500 tweets) the bot works but repeats itself: say so.
-    warn_chars: int = 50_000
-
-    def __post_init__(self) -> None:
-        if self.balance_ratio != 0 and self.balance_ratio < 1:
-            raise BadConfig("balance_ratio must be 0 (off) or at least 1.0")
-        if self.clean.min_words < 0 or self.min_chars < 0:
-            raise BadConfig("min_words and min_chars must not be negative")
-
-
-@dataclass
-class Prepared:
-    bot: str
-    data_dir: Path
-    tweets: list[CleanTweet]
-    stats: dict[str, Any]
-
-
-def prepare(sources: dict[str, TweetSource], out: Path, config: PrepareConfig) -> Prepared:
-    """Fetch, clean and balance the tweets of each user; write the bot's data folder."""
+def prepare(sources: dict[str, TweetSource], out: Path, job: JobConfig) -> Prepared:
+    """Fetch, clean and balance the tweets of each user; write the bot's data folder. Only
+    the ``clean`` and ``prepare`` sections of ``job`` are read."""
+    config = job.prepare
     bot = bot_name(sources)
     fetched: dict[str, UserTweets] = {}
     kept: dict[str, list[CleanTweet]] = {}
     stats: dict[str, UserStats] = {}
     for handle, source in sources.items():
         fetched[handle] = source.fetch(handle)
-        kept[handle], stats[handle] = clean(fetched[handle].tweets, config.clean)
+        kept[handle], stats[handle] = clean(fetched[handle].tweets, job.clean)
         chars = sum(len(t.text) for t in kept[handle])
         log.info(
             "@%s: %d downloaded, %d kept (%d characters) from %s",
@@ -105,7 +82,7 @@ def prepare(sources: dict[str, TweetSource], out: Path, config: PrepareConfig) -
         },
         "total": {"used": len(tweets), "characters": total_chars},
         "warnings": warnings,
-        "config": asdict(config),
+        "config": job.model_dump(include={"clean", "prepare"}),
     }
     data_dir = out / bot / "data"
     _write(data_dir, fetched, tweets, summary)

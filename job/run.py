@@ -1,16 +1,19 @@
 """Recipe: the whole job on one machine, from tweets to a published-quality model folder.
 
-Features, and the flags of ``huggingtweets run`` that control them:
+Features, and the options that control them (every option: docs/options.md):
 - Data: every feature of the prepare recipe (sources, cleaning, balancing; see prepare.py).
 - Base model by name or path (``--base-model``); ``tiny`` builds a tiny GPT-2 locally, with
   GPT-2's tokenizer when ``--tokenizer`` gives its files.
 - Fine-tuning (``--epochs``, ``--learning-rate``, ``--batch-size``, ``--block-size``,
-  ``--seed``...; see train.py), with validation perplexity before and after.
+  ``--seed``...; see training/train.py), with validation perplexity before and after.
 - Predictions sampled in one batch (``--start-text``, ``--predictions-per-prompt``,
   ``--top-p``) and checked for memorized tweets (``--memorization-ngram``).
 - ``predictions.png``, the model card, W&B runs and artifacts (``--wandb-mode``).
 - Outputs in ``OUT/<bot>/``: ``model/`` (loads with ``pipeline``), ``predictions.json`` and
   ``job.json`` (config, versions, timings per phase, result), written last.
+
+The phases, in order: ``setup``, ``prepare_data``, ``load_base``, ``train``, ``predict``,
+``write_card``, ``finish``. Each reads and fills one ``State``.
 """
 
 from __future__ import annotations
@@ -30,28 +33,19 @@ from typing import Any
 
 from job import __version__
 from job.atomic import replace_dir, write_json
-from job.checkpoints import Checkpoints
-from job.handles import bot_name
-from job.model import EOS, GPT2_NAMES, HUB_IDS
-from job.predict import Prediction, SamplingConfig
-from job.prepare import PrepareConfig, Prepared, prepare
-from job.storage import Storage
-from job.tracking import Tracker, default_mode
-from job.train import TrainConfig, TrainResult
-from job.tweets import TweetSource
+from job.cloud.storage import Storage
+from job.config import BotJob, SamplingConfig
+from job.data.clean import Prepared
+from job.data.tweets import TweetSource
+from job.outputs.predict import Prediction
+from job.outputs.tracking import Tracker, default_mode
+from job.prepare import prepare
+from job.training.checkpoints import Checkpoints
+from job.training.model import EOS
+from job.training.train import TrainResult
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    prepare: PrepareConfig = field(default_factory=PrepareConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    wandb_mode: str = field(default_factory=default_mode)  # offline unless WANDB_MODE says
-    wandb_project: str = "huggingtweets"
-    wandb_log_model: bool = True  # upload the model as an artifact (online: GBs for XL)
-    hub_repo: str | None = None  # where the card says the model lives, once pushed
+Progress = Callable[[str], Callable[[int, int], None]]  # console.Bars: a bar per phase name
 
 
 @dataclass
@@ -69,6 +63,7 @@ class Phases:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.start = time.perf_counter()
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
@@ -79,11 +74,38 @@ class Phases:
         log.info("%s: %.1f s", name, self.seconds[name])
 
 
+@dataclass
+class State:
+    """What the phases share. Fields after ``tracker`` are filled in as the run goes."""
+
+    job: BotJob
+    bot_dir: Path
+    work: Path  # the same path on every rank: ZeRO-3 saves from all of them
+    main: bool  # rank 0: prepares, samples, writes; the other ranks only train
+    wandb_mode: str
+    tracker: Tracker
+    phases: Phases = field(default_factory=Phases)
+    device: str = "cpu"
+    data: Prepared | None = None
+    dataset_artifact: Any = None
+    base: str = ""  # what from_pretrained loads
+    texts: list[str] = field(default_factory=list)
+    model: Any = None
+    tokenizer: Any = None
+    result: TrainResult | None = None
+    predictions: list[Prediction] = field(default_factory=list)
+    flagged: int = 0
+
+    @property
+    def staged(self) -> Path:
+        return self.work / "model"
+
+
 def run(
+    job: BotJob,
     sources: dict[str, TweetSource],
     out: Path,
-    config: RunConfig,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
     checkpoint_storage: tuple[Storage, str] | None = None,
 ) -> RunResult | None:
     """Prepare, fine-tune, sample, write the card; see the module docstring.
@@ -91,170 +113,250 @@ def run(
     Under a multi-process launcher every rank calls this; rank 0 gets the result, the others
     None once they have trained and saved.
     """
-    import torch
-
-    from job import distributed
-    from job.model import check_base, load, resolve_base
-    from job.train import finetune
-
-    tokenizer_dir = Path(config.train.tokenizer) if config.train.tokenizer else None
-    check_base(config.train.base_model, tokenizer_dir)  # before any tweets are fetched
-    start = time.perf_counter()
-    phases = Phases()
-    _quiet_libraries()
-    ranks = distributed.init()
-    bot = bot_name(sources)
-    bot_dir = out / bot
-    work = bot_dir / ".work"  # the same path on every rank: ZeRO-3 saves from all of them
-    data: Prepared | None = None
-    tracker = Tracker(
-        config.wandb_mode if ranks.main else "disabled", config.wandb_project, bot, bot_dir
-    )
-    clean = None
-    name = texts = None
-    if ranks.main:
-        with phases("prepare"):
-            data = prepare(sources, out, config.prepare)
-        with tracker.stage("prepare", asdict(config.prepare)) as wb:
-            raw = tracker.log_artifact(
-                wb, f"raw-{bot}", "raw_data", [data.data_dir / "raw.jsonl"], _counts(data)
-            )
-            clean = tracker.log_artifact(
-                wb,
-                f"dataset-{bot}",
-                "dataset",
-                [data.data_dir / "clean.jsonl", data.data_dir / "stats.json"],
-                _counts(data),
-                parent=raw,
-            )
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        texts = [t.text for t in data.tweets]
-        with phases("load"):  # the tiny base is built once, by rank 0
-            name = resolve_base(
-                config.train.base_model, work, texts, tokenizer_dir, config.train.seed
-            )
-    name, texts = distributed.share((name, texts))  # also the barrier after rank 0's prepare
-    assert texts is not None and name is not None
+    state = setup(job, out)
+    prepare_data(state, sources)
+    load_base(state)
     checkpoints = Checkpoints(
-        bot_dir / "checkpoints",
-        _fingerprint(config, texts),
-        config.train.keep_checkpoints,
+        state.bot_dir / "checkpoints",
+        _fingerprint(job, state.texts),
+        job.config.train.keep_checkpoints,
         *(checkpoint_storage or (None, "")),
     )
     resume = checkpoints.latest()  # fetched from S3 if an earlier attempt left one there
     previous_run = checkpoints.recall("wandb_train_run")
-
-    with tracker.stage("train", asdict(config), run_id=previous_run) as wb:
-        if clean is not None:
-            tracker.use(wb, clean)
-        if ranks.main:  # the fingerprint always; the W&B run id when there is a run
+    with state.tracker.stage("train", job.config.model_dump(), run_id=previous_run) as wb:
+        if state.dataset_artifact is not None:
+            state.tracker.use(wb, state.dataset_artifact)
+        if state.main:  # the fingerprint always; the W&B run id when there is a run
             checkpoints.remember(
-                **({"wandb_train_run": wb.id} if config.wandb_mode != "disabled" else {})
+                **({"wandb_train_run": wb.id} if state.wandb_mode != "disabled" else {})
             )
-        with phases("load"):
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            model, tokenizer = load(name, device=device)
-            # Everything made so far (torch's and transformers' modules, the model) lives to
-            # the end: keep it out of the collector's walks. accelerate calls gc.collect()
-            # when training ends, and that walk costs ~0.2 s otherwise.
-            gc.freeze()
-        with phases("train"):
-            result, trainer = finetune(
-                model,
-                tokenizer,
-                texts,
-                config.train,
-                work,
-                on_log=lambda logs, step: wb.log(logs, step=step),
-                on_step=progress if ranks.main else None,
-                checkpoints=checkpoints,
-                resume=resume,
-            )
-        with phases("save"):
-            staged = work / "model"
-            trainer.save_model(str(staged))  # consolidated on every strategy (ZeRO-3 gathers)
-            distributed.barrier()
-        if not ranks.main:
+        train(state, wb, checkpoints, resume, progress)
+        if not state.main:
             return None
         checkpoints.clear()  # the model is saved: they were only for resuming
-        assert data is not None
-        _finish_model_folder(staged, tokenizer, config.sampling)
-        with phases("predict"):
-            from job.predict import flag_memorized, sample
+        predict(state)
+        write_card(state)
+        log_results(state, wb)
+    return finish(state)
 
-            if result.strategy.startswith("zero3"):  # partitioned in memory: use the saved one
-                from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-                unset_hf_deepspeed_config()  # else from_pretrained would partition it again
-                model, tokenizer = load(str(staged), device=device)
-            predictions = sample(model, tokenizer, config.sampling)
-            flagged = flag_memorized(
-                predictions, [asdict(t) for t in data.tweets], config.sampling.ngram
-            )
-        with phases("card"):
-            _write_card(staged, data, config, result, predictions, flagged, tracker)
-            replace_dir(staged, bot_dir / "model")
-            shutil.rmtree(work, ignore_errors=True)
-        model_dir = bot_dir / "model"
-        wb.log(
-            {
-                "val_loss": result.val_loss,
-                "perplexity": result.perplexity,
-                "base_perplexity": result.base_perplexity,
-                "memorized": flagged,
-                "tokens_per_second": result.tokens_per_second,
-            }
+def setup(job: BotJob, out: Path) -> State:
+    """Check the base model (before any tweets are fetched), quiet the libraries, join the
+    other ranks, open W&B."""
+    from job.training.model import check_base
+
+    train = job.config.train
+    check_base(train.base_model, Path(train.tokenizer) if train.tokenizer else None)
+    import torch  # after the cheap checks: a typo costs no seconds of imports
+
+    from job.training import distributed
+
+    phases = Phases()
+    _quiet_libraries()
+    ranks = distributed.init()
+    bot_dir = out / job.bot
+    mode = job.config.wandb.mode or default_mode()
+    tracker = Tracker(
+        mode if ranks.main else "disabled", job.config.wandb.project, job.bot, bot_dir
+    )
+    return State(
+        job=job,
+        bot_dir=bot_dir,
+        work=bot_dir / ".work",
+        main=ranks.main,
+        wandb_mode=mode,
+        tracker=tracker,
+        phases=phases,
+        device="cuda" if torch.cuda.is_available() else "cpu",
+    )
+
+
+def prepare_data(state: State, sources: dict[str, TweetSource]) -> None:
+    """Rank 0: the tweets, cleaned, and W&B's raw and dataset artifacts."""
+    if not state.main:
+        return
+    config = state.job.config
+    with state.phases("prepare"):
+        data = prepare(sources, state.bot_dir.parent, config)
+    tracker = state.tracker
+    with tracker.stage("prepare", config.model_dump(include={"clean", "prepare"})) as wb:
+        counts = {"bot": data.bot, "users": data.stats["users"], "total": data.stats["total"]}
+        raw = tracker.log_artifact(
+            wb, f"raw-{data.bot}", "raw_data", [data.data_dir / "raw.jsonl"], counts
         )
-        wb.log(
-            {
-                "predictions": tracker.table(
-                    ["prompt", "text", "memorized"],
-                    [[p.prompt, p.text, p.memorized] for p in predictions],
-                )
-            }
+        state.dataset_artifact = tracker.log_artifact(
+            wb,
+            f"dataset-{data.bot}",
+            "dataset",
+            [data.data_dir / "clean.jsonl", data.data_dir / "stats.json"],
+            counts,
+            parent=raw,
         )
-        if config.wandb_log_model:
-            tracker.log_artifact(
-                wb,
-                f"model-{bot}",
-                "model",
-                [model_dir],
-                {"perplexity": result.perplexity},
-                parent=clean,
-            )
+    state.data = data
 
-    phases.seconds["total"] = round(time.perf_counter() - start, 3)
+
+def load_base(state: State) -> None:
+    """Rank 0 resolves the base (and builds the tiny one); every rank gets it and the tweets."""
+    from job.training import distributed
+    from job.training.model import resolve_base
+
+    name = texts = None
+    if state.main:
+        assert state.data is not None
+        shutil.rmtree(state.work, ignore_errors=True)
+        state.work.mkdir(parents=True)
+        texts = [t.text for t in state.data.tweets]
+        train = state.job.config.train
+        with state.phases("load"):  # the tiny base is built once, by rank 0
+            tokenizer = Path(train.tokenizer) if train.tokenizer else None
+            name = resolve_base(train.base_model, state.work, texts, tokenizer, train.seed)
+    name, texts = distributed.share((name, texts))  # also the barrier after rank 0's prepare
+    assert name is not None and texts is not None
+    state.base, state.texts = name, texts
+
+
+def train(
+    state: State, wb: Any, checkpoints: Checkpoints, resume: Path | None, progress: Progress | None
+) -> None:
+    """Load the base on every rank, fine-tune, save the consolidated model to ``staged``."""
+    from job.training import distributed
+    from job.training.model import load
+    from job.training.train import finetune
+
+    with state.phases("load"):
+        state.model, state.tokenizer = load(state.base, device=state.device)
+        # Everything made so far (torch's and transformers' modules, the model) lives to the
+        # end: keep it out of the collector's walks. accelerate calls gc.collect() when
+        # training ends, and that walk costs ~0.2 s otherwise.
+        gc.freeze()
+    with state.phases("train"):
+        state.result, trainer = finetune(
+            state.model,
+            state.tokenizer,
+            state.texts,
+            state.job.config.train,
+            state.work,
+            on_log=lambda logs, step: wb.log(logs, step=step),
+            on_step=progress("training") if progress and state.main else None,
+            checkpoints=checkpoints,
+            resume=resume,
+        )
+    with state.phases("save"):
+        trainer.save_model(str(state.staged))  # consolidated on every strategy (ZeRO-3 gathers)
+        distributed.barrier()
+
+
+def predict(state: State) -> None:
+    """Rank 0: the model folder's sampling settings, then predictions and memorization."""
+    from job.outputs.predict import flag_memorized, sample
+    from job.training.model import load
+
+    assert state.data is not None and state.result is not None
+    sampling = state.job.config.sampling
+    _finish_model_folder(state.staged, state.tokenizer, sampling)
+    with state.phases("predict"):
+        if state.result.strategy.startswith("zero3"):  # partitioned in memory: use the saved one
+            from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+            unset_hf_deepspeed_config()  # else from_pretrained would partition it again
+            state.model, state.tokenizer = load(str(state.staged), device=state.device)
+        state.predictions = sample(
+            state.model, state.tokenizer, sampling, seed=state.job.config.train.seed
+        )
+        state.flagged = flag_memorized(
+            state.predictions, [asdict(t) for t in state.data.tweets], sampling.ngram
+        )
+
+
+def write_card(state: State) -> None:
+    """Rank 0: the card and its picture into the model folder, then the folder into place."""
+    from job.outputs import card
+
+    assert state.data is not None and state.result is not None
+    with state.phases("card"):
+        card.write(
+            state.staged,
+            state.data,
+            state.job,
+            state.result,
+            state.predictions,
+            state.flagged,
+            wandb_url=state.tracker.urls.get("train"),
+            versions=versions(),
+        )
+        replace_dir(state.staged, state.bot_dir / "model")
+        shutil.rmtree(state.work, ignore_errors=True)
+
+
+def log_results(state: State, wb: Any) -> None:
+    """Rank 0: final metrics, the predictions table and the model artifact to W&B."""
+    assert state.result is not None
+    result, tracker = state.result, state.tracker
+    wb.log(
+        {
+            "val_loss": result.val_loss,
+            "perplexity": result.perplexity,
+            "base_perplexity": result.base_perplexity,
+            "memorized": state.flagged,
+            "tokens_per_second": result.tokens_per_second,
+        }
+    )
+    rows = [[p.prompt, p.text, p.memorized] for p in state.predictions]
+    wb.log({"predictions": tracker.table(["prompt", "text", "memorized"], rows)})
+    if state.job.config.wandb.log_model:
+        tracker.log_artifact(
+            wb,
+            f"model-{state.job.bot}",
+            "model",
+            [state.bot_dir / "model"],
+            {"perplexity": result.perplexity},
+            parent=state.dataset_artifact,
+        )
+
+
+def finish(state: State) -> RunResult:
+    """Rank 0: predictions.json, then job.json last: its presence means the run finished."""
+    assert state.result is not None
+    phases, bot_dir, job = state.phases, state.bot_dir, state.job
+    phases.seconds["total"] = round(time.perf_counter() - phases.start, 3)
+    model_dir = bot_dir / "model"
     write_json(
         bot_dir / "predictions.json",
         {
-            "sampling": asdict(config.sampling),
-            "memorized": flagged,
-            "predictions": [asdict(p) for p in predictions],
+            "sampling": job.config.sampling.model_dump(),
+            "memorized": state.flagged,
+            "predictions": [asdict(p) for p in state.predictions],
         },
     )
     write_json(
         bot_dir / "job.json",
-        {  # last: its presence means the run finished
-            "bot": bot,
-            "config": asdict(config),
+        {
+            "bot": job.bot,
+            "config": job.config.model_dump(),
             "versions": versions(),
             "timings": phases.seconds,
-            "wandb": {"mode": config.wandb_mode, "runs": tracker.run_ids, "urls": tracker.urls},
+            "wandb": {
+                "mode": state.wandb_mode,
+                "runs": state.tracker.run_ids,
+                "urls": state.tracker.urls,
+            },
             "result": {
-                **result.summary(),
-                "predictions": len(predictions),
-                "memorized": flagged,
+                **state.result.summary(),
+                "predictions": len(state.predictions),
+                "memorized": state.flagged,
                 "model_dir": str(model_dir),
             },
         },
     )
-    return RunResult(bot, model_dir, result, predictions, flagged, phases.seconds)
+    return RunResult(
+        job.bot, model_dir, state.result, state.predictions, state.flagged, phases.seconds
+    )
 
 
-def _fingerprint(config: RunConfig, texts: list[str]) -> str:
+def _fingerprint(job: BotJob, texts: list[str]) -> str:
     """Checkpoints resume only the same training on the same tweets."""
-    digest = hashlib.sha256(json.dumps(asdict(config.train), sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps(job.config.train.model_dump(), sort_keys=True).encode())
     for text in texts:
         digest.update(text.encode() + b"\0")
     return digest.hexdigest()
@@ -278,90 +380,6 @@ def _finish_model_folder(folder: Path, tokenizer: Any, sampling: SamplingConfig)
     gen.save_pretrained(folder)
     tokenizer.padding_side = "right"
     tokenizer.save_pretrained(folder)
-
-
-def _write_card(
-    folder: Path,
-    data: Prepared,
-    config: RunConfig,
-    result: TrainResult,
-    predictions: list[Prediction],
-    flagged: int,
-    tracker: Tracker,
-) -> None:
-    from job import card, thumbnail
-
-    repo = config.hub_repo
-    users = []
-    for handle, stats in data.stats["users"].items():
-        avatar = stats.get("avatar")
-        if avatar and not avatar.startswith("http"):
-            shutil.copy(data.data_dir / avatar, folder / f"avatar-{handle}{Path(avatar).suffix}")
-            avatar = f"avatar-{handle}{Path(avatar).suffix}"
-            if repo:
-                avatar = f"https://huggingface.co/{repo}/resolve/main/{avatar}"
-        users.append(
-            {
-                "handle": stats.get("handle") or handle,
-                "display_name": stats.get("display_name") or stats.get("handle") or handle,
-                "avatar_src": avatar or "",
-                "avatar": stats.get("avatar"),
-                "stats": stats,
-            }
-        )
-    # One prediction per start text first, then the rest; never a memorized one if avoidable.
-    ordered = predictions[:: config.sampling.per_prompt] + [
-        p for i, p in enumerate(predictions) if i % config.sampling.per_prompt
-    ]
-    shown = [p.text for p in ordered if not p.memorized] or [p.text for p in ordered]
-    thumbnail.render(folder / "predictions.png", users, shown, data.data_dir)
-    base = config.train.base_model
-    languages = _languages(data)
-    context = {
-        "users": users,
-        "version": __version__,
-        "base_model_label": "a tiny GPT-2 (random init)" if base == "tiny" else base,
-        "base_model_url": f"https://huggingface.co/{HUB_IDS[base]}"
-        if base in GPT2_NAMES
-        else "https://huggingface.co/openai-community/gpt2",
-        "base_model_id": HUB_IDS.get(base)
-        or (base if "/" in base and not Path(base).exists() else None),
-        "thumbnail": f"https://huggingface.co/{repo}/resolve/main/predictions.png"
-        if repo
-        else "predictions.png",
-        "model_ref": repo or str(folder.parent.parent / "model"),
-        "wandb_url": tracker.urls.get("train"),
-        "languages": languages,
-        "clean": asdict(config.prepare.clean),
-        "balance_ratio": config.prepare.balance_ratio,
-        "warnings": data.stats["warnings"],
-        "train": asdict(config.train),
-        "result": result.summary(),
-        "sampling": asdict(config.sampling),
-        "predictions": predictions,
-        "flagged": flagged,
-        "config": asdict(config),
-        "versions": versions(),
-    }
-    (folder / "README.md").write_text(card.render(context), encoding="utf-8")
-
-
-def _languages(data: Prepared) -> list[str]:
-    """Languages of at least 5% of the kept tweets, most common first ("und" is no language)."""
-    counts: dict[str, int] = {}
-    for stats in data.stats["users"].values():
-        for lang, n in stats["languages"].items():
-            counts[lang] = counts.get(lang, 0) + n
-    total = sum(counts.values()) or 1
-    return [
-        k
-        for k, n in sorted(counts.items(), key=lambda kv: -kv[1])
-        if k not in ("und", "qme", "zxx") and n / total >= 0.05
-    ]
-
-
-def _counts(data: Prepared) -> dict[str, Any]:
-    return {"bot": data.bot, "users": data.stats["users"], "total": data.stats["total"]}
 
 
 def versions() -> dict[str, str]:

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 # CI clones the project with ../shared beside it; HUGGINGTWEETS_SHARED overrides.
 SHARED = Path(os.environ.get("HUGGINGTWEETS_SHARED", REPO.parent / "shared"))
 

@@ -14,31 +14,28 @@ import boto3
 import pytest
 
 from job import batch
-from job import hub as hub_module
+from job.cloud import hub as hub_module
+from job.cloud.runs import MARKER
+from job.cloud.storage import get_json, open_storage
 from job.errors import TransientError
-from job.publish import MARKER
-from job.storage import get_json, open_storage
+from tests.helpers import SAMPLE
+from tests.helpers.cli import Result, invoke, process
+from tests.helpers.jobs import TINY_MANIFEST
 from tests.helpers.s3 import FaultProxy
 from tests.helpers.twitter_api import FakeUser, TwitterAPI, v2_tweet
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "job" / "samples" / "sourdough_sam.jsonl"
 TWITTER_TOKEN = "tw-token-for-tests-123"
 
-MANIFEST = """
+MANIFEST = f"""
 version: 1
-output: s3://results/bots
-defaults:
-  base_model: tiny
-  train: {epochs: 1, learning_rate: 0.003}
-  sampling: {per_prompt: 1, max_length: 24, start_texts: [Bread is]}
-hub: {push: true, owner: huggingtweets}
-wandb: {mode: disabled}
+output: s3://results/bots{TINY_MANIFEST}
+hub: {{push: true, owner: huggingtweets}}
+wandb: {{mode: disabled}}
 bots:
-  - users: [{handle: sourdough_sam, source: jsonl, uri: s3://inputs/tweets/sam.jsonl}]
-  - users: [{handle: andreruffert, source: archive, uri: s3://inputs/archives/andre.zip}]
-  - users: [{handle: talker, source: api}]
+  - users: [{{handle: sourdough_sam, source: jsonl, uri: s3://inputs/tweets/sam.jsonl}}]
+  - users: [{{handle: andreruffert, source: archive, uri: s3://inputs/archives/andre.zip}}]
+  - users: [{{handle: talker, source: api}}]
 """
 
 
@@ -74,14 +71,9 @@ def inputs(s3, real_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         yield api
 
 
-def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "job", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        timeout=600,
-    )
+def cli(*args: str, **env: str) -> Result:
+    """In this process: the fast way to a whole batch run (the kill test starts its own)."""
+    return invoke(*args, env=env, twitter_env=True)
 
 
 def assert_complete(bot: str) -> dict:
@@ -106,7 +98,8 @@ def assert_complete(bot: str) -> dict:
 def test_three_bots_by_array_index(inputs, hub) -> None:
     uri = "s3://inputs/jobs/three.yaml"
     runs = [
-        cli("run", "--manifest", uri, AWS_BATCH_JOB_ARRAY_INDEX="0"),
+        # as a process, as AWS Batch starts it: the exit code, stdout and stderr it sees
+        process("run", "--manifest", uri, env={"AWS_BATCH_JOB_ARRAY_INDEX": "0"}, twitter_env=True),
         cli("run", "--manifest", uri, JOB_COMPLETION_INDEX="1"),
         cli("run", "--manifest", uri, "--index", "2"),
     ]
@@ -171,7 +164,7 @@ def test_s3_error_mid_upload_keeps_the_published_run(inputs, hub, monkeypatch) -
     storage = open_storage("s3://results/bots")
     status = get_json(storage, "sourdough_sam/status.json")
     assert status["state"] == "failed" and "upload failed" in status["reason"]
-    assert status["run_id"] != first["run_id"]
+    assert status["run_id"] != first.run_id
     assert storage.get_bytes(f"sourdough_sam/{status['run_id']}/{MARKER}") is None
     assert assert_complete("sourdough_sam") == before  # the earlier run is whole and current
 
@@ -202,7 +195,7 @@ def test_rerun_after_hub_failure_pushes_without_retraining(inputs, hub) -> None:
     run_id = assert_complete("sourdough_sam")["run_id"]
     hub.state.faults.clear()
     (record,) = batch.run_manifest("s3://inputs/jobs/one.yaml")  # the platform's retry
-    assert record["hub"]["state"] == "pushed" and record["hub"]["run_id"] == run_id
+    assert record.hub.state == "pushed" and record.hub.run_id == run_id
     assert assert_complete("sourdough_sam")["run_id"] == run_id
 
 

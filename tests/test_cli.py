@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,23 +11,14 @@ import pytest
 
 from job import errors
 from tests.helpers.archives import sentences, write_archive
+from tests.helpers.cli import Result, process
+from tests.helpers.cli import invoke as cli
 from tests.helpers.twitter_api import FakeUser, TwitterAPI, v2_tweet
 
 TOKEN = "secret-bearer-token-123"
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("TWITTER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "job", *args],
-        capture_output=True,
-        text=True,
-        env={**base, **(env or {})},
-        timeout=120,
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
+def assert_one_line_error(result: Result, code: int) -> str:
     assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr
     lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
@@ -250,6 +240,7 @@ cli.main()
 
 
 def test_help_and_version() -> None:
-    assert cli("--version").stdout.strip().startswith("huggingtweets ")
-    result = cli("prepare", "--help")
+    """As a process: the console command's own start-up."""
+    assert process("--version").stdout.strip().startswith("huggingtweets ")
+    result = process("prepare", "--help")
     assert result.returncode == 0 and "--archive" in result.stdout

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from job import errors
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: the tools come with the test extras
 
 

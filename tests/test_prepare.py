@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from job.clean import CleanConfig
+from job.config import CleanConfig, JobConfig, PrepareConfig, validate
+from job.data.sources import ArchiveSource, FileSource
 from job.errors import BadConfig, InvalidHandle, NotEnoughData
-from job.prepare import PrepareConfig, balance, prepare
-from job.sources import ArchiveSource, FileSource
+from job.prepare import balance, prepare
 from tests.helpers.archives import sentences, write_archive
 
 
@@ -36,7 +36,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 @pytest.mark.integration
 def test_real_archive_stats_hold(real_archive: Path, tmp_path: Path) -> None:
-    result = prepare({"andreruffert": ArchiveSource(real_archive)}, tmp_path, PrepareConfig())
+    result = prepare({"andreruffert": ArchiveSource(real_archive)}, tmp_path, JobConfig())
     data = tmp_path / "andreruffert" / "data"
     assert result.data_dir == data
     stats = json.loads((data / "stats.json").read_text())
@@ -64,7 +64,7 @@ def test_balancing_caps_the_prolific_user(tmp_path: Path) -> None:
         "big": FileSource(jsonl(tmp_path / "big.jsonl", "big", 300)),
         "small": FileSource(jsonl(tmp_path / "small.jsonl", "small", 100)),
     }
-    config = PrepareConfig(min_chars=100, warn_chars=0)
+    config = JobConfig(prepare=PrepareConfig(min_chars=100, warn_chars=0))
     result = prepare(sources, tmp_path / "out", config)
     assert result.bot == "big-small"
     users = result.stats["users"]
@@ -74,9 +74,15 @@ def test_balancing_caps_the_prolific_user(tmp_path: Path) -> None:
     big = [r for r in clean if r["user"] == "big"]
     assert len(big) == 100 and big[0]["id"] == "10000"  # the newest are kept
 
-    doubled = prepare(sources, tmp_path / "out", PrepareConfig(balance_ratio=2.0, min_chars=100))
+    doubled = prepare(
+        sources,
+        tmp_path / "out",
+        JobConfig(prepare=PrepareConfig(balance_ratio=2.0, min_chars=100)),
+    )
     assert doubled.stats["users"]["big"]["used"] == 200
-    off = prepare(sources, tmp_path / "out", PrepareConfig(balance_ratio=0, min_chars=100))
+    off = prepare(
+        sources, tmp_path / "out", JobConfig(prepare=PrepareConfig(balance_ratio=0, min_chars=100))
+    )
     assert off.stats["users"]["big"]["used"] == 300
 
 
@@ -86,7 +92,7 @@ def test_balance_leaves_one_user_alone() -> None:
 
 def test_bad_balance_ratio() -> None:
     with pytest.raises(BadConfig):
-        PrepareConfig(balance_ratio=0.5)
+        validate(PrepareConfig, {"balance_ratio": 0.5}, "prepare")
 
 
 def test_not_enough_text_names_the_user_and_writes_nothing(tmp_path: Path) -> None:
@@ -95,15 +101,17 @@ def test_not_enough_text_names_the_user_and_writes_nothing(tmp_path: Path) -> No
         "tiny": FileSource(jsonl(tmp_path / "tiny.jsonl", "tiny", 5)),
     }
     with pytest.raises(NotEnoughData, match="@tiny has 5 usable tweets"):
-        prepare(sources, tmp_path / "out", PrepareConfig())
+        prepare(sources, tmp_path / "out", JobConfig())
     assert not (tmp_path / "out" / "big-tiny" / "data").exists()
 
 
 def test_little_text_is_a_warning(tmp_path: Path) -> None:
     src = {"u": FileSource(jsonl(tmp_path / "u.jsonl", "u", 100))}
-    result = prepare(src, tmp_path / "out", PrepareConfig(min_chars=100))
+    result = prepare(src, tmp_path / "out", JobConfig(prepare=PrepareConfig(min_chars=100)))
     assert result.stats["warnings"] and "repeat" in result.stats["warnings"][0]
-    quiet = prepare(src, tmp_path / "out", PrepareConfig(min_chars=100, warn_chars=100))
+    quiet = prepare(
+        src, tmp_path / "out", JobConfig(prepare=PrepareConfig(min_chars=100, warn_chars=100))
+    )
     assert quiet.stats["warnings"] == []
 
 
@@ -111,22 +119,22 @@ def test_failed_rerun_keeps_earlier_data_and_success_replaces_it(tmp_path: Path)
     path = write_archive(tmp_path / "a", sentences(200))
     src = {"sample_user": ArchiveSource(path)}
     out = tmp_path / "out"
-    prepare(src, out, PrepareConfig())
+    prepare(src, out, JobConfig())
     data = out / "sample_user" / "data"
     before = (data / "clean.jsonl").read_text()
 
     (path / "data" / "tweets.js").write_text("window.YTD.tweets.part0 = [ broken")
     with pytest.raises(Exception, match="broken JSON"):
-        prepare(src, out, PrepareConfig())
+        prepare(src, out, JobConfig())
     assert (data / "clean.jsonl").read_text() == before
 
     write_archive(tmp_path / "a", sentences(150))
-    prepare(src, out, PrepareConfig(clean=CleanConfig(min_words=1)))
+    prepare(src, out, JobConfig(clean=CleanConfig(min_words=1)))
     assert len((data / "clean.jsonl").read_text().splitlines()) == 150
     assert sorted(p.name for p in (out / "sample_user").iterdir()) == ["data"]  # no leftovers
 
 
 def test_handles_are_checked_before_anything_is_read(tmp_path: Path) -> None:
     with pytest.raises(InvalidHandle):
-        prepare({"../../etc": FileSource(tmp_path / "x.jsonl")}, tmp_path, PrepareConfig())
+        prepare({"../../etc": FileSource(tmp_path / "x.jsonl")}, tmp_path, JobConfig())
     assert list(tmp_path.iterdir()) == []

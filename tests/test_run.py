@@ -8,29 +8,16 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from job.predict import SamplingConfig
-from job.run import RunConfig, run
-from job.sources import ArchiveSource, FileSource
-from job.train import TrainConfig
+from job.data.sources import ArchiveSource, FileSource
+from job.run import run
+from tests.helpers import SAMPLE
+from tests.helpers.jobs import SECRETS, TINY_FLAGS, tiny_job
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "job" / "samples" / "sourdough_sam.jsonl"
-SECRETS = {
-    "TWITTER_BEARER_TOKEN": "tw-secret-1234567",
-    "HF_TOKEN": "hf_secret_1234567",
-    "WANDB_API_KEY": "wandb-secret-1234567",
-}
-FAST = RunConfig(
-    train=TrainConfig(base_model="tiny", epochs=8, learning_rate=3e-3),
-    sampling=SamplingConfig(per_prompt=2, max_length=48),
-    wandb_mode="offline",
-)
 
 
 @pytest.fixture(scope="module")
@@ -39,20 +26,25 @@ def sample_run(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as mp:
         for k, v in SECRETS.items():
             mp.setenv(k, v)
-        result = run({"sourdough_sam": FileSource(SAMPLE)}, out, FAST)
+        result = run(tiny_job(), {"sourdough_sam": FileSource(SAMPLE)}, out)
     return out, result
 
 
 @pytest.fixture(scope="module")
 def archive_run(tmp_path_factory: pytest.TempPathFactory, real_archive: Path, shared: Path):
     out = tmp_path_factory.mktemp("archive")
-    config = replace(
-        FAST,
-        train=replace(
-            FAST.train, epochs=1, learning_rate=1e-3, tokenizer=str(shared / "tokenizers" / "gpt2")
-        ),
+    job = tiny_job(
+        "andreruffert",
+        real_archive,
+        "archive",
+        train={
+            "epochs": 1,
+            "learning_rate": 1e-3,
+            "tokenizer": str(shared / "tokenizers" / "gpt2"),
+        },
+        wandb={"mode": "disabled"},  # W&B has its own tests; this run is for the card
     )
-    return out, run({"andreruffert": ArchiveSource(real_archive)}, out, config)
+    return out, run(job, {"andreruffert": ArchiveSource(real_archive)}, out)
 
 
 def test_outputs(sample_run) -> None:
@@ -110,7 +102,7 @@ def card_table(card: str) -> dict[str, list[str]]:
 def test_card_numbers_match_stats_and_card_is_valid(archive_run) -> None:
     from huggingface_hub import ModelCard
 
-    from job.card import ROWS
+    from job.outputs.card import ROWS
 
     out, result = archive_run
     stats = json.loads((out / "andreruffert" / "data" / "stats.json").read_text())
@@ -140,11 +132,8 @@ def test_card_escapes_hostile_display_names(tmp_path: Path) -> None:
     lines[0]["name"] = hostile
     path = tmp_path / "evil.jsonl"
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    result = run(
-        {"sourdough_sam": FileSource(path)},
-        tmp_path,
-        replace(FAST, train=replace(FAST.train, epochs=1), wandb_mode="disabled"),
-    )
+    job = tiny_job(path=path, train={"epochs": 1}, wandb={"mode": "disabled"})
+    result = run(job, {"sourdough_sam": FileSource(path)}, tmp_path)
     card = (result.model_dir / "README.md").read_text()
     assert "<img src=x" not in card and "&lt;img src=x onerror=alert(1)&gt;" in card
     header = card_table(card)["Data"]
@@ -154,15 +143,15 @@ def test_card_escapes_hostile_display_names(tmp_path: Path) -> None:
 def test_same_seed_reproduces_the_loss(sample_run, tmp_path: Path) -> None:
     _, first = sample_run
     again = run(
-        {"sourdough_sam": FileSource(SAMPLE)}, tmp_path, replace(FAST, wandb_mode="disabled")
+        tiny_job(wandb={"mode": "disabled"}), {"sourdough_sam": FileSource(SAMPLE)}, tmp_path
     )
     assert again.train.train_loss == first.train.train_loss
     assert again.train.val_loss == first.train.val_loss
     assert [p.text for p in again.predictions] == [p.text for p in first.predictions]
     other = run(
+        tiny_job(train={"seed": 7}, wandb={"mode": "disabled"}),
         {"sourdough_sam": FileSource(SAMPLE)},
         tmp_path / "o",
-        replace(FAST, train=replace(FAST.train, seed=7), wandb_mode="disabled"),
     )
     assert other.train.train_loss != first.train.train_loss
 
@@ -192,18 +181,7 @@ def test_cli_run_end_to_end(tmp_path: Path) -> None:
             "sourdough_sam",
             "--jsonl",
             str(SAMPLE),
-            "--base-model",
-            "tiny",
-            "--epochs",
-            "1",
-            "--learning-rate",
-            "3e-3",
-            "--predictions-per-prompt",
-            "1",
-            "--max-length",
-            "32",
-            "--start-text",
-            "Bread is",
+            *TINY_FLAGS,
             "--out",
             str(tmp_path),
         ],
@@ -235,11 +213,11 @@ def test_disabled_wandb_is_never_imported(tmp_path: Path) -> None:
     code = f"""
 import sys
 from pathlib import Path
-from job.sources import FileSource
-from job.run import RunConfig, run
-from job.train import TrainConfig
-config = RunConfig(train=TrainConfig(base_model="tiny", epochs=1), wandb_mode="disabled")
-run({{"sourdough_sam": FileSource(Path({str(SAMPLE)!r}))}}, Path({str(tmp_path)!r}), config)
+from job.data.sources import FileSource
+from job.run import run
+from tests.helpers.jobs import tiny_job
+job = tiny_job(train={{"epochs": 1}}, wandb={{"mode": "disabled"}})
+run(job, {{"sourdough_sam": FileSource(Path({str(SAMPLE)!r}))}}, Path({str(tmp_path)!r}))
 print(sorted(m for m in sys.modules if m.split(".")[0] == "wandb"))
 """
     result = subprocess.run(

@@ -1,0 +1,1 @@
+"""Cloud: storage (S3 or a folder), published runs, status records, the Hub, submitting."""

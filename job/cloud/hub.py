@@ -1,0 +1,85 @@
+"""Pushing a model folder to the Hugging Face Hub: one commit with the model and its card.
+
+``push_to_hub``: ``create_repo(exist_ok=True)`` then ``create_commit`` with every file, so the
+Hub never shows a model without its card (``upload_folder`` may split a folder into several
+commits when ``hf_xet`` is installed). The card is checked by the Hub's ``/api/validate-yaml``
+first. 5xx answers, 429 and network failures are retried with backoff (job/retry.py), then
+reported as transient; the commit message names the run. ``HF_ENDPOINT`` points at another Hub
+(the tests' loopback one).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from job.errors import BadConfig, CredentialsError
+from job.retry import Retry, with_retries
+
+log = logging.getLogger(__name__)
+BACKOFF_SECONDS = 2.0  # first retry after 2 s, then 4, 8, 16: a Hub hiccup, not an outage
+
+
+def push_to_hub(
+    folder: Path,
+    repo_id: str,
+    *,
+    private: bool,
+    run_id: str,
+    token: str | None = None,
+    retries: int = 4,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """Push ``folder`` to ``repo_id`` in one commit; return the commit's URL."""
+    import httpx2
+    from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.utils import disable_progress_bars
+
+    token = token or os.environ.get("HF_TOKEN")
+    if not token:
+        raise CredentialsError("pushing to the Hub needs HF_TOKEN in the environment")
+    disable_progress_bars()
+    api = HfApi(token=token)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+
+    def once() -> str:
+        try:
+            ModelCard.load(folder / "README.md").validate()
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            operations = [
+                CommitOperationAdd(
+                    path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p)
+                )
+                for p in files
+            ]
+            info = api.create_commit(
+                repo_id, operations=operations, commit_message=f"huggingtweets run {run_id}"
+            )
+        except ValueError as e:  # the Hub's card validation said no
+            raise BadConfig(f"the Hub rejected the model card: {e}") from e
+        except HfHubHTTPError as e:
+            status = e.response.status_code if e.response is not None else 0
+            if status in (401, 403):
+                raise CredentialsError(f"the Hub refused HF_TOKEN for {repo_id} ({status})") from e
+            if status < 500 and status != 429:
+                raise BadConfig(f"the Hub said {status} for {repo_id}") from e
+            raise Retry(f"HTTP {status}") from e
+        except httpx2.HTTPError as e:  # timeouts and connection failures
+            raise Retry(type(e).__name__) from e
+        log.info("pushed %s to the Hub: %s", run_id, info.commit_url)
+        return str(info.commit_url)
+
+    return with_retries(
+        once,
+        what="Hub push failed:",
+        give_up=lambda why, tries: (
+            f"Hub push of {repo_id} still failing ({why}); retry with publish"
+        ),
+        retries=retries,
+        backoff=BACKOFF_SECONDS,
+        sleep=sleep,
+    )

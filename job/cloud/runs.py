@@ -1,0 +1,91 @@
+"""Runs under the output prefix: each attempt's files, uploaded so readers never see half a model.
+
+Layout under OUTPUT (an S3 prefix or a folder)::
+
+    <bot>/<run-id>/model/...          the model folder, card included
+    <bot>/<run-id>/predictions.json
+    <bot>/<run-id>/job.json
+    <bot>/<run-id>/data/stats.json, data/clean.jsonl
+    <bot>/<run-id>/_COMPLETE          written last: the run is whole (lists every file)
+    <bot>/latest.json                 moved after the marker: the run readers should use
+    <bot>/status.json                 the bot's status record (cloud/status.py)
+
+A run id is new for every attempt, so a failed or killed run never touches the files of an
+earlier one, and ``latest.json`` only ever names a run whose marker exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from job.cloud.storage import Storage, get_json, put_json
+
+log = logging.getLogger(__name__)
+
+MARKER = "_COMPLETE"  # a run, or a checkpoint, is whole once this exists
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_run_id(fingerprint: str) -> str:
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}-{fingerprint[:8]}"
+
+
+def files_to_publish(bot_dir: Path) -> list[Path]:
+    wanted = [
+        bot_dir / "predictions.json",
+        bot_dir / "job.json",
+        bot_dir / "data" / "stats.json",
+        bot_dir / "data" / "clean.jsonl",
+    ]
+    return sorted(p for p in (bot_dir / "model").rglob("*") if p.is_file()) + wanted
+
+
+def upload_run(
+    storage: Storage, bot: str, run_id: str, bot_dir: Path, fingerprint: str
+) -> dict[str, Any]:
+    """Upload a run's files, then its marker, then move ``latest``; return the marker."""
+    prefix = f"{bot}/{run_id}/"
+    listing = {}
+    for path in files_to_publish(bot_dir):
+        rel = path.relative_to(bot_dir).as_posix()
+        storage.put_file(prefix + rel, path)
+        listing[rel] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+    marker = {
+        "bot": bot,
+        "run_id": run_id,
+        "fingerprint": fingerprint,
+        "completed_at": now(),
+        "files": listing,
+    }
+    put_json(storage, prefix + MARKER, marker)
+    put_json(
+        storage,
+        f"{bot}/latest.json",
+        {"run_id": run_id, "fingerprint": fingerprint, "completed_at": marker["completed_at"]},
+    )
+    log.info("published %s to %s%s", bot, storage.uri, prefix)
+    return marker
+
+
+def latest_complete(storage: Storage, bot: str) -> dict[str, Any] | None:
+    """The marker of the run ``latest.json`` names, if that run is complete."""
+    latest = get_json(storage, f"{bot}/latest.json")
+    if not latest:
+        return None
+    marker = get_json(storage, f"{bot}/{latest['run_id']}/{MARKER}")
+    return marker if isinstance(marker, dict) else None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

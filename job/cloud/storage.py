@@ -1,0 +1,191 @@
+"""Where results go: an S3 prefix or a local folder, behind one small interface.
+
+S3 goes through boto3 with retries (standard mode) and multipart uploads for large files;
+``AWS_ENDPOINT_URL`` points it at another S3 (MinIO, moto in the tests). Failures that a retry
+of the job can fix (5xx, throttling, the network) raise TransientError; missing buckets and
+denied access are configuration errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+from job.atomic import copy_file, json_bytes, write_bytes
+from job.errors import BadConfig, CredentialsError, InputNotFound, TransientError
+
+MULTIPART_THRESHOLD = 64 * 1024 * 1024  # S3's part limits make 8-64 MiB parts the usual choice
+
+
+class Storage(Protocol):
+    uri: str
+
+    def put_file(self, key: str, path: Path) -> None: ...
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def get_bytes(self, key: str) -> bytes | None: ...
+    def list(self, prefix: str) -> list[str]: ...
+    def delete(self, key: str) -> None: ...
+
+
+def get_json(storage: Storage, key: str) -> Any:
+    data = storage.get_bytes(key)
+    return json.loads(data) if data is not None else None
+
+
+def put_json(storage: Storage, key: str, value: Any) -> None:
+    storage.put_bytes(key, json_bytes(value))
+
+
+def read_uri(uri: str) -> bytes:
+    """The bytes of an ``s3://bucket/key`` object or a local file."""
+    if uri.startswith("s3://"):
+        bucket, _, key = uri[len("s3://") :].partition("/")
+        data = open_storage(f"s3://{bucket}").get_bytes(key)
+        if data is None:
+            raise InputNotFound(f"{uri}: no such object")
+        return data
+    path = Path(uri)
+    if not path.is_file():
+        raise InputNotFound(f"{uri}: no such file")
+    return path.read_bytes()
+
+
+def download(storage: Storage, prefix: str, dest: Path) -> list[Path]:
+    """Every object under ``prefix`` into ``dest``, keeping the relative paths."""
+    files = []
+    for key in storage.list(prefix):
+        data = storage.get_bytes(key)
+        if data is None:
+            continue
+        target = dest / key[len(prefix) :].lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        files.append(target)
+    return files
+
+
+def open_storage(uri: str, multipart_threshold: int = MULTIPART_THRESHOLD) -> Storage:
+    if uri.startswith("s3://"):
+        parsed = urlparse(uri)
+        if not parsed.netloc:
+            raise BadConfig(f"{uri}: no bucket in the S3 URI")
+        return S3Storage(parsed.netloc, parsed.path.strip("/"), multipart_threshold)
+    if "://" in uri:
+        raise BadConfig(f"{uri}: only s3:// URIs and local folders are supported")
+    return LocalStorage(Path(uri))
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.uri = str(root)
+
+    def put_file(self, key: str, path: Path) -> None:
+        copy_file(path, self.root / key)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        write_bytes(self.root / key, data)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        path = self.root / key
+        return path.read_bytes() if path.is_file() else None
+
+    def delete(self, key: str) -> None:
+        (self.root / key).unlink(missing_ok=True)
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.root / prefix
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.endswith(".tmp")
+        )
+
+
+class S3Storage:
+    def __init__(self, bucket: str, prefix: str, multipart_threshold: int) -> None:
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = f"{prefix}/" if prefix else ""
+        self.uri = f"s3://{bucket}/{self.prefix}"
+        # AWS_MAX_ATTEMPTS is the SDKs' own setting; an explicit Config would otherwise hide it.
+        attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or 5)
+        self.client = boto3.client(
+            "s3", config=Config(retries={"max_attempts": attempts, "mode": "standard"})
+        )
+        self.transfer = TransferConfig(
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=max(
+                multipart_threshold, 5 * 1024 * 1024
+            ),  # S3's minimum part size is 5 MiB
+        )
+
+    def put_file(self, key: str, path: Path) -> None:
+        with _errors(self.uri + key):
+            self.client.upload_file(str(path), self.bucket, self.prefix + key, Config=self.transfer)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        with _errors(self.uri + key):
+            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        with _errors(self.uri + key):
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+            except self.client.exceptions.NoSuchKey:
+                return None
+            return bytes(response["Body"].read())
+
+    def delete(self, key: str) -> None:
+        with _errors(self.uri + key):
+            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+
+    def list(self, prefix: str) -> list[str]:
+        keys = []
+        with _errors(self.uri + prefix):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix
+            )
+            for page in pages:
+                keys += [o["Key"][len(self.prefix) :] for o in page.get("Contents", [])]
+        return sorted(keys)
+
+
+@contextmanager
+def _errors(where: str) -> Iterator[None]:
+    """Turn botocore's errors into the job's: transient, credentials or configuration."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    try:
+        yield
+    except NoCredentialsError as e:
+        raise CredentialsError(f"{where}: no AWS credentials") from e
+    except ClientError as e:
+        code = str(e.response.get("Error", {}).get("Code", ""))
+        status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+        if code == "NoSuchBucket":
+            raise InputNotFound(f"{where}: no such bucket") from e
+        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            raise CredentialsError(f"{where}: access denied ({code})") from e
+        if status >= 500 or code in ("SlowDown", "RequestTimeout", "Throttling"):
+            raise TransientError(f"{where}: S3 error {code or status}") from e
+        raise BadConfig(f"{where}: S3 error {code or status}") from e
+    except S3UploadFailedError as e:  # wraps the ClientError in its message
+        if "NoSuchBucket" in str(e):
+            raise InputNotFound(f"{where}: no such bucket") from e
+        if "AccessDenied" in str(e) or "InvalidAccessKeyId" in str(e):
+            raise CredentialsError(f"{where}: access denied") from e
+        raise TransientError(f"{where}: upload failed") from e
+    except BotoCoreError as e:  # the network: connection refused, timeouts
+        raise TransientError(f"{where}: {e}") from e

@@ -1,0 +1,165 @@
+"""Submitting: write a manifest to S3, start the job on AWS Batch or Kubernetes, say how to follow.
+
+- One bot per user (``together=True``: one bot of all of them), each from the Twitter API.
+- AWS Batch: ``submit_job`` on the queue and job definition of infra/aws-batch, as an array job
+  of one child per bot (the child's ``AWS_BATCH_JOB_ARRAY_INDEX`` picks its bot).
+- Kubernetes: the Indexed Job of infra/k8s/base with one completion per bot, applied with
+  ``kubectl apply`` (``dry_run`` prints it instead).
+- Every bot's status is set to queued before the job starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from job.cloud.status import write_status
+from job.cloud.storage import open_storage
+from job.config import jobs, parse_manifest
+from job.data.handles import validate_handle
+from job.errors import BadConfig, InputNotFound, TransientError
+
+K8S_JOB = Path(__file__).resolve().parents[2] / "infra" / "k8s" / "base" / "job.yaml"
+TARGETS = ("batch", "k8s")
+
+
+@dataclass
+class Submission:
+    id: str
+    manifest_uri: str
+    manifest: dict[str, Any]
+    target: str
+    job: str  # the Batch job id, or the Kubernetes Job's name
+    rendered: str = ""  # the Kubernetes YAML (dry run)
+
+    def follow(self) -> str:
+        how = [f"huggingtweets status --manifest {self.manifest_uri}"]
+        if self.target == "batch":
+            how.append(f"aws batch describe-jobs --jobs {self.job}")
+        else:
+            how.append(
+                f"kubectl logs -f job/{self.job}  # or: kubectl get pods -l job-name={self.job}"
+            )
+        return "follow with:\n  " + "\n  ".join(how)
+
+
+def build_manifest(
+    users: list[str], output: str, *, base_model: str, together: bool, hub_owner: str | None
+) -> dict[str, Any]:
+    handles = [validate_handle(u) for u in users]
+    if not handles:
+        raise BadConfig("give at least one Twitter handle")
+    groups = [handles] if together else [[h] for h in handles]
+    manifest = {
+        "version": 1,
+        "output": output,
+        "defaults": {"base_model": base_model},
+        "hub": {"push": hub_owner is not None, "owner": hub_owner or "huggingtweets"},
+        "bots": [{"users": [{"handle": h, "source": "api"} for h in g]} for g in groups],
+    }
+    parse_manifest(yaml.safe_dump(manifest))  # the same checks the job will make
+    return manifest
+
+
+def submit(
+    users: list[str],
+    *,
+    target: str,
+    output: str,
+    base_model: str = "gpt2",
+    together: bool = False,
+    hub_owner: str | None = "huggingtweets",
+    job_queue: str = "huggingtweets",
+    job_definition: str = "huggingtweets",
+    image: str = "huggingtweets:latest",
+    namespace: str = "default",
+    dry_run: bool = False,
+) -> Submission:
+    if target not in TARGETS:
+        raise BadConfig(f"--target must be batch or k8s, not {target!r}")
+    if not output.startswith("s3://"):
+        raise BadConfig("submit needs an s3:// output (--output or HUGGINGTWEETS_OUTPUT)")
+    manifest = build_manifest(
+        users, output, base_model=base_model, together=together, hub_owner=hub_owner
+    )
+    sid = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    bucket = output[len("s3://") :].split("/", 1)[0]
+    uri = f"s3://{bucket}/jobs/{sid}.yaml"
+    n = len(manifest["bots"])
+    name = f"huggingtweets-{sid}"
+    if target == "k8s":
+        rendered = yaml.safe_dump_all(
+            render_k8s(uri, n, name=name, image=image, namespace=namespace), sort_keys=False
+        )
+        if dry_run:
+            return Submission(sid, uri, manifest, target, name, rendered)
+    elif dry_run:
+        return Submission(sid, uri, manifest, target, "(dry run)")
+
+    text = yaml.safe_dump(manifest, sort_keys=False).encode()
+    open_storage(f"s3://{bucket}").put_bytes(f"jobs/{sid}.yaml", text)
+    results = open_storage(output)
+    for job in jobs(parse_manifest(text.decode())):
+        write_status(results, job.bot, "queued", manifest=uri)
+    if target == "batch":
+        return Submission(
+            sid, uri, manifest, target, submit_batch(uri, n, name, job_queue, job_definition)
+        )
+    apply_k8s(rendered)
+    return Submission(sid, uri, manifest, target, name, rendered)
+
+
+def submit_batch(manifest_uri: str, bots: int, name: str, queue: str, definition: str) -> str:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    request: dict[str, Any] = {
+        "jobName": name,
+        "jobQueue": queue,
+        "jobDefinition": definition,
+        "parameters": {"manifest": manifest_uri},
+    }
+    if bots > 1:  # an array job needs at least 2 children; 1 bot runs without an index
+        request["arrayProperties"] = {"size": bots}
+    try:
+        return str(boto3.client("batch").submit_job(**request)["jobId"])
+    except ClientError as e:
+        raise BadConfig(f"AWS Batch refused the job: {e.response['Error'].get('Message')}") from e
+    except BotoCoreError as e:
+        raise TransientError(f"cannot reach AWS Batch: {e}") from e
+
+
+def render_k8s(
+    manifest_uri: str, bots: int, *, name: str, image: str, namespace: str
+) -> list[dict[str, Any]]:
+    """The base Indexed Job, filled in for this submission."""
+    if not K8S_JOB.is_file():
+        raise InputNotFound(f"{K8S_JOB} not found: submit to Kubernetes from a checkout")
+    job = copy.deepcopy(yaml.safe_load(K8S_JOB.read_text()))
+    job["metadata"]["name"] = name
+    job["metadata"]["namespace"] = namespace
+    job["spec"]["completions"] = bots
+    job["spec"]["parallelism"] = bots
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    container["image"] = image
+    container["args"] = ["run", "--manifest", manifest_uri]
+    return [job]
+
+
+def apply_k8s(rendered: str) -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        raise BadConfig("kubectl is not installed; use --dry-run and apply the YAML yourself")
+    result = subprocess.run(
+        [kubectl, "apply", "-f", "-"], input=rendered, text=True, capture_output=True
+    )
+    if result.returncode != 0:
+        raise BadConfig(f"kubectl apply failed: {' '.join(result.stderr.split())}")

@@ -1,0 +1,526 @@
+"""The job's one typed config: every option, its default and the reason for it, stated once.
+
+Every front end reads this: ``huggingtweets run``/``prepare`` make one option per field (flag,
+default and ``--help`` text come from here), ``--config FILE`` and job manifests are validated
+by the same loader, and docs/options.md is generated from it (tests/test_config.py fails when
+it drifts). Adding an option is one field here plus its use.
+
+Strict: an unknown key, a missing field or a wrong type is a ``BadConfig`` that names the
+field's path (``manifest.bots[1].train.epochs: expected a number, got 'four'``). Ints are
+accepted for floats; bools never for numbers (YAML's ``yes`` is a bool). Values are not echoed
+when they are long: they might be pasted secrets. Secrets never go in a config at all: they
+come from the environment (``TWITTER_BEARER_TOKEN``, ``HF_TOKEN``, ``WANDB_API_KEY``).
+
+Manifest format (version 1), for cloud batch jobs (see docs/batch.md)::
+
+    version: 1                          # required; the only version so far
+    output: s3://bucket/huggingtweets   # required; s3:// URI or a local folder
+    defaults:                           # every bot starts from these (all optional)
+      base_model: gpt2                  # shortcut for train.base_model
+      train: {epochs: 4}                # any field of a JobConfig section, by section
+      sampling: {per_prompt: 3}
+      clean: {replies: keep}
+      prepare: {balance_ratio: 1.0}
+    hub: {push: true, owner: huggingtweets, private: false}
+    wandb: {project: huggingtweets, mode: online}
+    bots:                               # required; one bot per entry, one per array index
+      - users:
+          - {handle: __wmww, source: api}
+          - {handle: andreruffert, source: archive, uri: s3://bucket/inputs/andreruffert.zip}
+        base_model: gpt2-xl             # a bot's own keys win over the defaults
+        train: {epochs: 2}
+        hub_repo: someone/custom-name   # else <hub.owner>/<bot>
+
+Gotchas: section overrides merge key by key with the defaults, they do not replace them;
+``sampling.start_texts`` is a list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from job.data.handles import bot_name, validate_handle
+from job.errors import BadConfig, JobError
+
+VERSION = 1
+STRATEGIES = ("auto", "ddp", "zero2", "zero3", "zero3-offload")
+Strategy = Literal["auto", "ddp", "zero2", "zero3", "zero3-offload"]
+# transformers' schedulers that need no extra arguments (SchedulerType)
+Scheduler = Literal[
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+]
+# Hub repo ids as huggingface_hub's validate_repo_id has them: owner/name of letters, digits,
+# '_', '-', '.', starting and ending with a letter, digit or '_'; no '--' or '..'.
+HUB_REPO = re.compile(r"^\w(?:[\w.-]*\w)?/\w(?:[\w.-]{0,94}\w)?$", re.ASCII)
+START_TEXTS = ["My dream is", "I think that", "I wish", "The best thing about", "Today I"]
+
+
+class Carried(ValueError):
+    """A JobError raised inside a validator: pydantic only locates ValueErrors, and the
+    error's own kind (and exit code) must survive."""
+
+    def __init__(self, error: JobError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class Section(BaseModel):
+    """A strict, frozen part of the config. ``cli_prefix`` goes before its fields' flags."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    cli_prefix: ClassVar[str] = ""
+
+
+class CleanConfig(Section):
+    """How downloaded tweets become training text (job/data/clean.py)."""
+
+    min_words: int = Field(
+        3, ge=0, description="Drop tweets with fewer real words (the original recipe's 3)."
+    )
+    # Replies are a large part of most people's voice, so they stay by default.
+    replies: Literal["keep", "drop", "strip"] = Field(
+        "keep", description="Replies: keep, drop, or strip (keep them without leading @s)."
+    )
+    dedupe: bool = Field(
+        True, description="Drop exact duplicates: a repeated 'gm' is memorised, not learned."
+    )
+
+
+class PrepareConfig(Section):
+    """The data of one bot (job/prepare.py)."""
+
+    balance_ratio: float = Field(
+        1.0,
+        description="Cap each user at R x the smallest user's tweets (newest kept); 0 = off.",
+    )
+    min_chars: int = Field(
+        6000, ge=0, description="Fail under this much text: ~60 tweets teach GPT-2 nothing."
+    )
+    warn_chars: int = Field(
+        50_000, ge=0, description="Warn under this much text: the bot will repeat its tweets."
+    )
+
+    @field_validator("balance_ratio")
+    @classmethod
+    def _ratio(cls, value: float) -> float:
+        if value != 0 and value < 1:
+            raise ValueError("must be 0 (off) or at least 1.0")
+        return value
+
+
+class TrainConfig(Section):
+    """Fine-tuning (job/training/train.py); defaults from the original HuggingTweets recipe."""
+
+    base_model: str = Field(
+        "gpt2",
+        description="gpt2 | gpt2-medium | gpt2-large | gpt2-xl | tiny (random, local) | "
+        "a model folder | a Hub id.",
+    )
+    tokenizer: str | None = Field(
+        None, description="Folder with GPT-2's vocab.json and merges.txt, for tiny."
+    )
+    epochs: float = Field(4.0, gt=0, description="Passes over the tweets (original recipe).")
+    learning_rate: float = Field(1.372e-4, gt=0, description="The original recipe's rate.")
+    lr_scheduler: Scheduler = Field("cosine", description="Learning-rate schedule.")
+    warmup_ratio: float = Field(
+        0.0, ge=0, lt=1, description="Share of steps warming up; fine-tuning needs none."
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    batch_size: int = Field(8, ge=1, description="Blocks per step, per device.")
+    grad_accum: int = Field(1, ge=1, description="Steps to accumulate before an update.")
+    # Tweets are ~20-40 tokens; a 256-token block holds ~10, and shorter blocks give small data
+    # sets more optimizer steps. Capped by the model's context (tiny: 128).
+    block_size: int = Field(256, ge=8, description="Tokens per training block.")
+    val_fraction: float = Field(
+        0.1, ge=0, lt=0.5, description="Share of whole tweets held out for validation."
+    )
+    seed: int = Field(
+        42, description="Seeds the split, init, data order and sampling: CPU runs repeat."
+    )
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="auto: bf16 where the GPU supports it, else fp32."
+    )
+    strategy: Strategy = Field(
+        "auto", description="ddp | zero2 | zero3 | zero3-offload, or auto: the fastest that fits."
+    )
+    # A gpt2-xl checkpoint with its optimizer is ~20 GB and its training lasts minutes on a
+    # GPU: time, not a step count, says when one is worth writing. SIGTERM always saves.
+    checkpoint_every: int = Field(
+        0, ge=0, description="Steps between checkpoints; 0: by time (checkpoint-minutes)."
+    )
+    checkpoint_minutes: float = Field(10.0, gt=0, description="Training minutes per checkpoint.")
+    keep_checkpoints: int = Field(3, ge=1, description="Newest complete checkpoints kept.")
+
+
+class SamplingConfig(Section):
+    """Predictions (job/outputs/predict.py), sampled as the original HuggingTweets did."""
+
+    start_texts: list[str] = Field(
+        default_factory=lambda: list(START_TEXTS),
+        min_length=1,
+        description="Prompts, each sampled as <|endoftext|> + text.",
+        json_schema_extra={"flag": "start-text"},
+    )
+    per_prompt: int = Field(
+        3,
+        ge=1,
+        description="Predictions per prompt.",
+        json_schema_extra={"flag": "predictions-per-prompt"},
+    )
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling.")
+    max_length: int = Field(
+        160, ge=8, description="Tokens per prediction, prompt included (the original's 160)."
+    )
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    # Long enough that common phrases don't match, short enough to catch a copied sentence.
+    ngram: int = Field(
+        8,
+        ge=3,
+        description="Flag a prediction sharing this many consecutive words with a tweet.",
+        json_schema_extra={"flag": "memorization-ngram"},
+    )
+
+    def generation_kwargs(self) -> dict[str, Any]:
+        """What the Hub widget and ``pipeline()`` should use too."""
+        return {
+            "do_sample": True,
+            "top_p": self.top_p,
+            "temperature": self.temperature,
+            "max_length": self.max_length,
+        }
+
+
+class WandbConfig(Section):
+    """Weights & Biases (job/outputs/tracking.py)."""
+
+    cli_prefix: ClassVar[str] = "wandb-"
+    mode: Literal["online", "offline", "disabled"] | None = Field(
+        None, description="online | offline | disabled (default: $WANDB_MODE, else offline)."
+    )
+    project: str = Field("huggingtweets", description="W&B project.")
+    log_model: bool = Field(
+        True, description="Upload the model as an artifact (online: GBs for gpt2-xl)."
+    )
+
+
+class JobConfig(Section):
+    """Everything a bot is made with: the sections of a ``--config`` file and a manifest."""
+
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
+
+
+def flag(model: type[Section], name: str) -> str:
+    """The command-line flag of a field (without ``--``): its name, or what it says."""
+    extra = model.model_fields[name].json_schema_extra
+    given = extra.get("flag") if isinstance(extra, dict) else None
+    return str(given or model.cli_prefix + name.replace("_", "-"))
+
+
+def describe(field: Any) -> str:
+    """A field's help: its description, and its choices when the description lacks them."""
+    text = field.description or ""
+    args = [a for a in get_args(field.annotation) if a is not type(None)]
+    literal = field.annotation if get_origin(field.annotation) is Literal else None
+    literal = literal or next((a for a in args if get_origin(a) is Literal), None)
+    if literal is not None:
+        choices = [str(c) for c in get_args(literal)]
+        if choices[0] not in text:
+            text += f" One of: {' | '.join(choices)}."
+    return text
+
+
+def options_markdown(root: type[JobConfig] | None = None) -> str:
+    """docs/options.md: every option, generated from this module (``make docs``)."""
+    root = root or JobConfig
+    lines = [
+        "# Options",
+        "",
+        "Generated from job/config.py by `make docs`; tests/test_config.py fails when it drifts.",
+        "Each option is a flag of `huggingtweets run` (`prepare` takes Cleaning and Data), a key",
+        "of a `--config` file and of a manifest's `defaults` or bot, in its section.",
+    ]
+    for section, info in root.model_fields.items():
+        model = info.annotation
+        assert isinstance(model, type) and issubclass(model, Section)
+        title = (model.__doc__ or section).strip().splitlines()[0]
+        lines += ["", f"## `{section}`: {title}", "", "| flag | key | default | what |"]
+        lines.append("| --- | --- | --- | --- |")
+        for name, field in model.model_fields.items():
+            default = field.get_default(call_default_factory=True)
+            shown = ", ".join(map(str, default)) if isinstance(default, list) else default
+            what = describe(field).replace("|", "\\|")
+            name_flag = flag(model, name)
+            if field.annotation is bool:
+                name_flag += f"/--no-{name_flag}"
+            lines.append(
+                f"| `--{name_flag}` | `{section}.{name}` | "
+                f"{'' if shown is None else f'`{shown}`'} | {what} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+# Which sections each command takes options for.
+PREPARE_SECTIONS = ("clean", "prepare")
+TRAINING = ("train", "sampling")
+RUN_SECTIONS = (*PREPARE_SECTIONS, *TRAINING, "wandb")
+
+
+# --- Bots: who a bot imitates, where its tweets come from, where it is published -------------
+
+
+class UserSpec(Section):
+    handle: str
+    source: Literal["api", "archive", "jsonl"] = "api"
+    uri: str | None = None  # s3:// or a local path; required for archive and jsonl
+
+    @field_validator("handle")
+    @classmethod
+    def _handle(cls, value: str) -> str:
+        try:
+            return validate_handle(value)
+        except JobError as e:
+            raise Carried(e) from None
+
+    @model_validator(mode="after")
+    def _uri(self) -> UserSpec:
+        if self.source != "api" and not self.uri:
+            raise ValueError(f"source {self.source!r} needs a uri")
+        if self.source == "api" and self.uri:
+            raise ValueError("an api source takes no uri")
+        return self
+
+
+class BotJob(Section):
+    """One bot, resolved: what ``run`` makes and where it is published. A CLI run and each
+    bot of a manifest are both one of these."""
+
+    bot: str
+    users: list[UserSpec]
+    config: JobConfig = Field(default_factory=JobConfig)
+    hub_repo: str | None = None  # the card points here; pushed when hub_push
+    hub_push: bool = False
+    hub_private: bool = False
+    index: int = 0
+
+    def fingerprint(self) -> str:
+        """Identifies the work: a finished run with the same fingerprint needs no rerun."""
+        config = self.config.model_dump(exclude={"wandb"})  # where metrics go: not the model
+        spec = {"users": [u.model_dump() for u in self.users], "config": config}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def bot_job(users: list[UserSpec], config: JobConfig, hub_repo: str | None = None) -> BotJob:
+    if hub_repo is not None:
+        hub_repo = check_repo(hub_repo, "--hub-repo")
+    return BotJob(
+        bot=bot_name([u.handle for u in users]), users=users, config=config, hub_repo=hub_repo
+    )
+
+
+def check_repo(repo: str, where: str) -> str:
+    if not HUB_REPO.fullmatch(repo) or ".." in repo or "--" in repo:
+        raise BadConfig(f"{where}: {repo!r} is not a Hub repo id (owner/name)")
+    return repo
+
+
+# --- Manifests ------------------------------------------------------------------------------
+
+
+class Overrides(Section):
+    base_model: str | None = None
+    clean: dict[str, Any] = Field(default_factory=dict)
+    prepare: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+    sampling: dict[str, Any] = Field(default_factory=dict)
+
+
+class BotSpec(Overrides):
+    users: list[UserSpec] = Field(min_length=1)
+    hub_repo: str | None = None
+
+
+class HubSpec(Section):
+    push: bool = False
+    owner: str = "huggingtweets"
+    private: bool = False
+
+
+class Manifest(Section):
+    version: int
+    output: str
+    bots: list[BotSpec] = Field(min_length=1)
+    defaults: Overrides = Field(default_factory=Overrides)
+    hub: HubSpec = Field(default_factory=HubSpec)
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: int) -> int:
+        if value != VERSION:
+            raise ValueError(f"this huggingtweets reads version {VERSION}, not {value}")
+        return value
+
+
+def parse_manifest(text: str, source: str = "manifest") -> Manifest:
+    manifest = validate(Manifest, load_yaml(text, source), "manifest")
+    jobs(manifest)  # resolve every bot now: a bad override fails before any work starts
+    return manifest
+
+
+def jobs(manifest: Manifest) -> list[BotJob]:
+    out = []
+    seen: set[str] = set()
+    d = manifest.defaults
+    for i, spec in enumerate(manifest.bots):
+        path = f"manifest.bots[{i}]"
+        name = bot_name([u.handle for u in spec.users])
+        if name.lower() in seen:
+            raise BadConfig(f"{path}: bot {name} appears twice")
+        seen.add(name.lower())
+        sections: dict[str, Any] = {
+            key: {**getattr(d, key), **getattr(spec, key)} for key in PREPARE_SECTIONS + TRAINING
+        }
+        # base_model, a shortcut: the bot's wins over the defaults' train.base_model
+        if d.base_model:
+            sections["train"] = {"base_model": d.base_model, **sections["train"]}
+        if spec.base_model:
+            sections["train"]["base_model"] = spec.base_model
+        sections["wandb"] = manifest.wandb.model_dump()
+        config = validate(JobConfig, sections, path)
+        repo = spec.hub_repo or f"{manifest.hub.owner}/{name}"
+        out.append(
+            BotJob(
+                index=i,
+                bot=name,
+                users=spec.users,
+                config=config,
+                # The card names a Hub repo only if the model will be pushed there.
+                hub_repo=check_repo(repo, f"{path}.hub_repo") if manifest.hub.push else None,
+                hub_push=manifest.hub.push,
+                hub_private=manifest.hub.private,
+            )
+        )
+    return out
+
+
+# --- Loading --------------------------------------------------------------------------------
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.safe_load(text)  # YAML is a superset of JSON: one parser for both
+    except yaml.YAMLError as e:
+        raise BadConfig(f"{source}: not valid JSON or YAML: {' '.join(str(e).split())}") from e
+    except RecursionError:
+        raise BadConfig(f"{source}: nested too deeply") from None
+
+
+def validate(model: type[M], data: Any, path: str) -> M:
+    """``model`` from plain data, or a JobError naming the field's path."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise _error(model, e, path) from None
+    except JobError as e:  # a check of the model's own (a handle): keep its kind and code
+        raise type(e)(f"{path}: {e}") from None
+
+
+def _error(model: type[BaseModel], e: ValidationError, path: str) -> JobError:
+    found = e.errors()
+    # An unknown key first: it usually explains the other errors (a misspelt field is missing).
+    error = next((x for x in found if x["type"] == "extra_forbidden"), found[0])
+    loc = [p for p in error["loc"] if p not in ("function-after", "literal")]
+    where = path + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+    kind, value = error["type"], error.get("input")
+    ctx = error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        known = _fields_at(model, loc[:-1])
+        hint = " (secrets come from the environment)" if _secretish(str(loc[-1])) else ""
+        return BadConfig(f"{where}: unknown key{hint}; known keys: {', '.join(known)}")
+    if kind == "missing":
+        return BadConfig(f"{where}: required")
+    if kind == "model_type" or kind == "dict_type":
+        return BadConfig(f"{where}: expected a mapping, got {_kind(value)}")
+    if kind == "literal_error":
+        choices = ", ".join(repr(c) for c in _literal_choices(ctx.get("expected", "")))
+        return BadConfig(f"{where}: must be one of {choices}, not {_kind(value)}")
+    if kind == "value_error":
+        original = ctx.get("error")
+        if isinstance(original, Carried):  # a handle check: keep its exit code
+            return type(original.error)(f"{where}: {original.error}")
+        return BadConfig(f"{where}: {original}")
+    expected = {
+        "float_type": "a number",
+        "float_parsing": "a number",
+        "int_type": "an integer",
+        "int_parsing": "an integer",
+        "int_from_float": "an integer",
+        "bool_type": "true or false",
+        "bool_parsing": "true or false",
+        "string_type": "a string",
+        "list_type": "a list",
+    }.get(kind)
+    if expected:
+        return BadConfig(f"{where}: expected {expected}, got {_kind(value)}")
+    return BadConfig(f"{where}: {error['msg']}")  # bounds (gt, ge...): pydantic's own words
+
+
+def _fields_at(model: type[BaseModel], loc: list[Any]) -> list[str]:
+    """The keys the model allows at ``loc``, for an unknown key's message."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = field.annotation
+        for arg in get_args(current) or ():  # list[BotSpec], X | None
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                current = arg
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def _literal_choices(expected: str) -> list[str]:
+    return re.findall(r"'([^']*)'", expected)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    if isinstance(value, str) and len(value) > 20:  # might be a pasted secret: don't echo it
+        return f"a string of {len(value)} characters"
+    return repr(value)
+
+
+def _secretish(key: str) -> bool:
+    return any(word in key.lower() for word in ("token", "secret", "password", "api_key"))
+
+
+if __name__ == "__main__":  # make docs
+    print(options_markdown(), end="")

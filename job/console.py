@@ -1,0 +1,96 @@
+"""What a person sees in the terminal: log lines above one live progress bar, on stderr.
+
+One Rich console carries both, so a log line prints above the bar instead of re-printing it.
+A bar appears only for a phase of known length (tweets fetched from the API, training steps),
+with its ETA, and goes when the phase ends. When stderr is not a terminal (CI, AWS Batch and
+Kubernetes logs) there is no bar and log lines are plain text: ``LEVEL message``.
+stdout carries only each command's one-line result.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+log = logging.getLogger("job")
+Advance = Callable[[int, int], None]  # (done, total)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+_CONSOLE: Any = None
+
+
+def console() -> Any:
+    global _CONSOLE
+    if _CONSOLE is None or _CONSOLE.file is not sys.stderr:  # tests swap stderr
+        _CONSOLE = _console()
+    return _CONSOLE
+
+
+def setup_logging(verbose: bool) -> None:
+    """The job's log lines on stderr: through the console on a terminal, else plain."""
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_huggingtweets", False):
+            root.removeHandler(old)
+    handler: Any
+    if console().is_terminal:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=console(), show_path=False, show_time=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler._huggingtweets = True
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+class Bars:
+    """Progress bars by phase name; ``bars("training")`` is an ``Advance`` callback that shows
+    a bar from its first call (when the total is known) until ``done == total``."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, name: str) -> Advance:
+        def advance(done: int, total: int) -> None:
+            if self.progress is None or total <= 0:
+                return
+            if name not in self.tasks:
+                self.tasks[name] = self.progress.add_task(name, total=total)
+            self.progress.update(self.tasks[name], completed=done, total=total)
+            if done >= total:
+                self.progress.remove_task(self.tasks.pop(name))
+
+        return advance
+
+
+@contextmanager
+def progress() -> Iterator[Bars]:
+    """Bars on the console while the block runs; no bars when stderr is not a terminal."""
+    if not console().is_terminal:
+        yield Bars(None)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console(),
+        transient=True,
+    ) as bar:
+        yield Bars(bar)

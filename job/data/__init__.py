@@ -1,0 +1,1 @@
+"""Data: where tweets come from (sources), what a tweet is (tweets), handles, cleaning."""

@@ -1,0 +1,278 @@
+"""The official Twitter/X account archive ("Download an archive of your data"), zipped or not.
+
+What real exports contain, and what this reader handles:
+- ``data/tweets.js``; older exports call it ``data/tweet.js``; big ones split it into
+  ``tweets-part1.js``, ``tweets-part2.js``... (``data/manifest.js`` lists the parts).
+- Every data file is JavaScript: ``window.YTD.<name>.partN = [ ... ]``; the manifest is either
+  ``window.YTD.manifest.part0 = ...`` or the newer ``window.__THAR_CONFIG = {...}``.
+- Entries are wrapped (``{"tweet": {...}}``) in newer exports and bare in older ones.
+- Numbers are strings, text is HTML-escaped, t.co links are listed in ``entities.urls``.
+- ``data/account.js`` has the username and display name, ``data/profile.js`` the avatar
+  (a path relative to the archive root, or a URL in older exports).
+- ``data/note-tweet.js`` has the full text of long posts, whose tweet holds only a prefix.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import zipfile
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from job.data.tweets import Avatar, Profile, Tweet, UserTweets, parse_date
+from job.errors import CorruptInput, InputNotFound, InvalidHandle
+
+_ASSIGNMENT = re.compile(r"\s*window\.[\w.$]+\s*=\s*")
+_TWEET_FILE = re.compile(r"data/tweets?(?:-part(\d+))?\.js")
+_URL = re.compile(r"https?://\S+")
+# A file a real archive is sure to have, used to find the archive's root inside a zip.
+_MARKERS = ("data/manifest.js", "data/account.js", "data/tweets.js", "data/tweet.js")
+
+
+class _Files:
+    """Read-only view of an archive's files by their path from the archive root."""
+
+    def __init__(self, path: Path) -> None:
+        self.label = str(path)
+        self._zip: zipfile.ZipFile | None = None
+        self._root = path
+        self._prefix = ""
+        if not path.exists():
+            raise InputNotFound(f"archive not found: {path}")
+        if path.is_dir():
+            # Accept the archive root or its data/ folder.
+            if not (path / "data").is_dir() and path.name == "data":
+                self._root = path.parent
+            self._names = [
+                p.relative_to(self._root).as_posix()
+                for p in (self._root / "data").rglob("*")
+                if p.is_file()
+            ]
+        else:
+            try:
+                self._zip = zipfile.ZipFile(path)
+                names = self._zip.namelist()
+            except (zipfile.BadZipFile, OSError) as e:
+                raise CorruptInput(f"archive {path} is not a readable zip file: {e}") from e
+            hits = [n for n in names for m in _MARKERS if n == m or n.endswith("/" + m)]
+            if not hits:
+                raise CorruptInput(f"archive {path} has no data/tweets.js: not a Twitter archive")
+            marker = min(hits, key=len)
+            self._prefix = marker[: marker.index("data/")]
+            self._names = [n[len(self._prefix) :] for n in names if n.startswith(self._prefix)]
+
+    def names(self) -> list[str]:
+        return self._names
+
+    def read(self, name: str) -> bytes | None:
+        name = PurePosixPath(name.removeprefix("./")).as_posix()
+        if name not in self._names:
+            return None
+        try:
+            if self._zip is not None:
+                return self._zip.read(self._prefix + name)
+            return (self._root / name).read_bytes()
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            # A truncated zip lists its members but cannot inflate them.
+            raise CorruptInput(f"archive {self.label}: cannot read {name}: {e}") from e
+
+
+def parse_js(name: str, data: bytes) -> Any:
+    """The JSON value assigned in a ``window.X = ...`` archive data file."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise CorruptInput(f"{name}: not UTF-8 text") from e
+    match = _ASSIGNMENT.match(text)
+    if not match:
+        raise CorruptInput(f"{name}: not a Twitter archive data file (no 'window.YTD' assignment)")
+    body = text[match.end() :].strip().rstrip(";")
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as e:
+        raise CorruptInput(f"{name}: broken JSON at line {e.lineno}: {e.msg}") from e
+
+
+def _entries(value: Any, wrapper: str) -> list[dict[str, Any]]:
+    """Entries of a ``[...]`` data file, unwrapped from ``{"<wrapper>": {...}}`` if wrapped."""
+    if not isinstance(value, list):
+        return []
+    out = []
+    for entry in value:
+        if isinstance(entry, dict):
+            inner = entry.get(wrapper)
+            out.append(inner if isinstance(inner, dict) else entry)
+    return out
+
+
+def _first(value: Any, wrapper: str) -> dict[str, Any]:
+    found = _entries(value, wrapper)
+    return found[0] if found else {}
+
+
+class ArchiveSource:
+    """Tweets from one person's archive."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def fetch(self, handle: str) -> UserTweets:
+        files = _Files(self.path)
+        manifest = self._manifest(files)
+        account = self._load(files, "data/account.js", "account")
+        username = account.get("username") or manifest.get("userInfo", {}).get("userName")
+        if username and username.lower() != handle.lower():
+            raise InvalidHandle(f"archive {self.path} belongs to @{username}, not @{handle}")
+        display = account.get("accountDisplayName") or manifest.get("userInfo", {}).get(
+            "displayName"
+        )
+        profile_entry = self._load(files, "data/profile.js", "profile")
+        profile = Profile(
+            handle=username or handle,
+            display_name=display,
+            avatar=self._avatar(files, profile_entry.get("avatarMediaUrl")),
+        )
+        parsed = (self._tweet(handle, t) for t in self._tweet_entries(files, manifest))
+        tweets = [t for t in parsed if t is not None]
+        _attach_notes(tweets, self._notes(files))
+        return UserTweets(profile=profile, tweets=tweets, source=f"archive {self.path.name}")
+
+    # -- the files ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _load(files: _Files, name: str, wrapper: str) -> dict[str, Any]:
+        data = files.read(name)
+        return _first(parse_js(name, data), wrapper) if data is not None else {}
+
+    @staticmethod
+    def _manifest(files: _Files) -> dict[str, Any]:
+        data = files.read("data/manifest.js")
+        if data is None:
+            return {}
+        value = parse_js("data/manifest.js", data)
+        # window.__THAR_CONFIG = {...}, or window.YTD.manifest.part0 = [{...}] / {...}
+        if isinstance(value, list):
+            value = _first(value, "manifest")
+        return value if isinstance(value, dict) else {}
+
+    @staticmethod
+    def _tweet_entries(files: _Files, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+        listed: list[str] = []
+        types = manifest.get("dataTypes", {})
+        for kind in ("tweets", "tweet"):
+            for f in types.get(kind, {}).get("files", []) if isinstance(types, dict) else []:
+                if isinstance(f, dict) and isinstance(f.get("fileName"), str):
+                    listed.append(f["fileName"].removeprefix("./"))
+        names = [n for n in listed if files.read(n) is not None] or [
+            n for n in files.names() if _TWEET_FILE.fullmatch(n)
+        ]
+        if not names:
+            raise CorruptInput(
+                f"archive {files.label} has no tweets file (data/tweets.js or data/tweet.js)"
+            )
+
+        def part(name: str) -> int:
+            m = _TWEET_FILE.fullmatch(name)
+            return int(m.group(1)) if m and m.group(1) else 0
+
+        entries: list[dict[str, Any]] = []
+        for name in sorted(set(names), key=part):
+            data = files.read(name)
+            assert data is not None
+            value = parse_js(name, data)
+            if not isinstance(value, list):
+                raise CorruptInput(f"{name}: expected a list of tweets")
+            entries.extend(_entries(value, "tweet"))
+        return entries
+
+    @staticmethod
+    def _notes(files: _Files) -> list[dict[str, Any]]:
+        data = files.read("data/note-tweet.js")
+        return _entries(parse_js("data/note-tweet.js", data), "noteTweet") if data else []
+
+    @staticmethod
+    def _avatar(files: _Files, ref: Any) -> Avatar | None:
+        if not isinstance(ref, str) or not ref:
+            return None
+        suffix = PurePosixPath(ref).suffix or ".jpg"
+        if not ref.startswith(("http://", "https://")):
+            image = files.read(ref)
+            return Avatar(image=image, suffix=suffix) if image else None
+        # Older exports give the URL and store the file as profile_media/<id>-<basename>.
+        base = PurePosixPath(ref).name
+        for name in files.names():
+            if name.startswith("data/profile_media/") and name.endswith(base):
+                return Avatar(url=ref, image=files.read(name), suffix=suffix)
+        return Avatar(url=ref, suffix=suffix)
+
+    @staticmethod
+    def _tweet(handle: str, t: dict[str, Any]) -> Tweet | None:
+        tweet_id = str(t.get("id_str") or t.get("id") or "")
+        text = t.get("full_text", t.get("text"))
+        if not tweet_id or not isinstance(text, str):
+            return None
+        entities = t.get("entities") or {}
+        extended = t.get("extended_entities") or {}
+        links = [
+            u.get("url")
+            for group in (entities.get("urls"), entities.get("media"), extended.get("media"))
+            for u in (group or [])
+            if isinstance(u, dict)
+        ]
+        return Tweet(
+            user=handle,
+            id=tweet_id,
+            text=text,
+            created_at=parse_date(t.get("created_at")),
+            lang=t.get("lang"),
+            is_retweet=text.startswith("RT @") or "retweeted_status" in t,
+            is_reply=bool(t.get("in_reply_to_status_id_str") or t.get("in_reply_to_status_id")),
+            urls=tuple(dict.fromkeys(u for u in links if isinstance(u, str))),
+        )
+
+
+def _comparable(text: str) -> str:
+    """Text reduced for matching a long post to its truncated tweet."""
+    text = _URL.sub(" ", html.unescape(text))
+    return " ".join(text.split()).rstrip("…").strip()
+
+
+def _attach_notes(tweets: list[Tweet], notes: list[dict[str, Any]]) -> None:
+    """Replace truncated tweets with the full text of their long post (note-tweet.js).
+
+    Notes carry no tweet id, so a note belongs to the tweet whose text it starts with,
+    nearest in time when several do.
+    """
+    for note in notes:
+        core = note.get("core") or {}
+        full = core.get("text")
+        if not isinstance(full, str):
+            continue
+        full_cmp = _comparable(full)
+        created = parse_date(note.get("createdAt")) or ""
+        candidates = [
+            (i, t)
+            for i, t in enumerate(tweets)
+            if len(_comparable(t.text)) >= 10 and full_cmp.startswith(_comparable(t.text))
+        ]
+        if not candidates:
+            continue
+        i, tweet = min(candidates, key=lambda c: _seconds_apart(c[1].created_at, created))
+        urls = [u.get("shortUrl") or u.get("url") for u in core.get("urls") or []]
+        links = tuple(dict.fromkeys([*tweet.urls, *(u for u in urls if isinstance(u, str))]))
+        tweets[i] = replace(tweet, text=full, urls=links)
+
+
+def _seconds_apart(a: str | None, b: str | None) -> float:
+    if not a or not b:
+        return float("inf")
+    return abs(
+        (
+            datetime.fromisoformat(a.replace("Z", "+00:00"))
+            - datetime.fromisoformat(b.replace("Z", "+00:00"))
+        ).total_seconds()
+    )

@@ -1,0 +1,93 @@
+"""Tweets a person already has as JSON Lines or CSV: one tweet per record.
+
+Each record needs ``text``. Optional fields: ``user`` (or ``username``/``handle``; a file
+with several people's tweets is filtered to the handle asked for), ``id``, ``created_at`` (or
+``date``), ``lang``, ``is_retweet`` (else: the text starts with "RT @"), ``is_reply`` (else:
+``in_reply_to`` is set, or the text starts with "@"), ``name`` (the display name).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from job.data.tweets import Profile, Tweet, UserTweets, parse_date
+from job.errors import CorruptInput, InputNotFound
+
+_USER_KEYS = ("user", "username", "handle", "screen_name")
+_TRUE = {"1", "true", "yes", "y", "t"}
+
+
+class FileSource:
+    """Tweets from a ``.jsonl``/``.ndjson`` or ``.csv`` file."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def fetch(self, handle: str) -> UserTweets:
+        records = self._records()
+        tweets = []
+        name = None
+        for n, record in records:
+            owner = next((record[k] for k in _USER_KEYS if record.get(k)), None)
+            if owner is not None and str(owner).lstrip("@").lower() != handle.lower():
+                continue
+            tweets.append(self._tweet(handle, n, record))
+            name = name or record.get("name") or None
+        profile = Profile(handle=handle, display_name=name)
+        return UserTweets(profile=profile, tweets=tweets, source=self.path.name)
+
+    def _records(self) -> list[tuple[int, dict[str, Any]]]:
+        if not self.path.is_file():
+            raise InputNotFound(f"tweets file not found: {self.path}")
+        suffix = self.path.suffix.lower()
+        try:
+            text = self.path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise CorruptInput(f"{self.path}: not UTF-8 text") from e
+        if suffix == ".csv":
+            reader = csv.DictReader(io.StringIO(text, newline=""))
+            if "text" not in (reader.fieldnames or []):
+                raise CorruptInput(f"{self.path}: the CSV header has no 'text' column")
+            return [(n, dict(row)) for n, row in enumerate(reader, start=2)]
+        if suffix not in (".jsonl", ".ndjson", ".json"):
+            raise CorruptInput(f"{self.path}: unknown format {suffix!r}; use .jsonl or .csv")
+        out = []
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CorruptInput(f"{self.path}:{n}: not a JSON object: {e.msg}") from e
+            if not isinstance(record, dict):
+                raise CorruptInput(f"{self.path}:{n}: not a JSON object")
+            out.append((n, record))
+        return out
+
+    def _tweet(self, handle: str, n: int, record: dict[str, Any]) -> Tweet:
+        text = record.get("text")
+        if not isinstance(text, str):
+            raise CorruptInput(f"{self.path}:{n}: record has no 'text'")
+        return Tweet(
+            user=handle,
+            id=str(record.get("id") or f"{self.path.stem}-{n}"),
+            text=text,
+            created_at=parse_date(record.get("created_at") or record.get("date")),
+            lang=record.get("lang") or None,
+            is_retweet=_flag(record.get("is_retweet"), text.startswith("RT @")),
+            is_reply=_flag(
+                record.get("is_reply"), bool(record.get("in_reply_to")) or text.startswith("@")
+            ),
+        )
+
+
+def _flag(value: Any, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in _TRUE

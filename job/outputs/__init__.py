@@ -1,0 +1,1 @@
+"""Outputs: predictions, the model card and its picture, W&B tracking."""

@@ -1,0 +1,113 @@
+"""Predictions: sample tweets from the fine-tuned model, and check them for memorization.
+
+Sampling follows the original HuggingTweets: the prompt is ``<|endoftext|>`` + a start text,
+nucleus sampling (top_p 0.95), at most 160 tokens, cut at the first newline. All prompts are
+sampled in one batched ``generate`` call (left padding), not one sequence at a time.
+
+Memorization: a model fine-tuned on a few thousand tweets can repeat them word for word, and
+these are real people's words. A prediction is flagged when its text is a training tweet, or
+when it shares a run of ``ngram`` words with one (default 8: long enough that common phrases
+don't match, short enough to catch a copied sentence).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from job.config import SamplingConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+_WORDS = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass
+class Prediction:
+    prompt: str
+    text: str
+    memorized: bool = False
+    match: dict[str, str] = field(default_factory=dict)  # the training tweet it repeats
+
+
+def sample(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    config: SamplingConfig,
+    seed: int,
+) -> list[Prediction]:
+    import torch
+
+    prompts = [p for p in config.start_texts for _ in range(config.per_prompt)]
+    tokenizer.padding_side = "left"  # decoder-only: pad on the left to generate in a batch
+    batch = tokenizer(
+        [tokenizer.eos_token + p for p in prompts],
+        return_tensors="pt",
+        padding=True,
+        add_special_tokens=False,
+    ).to(model.device)
+    max_length = min(config.max_length, model.config.n_positions)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        out = model.generate(  # type: ignore[operator]
+            **batch,
+            do_sample=True,
+            top_p=config.top_p,
+            temperature=config.temperature,
+            # max_length, not max_new_tokens: the saved generation config has a max_length,
+            # and giving both makes transformers warn on every run.
+            max_length=max(max_length, batch["input_ids"].shape[1] + 1),  # prompt included
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    model.train(was_training)
+    torch.random.set_rng_state(generator_state)
+    new = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    return [
+        Prediction(prompt=p, text=first_line(p + cont))
+        for p, cont in zip(prompts, new, strict=True)
+    ]
+
+
+def first_line(text: str) -> str:
+    return text.split("\n", 1)[0].strip()
+
+
+def words(text: str) -> list[str]:
+    return [w.lower() for w in _WORDS.findall(text)]
+
+
+def flag_memorized(
+    predictions: Iterable[Prediction], tweets: Iterable[dict[str, str]], ngram: int
+) -> int:
+    """Mark predictions that repeat a training tweet (``{"id", "text"}``); return how many."""
+    exact: dict[str, dict[str, str]] = {}
+    grams: dict[tuple[str, ...], dict[str, str]] = {}
+    for tweet in tweets:
+        w = words(tweet["text"])
+        exact.setdefault(" ".join(w), tweet)
+        for i in range(len(w) - ngram + 1):
+            grams.setdefault(tuple(w[i : i + ngram]), tweet)
+    flagged = 0
+    for p in predictions:
+        w = words(p.text)
+        hit = exact.get(" ".join(w)) if w else None
+        if hit is None:
+            hit = next(
+                (
+                    grams[g]
+                    for i in range(len(w) - ngram + 1)
+                    if (g := tuple(w[i : i + ngram])) in grams
+                ),
+                None,
+            )
+        if hit is not None:
+            p.memorized = True
+            p.match = {"id": str(hit.get("id", "")), "text": hit["text"]}
+            flagged += 1
+    return flagged

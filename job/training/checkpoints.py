@@ -1,0 +1,198 @@
+"""Checkpoints that survive spot interruptions, and resuming from them.
+
+- The Trainer saves ``checkpoint-<step>/`` every N steps if asked, else every ten minutes of
+  training (a short run writes none: a gpt2-xl checkpoint is ~20 GB), and when SIGTERM
+  arrives (AWS gives ~120 s before the kill, Kubernetes 30 s by default): the step in
+  progress finishes, the checkpoint is written, the job exits with the transient code and
+  the platform's retry resumes from it.
+- A checkpoint counts once its ``_COMPLETE`` marker exists: a save cut off by the kill is
+  ignored. The last ``keep`` complete ones are kept.
+- In batch mode each checkpoint is mirrored to ``OUTPUT/<bot>/checkpoints/`` (every node uploads
+  its own ZeRO shards, rank 0 writes the marker last), because a retried attempt starts on a
+  fresh machine. Checkpoints belong to one fingerprint (data and training config): others are
+  discarded, never resumed.
+- The W&B run id is stored with them, so the resumed attempt continues the same W&B run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from job.atomic import write_json
+from job.cloud.runs import MARKER
+from job.cloud.storage import Storage, download, get_json, put_json
+from job.training import distributed
+
+log = logging.getLogger(__name__)
+_STEP = re.compile(r"checkpoint-(\d+)")
+
+
+class Cadence:
+    """When a checkpoint is due: every ``steps`` steps, or else every ``seconds`` of training.
+
+    Every rank must agree on the step to save at (saving is collective under ZeRO), so the
+    time-based decision is rank 0's, shared with the others.
+    """
+
+    def __init__(self, steps: int, seconds: float) -> None:
+        self.steps, self.seconds = steps, seconds
+        self.last = time.monotonic()
+
+    def __call__(self, step: int) -> bool:
+        if self.steps > 0:
+            return step % self.steps == 0
+        due = time.monotonic() - self.last >= self.seconds
+        due = bool(distributed.share(due)) if distributed.ranks().world > 1 else due
+        if due:
+            self.last = time.monotonic()
+        return due
+
+
+class Checkpoints:
+    def __init__(
+        self,
+        folder: Path,
+        fingerprint: str,
+        keep: int = 3,
+        storage: Storage | None = None,
+        prefix: str = "",
+    ) -> None:
+        self.folder, self.fingerprint, self.keep = folder, fingerprint, keep
+        self.storage, self.prefix = storage, prefix.rstrip("/") + "/" if prefix else ""
+
+    # -- before training ---------------------------------------------------------------------
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint of this fingerprint, fetched from storage if needed."""
+        r = distributed.ranks()
+        if r.local_rank == 0:
+            self._sync_down()
+        distributed.barrier()
+        done = [p for p in self.folder.glob("checkpoint-*") if (p / MARKER).is_file()]
+        return max(done, key=_step) if done else None
+
+    def _sync_down(self) -> None:
+        meta = self._read_meta()
+        if meta.get("fingerprint") != self.fingerprint:
+            if meta:
+                log.info("discarding checkpoints of other data or config")
+            shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.storage is None:
+            return
+        remote = get_json(self.storage, self.prefix + "meta.json") or {}
+        if remote.get("fingerprint") != self.fingerprint:
+            return
+        self._write_meta(remote)
+        steps = self._remote_steps(self.storage.list(self.prefix))
+        if not steps:
+            return
+        name = f"checkpoint-{steps[-1]}"
+        if (self.folder / name / MARKER).is_file():
+            return
+        log.info("fetching %s from %s%s", name, self.storage.uri, self.prefix)
+        download(self.storage, f"{self.prefix}{name}/", self.folder / name)
+
+    @staticmethod
+    def _remote_steps(keys: list[str]) -> list[int]:
+        """Steps of the complete checkpoints among the keys, oldest first."""
+        return sorted(
+            {int(m.group(1)) for k in keys if k.endswith("/" + MARKER) and (m := _STEP.search(k))}
+        )
+
+    # -- during training ---------------------------------------------------------------------
+
+    def saved(self, step: int) -> None:
+        """Called on every rank after the Trainer wrote ``checkpoint-<step>``."""
+        path = self.folder / f"checkpoint-{step}"
+        r = distributed.ranks()
+        if self.storage is not None and r.local_rank == 0:
+            for f in sorted(p for p in path.rglob("*") if p.is_file()):
+                self.storage.put_file(f"{self.prefix}{f.relative_to(self.folder).as_posix()}", f)
+        distributed.barrier()
+        if r.main:
+            (path / MARKER).write_text(json.dumps({"step": step}))
+            if self.storage is not None:
+                put_json(self.storage, f"{self.prefix}checkpoint-{step}/{MARKER}", {"step": step})
+                self._prune_remote()
+            log.info("checkpoint at step %d", step)
+
+    def _prune_remote(self) -> None:
+        assert self.storage is not None
+        keys = self.storage.list(self.prefix)
+        steps = self._remote_steps(keys)
+        for old in steps[: -self.keep]:
+            for key in keys:
+                if key.startswith(f"{self.prefix}checkpoint-{old}/"):
+                    self.storage.delete(key)
+
+    # -- metadata (fingerprint, W&B run id) ---------------------------------------------------
+
+    def remember(self, **values: Any) -> None:
+        meta = {**self._read_meta(), **values, "fingerprint": self.fingerprint}
+        self._write_meta(meta)
+        if self.storage is not None:
+            put_json(self.storage, self.prefix + "meta.json", meta)
+
+    def recall(self, key: str) -> Any:
+        meta = self._read_meta()
+        return meta.get(key) if meta.get("fingerprint") == self.fingerprint else None
+
+    def _read_meta(self) -> dict[str, Any]:
+        path = self.folder / "meta.json"
+        return dict(json.loads(path.read_text())) if path.is_file() else {}
+
+    def _write_meta(self, meta: dict[str, Any]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_json(self.folder / "meta.json", meta)
+
+    def clear(self) -> None:
+        """After a finished run: checkpoints are only for resuming it."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.storage is not None:
+            for key in self.storage.list(self.prefix):
+                self.storage.delete(key)
+
+
+def _step(path: Path) -> int:
+    m = _STEP.search(path.name)
+    return int(m.group(1)) if m else -1
+
+
+class Preemption:
+    """Turns SIGTERM into 'save a checkpoint after this step, then stop'."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> Preemption:
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        log.warning("SIGTERM: saving a checkpoint after this step, then stopping")
+        self.requested = True
+
+    def agreed(self) -> bool:
+        """True on every rank if SIGTERM reached any: all ranks must save the same step."""
+        import torch
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return self.requested
+        flag = torch.tensor([1 if self.requested else 0])
+        if torch.cuda.is_available():
+            flag = flag.cuda()
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())

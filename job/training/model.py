@@ -1,0 +1,186 @@
+"""Base models: GPT-2 by name or path, or a tiny random GPT-2 built locally.
+
+Every model, tiny included, is loaded through ``from_pretrained``: the tiny one is written to a
+folder first, so smoke runs and tests take the same code path as real runs. Nothing here
+downloads weights on its own: a name (``gpt2``...) resolves through the Hugging Face cache
+(``HF_HOME``), which the Docker image keeps on a volume.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from job.errors import BadConfig, InputNotFound
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A GPT-2's size, for estimates before it is loaded (training/strategy.py)."""
+
+    params: int
+    n_layer: int
+    n_embd: int
+
+    @property
+    def arch(self) -> dict[str, Any]:
+        """GPT2Config fields of this size: every GPT-2 has 64-wide heads and a 1,024-token
+        context (Radford et al. 2019)."""
+        return {
+            "n_layer": self.n_layer,
+            "n_embd": self.n_embd,
+            "n_head": self.n_embd // 64,
+            "n_positions": 1024,
+        }
+
+
+@dataclass(frozen=True)
+class GPT2Size(Shape):
+    hub_id: str = ""
+
+
+# The GPT-2 family: every fact the job uses about it, in one table.
+GPT2 = {
+    name: GPT2Size(params, layers, width, f"openai-community/{name}")
+    for name, params, layers, width in [
+        ("gpt2", 124_439_808, 12, 768),
+        ("gpt2-medium", 354_823_168, 24, 1024),
+        ("gpt2-large", 774_030_080, 36, 1280),
+        ("gpt2-xl", 1_557_611_200, 48, 1600),
+    ]
+}
+GPT2_NAMES = tuple(GPT2)
+EOS = "<|endoftext|>"
+
+# The tiny model: small enough to train on a laptop CPU in seconds, big enough to learn
+# something from a few thousand tweets. 2 layers x 64 wide is nanoGPT's "baby" scale.
+TINY: dict[str, Any] = {"n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 128}
+TINY_VOCAB = 2000  # BPE vocabulary when no GPT-2 tokenizer files are given
+
+
+def check_base(base_model: str, tokenizer: Path | None) -> None:
+    """Raise if ``base_model`` (and ``tokenizer``, for tiny) cannot name a model. Cheap: the
+    run calls it before fetching any tweets, so a typo costs no download."""
+    if base_model in GPT2_NAMES:
+        return
+    if base_model == "tiny":
+        if tokenizer:
+            _bpe_files(tokenizer)
+        return
+    path = Path(base_model)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise InputNotFound(f"--base-model {base_model}: folder has no config.json")
+        return
+    if "/" in base_model:  # another Hub id (a GPT-2 fine-tune, say)
+        return
+    raise BadConfig(
+        f"--base-model {base_model!r}: use tiny, {', '.join(GPT2_NAMES)}, a folder or a Hub id"
+    )
+
+
+def resolve_base(
+    base_model: str, workdir: Path, texts: list[str], tokenizer: Path | None, seed: int
+) -> str:
+    """The name or folder to give ``from_pretrained``; builds the tiny model when asked."""
+    check_base(base_model, tokenizer)
+    if base_model == "tiny":
+        return str(build_random(workdir / "base-tiny", texts, tokenizer, seed))
+    return GPT2[base_model].hub_id if base_model in GPT2 else base_model
+
+
+def load(
+    name_or_path: str, *, device: str, dtype: Any = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Model and tokenizer, straight onto the device, with SDPA attention."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        config = AutoConfig.from_pretrained(name_or_path)
+        if getattr(config, "activation_function", None) == "gelu_new":
+            # GPT-2's GELU as transformers writes it is 8 elementwise ops, each saving its
+            # input for the backward pass; PyTorch's tanh GELU is the same function in one
+            # kernel (max difference 2.4e-7 in fp32): 2x faster on CPU (docs/benchmarks.md).
+            config.activation_function = "gelu_pytorch_tanh"
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path,
+            config=config,
+            dtype=dtype,
+            attn_implementation="sdpa",
+            device_map=device,
+        )
+    except OSError as e:
+        raise InputNotFound(f"cannot load base model {name_or_path!r}: {e}") from e
+    # transformers picks the loss by class name, and "GPT2LMHeadModel" names none: it warns
+    # on every run, then uses the causal LM loss. Name that loss so it need not guess.
+    model.loss_type = "ForCausalLM"
+    if tokenizer.pad_token is None:  # GPT-2 has none; generation pads with EOS
+        tokenizer.pad_token = tokenizer.eos_token
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def build_random(
+    folder: Path,
+    texts: list[str],
+    tokenizer_dir: Path | None,
+    seed: int,
+    arch: dict[str, Any] | None = None,
+) -> Path:
+    """Write a random-init GPT-2 (the tiny one unless ``arch`` says) and its tokenizer."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = gpt2_tokenizer(tokenizer_dir) if tokenizer_dir else train_tokenizer(texts)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **(arch or TINY),
+    )
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    log.info("built a random GPT-2 (%.2f M parameters) in %s", model.num_parameters() / 1e6, folder)
+    return folder
+
+
+def gpt2_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
+    """GPT-2's tokenizer from its own BPE files (``vocab.json``, ``merges.txt``)."""
+    from transformers import GPT2Tokenizer  # transformers 5: the fast (Rust) tokenizer
+
+    vocab, merges = _bpe_files(folder)
+    # transformers 5: pass the files' paths as vocab=/merges=; the old vocab_file=/merges_file=
+    # names are ignored and give an empty tokenizer.
+    return GPT2Tokenizer(vocab=str(vocab), merges=str(merges))
+
+
+def _bpe_files(folder: Path) -> tuple[Path, Path]:
+    vocab, merges = folder / "vocab.json", folder / "merges.txt"
+    if not (vocab.is_file() and merges.is_file()):
+        raise InputNotFound(f"--tokenizer {folder}: needs vocab.json and merges.txt")
+    return vocab, merges
+
+
+def train_tokenizer(texts: list[str]) -> PreTrainedTokenizerBase:
+    """A small byte-level BPE trained on the tweets themselves (GPT-2's scheme, less vocab)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        texts, vocab_size=TINY_VOCAB, min_frequency=2, special_tokens=[EOS], show_progress=False
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token=EOS, bos_token=EOS, unk_token=EOS
+    )

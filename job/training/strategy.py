@@ -1,0 +1,104 @@
+"""How to spread training over GPUs: plain data parallel, ZeRO-2, ZeRO-3, or ZeRO-3 offload.
+
+``auto`` estimates what one GPU must hold under each strategy and takes the fastest that fits:
+
+- model states, mixed-precision Adam: 16 bytes/parameter (bf16 weights 2 + bf16 grads 2 +
+  fp32 master weights, momentum and variance 12), per the ZeRO paper (arXiv:1910.02054, §3.1).
+  ZeRO-2 partitions the 14 bytes of grads and optimizer states over the GPUs; ZeRO-3 all 16.
+  Offload keeps weights and optimizer states in CPU memory: ~2 bytes/parameter of working copy.
+- activations without recomputation: ~34 x tokens x width x layers bytes in 16-bit
+  (Korthikanti et al., arXiv:2205.05198, eq. 2, less the attention-score term that SDPA's
+  fused kernels never store).
+- 15% of the GPU left for the CUDA context, the allocator's fragmentation and NCCL buffers.
+
+Order of preference: ddp (no partitioning: fastest), zero2, zero3, zero3-offload (slowest).
+On a single GPU, ZeRO-2/3 save nothing, so only ddp or offload are candidates.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from job.config import STRATEGIES
+from job.errors import BadConfig
+from job.training.model import GPT2, Shape
+
+CONFIGS = Path(__file__).parent / "deepspeed"
+HEADROOM = 0.85
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class Choice:
+    strategy: str
+    reason: str
+    per_gpu_bytes: dict[str, float]  # estimate for each candidate strategy
+
+    def deepspeed_config(self, cpu: bool) -> dict[str, Any] | None:
+        """The shipped DeepSpeed config for the strategy, or None for plain data parallel."""
+        if self.strategy == "ddp":
+            return None
+        config: dict[str, Any] = json.loads((CONFIGS / f"{self.strategy}.json").read_text())
+        config.pop("_comment", None)
+        if cpu:  # DeepSpeed's fused CPU Adam takes a minute to compile; torch's is fine here
+            config["optimizer"]["params"]["torch_adam"] = True
+            config.pop("bf16")
+        return config
+
+
+def shape_of(base_model: str, config: dict[str, Any] | None = None) -> Shape:
+    """The model's size, from the GPT-2 table or a config.json's fields."""
+    name = base_model.removeprefix("openai-community/")
+    if name in GPT2:
+        size = GPT2[name]
+        return Shape(size.params, size.n_layer, size.n_embd)
+    if config is None:
+        raise BadConfig(f"cannot size {base_model!r} without its config.json")
+    d, layers = int(config["n_embd"]), int(config["n_layer"])
+    vocab, positions = int(config["vocab_size"]), int(config["n_positions"])
+    # 12 d^2 per block (attention 4 d^2, MLP 8 d^2), embeddings tied with the output layer
+    return Shape(12 * layers * d * d + (vocab + positions) * d, layers, d)
+
+
+def per_gpu_bytes(shape: Shape, gpus: int, tokens_per_gpu: int) -> dict[str, float]:
+    n = shape.params
+    activations = 34 * tokens_per_gpu * shape.n_embd * shape.n_layer
+    return {
+        "ddp": 16 * n + activations,
+        "zero2": 2 * n + 14 * n / gpus + activations,
+        "zero3": 16 * n / gpus + activations,
+        "zero3-offload": 2 * n / gpus + activations,
+    }
+
+
+def choose(
+    requested: str, shape: Shape, *, gpus: int, gpu_bytes: int, tokens_per_gpu: int
+) -> Choice:
+    """The strategy to use, and why. ``gpus == 0`` means CPU training."""
+    if requested not in STRATEGIES:
+        raise BadConfig(f"strategy must be one of {', '.join(STRATEGIES)}, not {requested!r}")
+    need = per_gpu_bytes(shape, max(gpus, 1), tokens_per_gpu)
+    if requested != "auto":
+        return Choice(requested, "asked for", need)
+    if gpus == 0:
+        return Choice("ddp", "no GPU: plain data parallel on CPU", need)
+    budget = gpu_bytes * HEADROOM
+    candidates = ["ddp", "zero2", "zero3"] if gpus > 1 else ["ddp"]
+    for name in [*candidates, "zero3-offload"]:
+        if need[name] <= budget:
+            return Choice(
+                name,
+                f"{shape.params / 1e6:.0f} M parameters need ~{need[name] / GIB:.1f} GiB per GPU"
+                f" with {name} (of {budget / GIB:.1f} GiB usable on each of {gpus} GPUs); "
+                + (
+                    "the fastest that fits"
+                    if name == "ddp"
+                    else f"{', '.join(c for c in candidates if c != name and need[c] > budget)}"
+                    " would not fit"
+                ),
+                need,
+            )
+    return Choice("zero3-offload", "nothing fits on the GPUs; offload is the last resort", need)

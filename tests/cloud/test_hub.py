@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from job.cloud import hub as hub_module
+from job.cloud.hub import push_to_hub as push
+from job.errors import BadConfig, CredentialsError, TransientError
+from job.training.model import build_random
+
+CARD = "---\ntags:\n- huggingtweets\nlanguage: en\n---\n\n# a bot\n"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = build_random(tmp_path_factory.mktemp("m") / "model", ["a b c d"] * 30, None, seed=0)
+    (folder / "README.md").write_text(CARD)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub_module, "BACKOFF_SECONDS", 0.01)
+
+
+def test_one_commit_with_model_and_card(hub, model_dir: Path) -> None:
+    url = push(model_dir, "huggingtweets/alice", private=True, run_id="20260101T000000Z-abc")
+    (commit,) = hub.state.commits
+    assert url.endswith(commit.oid) and commit.repo == "huggingtweets/alice"
+    assert commit.message == "huggingtweets run 20260101T000000Z-abc"
+    assert commit.files == {p.name: p.read_bytes() for p in model_dir.iterdir()}
+    assert ("POST", "/api/validate-yaml") in hub.state.requests
+    assert any(p.endswith("/info/lfs/objects/batch") for _, p in hub.state.requests)
+    assert hub.state.repos["huggingtweets/alice"] == {"private": True}
+
+
+def test_existing_repo_is_fine(hub, model_dir: Path) -> None:
+    push(model_dir, "huggingtweets/alice", private=False, run_id="r1")
+    push(model_dir, "huggingtweets/alice", private=False, run_id="r2")
+    assert [c.message for c in hub.state.commits] == [
+        "huggingtweets run r1",
+        "huggingtweets run r2",
+    ]
+
+
+def test_5xx_is_retried(hub, model_dir: Path) -> None:
+    failures = iter([503, 502])
+    hub.state.faults.append(
+        lambda m, p: next(failures, None) if p.endswith("/commit/main") else None
+    )
+    push(model_dir, "huggingtweets/alice", private=False, run_id="r1")
+    assert len(hub.state.commits) == 1
+
+
+def test_persistent_5xx_is_transient(hub, model_dir: Path) -> None:
+    hub.state.faults.append(lambda m, p: 503 if p.endswith("/commit/main") else None)
+    with pytest.raises(TransientError, match="retry with publish"):
+        push(model_dir, "huggingtweets/alice", private=False, run_id="r1", retries=2)
+    assert hub.state.commits == []
+    assert sum(p.endswith("/commit/main") for _, p in hub.state.requests) == 3
+
+
+def test_bad_token(hub, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+    with pytest.raises(CredentialsError, match="refused HF_TOKEN"):
+        push(model_dir, "huggingtweets/alice", private=False, run_id="r1")
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(CredentialsError, match="needs HF_TOKEN"):
+        push(model_dir, "huggingtweets/alice", private=False, run_id="r1")
+
+
+def test_invalid_card_is_refused(hub, tmp_path: Path, model_dir: Path) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for p in model_dir.iterdir():
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / "README.md").write_text("---\ntags: not-a-list\n---\nhi\n")
+    with pytest.raises(BadConfig, match="rejected the model card"):
+        push(folder, "huggingtweets/alice", private=False, run_id="r1")
+    assert hub.state.commits == []

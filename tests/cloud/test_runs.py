@@ -1,0 +1,55 @@
+"""Runs under the output prefix: files first, the marker last, latest.json after it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from job.cloud.runs import MARKER, latest_complete, new_run_id, upload_run
+from job.cloud.storage import LocalStorage, get_json
+
+
+def bot_folder(root: Path) -> Path:
+    bot = root / "alice"
+    (bot / "model").mkdir(parents=True)
+    (bot / "data").mkdir()
+    (bot / "model" / "model.safetensors").write_bytes(b"weights")
+    (bot / "model" / "README.md").write_text("card")
+    for name in ("predictions.json", "job.json", "data/stats.json", "data/clean.jsonl"):
+        (bot / name).write_text(json.dumps({"name": name}))
+    (bot / "wandb").mkdir()
+    (bot / "wandb" / "local.log").write_text("not published")
+    return bot
+
+
+def test_run_ids_are_new_each_attempt_and_name_the_fingerprint() -> None:
+    a, b = new_run_id("f" * 64), new_run_id("f" * 64)
+    assert a != b and re.fullmatch(r"\d{8}T\d{12}Z-ffffffff", a)
+
+
+def test_upload_lists_every_file_in_the_marker_then_moves_latest(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "out")
+    marker = upload_run(storage, "alice", "r1", bot_folder(tmp_path / "work"), "fp")
+    assert set(marker["files"]) == {
+        "model/model.safetensors",
+        "model/README.md",
+        "predictions.json",
+        "job.json",
+        "data/stats.json",
+        "data/clean.jsonl",
+    }  # W&B's local files are not published
+    weights = marker["files"]["model/model.safetensors"]
+    assert weights == {"bytes": 7, "sha256": hashlib.sha256(b"weights").hexdigest()}
+    assert get_json(storage, f"alice/r1/{MARKER}") == marker
+    assert get_json(storage, "alice/latest.json")["run_id"] == "r1"
+    assert latest_complete(storage, "alice") == marker
+
+
+def test_latest_without_its_marker_is_not_complete(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "out")
+    upload_run(storage, "alice", "r1", bot_folder(tmp_path / "work"), "fp")
+    storage.delete(f"alice/r1/{MARKER}")
+    assert latest_complete(storage, "alice") is None
+    assert latest_complete(storage, "nobody") is None

@@ -1,0 +1,56 @@
+"""Status records: one typed record per bot, one writer, a line per bot for `status`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from job.cloud.status import HubStatus, Status, read_status, statuses, write_status
+from job.cloud.storage import LocalStorage
+
+
+def test_the_writer_keeps_what_it_is_not_told_to_change(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    write_status(storage, "alice", "queued", manifest="s3://b/jobs/1.yaml")
+    write_status(storage, "alice", "running", run_id="r1", hub=HubStatus(state="pending"))
+    record = write_status(storage, "alice", "failed", reason="S3 error 500")
+    assert (record.state, record.run_id, record.manifest) == ("failed", "r1", "s3://b/jobs/1.yaml")
+    assert record.hub.state == "pending" and record.reason == "S3 error 500"
+    assert read_status(storage, "alice") == record
+    again = write_status(storage, "alice", "running", run_id="r2")
+    assert again.reason is None  # a reason belongs to a failure only
+    on_disk = json.loads((tmp_path / "alice" / "status.json").read_text())
+    assert "reason" not in on_disk and on_disk["run_id"] == "r2"
+
+
+def test_hub_push_is_tracked_apart_from_the_run(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    write_status(storage, "bob", "succeeded", run_id="r1")
+    url = "https://hub/huggingtweets/bob/commit/abc"
+    pushed = HubStatus(repo="huggingtweets/bob", state="pushed", run_id="r1", commit_url=url)
+    record = write_status(storage, "bob", "succeeded", hub=pushed)
+    assert record.hub.commit_url == url and record.state == "succeeded"
+    assert record.line().startswith("bob  succeeded  r1  ") and record.line().endswith("hub:pushed")
+
+
+def test_line_gives_the_reason(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    failed = HubStatus(state="failed", reason="the Hub said 503")
+    record = write_status(storage, "carol", "succeeded", hub=failed)
+    assert record.line().endswith("hub:failed  (the Hub said 503)")
+
+
+def test_statuses_lists_every_bot_or_the_ones_asked(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    for bot in ("b", "a"):
+        write_status(storage, bot, "queued")
+    assert [s.bot for s in statuses(storage)] == ["a", "b"]
+    assert statuses(storage, ["a", "zed"])[1] == Status(bot="zed", state="unknown")
+
+
+def test_records_of_other_versions_still_read(tmp_path: Path) -> None:
+    (tmp_path / "old").mkdir()
+    record = {"bot": "old", "state": "succeeded", "some_future_key": 1, "hub": {"state": "off"}}
+    (tmp_path / "old" / "status.json").write_text(json.dumps(record))
+    status = read_status(LocalStorage(tmp_path), "old")
+    assert status is not None and status.state == "succeeded"

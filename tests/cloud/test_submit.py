@@ -1,0 +1,172 @@
+"""Submitting jobs: make submit's USER check, the Kubernetes Job, and AWS Batch (moto)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import boto3
+import kubernetes_validate
+import pytest
+import requests
+import yaml
+
+from job.cloud.storage import get_json, open_storage
+from job.cloud.submit import build_manifest, render_k8s
+from job.config import jobs
+from job.config import parse_manifest as parse
+from tests.helpers import REPO
+
+
+def make(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", "--no-print-directory", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=300,
+    )
+
+
+def test_make_submit_refuses_the_login_user() -> None:
+    result = make("submit", USER="someone")  # as a login shell sets it
+    assert result.returncode != 0
+    assert "make submit needs the Twitter handle on the command line" in result.stderr
+    assert "USER=someone here comes from your login environment" in result.stderr
+
+
+def test_make_submit_with_users_on_the_command_line() -> None:
+    result = make(
+        "submit",
+        "USER=__wmww dril",
+        "TARGET=k8s",
+        "BASE_MODEL=gpt2-xl",
+        "SUBMIT_FLAGS=--dry-run --output s3://results/bots",
+        USER="someone",
+    )
+    assert result.returncode == 0, result.stderr
+    docs = list(yaml.safe_load_all(result.stdout.split("\n", 1)[1]))
+    manifest, job = docs[0], docs[1]
+    assert [b["users"][0]["handle"] for b in manifest["bots"]] == ["__wmww", "dril"]
+    assert manifest["defaults"]["base_model"] == "gpt2-xl"
+    assert job["kind"] == "Job" and job["spec"]["completions"] == 2
+
+
+def test_kubernetes_job_for_three_users_is_valid() -> None:
+    (job,) = render_k8s(
+        "s3://b/jobs/x.yaml", 3, name="huggingtweets-x", image="reg/ht:1", namespace="bots"
+    )
+    kubernetes_validate.validate(job, "1.33", strict=True)
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 3
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["run", "--manifest", "s3://b/jobs/x.yaml"]
+    assert container["image"] == "reg/ht:1" and job["metadata"]["namespace"] == "bots"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["envFrom"] == [{"secretRef": {"name": "huggingtweets"}}]
+
+
+@pytest.fixture
+def batch(s3):
+    """moto's Batch API in server mode, with jobs recorded but never run in Docker."""
+    requests.post(f"{s3.url}/moto-api/config", json={"batch": {"use_docker": False}}, timeout=10)
+    client = boto3.client("batch")
+    iam = boto3.client("iam")
+    role = iam.create_role(RoleName="batch", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    env = client.create_compute_environment(
+        computeEnvironmentName="gpu", type="UNMANAGED", state="ENABLED", serviceRole=role
+    )
+    client.create_job_queue(
+        jobQueueName="huggingtweets",
+        state="ENABLED",
+        priority=1,
+        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": env["computeEnvironmentArn"]}],
+    )
+    client.register_job_definition(
+        jobDefinitionName="huggingtweets",
+        type="container",
+        parameters={"manifest": "s3://b/none.yaml"},
+        containerProperties={
+            "image": "huggingtweets:0.1.0",
+            "vcpus": 4,
+            "memory": 15000,
+            "command": ["run", "--manifest", "Ref::manifest"],
+        },
+    )
+    return client
+
+
+def test_submit_three_users_to_aws_batch(batch) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "job",
+            "submit",
+            "a_one",
+            "b_two",
+            "c_three",
+            "--target",
+            "batch",
+            "--output",
+            "s3://results/bots",
+            "--base-model",
+            "gpt2-medium",
+        ],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    first, follow = result.stdout.split("\n", 1)
+    job_id = first.rsplit(": ", 1)[1]
+    assert first.startswith("submitted 3 bots to batch: ")
+    assert "huggingtweets status --manifest s3://results/jobs/" in follow
+
+    (job,) = batch.describe_jobs(jobs=[job_id])["jobs"]
+    assert job["arrayProperties"]["size"] == 3
+    uri = job["parameters"]["manifest"]
+    assert uri.startswith("s3://results/jobs/") and uri in follow
+    key = uri[len("s3://results/") :]
+    text = boto3.client("s3").get_object(Bucket="results", Key=key)["Body"].read().decode()
+    bots = jobs(parse(text))
+    assert [b.bot for b in bots] == ["a_one", "b_two", "c_three"]
+    assert bots[0].config.train.base_model == "gpt2-medium"
+    assert bots[0].hub_repo == "huggingtweets/a_one"
+    storage = open_storage("s3://results/bots")
+    for b in bots:
+        status = get_json(storage, f"{b.bot}/status.json")
+        assert status["state"] == "queued" and status["manifest"] == uri
+
+
+def test_submit_checks_its_input(s3) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "job", "submit", "not a handle", "--output", "s3://results/bots"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 3
+    result = subprocess.run(
+        [sys.executable, "-m", "job", "submit", "x", "--output", "/tmp/x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 10 and "s3:// output" in result.stderr
+
+
+def test_one_bot_per_user_or_one_for_all() -> None:
+    apart = build_manifest(
+        ["a", "b"], "s3://r/p", base_model="gpt2", together=False, hub_owner=None
+    )
+    assert [[u["handle"] for u in b["users"]] for b in apart["bots"]] == [["a"], ["b"]]
+    assert apart["hub"]["push"] is False
+    together = build_manifest(
+        ["a", "b"], "s3://r/p", base_model="gpt2-xl", together=True, hub_owner="me"
+    )
+    (bot,) = jobs(parse(yaml.safe_dump(together)))
+    assert bot.bot == "a-b" and bot.hub_repo == "me/a-b"
+    assert bot.config.train.base_model == "gpt2-xl"

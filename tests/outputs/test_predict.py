@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from job.config import SamplingConfig, validate
+from job.errors import BadConfig
+from job.outputs.predict import Prediction, flag_memorized, sample
+from job.training.model import build_random, load
+
+TWEETS = [
+    {"id": "1", "text": "The oven spring on this one made me shout in an empty kitchen."},
+    {"id": "2", "text": "Rye bread is just sourdough that has read too much philosophy."},
+]
+
+
+def test_exact_repeat_is_flagged() -> None:
+    preds = [Prediction("My", "rye bread is just sourdough that has read too much philosophy!")]
+    assert flag_memorized(preds, TWEETS, ngram=8) == 1
+    assert preds[0].memorized and preds[0].match["id"] == "2"
+
+
+def test_long_shared_ngram_is_flagged_short_one_is_not() -> None:
+    planted = Prediction("I think", "I think the oven spring on this one made me shout at night")
+    common = Prediction("I think", "I think the oven spring on this loaf was great")
+    other = Prediction("I wish", "I wish for a quiet morning with coffee")
+    assert flag_memorized([planted, common, other], TWEETS, ngram=8) == 1
+    assert planted.memorized and planted.match["text"] == TWEETS[0]["text"]
+    assert not common.memorized and not other.memorized
+    assert flag_memorized([Prediction("I", common.text)], TWEETS, ngram=5) == 1
+
+
+def test_sampling_config_is_checked() -> None:
+    with pytest.raises(BadConfig):
+        validate(SamplingConfig, {"top_p": 0}, "sampling")
+    with pytest.raises(BadConfig):
+        validate(SamplingConfig, {"start_texts": []}, "sampling")
+    with pytest.raises(BadConfig):
+        validate(SamplingConfig, {"ngram": 2}, "sampling")
+
+
+def test_batched_sampling(tmp_path: Path) -> None:
+    texts = ["my dream is bread\nand more bread", "i think that code is fun"] * 40
+    model, tok = load(str(build_random(tmp_path / "t", texts, None, seed=0)), device="cpu")
+    config = SamplingConfig(
+        start_texts=["My dream is", "I think that we"], per_prompt=2, max_length=40
+    )
+    preds = sample(model, tok, config, seed=42)
+    assert [p.prompt for p in preds] == ["My dream is"] * 2 + ["I think that we"] * 2
+    assert all(p.text.startswith(p.prompt) and "\n" not in p.text for p in preds)
+    again = sample(model, tok, config, seed=42)
+    assert [p.text for p in preds] == [p.text for p in again]  # seeded

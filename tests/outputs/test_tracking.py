@@ -1,0 +1,55 @@
+"""W&B tracking: modes, the disabled path that records nothing, lineage kept offline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from job.errors import BadConfig
+from job.outputs.tracking import Tracker, default_mode
+
+
+def test_mode_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert default_mode() == "offline"  # nothing leaves the machine unless asked
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert default_mode() == "online"
+
+
+def test_unknown_mode_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BadConfig, match="W&B mode must be one of"):
+        Tracker("sometimes", "p", "bot", tmp_path)
+
+
+def test_disabled_records_nothing_and_writes_nothing(tmp_path: Path) -> None:
+    tracker = Tracker("disabled", "p", "bot", tmp_path / "bot")
+    with tracker.stage("train", {"a": 1}) as run:
+        run.log({"loss": 1.0})
+        assert tracker.log_artifact(run, "model-bot", "model", [tmp_path], {}) is None
+        assert tracker.table(["a"], [[1]]) is None
+    assert tracker.run_ids == {} and tracker.urls == {}
+    assert not (tmp_path / "bot").exists()
+
+
+@pytest.mark.integration
+def test_offline_artifacts_name_their_parent(tmp_path: Path) -> None:
+    """W&B cannot use_artifact offline: the lineage is kept in each artifact's metadata."""
+    data = tmp_path / "clean.jsonl"
+    data.write_text(json.dumps({"text": "hello"}) + "\n")
+    code = f"""
+from pathlib import Path
+from job.outputs.tracking import Tracker
+t = Tracker("offline", "p", "bot", Path({str(tmp_path / "bot")!r}))
+with t.stage("prepare", {{}}) as run:
+    raw = t.log_artifact(run, "raw-bot", "raw_data", [Path({str(data)!r})], {{"n": 1}})
+    child = t.log_artifact(run, "dataset-bot", "dataset", [Path({str(data)!r})], {{}}, parent=raw)
+print(child.metadata["derived_from"], t.run_ids["prepare"] is not None)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["raw-bot", "True"]
+    assert len(list((tmp_path / "bot" / "wandb").glob("offline-run-*"))) == 1

@@ -1,0 +1,50 @@
+"""The terminal: one console for log lines and bars; plain lines when not a terminal."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+
+from job import console
+
+
+def test_plain_lines_when_stderr_is_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    console.setup_logging(verbose=False)
+    logging.getLogger("job.run").info("train: %.1f s", 2.0)
+    logging.getLogger("job.run").debug("not shown unless verbose")
+    assert capsys.readouterr().err == "INFO train: 2.0 s\n"
+    with console.progress() as bars:
+        bars("training")(1, 10)  # no bar, no error
+        assert bars.progress is None
+
+
+def test_setup_twice_does_not_print_twice(capsys: pytest.CaptureFixture[str]) -> None:
+    console.setup_logging(verbose=False)
+    console.setup_logging(verbose=True)
+    logging.getLogger("job").debug("once")
+    assert capsys.readouterr().err == "DEBUG once\n"
+
+
+def test_log_lines_print_above_one_live_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    screen = io.StringIO()
+    terminal = Console(file=screen, force_terminal=True, width=80)
+    monkeypatch.setattr(console, "console", lambda: terminal)
+    console.setup_logging(verbose=False)
+    with console.progress() as bars:
+        advance = bars("training")
+        logging.getLogger("job.prepare").info("prepare: 0.4 s")  # before any bar: no bar yet
+        assert "training" not in screen.getvalue()
+        advance(3, 10)
+        assert "training" in screen.getvalue() and bars.tasks
+        logging.getLogger("job.run").info("halfway")
+        advance(10, 10)
+        assert not bars.tasks  # the phase is over: its bar goes
+    lines = [ln for ln in screen.getvalue().splitlines() if "halfway" in ln]
+    assert lines and all("training" not in ln for ln in lines)  # the log line stands alone
+    logging.getLogger().handlers = [
+        h for h in logging.getLogger().handlers if not getattr(h, "_huggingtweets", False)
+    ]

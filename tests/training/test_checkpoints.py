@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from job.cloud.storage import LocalStorage
+from job.training.checkpoints import MARKER, Cadence, Checkpoints
+
+
+def test_cadence_by_steps() -> None:
+    due = Cadence(steps=5, seconds=1e9)
+    assert [s for s in range(1, 16) if due(s)] == [5, 10, 15]
+
+
+def test_cadence_by_time() -> None:
+    due = Cadence(steps=0, seconds=0.05)
+    assert not due(1)
+    time.sleep(0.06)
+    assert due(2) and not due(3)  # the clock restarts at each checkpoint
+
+
+def write_checkpoint(folder: Path, step: int, complete: bool) -> None:
+    path = folder / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "model.safetensors").write_bytes(b"w" * step)
+    if complete:
+        (path / MARKER).write_text(json.dumps({"step": step}))
+
+
+def test_latest_ignores_incomplete_and_other_fingerprints(tmp_path: Path) -> None:
+    ck = Checkpoints(tmp_path / "ck", "fp1")
+    ck.remember()
+    write_checkpoint(tmp_path / "ck", 10, complete=True)
+    write_checkpoint(tmp_path / "ck", 20, complete=False)  # cut off by the kill
+    latest = ck.latest()
+    assert latest is not None and latest.name == "checkpoint-10"
+    other = Checkpoints(tmp_path / "ck", "fp2")  # new data or config: never resume those
+    assert other.latest() is None and not (tmp_path / "ck" / "checkpoint-10").exists()
+
+
+def test_mirror_to_storage_and_fetch_on_a_fresh_machine(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path / "s3")
+    first = Checkpoints(tmp_path / "m1", "fp", keep=2, storage=store, prefix="bot/checkpoints")
+    first.remember(wandb_train_run="abc")
+    for step in (10, 20, 30):
+        write_checkpoint(tmp_path / "m1", step, complete=False)
+        first.saved(step)
+    remote = store.list("bot/checkpoints/")
+    assert not any("checkpoint-10/" in k for k in remote)  # only the last two are kept
+    assert "bot/checkpoints/checkpoint-30/_COMPLETE" in remote
+
+    fresh = Checkpoints(tmp_path / "m2", "fp", storage=store, prefix="bot/checkpoints")
+    latest = fresh.latest()
+    assert latest is not None and latest.name == "checkpoint-30"
+    assert (latest / "model.safetensors").read_bytes() == b"w" * 30
+    assert fresh.recall("wandb_train_run") == "abc"
+    fresh.clear()
+    assert store.list("bot/checkpoints/") == [] and not (tmp_path / "m2").exists()

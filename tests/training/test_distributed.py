@@ -1,0 +1,181 @@
+"""Several processes and interruptions: ZeRO-2/3 over gloo on CPU, SIGTERM and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+from job import errors
+from job.cloud.storage import get_json, open_storage
+from tests.helpers import SAMPLE
+
+pytestmark = pytest.mark.integration
+JOB = [
+    "run",
+    "sourdough_sam",
+    "--jsonl",
+    str(SAMPLE),
+    "--base-model",
+    "tiny",
+    "--learning-rate",
+    "3e-3",
+    "--predictions-per-prompt",
+    "1",
+    "--max-length",
+    "24",
+]
+
+
+def env(**extra: str) -> dict[str, str]:
+    # Pretend to be one CPU-only process no matter what launched the tests.
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
+    return {**base, "WANDB_MODE": "offline", **extra}
+
+
+@pytest.mark.parametrize("strategy", ["zero2", "zero3"])
+def test_zero_in_two_processes_saves_a_whole_model(
+    strategy: str, tmp_path: Path, unused_port: int
+) -> None:
+    from transformers import pipeline
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            f"--master_port={unused_port}",
+            "-m",
+            "job",
+            *JOB,
+            "--epochs",
+            "2",
+            "--strategy",
+            strategy,
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"({strategy})" in result.stdout and result.stdout.count("done ") == 1  # rank 0 only
+    job = json.loads((tmp_path / "sourdough_sam" / "job.json").read_text())
+    assert job["result"]["strategy"] == strategy and job["result"]["processes"] == 2
+    assert job["result"]["val_loss"] < job["result"]["base_val_loss"]
+    model_dir = tmp_path / "sourdough_sam" / "model"
+    generator = pipeline("text-generation", model=str(model_dir), device="cpu")
+    weights = generator.model.transformer.h[0].attn.c_attn.weight
+    assert weights.shape == (64, 192) and float(weights.detach().abs().sum()) > 0  # not empty
+    assert generator("Bread is", max_new_tokens=5)[0]["generated_text"].startswith("Bread is")
+
+
+@pytest.fixture
+def unused_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_until(cmd: list[str], ready, environ: dict[str, str], timeout: float = 300):
+    """Start ``cmd``; send SIGTERM once ``ready()`` holds; return the finished process."""
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ
+    )
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "never reached a checkpoint"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, out, err
+
+
+def test_sigterm_checkpoints_and_the_rerun_resumes(tmp_path: Path) -> None:
+    # ~4 steps an epoch: the first checkpoint comes at step 5 of ~64, so SIGTERM lands mid-run
+    args = [sys.executable, "-m", "job", *JOB, "--epochs", "16", "--checkpoint-every", "5"]
+    checkpoints = tmp_path / "a" / "sourdough_sam" / "checkpoints"
+
+    code, _, err = run_until(
+        [*args, "--out", str(tmp_path / "a")],
+        lambda: any(checkpoints.glob("checkpoint-*/_COMPLETE")),
+        env(),
+    )
+    assert code == errors.TRANSIENT, err[-3000:]
+    line = next(ln for ln in err.splitlines() if ln.startswith("error:"))
+    stopped = int(line.split("at step ")[1].split(";")[0])
+    assert (checkpoints / f"checkpoint-{stopped}" / "_COMPLETE").is_file()
+    wandb_run = json.loads((checkpoints / "meta.json").read_text())["wandb_train_run"]
+    assert not (tmp_path / "a" / "sourdough_sam" / "job.json").exists()
+
+    def run_to_the_end(out: Path) -> dict:
+        done = subprocess.run(
+            [*args, "--out", str(out)], capture_output=True, text=True, env=env(), timeout=600
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads((out / "sourdough_sam" / "job.json").read_text())
+
+    job = run_to_the_end(tmp_path / "a")  # resumes from the checkpoint
+    assert job["result"]["resumed_from_step"] == stopped
+    assert job["wandb"]["runs"]["train"] == wandb_run  # the same W&B run goes on
+    assert not checkpoints.exists()  # done: checkpoints are cleaned up
+
+    ref = run_to_the_end(tmp_path / "b")["result"]  # the same training, never stopped
+    assert job["result"]["steps"] == ref["steps"]  # the step count continued, not restarted
+    assert job["result"]["val_loss"] == pytest.approx(ref["val_loss"], rel=1e-5)  # nothing lost
+
+
+def test_spot_interruption_resumes_from_s3_on_a_fresh_machine(s3, tmp_path: Path) -> None:
+    boto3.client("s3").put_object(
+        Bucket="results",
+        Key="jobs/one.yaml",
+        Body=f"""
+version: 1
+output: s3://results/bots
+defaults:
+  base_model: tiny
+  train: {{epochs: 16, learning_rate: 0.003, checkpoint_every: 5}}
+  sampling: {{per_prompt: 1, max_length: 24}}
+wandb: {{mode: disabled}}
+bots:
+  - users: [{{handle: sourdough_sam, source: jsonl, uri: {SAMPLE}}}]
+""".encode(),
+    )
+    storage = open_storage("s3://results/bots")
+    cmd = [sys.executable, "-m", "job", "run", "--manifest", "s3://results/jobs/one.yaml"]
+
+    def checkpoint_in_s3() -> bool:
+        return any(k.endswith("/_COMPLETE") for k in storage.list("sourdough_sam/checkpoints/"))
+
+    code, _, err = run_until(cmd, checkpoint_in_s3, env())
+    assert code == errors.TRANSIENT, err[-3000:]
+    status = get_json(storage, "sourdough_sam/status.json")
+    assert status["state"] == "failed" and "SIGTERM" in status["reason"]
+
+    # The retry runs in a new temporary folder: only S3 has the checkpoint.
+    retry = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env=env(AWS_BATCH_JOB_ATTEMPT="2")
+    )
+    assert retry.returncode == 0, retry.stderr[-3000:]
+    latest = get_json(storage, "sourdough_sam/latest.json")
+    job = json.loads(storage.get_bytes(f"sourdough_sam/{latest['run_id']}/job.json") or b"{}")
+    assert job["result"]["resumed_from_step"] >= 5
+    assert get_json(storage, "sourdough_sam/status.json")["attempt"] == "2"
+    assert storage.list("sourdough_sam/checkpoints/") == []  # cleaned up after success

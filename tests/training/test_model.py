@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from job.errors import BadConfig, InputNotFound
+from job.training.model import (
+    GPT2,
+    GPT2_NAMES,
+    build_random,
+    gpt2_tokenizer,
+    load,
+    resolve_base,
+)
+
+
+def test_gpt2_tokenizer_is_exact(shared: Path) -> None:
+    tok = gpt2_tokenizer(shared / "tokenizers" / "gpt2")
+    assert tok("Hello world")["input_ids"] == [15496, 995]
+    assert tok.convert_tokens_to_ids("<|endoftext|>") == 50256 and len(tok) == 50257
+
+
+def test_tiny_with_gpt2_tokenizer_loads_through_from_pretrained(shared: Path, tmp_path: Path):
+    folder = build_random(tmp_path / "tiny", [], shared / "tokenizers" / "gpt2", seed=0)
+    model, tok = load(str(folder), device="cpu")
+    assert model.config.vocab_size == 50257 and model.config.n_layer == 2
+    assert model.config._attn_implementation == "sdpa"
+    assert tok("Hello world")["input_ids"] == [15496, 995]
+    assert tok.pad_token_id == tok.eos_token_id == 50256
+
+
+@pytest.mark.parametrize("name", GPT2_NAMES)
+def test_gpt2_arch_has_the_published_parameter_count(name: str) -> None:
+    """Random weights for benchmarks (bench --random-init) have each size's exact shape, and
+    the family table's parameter count agrees: built on the meta device, no memory."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    with torch.device("meta"):
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=50257, **GPT2[name].arch))
+    assert model.num_parameters() == GPT2[name].params
+
+
+def test_random_weights_take_the_given_shape(shared: Path, tmp_path: Path) -> None:
+    arch = {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64}
+    folder = build_random(tmp_path / "r", [], shared / "tokenizers" / "gpt2", 0, arch)
+    model, _ = load(str(folder), device="cpu")
+    got = {k: getattr(model.config, k) for k in arch}
+    assert got == arch and model.config.vocab_size == 50257
+
+
+def test_gelu_is_fused_without_changing_the_model(tmp_path: Path) -> None:
+    """load() swaps GPT-2's 8-op GELU for PyTorch's fused one: the same function, so the
+    logits match a plain from_pretrained load (which keeps gelu_new) to float precision."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    folder = build_random(tmp_path / "t", ["bread and butter and code"] * 50, None, seed=0)
+    fast, tok = load(str(folder), device="cpu")
+    plain = AutoModelForCausalLM.from_pretrained(folder)
+    assert plain.config.activation_function == "gelu_new"
+    assert fast.config.activation_function == "gelu_pytorch_tanh"
+    ids = tok(["<|endoftext|>bread and butter and code"] * 2, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(fast(ids).logits, plain(ids).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_tiny_with_trained_tokenizer_roundtrips(tmp_path: Path) -> None:
+    texts = ["bread and butter and code"] * 50 + ["sourdough starter bubbles"] * 50
+    model, tok = load(str(build_random(tmp_path / "t", texts, None, seed=0)), device="cpu")
+    assert tok.eos_token == "<|endoftext|>"
+    ids = tok("<|endoftext|>bread and butter")["input_ids"]
+    assert ids[0] == tok.eos_token_id and tok.decode(ids[1:]) == "bread and butter"
+    assert model.config.vocab_size == len(tok) < 2100
+
+
+def test_same_seed_same_weights(tmp_path: Path) -> None:
+    a, _ = load(str(build_random(tmp_path / "a", ["x y z"] * 20, None, seed=3)), device="cpu")
+    b, _ = load(str(build_random(tmp_path / "b", ["x y z"] * 20, None, seed=3)), device="cpu")
+    c, _ = load(str(build_random(tmp_path / "c", ["x y z"] * 20, None, seed=4)), device="cpu")
+    wa, wb, wc = (m.transformer.h[0].attn.c_attn.weight for m in (a, b, c))
+    assert wa.equal(wb) and not wa.equal(wc)
+
+
+def test_resolve_base(tmp_path: Path) -> None:
+    assert resolve_base("gpt2-xl", tmp_path, [], None, 0) == "openai-community/gpt2-xl"
+    assert resolve_base("someone/gpt2-tweets", tmp_path, [], None, 0) == "someone/gpt2-tweets"
+    with pytest.raises(BadConfig, match="use tiny"):
+        resolve_base("gpt5", tmp_path, [], None, 0)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputNotFound, match=r"no config\.json"):
+        resolve_base(str(tmp_path / "empty"), tmp_path, [], None, 0)
+    with pytest.raises(InputNotFound, match=r"vocab\.json"):
+        resolve_base("tiny", tmp_path, [], tmp_path / "empty", 0)
+    (tmp_path / "empty" / "config.json").write_text("{}")
+    assert resolve_base(str(tmp_path / "empty"), tmp_path, [], None, 0) == str(tmp_path / "empty")

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from job.errors import BadConfig
+from job.training.model import build_random, load
+from job.training.strategy import GIB, choose, shape_of
+
+TOKENS = 8 * 256
+
+
+@pytest.mark.parametrize(
+    ("model", "gpus", "gib", "expected"),
+    [
+        ("gpt2", 0, 0, "ddp"),
+        ("gpt2", 1, 80, "ddp"),
+        ("gpt2-xl", 1, 80, "ddp"),  # 16 B/param x 1.56 B = 25 GB: fits an H100 whole
+        ("gpt2-xl", 1, 24, "zero3-offload"),  # one 24 GB GPU: nothing but offload fits
+        ("gpt2-xl", 4, 24, "zero2"),  # ddp needs ~28 GiB, zero2 ~13
+        ("gpt2-xl", 8, 10, "zero3"),  # zero2 ~10.4 GiB > 8.5 usable; zero3 ~7.9 (5.3 activations)
+        ("gpt2-xl", 2, 4, "zero3-offload"),
+    ],
+)
+def test_auto_prefers_the_fastest_that_fits(model, gpus, gib, expected) -> None:
+    choice = choose("auto", shape_of(model), gpus=gpus, gpu_bytes=gib * GIB, tokens_per_gpu=TOKENS)
+    assert choice.strategy == expected, choice.reason
+    assert choice.reason
+
+
+def test_estimates_follow_the_zero_paper() -> None:
+    need = choose(
+        "auto", shape_of("gpt2-xl"), gpus=4, gpu_bytes=80 * GIB, tokens_per_gpu=0
+    ).per_gpu_bytes
+    n = 1_557_611_200
+    assert need["ddp"] == 16 * n and need["zero2"] == 2 * n + 14 * n / 4
+    assert need["zero3"] == 4 * n and need["ddp"] > need["zero2"] > need["zero3"]
+
+
+def test_asked_for_is_kept_and_unknown_refused() -> None:
+    assert choose("zero3", shape_of("gpt2"), gpus=0, gpu_bytes=0, tokens_per_gpu=1).strategy == (
+        "zero3"
+    )
+    with pytest.raises(BadConfig):
+        choose("zero4", shape_of("gpt2"), gpus=0, gpu_bytes=0, tokens_per_gpu=1)
+
+
+def test_shape_from_config_matches_the_real_model(tmp_path: Path) -> None:
+    model, _ = load(str(build_random(tmp_path / "t", ["a b c"] * 30, None, 0)), device="cpu")
+    assert shape_of("tiny", model.config.to_dict()).params == pytest.approx(
+        model.num_parameters(), rel=0.02
+    )
+
+
+def test_shipped_deepspeed_configs() -> None:
+    shape = shape_of("gpt2")
+    assert (
+        choose("ddp", shape, gpus=1, gpu_bytes=GIB, tokens_per_gpu=1).deepspeed_config(cpu=False)
+        is None
+    )
+    z3 = choose("zero3", shape, gpus=2, gpu_bytes=GIB, tokens_per_gpu=1).deepspeed_config(cpu=False)
+    assert z3["zero_optimization"]["stage"] == 3
+    assert z3["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+    assert z3["train_micro_batch_size_per_gpu"] == "auto" and "scheduler" not in z3
+    off = choose("zero3-offload", shape, gpus=2, gpu_bytes=GIB, tokens_per_gpu=1)
+    cfg = off.deepspeed_config(cpu=True)
+    assert cfg["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert cfg["optimizer"]["params"]["torch_adam"] is True and "bf16" not in cfg
+    z2 = choose("zero2", shape, gpus=2, gpu_bytes=GIB, tokens_per_gpu=1).deepspeed_config(cpu=False)
+    assert z2["zero_optimization"]["stage"] == 2 and "torch_adam" not in z2["optimizer"]["params"]

@@ -1,0 +1,53 @@
+"""Fine-tuning's own logic: the strategy on CPU, the loss measurement, the result."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from job.config import TrainConfig
+from job.training.model import build_random, load
+from job.training.train import TrainResult, mean_loss, pick_strategy
+
+
+def test_cpu_trains_plain_data_parallel() -> None:
+    choice = pick_strategy(TrainConfig(base_model="gpt2-xl"), {}, 256, 1)
+    assert choice.strategy == "ddp" and "no GPU" in choice.reason
+    asked = pick_strategy(TrainConfig(base_model="gpt2", strategy="zero3"), {}, 256, 1)
+    assert (asked.strategy, asked.reason) == ("zero3", "asked for")
+
+
+def test_mean_loss_is_the_models_own_loss(tmp_path: Path) -> None:
+    import torch
+
+    texts = ["bread is good and rye is better"] * 50
+    model, _ = load(str(build_random(tmp_path / "m", texts, None, seed=0)), device="cpu")
+    blocks = torch.randint(0, 100, (5, 16))
+    model.eval()
+    with torch.no_grad():
+        expected = float(model(input_ids=blocks, labels=blocks).loss)
+    model.train()
+    assert mean_loss(model, blocks, batch_size=2) == pytest.approx(expected, rel=1e-5)
+    assert model.training  # measured in eval mode, then put back as it was
+    assert math.isnan(mean_loss(model, blocks[:0], batch_size=2))
+
+
+def test_result_reports_both_perplexities() -> None:
+    result = TrainResult(
+        base_val_loss=2.0,
+        val_loss=1.0,
+        train_loss=1.2,
+        steps=10,
+        train_tokens=1000,
+        block_size=128,
+        seconds=2.0,
+        tokens_per_second=500.0,
+        precision="fp32",
+        device="cpu",
+    )
+    summary = result.summary()
+    assert summary["perplexity"] == pytest.approx(math.e)
+    assert summary["base_perplexity"] == pytest.approx(math.e**2)
+    assert summary["steps"] == 10 and summary["strategy"] == "ddp"
