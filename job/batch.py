@@ -37,6 +37,17 @@ def load_manifest(uri: str) -> Manifest:
     return parse_manifest(text, uri)
 
 
+def output_of(manifest: str | None, output: str | None) -> tuple[str, list[str] | None]:
+    """The output prefix given by ``--output`` or by a manifest, and the manifest's bots."""
+    if (manifest is None) == (output is None):
+        raise BadConfig("give --manifest or --output")
+    if manifest is None:
+        assert output is not None
+        return output, None
+    loaded = load_manifest(manifest)
+    return loaded.output, [j.bot for j in jobs(loaded)]
+
+
 def array_index(given: int | None) -> int | None:
     if given is not None:
         return given

@@ -58,15 +58,19 @@ def setup_logging(verbose: bool) -> None:
 
 class Bars:
     """Progress bars by phase name; ``bars("training")`` is an ``Advance`` callback that shows
-    a bar from its first call (when the total is known) until ``done == total``."""
+    a bar from its first call (when the total is known) until ``done == total``, or None
+    when there is no terminal to show it on (then nothing is even computed for it)."""
 
     def __init__(self, progress: Any) -> None:
         self.progress = progress
         self.tasks: dict[str, Any] = {}
 
-    def __call__(self, name: str) -> Advance:
+    def __call__(self, name: str) -> Advance | None:
+        if self.progress is None:
+            return None
+
         def advance(done: int, total: int) -> None:
-            if self.progress is None or total <= 0:
+            if total <= 0:
                 return
             if name not in self.tasks:
                 self.tasks[name] = self.progress.add_task(name, total=total)

@@ -45,7 +45,8 @@ from job.training.model import EOS
 from job.training.train import TrainResult
 
 log = logging.getLogger(__name__)
-Progress = Callable[[str], Callable[[int, int], None]]  # console.Bars: a bar per phase name
+# console.Bars: a bar per phase name, or None where there is no terminal to draw it on
+Progress = Callable[[str], Callable[[int, int], None] | None]
 
 
 @dataclass
@@ -56,6 +57,16 @@ class RunResult:
     predictions: list[Prediction]
     flagged: int
     timings: dict[str, float]
+
+    def line(self) -> str:
+        """What ``huggingtweets run`` prints on stdout when it is done."""
+        t = self.train
+        return (
+            f"done {self.bot}: validation perplexity {t.base_perplexity:.1f} ->"
+            f" {t.perplexity:.1f}, {self.flagged}/{len(self.predictions)} predictions memorized,"
+            f" {t.tokens_per_second:,.0f} tokens/s ({t.strategy}), {self.timings['total']:.0f} s"
+            f" -> {self.model_dir}"
+        )
 
 
 class Phases:
@@ -95,6 +106,7 @@ class State:
     result: TrainResult | None = None
     predictions: list[Prediction] = field(default_factory=list)
     flagged: int = 0
+    progress: Progress | None = None
 
     @property
     def staged(self) -> Path:
@@ -114,6 +126,7 @@ def run(
     None once they have trained and saved.
     """
     state = setup(job, out)
+    state.progress = progress
     prepare_data(state, sources)
     load_base(state)
     checkpoints = Checkpoints(
@@ -131,7 +144,7 @@ def run(
             checkpoints.remember(
                 **({"wandb_train_run": wb.id} if state.wandb_mode != "disabled" else {})
             )
-        train(state, wb, checkpoints, resume, progress)
+        train(state, wb, checkpoints, resume)
         if not state.main:
             return None
         checkpoints.clear()  # the model is saved: they were only for resuming
@@ -216,9 +229,7 @@ def load_base(state: State) -> None:
     state.base, state.texts = name, texts
 
 
-def train(
-    state: State, wb: Any, checkpoints: Checkpoints, resume: Path | None, progress: Progress | None
-) -> None:
+def train(state: State, wb: Any, checkpoints: Checkpoints, resume: Path | None) -> None:
     """Load the base on every rank, fine-tune, save the consolidated model to ``staged``."""
     from job.training import distributed
     from job.training.model import load
@@ -238,7 +249,7 @@ def train(
             state.job.config.train,
             state.work,
             on_log=lambda logs, step: wb.log(logs, step=step),
-            on_step=progress("training") if progress and state.main else None,
+            on_step=state.progress("training") if state.progress and state.main else None,
             checkpoints=checkpoints,
             resume=resume,
         )
@@ -262,7 +273,11 @@ def predict(state: State) -> None:
             unset_hf_deepspeed_config()  # else from_pretrained would partition it again
             state.model, state.tokenizer = load(str(state.staged), device=state.device)
         state.predictions = sample(
-            state.model, state.tokenizer, sampling, seed=state.job.config.train.seed
+            state.model,
+            state.tokenizer,
+            sampling,
+            seed=state.job.config.train.seed,
+            on_token=state.progress("sampling") if state.progress else None,
         )
         state.flagged = flag_memorized(
             state.predictions, [asdict(t) for t in state.data.tweets], sampling.ngram
@@ -275,7 +290,7 @@ def write_card(state: State) -> None:
 
     assert state.data is not None and state.result is not None
     with state.phases("card"):
-        card.write(
+        context = card.context(
             state.staged,
             state.data,
             state.job,
@@ -285,6 +300,7 @@ def write_card(state: State) -> None:
             wandb_url=state.tracker.urls.get("train"),
             versions=versions(),
         )
+        card.write(state.staged, context, state.data.data_dir)
         replace_dir(state.staged, state.bot_dir / "model")
         shutil.rmtree(state.work, ignore_errors=True)
 

@@ -229,7 +229,8 @@ def app():
     command()
 cli.app = app
 sys.argv = ["huggingtweets", *{args!r}]
-cli.main()
+from job.__main__ import main
+main()
 """
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120

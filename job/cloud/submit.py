@@ -50,6 +50,18 @@ class Submission:
             )
         return "follow with:\n  " + "\n  ".join(how)
 
+    def lines(self, dry_run: bool) -> str:
+        """What ``huggingtweets submit`` prints: what it would submit, or what it did."""
+        if dry_run:
+            manifest = yaml.safe_dump(self.manifest, sort_keys=False)
+            text = f"# manifest, to be written to {self.manifest_uri}\n{manifest}"
+            return text + (f"---\n{self.rendered}" if self.rendered else "")
+        bots = len(self.manifest["bots"])
+        return (
+            f"submitted {bots} bot{'s' if bots > 1 else ''} to {self.target}: {self.job}\n"
+            + self.follow()
+        )
+
 
 def build_manifest(
     users: list[str], output: str, *, base_model: str, together: bool, hub_owner: str | None

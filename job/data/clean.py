@@ -50,6 +50,14 @@ class Prepared:
     tweets: list[CleanTweet]
     stats: dict[str, Any]
 
+    def line(self) -> str:
+        """What ``huggingtweets prepare`` prints on stdout."""
+        total = self.stats["total"]
+        return (
+            f"prepared {self.bot}: {total['used']} tweets, {total['characters']} characters"
+            f" -> {self.data_dir}"
+        )
+
 
 @dataclass
 class UserStats:

@@ -79,27 +79,16 @@ def render(context: dict[str, Any]) -> str:
     )
 
 
-def write(
-    folder: Path,
-    data: Prepared,
-    job: BotJob,
-    result: TrainResult,
-    predictions: list[Prediction],
-    flagged: int,
-    *,
-    wandb_url: str | None,
-    versions: dict[str, str],
-) -> None:
-    """The card (``README.md``) and ``predictions.png`` into the model folder, with avatars."""
+def write(folder: Path, context: dict[str, Any], data_dir: Path) -> None:
+    """The card (``README.md``) and ``predictions.png`` into the model folder."""
     from job.outputs import thumbnail
 
-    ctx = context(folder, data, job, result, predictions, flagged, wandb_url, versions)
+    predictions, per = context["predictions"], context["sampling"]["per_prompt"]
     # One prediction per start text first, then the rest; never a memorized one if avoidable.
-    per = job.config.sampling.per_prompt
     ordered = predictions[::per] + [p for i, p in enumerate(predictions) if i % per]
     shown = [p.text for p in ordered if not p.memorized] or [p.text for p in ordered]
-    thumbnail.render(folder / "predictions.png", ctx["users"], shown, data.data_dir)
-    (folder / "README.md").write_text(render(ctx), encoding="utf-8")
+    thumbnail.render(folder / "predictions.png", context["users"], shown, data_dir)
+    (folder / "README.md").write_text(render(context), encoding="utf-8")
 
 
 def context(

@@ -13,9 +13,9 @@ don't match, short enough to catch a copied sentence).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from job.config import SamplingConfig
 
@@ -38,6 +38,7 @@ def sample(
     tokenizer: PreTrainedTokenizerBase,
     config: SamplingConfig,
     seed: int,
+    on_token: Callable[[int, int], None] | None = None,  # (tokens sampled, at most)
 ) -> list[Prediction]:
     import torch
 
@@ -54,6 +55,9 @@ def sample(
     torch.manual_seed(seed)
     was_training = model.training
     model.eval()
+    prompt = batch["input_ids"].shape[1]
+    total = max(max_length, prompt + 1) - prompt
+    ticks = _ticks(on_token, prompt, total) if on_token else None
     with torch.inference_mode():
         out = model.generate(  # type: ignore[operator]
             **batch,
@@ -64,7 +68,10 @@ def sample(
             # and giving both makes transformers warn on every run.
             max_length=max(max_length, batch["input_ids"].shape[1] + 1),  # prompt included
             pad_token_id=tokenizer.pad_token_id,
+            stopping_criteria=ticks,
         )
+    if on_token:
+        on_token(total, total)  # done, even when every sequence ended early
     model.train(was_training)
     torch.random.set_rng_state(generator_state)
     new = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
@@ -72,6 +79,20 @@ def sample(
         Prediction(prompt=p, text=first_line(p + cont))
         for p, cont in zip(prompts, new, strict=True)
     ]
+
+
+def _ticks(on_token: Callable[[int, int], None], prompt: int, total: int) -> Any:
+    """A stopping criterion that never stops: it reports each sampled token (a progress bar).
+    It reads only the tensor's shape, so it costs no device sync."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Ticks(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            on_token(min(input_ids.shape[1] - prompt, total), total)
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([Ticks()])
 
 
 def first_line(text: str) -> str:

@@ -120,6 +120,7 @@ class TwitterAPI:
                 "name": user.name,
                 "protected": user.protected,
                 "description": "bio",
+                "public_metrics": {"tweet_count": len(user.tweets)},
                 "profile_image_url": f"https://pbs.twimg.com/profile_images/{user.id}/a_normal.jpg",
             }
         }

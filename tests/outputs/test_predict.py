@@ -51,3 +51,17 @@ def test_batched_sampling(tmp_path: Path) -> None:
     assert all(p.text.startswith(p.prompt) and "\n" not in p.text for p in preds)
     again = sample(model, tok, config, seed=42)
     assert [p.text for p in preds] == [p.text for p in again]  # seeded
+
+
+def test_sampling_reports_its_tokens_for_a_progress_bar(tmp_path: Path) -> None:
+    texts = ["my dream is bread\nand more bread", "i think that code is fun"] * 40
+    model, tok = load(str(build_random(tmp_path / "t", texts, None, seed=0)), device="cpu")
+    config = SamplingConfig(start_texts=["My dream is"], per_prompt=2, max_length=24)
+    ticks: list[tuple[int, int]] = []
+    with_bar = sample(model, tok, config, seed=42, on_token=lambda d, t: ticks.append((d, t)))
+    prompt = len(tok(tok.eos_token + "My dream is", add_special_tokens=False)["input_ids"])
+    total = 24 - prompt
+    assert ticks[-1] == (total, total)  # the bar closes
+    done = [d for d, _ in ticks]
+    assert done == sorted(done) and {t for _, t in ticks} == {total}
+    assert [p.text for p in with_bar] == [p.text for p in sample(model, tok, config, seed=42)]

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -61,11 +62,15 @@ def user_specs(
 
 
 def sources_for(
-    users: list[UserSpec], inputs: Path | None = None, fetch: bool = True
+    users: list[UserSpec],
+    inputs: Path | None = None,
+    fetch: bool = True,
+    bars: Callable[[str], Callable[[int, int], None] | None] | None = None,
 ) -> dict[str, TweetSource]:
     """A source for each user, by handle. With ``fetch``, local files are checked now (before
     the run's seconds of imports) and S3 inputs are downloaded into ``inputs``; without it
-    (ranks other than 0, which never read the tweets) nothing is touched."""
+    (ranks other than 0, which never read the tweets) nothing is touched. ``bars`` gives the
+    API a progress bar (console.Bars)."""
     sources: dict[str, TweetSource] = {}
     api: TweetSource | None = None
     for user in users:
@@ -73,7 +78,7 @@ def sources_for(
             if api is None:
                 from job.data.sources.api import ApiSource
 
-                api = ApiSource()
+                api = ApiSource(progress=bars("tweets fetched") if bars else None)
             sources[user.handle] = api
             continue
         assert user.uri is not None

@@ -33,7 +33,7 @@ TWITTER_HOST = "https://api.twitter.com"
 MAX_TWEETS = 3200  # the v2 user timeline serves the newest 3,200 and no more
 PAGE_SIZE = 100  # the endpoint's maximum max_results
 TWEET_FIELDS = ["created_at", "lang", "entities", "referenced_tweets", "note_tweet"]
-USER_FIELDS = ["name", "profile_image_url", "protected"]
+USER_FIELDS = ["name", "profile_image_url", "protected", "public_metrics"]
 
 
 class RedirectAdapter(HTTPAdapter):
@@ -62,6 +62,7 @@ class ApiSource:
         max_wait: float = 900.0,  # one rate-limit window is 15 minutes
         max_retries: int = 5,
         sleep: Callable[[float], None] = time.sleep,
+        progress: Callable[[int, int], None] | None = None,  # (tweets fetched, expected)
     ) -> None:
         import tweepy
 
@@ -77,6 +78,7 @@ class ApiSource:
         self.max_wait = max_wait
         self.max_retries = max_retries
         self.sleep = sleep
+        self.progress = progress
 
     def fetch(self, handle: str) -> UserTweets:
         import tweepy
@@ -94,6 +96,10 @@ class ApiSource:
             avatar=Avatar(url=avatar_url.replace("_normal.", "_400x400.")) if avatar_url else None,
         )
         tweets: list[Tweet] = []
+        # The account's tweet count (retweets and replies included) bounds what the timeline
+        # serves; unknown (0) means no progress bar.
+        metrics = getattr(user.data, "public_metrics", None) or {}
+        expected = min(self.max_tweets, int(metrics.get("tweet_count") or 0))
         pages = tweepy.Paginator(
             self._retrying(self.client.get_users_tweets),
             user.data.id,
@@ -108,6 +114,10 @@ class ApiSource:
                     raise AccountProtected(f"@{handle}: {detail}")
                 raise AccountNotFound(f"@{handle}: {detail}")
             tweets.extend(_tweet(profile.handle, t) for t in page.data or [])
+            if self.progress and expected:
+                self.progress(min(len(tweets), expected), expected)
+        if self.progress and expected:
+            self.progress(expected, expected)  # done, whatever the count said
         return UserTweets(
             profile=profile, tweets=tweets[: self.max_tweets], source="Twitter API v2"
         )

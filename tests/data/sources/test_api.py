@@ -45,6 +45,16 @@ def test_paginates_through_the_timeline(api: TwitterAPI) -> None:
     assert got.profile.avatar.url == "https://pbs.twimg.com/profile_images/7/a_400x400.jpg"
 
 
+def test_reports_tweets_fetched_against_the_accounts_count(api: TwitterAPI) -> None:
+    api.add(user_with(250))
+    calls: list[tuple[int, int]] = []
+    source(api, progress=lambda done, total: calls.append((done, total))).fetch("writer")
+    assert calls == [(100, 250), (200, 250), (250, 250), (250, 250)]
+    capped: list[tuple[int, int]] = []
+    source(api, max_tweets=150, progress=lambda d, t: capped.append((d, t))).fetch("writer")
+    assert capped[-1] == (150, 150) and all(t == 150 for _, t in capped)
+
+
 def test_stops_at_the_api_limit(api: TwitterAPI) -> None:
     api.add(user_with(450))
     got = source(api, max_tweets=300).fetch("writer")

@@ -1,0 +1,143 @@
+"""The command line's side of the config: a Typer option per config field, and the job spec
+(``BotJob``) of a command line, the same one a one-bot manifest makes.
+
+Each option's flag, type, default and help come from the field (job/config.py), so adding a
+field adds its flag. A command gets only the options given on the command line, as
+``overrides``: they win over a ``--config`` file, whose values win over the defaults.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from job import config, errors
+from job.config import BotJob, Section, UserSpec, describe, flag
+
+PANELS = {
+    "clean": "Cleaning",
+    "prepare": "Data",
+    "train": "Training",
+    "sampling": "Predictions",
+    "wandb": "Weights & Biases",
+}
+
+
+def config_flags(sections: tuple[str, ...]) -> list[tuple[str, str, str, Any]]:
+    """(section, field, flag, pydantic field) for every config field the command takes."""
+    flags = []
+    for section in sections:
+        model = config.JobConfig.model_fields[section].annotation  # looked up now: tests swap it
+        assert isinstance(model, type) and issubclass(model, Section)
+        for name, field in model.model_fields.items():
+            flags.append((section, name, flag(model, name), field))
+    return flags
+
+
+def _option(section: str, name: str, flag: str, field: Any) -> inspect.Parameter:
+    """A Typer option for a config field: its type, default and help come from the field."""
+    annotation, default = field.annotation, field.get_default(call_default_factory=True)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    optional = type(None) in typing.get_args(annotation)
+    inner = args[0] if optional else annotation
+    help_text = describe(field)
+    if typing.get_origin(inner) is Literal:
+        inner = str
+    elif typing.get_origin(inner) is list:
+        inner, default, optional = list[str], None, True
+        help_text += " Repeatable."
+    decls = [f"--{flag}/--no-{flag}"] if inner is bool else [f"--{flag}"]
+    option = typer.Option(*decls, help=help_text, rich_help_panel=PANELS[section])
+    return inspect.Parameter(
+        f"{section}__{name}",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=default,
+        annotation=Annotated[inner | None if optional else inner, option],
+    )
+
+
+def with_config_options(sections: tuple[str, ...]) -> Callable[[Callable[..., Any]], Any]:
+    """Add an option per config field of ``sections``; the command gets the ones given on the
+    command line as ``overrides`` ({section: {field: value}})."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        hints = typing.get_type_hints(func, include_extras=True)
+        fixed = [
+            p.replace(annotation=hints[p.name])
+            for p in inspect.signature(func).parameters.values()
+            if p.name != "overrides"
+        ]
+        generated = [_option(*f) for f in config_flags(sections)]
+
+        @functools.wraps(func)
+        def command(ctx: typer.Context, **kwargs: Any) -> Any:
+            overrides: dict[str, dict[str, Any]] = {}
+            for param in generated:
+                value = kwargs.pop(param.name)
+                source = ctx.get_parameter_source(param.name)
+                # by name: Typer ships its own copy of Click and its ParameterSource enum
+                if source is not None and source.name == "COMMANDLINE":
+                    section, name = param.name.split("__")
+                    overrides.setdefault(section, {})[name] = value
+            return func(ctx, overrides=overrides, **kwargs)
+
+        params = fixed + generated
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
+
+
+# Options every bot command shares
+Users = Annotated[list[str], typer.Argument(help="Twitter handles, one bot for all of them.")]
+Out = Annotated[Path, typer.Option(help="Output folder; the bot's files go to OUT/<bot>/.")]
+Archive = Annotated[
+    list[str] | None,
+    typer.Option(help="Twitter archive (.zip or folder): PATH, or HANDLE=PATH per user."),
+]
+Jsonl = Annotated[
+    list[str] | None,
+    typer.Option(help="Tweets as JSONL or CSV ('text' per record): PATH or HANDLE=PATH."),
+]
+Api = Annotated[bool, typer.Option("--api", help="Users without a file source: Twitter API v2.")]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", help="YAML with config sections (as in a manifest); flags win."),
+]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v")]
+
+
+def bot_job_from_args(
+    users: list[str],
+    archives: list[str],
+    jsonls: list[str],
+    api: bool,
+    config_file: Path | None,
+    overrides: dict[str, dict[str, Any]],
+    hub_repo: str | None = None,
+) -> BotJob:
+    """The BotJob of a command line: the same one a one-bot manifest makes."""
+    from job.data.sources import user_specs
+
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        if not config_file.is_file():
+            raise errors.InputNotFound(f"--config {config_file}: no such file")
+        loaded = config.load_yaml(config_file.read_text(encoding="utf-8"), str(config_file))
+        if not isinstance(loaded, dict):
+            raise errors.BadConfig(f"{config_file}: expected a mapping of config sections")
+        data = loaded
+    for section, values in overrides.items():
+        base = data.get(section)
+        data[section] = {**(base if isinstance(base, dict) else {}), **values}
+    where = str(config_file) if config_file else "options"
+    job_config = config.validate(config.JobConfig, data, where)
+    specs: list[UserSpec] = user_specs(users, archives, jsonls, api)
+    return config.bot_job(specs, job_config, hub_repo)
