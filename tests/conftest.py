@@ -49,11 +49,14 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> FakeHub:
     return _HUB
 
 
+# moto starts now, as its own process, and is waited for by the first test that uses it.
+_MOTO = MotoS3().start()
+
+
 @pytest.fixture(scope="session")
 def _moto():
-    server = MotoS3().start()
-    yield server
-    server.stop()
+    yield _MOTO.wait()
+    _MOTO.stop()
 
 
 @pytest.fixture

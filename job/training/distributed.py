@@ -9,6 +9,7 @@ by a shared disk, so this works across nodes too.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,11 +47,17 @@ def init() -> Ranks:
     return r
 
 
+def _group() -> Any:
+    """torch.distributed when a process group is up, else None. Never imported means no group,
+    and a single process need not pay torch's ~2 s import to find that out."""
+    dist = sys.modules.get("torch.distributed")
+    return dist if dist is not None and dist.is_available() and dist.is_initialized() else None
+
+
 def share(value: Any) -> Any:
     """Rank 0's ``value`` on every rank (others pass anything, e.g. None)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
+    dist = _group()
+    if dist is None:
         return value
     box = [value]
     dist.broadcast_object_list(box, src=0)
@@ -58,7 +65,6 @@ def share(value: Any) -> Any:
 
 
 def barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
+    dist = _group()
+    if dist is not None:
         dist.barrier()

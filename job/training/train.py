@@ -103,7 +103,10 @@ def finetune(
     set_seed(config.seed)
     block_size = min(config.block_size, model.config.n_positions)
     world = int(os.environ.get("WORLD_SIZE", 1))
-    choice = pick_strategy(config, model.config.to_dict(), block_size, world)
+    gpu_bytes = torch.cuda.get_device_properties(0).total_memory if cuda else 0
+    choice = pick_strategy(
+        config, model.config.to_dict(), block_size, world if cuda else 0, gpu_bytes
+    )
     log.info("strategy %s: %s", choice.strategy, choice.reason)
     blocks = make_blocks(texts, tokenizer, block_size, config.val_fraction, config.seed)
     steps_per_epoch = math.ceil(len(blocks.train) / (config.batch_size * config.grad_accum * world))
@@ -208,17 +211,14 @@ def finetune(
 
 
 def pick_strategy(
-    config: TrainConfig, model_config: dict[str, Any], block_size: int, world: int
+    config: TrainConfig, model_config: dict[str, Any], block_size: int, gpus: int, gpu_bytes: int
 ) -> Choice:
-    import torch
-
-    gpus = world if torch.cuda.is_available() else 0
-    memory = torch.cuda.get_device_properties(0).total_memory if gpus else 0
+    """The strategy for ``gpus`` GPUs of ``gpu_bytes`` each (0 GPUs: the CPU)."""
     return choose(
         config.strategy,
         shape_of(config.base_model, model_config),
         gpus=gpus,
-        gpu_bytes=memory,
+        gpu_bytes=gpu_bytes,
         tokens_per_gpu=config.batch_size * block_size,
     )
 

@@ -7,14 +7,18 @@ import pytest
 from job.cloud import hub as hub_module
 from job.cloud.hub import push_to_hub as push
 from job.errors import BadConfig, CredentialsError, TransientError
-from job.training.model import build_random
 
 CARD = "---\ntags:\n- huggingtweets\nlanguage: en\n---\n\n# a bot\n"
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = build_random(tmp_path_factory.mktemp("m") / "model", ["a b c d"] * 30, None, seed=0)
+    """A model folder as the job leaves it, with stand-in bytes: the Hub never loads it."""
+    folder = tmp_path_factory.mktemp("m") / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(bytes(range(256)) * 64)  # LFS, by its suffix
+    (folder / "config.json").write_text('{"model_type": "gpt2"}')
+    (folder / "tokenizer.json").write_text("{}")
     (folder / "README.md").write_text(CARD)
     return folder
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import http.client
-import logging
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -23,20 +26,44 @@ HOP_BY_HOP = {
 
 
 class MotoS3:
-    def __init__(self) -> None:
-        from moto.server import ThreadedMotoServer
+    """moto's S3 and Batch in server mode, as its own process on 127.0.0.1.
 
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    ``start`` returns at once: the server imports its backends on the other core while the
+    tests that need no S3 run, and ``wait`` blocks only until it answers.
+    """
 
     def start(self) -> MotoS3:
-        self.server.start()
-        host, port = self.server.get_host_and_port()
-        self.url = f"http://{host}:{port}"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.ready = False
+        return self
+
+    def wait(self, timeout: float = 60) -> MotoS3:
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while not self.ready:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"moto server exited with {self.process.returncode}")
+            try:
+                requests.get(f"{self.url}/moto-api/", timeout=5)
+                self.ready = True
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         return self
 
     def stop(self) -> None:
-        self.server.stop()
+        self.process.terminate()
+        self.process.wait(timeout=10)
 
     def reset(self) -> None:
         import requests

@@ -9,6 +9,9 @@ from job.errors import BadConfig
 from job.outputs.predict import Prediction, flag_memorized, sample
 from job.training.model import build_random, load
 
+# Loads transformers and builds models through it: ~5 s of imports, so not the unit tier.
+MODEL = pytest.mark.integration
+
 TWEETS = [
     {"id": "1", "text": "The oven spring on this one made me shout in an empty kitchen."},
     {"id": "2", "text": "Rye bread is just sourdough that has read too much philosophy."},
@@ -40,6 +43,7 @@ def test_sampling_config_is_checked() -> None:
         validate(SamplingConfig, {"ngram": 2}, "sampling")
 
 
+@MODEL
 def test_batched_sampling(tmp_path: Path) -> None:
     texts = ["my dream is bread\nand more bread", "i think that code is fun"] * 40
     model, tok = load(str(build_random(tmp_path / "t", texts, None, seed=0)), device="cpu")
@@ -53,6 +57,7 @@ def test_batched_sampling(tmp_path: Path) -> None:
     assert [p.text for p in preds] == [p.text for p in again]  # seeded
 
 
+@MODEL
 def test_sampling_reports_its_tokens_for_a_progress_bar(tmp_path: Path) -> None:
     texts = ["my dream is bread\nand more bread", "i think that code is fun"] * 40
     model, tok = load(str(build_random(tmp_path / "t", texts, None, seed=0)), device="cpu")

@@ -8,6 +8,9 @@ from job.errors import NotEnoughData
 from job.training.blocks import make_blocks
 from job.training.model import gpt2_tokenizer
 
+# GPT-2's tokenizer through transformers: ~5 s of imports, so not the unit tier.
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def tokenizer(shared: Path):

@@ -14,13 +14,18 @@ from job.training.model import (
     resolve_base,
 )
 
+# Loads transformers and builds models through it: ~5 s of imports, so not the unit tier.
+MODEL = pytest.mark.integration
 
+
+@MODEL
 def test_gpt2_tokenizer_is_exact(shared: Path) -> None:
     tok = gpt2_tokenizer(shared / "tokenizers" / "gpt2")
     assert tok("Hello world")["input_ids"] == [15496, 995]
     assert tok.convert_tokens_to_ids("<|endoftext|>") == 50256 and len(tok) == 50257
 
 
+@MODEL
 def test_tiny_with_gpt2_tokenizer_loads_through_from_pretrained(shared: Path, tmp_path: Path):
     folder = build_random(tmp_path / "tiny", [], shared / "tokenizers" / "gpt2", seed=0)
     model, tok = load(str(folder), device="cpu")
@@ -30,6 +35,7 @@ def test_tiny_with_gpt2_tokenizer_loads_through_from_pretrained(shared: Path, tm
     assert tok.pad_token_id == tok.eos_token_id == 50256
 
 
+@MODEL
 @pytest.mark.parametrize("name", GPT2_NAMES)
 def test_gpt2_arch_has_the_published_parameter_count(name: str) -> None:
     """Random weights for benchmarks (bench --random-init) have each size's exact shape, and
@@ -42,6 +48,7 @@ def test_gpt2_arch_has_the_published_parameter_count(name: str) -> None:
     assert model.num_parameters() == GPT2[name].params
 
 
+@MODEL
 def test_random_weights_take_the_given_shape(shared: Path, tmp_path: Path) -> None:
     arch = {"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64}
     folder = build_random(tmp_path / "r", [], shared / "tokenizers" / "gpt2", 0, arch)
@@ -50,6 +57,7 @@ def test_random_weights_take_the_given_shape(shared: Path, tmp_path: Path) -> No
     assert got == arch and model.config.vocab_size == 50257
 
 
+@MODEL
 def test_gelu_is_fused_without_changing_the_model(tmp_path: Path) -> None:
     """load() swaps GPT-2's 8-op GELU for PyTorch's fused one: the same function, so the
     logits match a plain from_pretrained load (which keeps gelu_new) to float precision."""
@@ -66,6 +74,7 @@ def test_gelu_is_fused_without_changing_the_model(tmp_path: Path) -> None:
         torch.testing.assert_close(fast(ids).logits, plain(ids).logits, rtol=1e-5, atol=1e-5)
 
 
+@MODEL
 def test_tiny_with_trained_tokenizer_roundtrips(tmp_path: Path) -> None:
     texts = ["bread and butter and code"] * 50 + ["sourdough starter bubbles"] * 50
     model, tok = load(str(build_random(tmp_path / "t", texts, None, seed=0)), device="cpu")
@@ -75,6 +84,7 @@ def test_tiny_with_trained_tokenizer_roundtrips(tmp_path: Path) -> None:
     assert model.config.vocab_size == len(tok) < 2100
 
 
+@MODEL
 def test_same_seed_same_weights(tmp_path: Path) -> None:
     a, _ = load(str(build_random(tmp_path / "a", ["x y z"] * 20, None, seed=3)), device="cpu")
     b, _ = load(str(build_random(tmp_path / "b", ["x y z"] * 20, None, seed=3)), device="cpu")

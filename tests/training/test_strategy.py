@@ -8,6 +8,9 @@ from job.errors import BadConfig
 from job.training.model import build_random, load
 from job.training.strategy import GIB, choose, shape_of
 
+# Loads transformers and builds models through it: ~5 s of imports, so not the unit tier.
+MODEL = pytest.mark.integration
+
 TOKENS = 8 * 256
 
 
@@ -46,6 +49,7 @@ def test_asked_for_is_kept_and_unknown_refused() -> None:
         choose("zero4", shape_of("gpt2"), gpus=0, gpu_bytes=0, tokens_per_gpu=1)
 
 
+@MODEL
 def test_shape_from_config_matches_the_real_model(tmp_path: Path) -> None:
     model, _ = load(str(build_random(tmp_path / "t", ["a b c"] * 30, None, 0)), device="cpu")
     assert shape_of("tiny", model.config.to_dict()).params == pytest.approx(
