@@ -16,6 +16,7 @@ import pytest
 from job import errors
 from job.cloud.storage import get_json, open_storage
 from tests.helpers import SAMPLE
+from tests.helpers.cli import invoke
 
 pytestmark = pytest.mark.integration
 JOB = [
@@ -109,8 +110,9 @@ def run_until(cmd: list[str], ready, environ: dict[str, str], timeout: float = 3
 
 
 def test_sigterm_checkpoints_and_the_rerun_resumes(tmp_path: Path) -> None:
-    # ~4 steps an epoch: the first checkpoint comes at step 5 of ~64, so SIGTERM lands mid-run
-    args = [sys.executable, "-m", "job", *JOB, "--epochs", "16", "--checkpoint-every", "5"]
+    # ~4 steps an epoch: the first checkpoint comes at step 4 of ~48, so SIGTERM lands mid-run
+    job_args = [*JOB, "--epochs", "12", "--checkpoint-every", "4"]
+    args = [sys.executable, "-m", "job", *job_args]
     checkpoints = tmp_path / "a" / "sourdough_sam" / "checkpoints"
 
     code, _, err = run_until(
@@ -126,9 +128,8 @@ def test_sigterm_checkpoints_and_the_rerun_resumes(tmp_path: Path) -> None:
     assert not (tmp_path / "a" / "sourdough_sam" / "job.json").exists()
 
     def run_to_the_end(out: Path) -> dict:
-        done = subprocess.run(
-            [*args, "--out", str(out)], capture_output=True, text=True, env=env(), timeout=600
-        )
+        """In this process: only the interrupted run needs a process of its own to signal."""
+        done = invoke(*job_args, "--out", str(out), env={"WANDB_MODE": "offline"})
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads((out / "sourdough_sam" / "job.json").read_text())
 
@@ -151,7 +152,7 @@ version: 1
 output: s3://results/bots
 defaults:
   base_model: tiny
-  train: {{epochs: 16, learning_rate: 0.003, checkpoint_every: 5}}
+  train: {{epochs: 12, learning_rate: 0.003, checkpoint_every: 4}}
   sampling: {{per_prompt: 1, max_length: 24}}
 wandb: {{mode: disabled}}
 bots:
@@ -169,13 +170,12 @@ bots:
     status = get_json(storage, "sourdough_sam/status.json")
     assert status["state"] == "failed" and "SIGTERM" in status["reason"]
 
-    # The retry runs in a new temporary folder: only S3 has the checkpoint.
-    retry = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=600, env=env(AWS_BATCH_JOB_ATTEMPT="2")
-    )
+    # The retry runs in a new temporary folder: only S3 has the checkpoint. In this process:
+    # only the interrupted attempt needs a process of its own to signal.
+    retry = invoke(*cmd[3:], env={"AWS_BATCH_JOB_ATTEMPT": "2"})
     assert retry.returncode == 0, retry.stderr[-3000:]
     latest = get_json(storage, "sourdough_sam/latest.json")
     job = json.loads(storage.get_bytes(f"sourdough_sam/{latest['run_id']}/job.json") or b"{}")
-    assert job["result"]["resumed_from_step"] >= 5
+    assert job["result"]["resumed_from_step"] >= 4
     assert get_json(storage, "sourdough_sam/status.json")["attempt"] == "2"
     assert storage.list("sourdough_sam/checkpoints/") == []  # cleaned up after success
