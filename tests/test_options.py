@@ -1,0 +1,57 @@
+"""The command line's side of the config: a flag per field, and the job a command line makes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from job.config import RUN_SECTIONS, JobConfig
+from job.errors import BadConfig, InputNotFound
+from job.options import bot_job_from_args, config_flags
+
+
+def test_every_field_has_one_flag_and_no_two_share_one() -> None:
+    flags = [flag for _, _, flag, _ in config_flags(RUN_SECTIONS)]
+    fields = sum(len(JobConfig.model_fields[s].annotation.model_fields) for s in RUN_SECTIONS)
+    assert len(flags) == len(set(flags)) == fields
+    assert {"start-text", "predictions-per-prompt", "memorization-ngram", "wandb-mode"} <= set(
+        flags
+    )
+
+
+def test_flags_win_over_the_config_file_which_wins_over_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("train: {epochs: 2, seed: 7}\nsampling: {per_prompt: 5}\n")
+    job = bot_job_from_args(
+        ["alice"], [], ["t.jsonl"], False, path, {"train": {"epochs": 3.0}}, "me/alice-bot"
+    )
+    train = job.config.train
+    assert (train.epochs, train.seed, train.learning_rate) == (3.0, 7, 1.372e-4)
+    assert job.config.sampling.per_prompt == 5
+    assert (job.bot, job.hub_repo, job.hub_push) == ("alice", "me/alice-bot", False)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train: {epoch: 2}\n", r"run\.yaml\.train\.epoch: unknown key"),
+        ("- a list\n", "expected a mapping of config sections"),
+        ("train: {epochs: [}\n", "not valid JSON or YAML"),
+    ],
+)
+def test_a_bad_config_file_names_the_field(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(BadConfig, match=message):
+        bot_job_from_args(["alice"], [], ["t.jsonl"], False, path, {})
+
+
+def test_a_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(InputNotFound, match="no such file"):
+        bot_job_from_args(["alice"], [], ["t.jsonl"], False, tmp_path / "nope.yaml", {})
+
+
+def test_a_bad_hub_repo_is_refused_before_anything_runs() -> None:
+    with pytest.raises(BadConfig, match="not a Hub repo id"):
+        bot_job_from_args(["alice"], [], ["t.jsonl"], False, None, {}, "a/b/../c")
