@@ -42,7 +42,6 @@ import json
 import re
 from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -86,7 +85,8 @@ class Carried(ValueError):
 class Section(BaseModel):
     """A strict, frozen part of the config. ``cli_prefix`` goes before its fields' flags."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # defer_build: validators are built on first use, not at import (``--help`` needs none)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
     cli_prefix: ClassVar[str] = ""
 
 
@@ -432,6 +432,8 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def load_yaml(text: str, source: str) -> Any:
+    import yaml
+
     try:
         return yaml.safe_load(text)  # YAML is a superset of JSON: one parser for both
     except yaml.YAMLError as e:

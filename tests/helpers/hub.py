@@ -53,6 +53,10 @@ class FakeHub:
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Headers and body go out in two writes: with Nagle on, the second waits for the
+            # client's delayed ACK, 40 ms a request on loopback.
+            disable_nagle_algorithm = True
+
             protocol_version = "HTTP/1.1"
 
             def log_message(self, *args: Any) -> None:

@@ -62,7 +62,7 @@ class MotoS3:
         return self
 
     def stop(self) -> None:
-        self.process.terminate()
+        self.process.kill()  # a test server: nothing to save, and its shutdown takes ~1 s
         self.process.wait(timeout=10)
 
     def reset(self) -> None:
@@ -84,6 +84,10 @@ class FaultProxy:
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Headers and body go out in two writes: with Nagle on, the second waits for the
+            # client's delayed ACK, 40 ms a request on loopback.
+            disable_nagle_algorithm = True
+
             protocol_version = "HTTP/1.1"
 
             def log_message(self, *args: Any) -> None:
