@@ -17,22 +17,11 @@ from job import errors
 from job.cloud.storage import get_json, open_storage
 from tests.helpers import SAMPLE
 from tests.helpers.cli import invoke
+from tests.helpers.jobs import TINY_FLAGS, TINY_MANIFEST
 
 pytestmark = pytest.mark.integration
-JOB = [
-    "run",
-    "sourdough_sam",
-    "--jsonl",
-    str(SAMPLE),
-    "--base-model",
-    "tiny",
-    "--learning-rate",
-    "3e-3",
-    "--predictions-per-prompt",
-    "1",
-    "--max-length",
-    "24",
-]
+# The tiny job; each test says how many epochs (the last --epochs given wins).
+JOB = ["run", "sourdough_sam", "--jsonl", str(SAMPLE), *TINY_FLAGS]
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -149,14 +138,11 @@ def test_spot_interruption_resumes_from_s3_on_a_fresh_machine(s3, tmp_path: Path
         Key="jobs/one.yaml",
         Body=f"""
 version: 1
-output: s3://results/bots
-defaults:
-  base_model: tiny
-  train: {{epochs: 12, learning_rate: 0.003, checkpoint_every: 4}}
-  sampling: {{per_prompt: 1, max_length: 24}}
+output: s3://results/bots{TINY_MANIFEST}
 wandb: {{mode: disabled}}
 bots:
   - users: [{{handle: sourdough_sam, source: jsonl, uri: {SAMPLE}}}]
+    train: {{epochs: 12, checkpoint_every: 4}}  # SIGTERM comes after step 4 of ~48
 """.encode(),
     )
     storage = open_storage("s3://results/bots")
