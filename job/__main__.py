@@ -8,6 +8,7 @@ interpreter's teardown.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 import typer
@@ -23,6 +24,9 @@ def main() -> None:
     exit_code = [1]  # until the command says otherwise (an uncaught exception is 1)
     # Registered first, so it runs after every other exit handler (W&B's, torch's).
     atexit.register(_exit_without_teardown, exit_code)
+    # SIGTERM outside training (which checkpoints on it: training/checkpoints.py) ends the
+    # command through its error boundary: one line, the transient code, a failed status.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         relaunch_if_needed(sys.argv[1:])  # several GPUs or nodes: restart under torchrun
         from job import cli
@@ -38,6 +42,10 @@ def main() -> None:
     except KeyboardInterrupt:
         exit_code[0] = 130  # the shell's code for SIGINT
         raise
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise errors.TransientError("stopped by SIGTERM; a rerun starts this step again")
 
 
 def _exit_without_teardown(exit_code: list[int]) -> None:

@@ -22,7 +22,7 @@ from job.cloud.status import HubStatus, Status, read_status, write_status
 from job.cloud.storage import Storage, download, open_storage, read_uri
 from job.config import BotJob, Manifest, jobs, parse_manifest
 from job.data.sources import sources_for
-from job.errors import BadConfig, InputNotFound, JobError
+from job.errors import BadConfig, InputNotFound, classify
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,10 @@ def run_manifest(uri: str, *, index: int | None = None, force: bool = False) -> 
             record = run_bot(job, storage, force=force)
             if record is not None:
                 records.append(record)
-        except JobError as e:
-            log.error("%s: %s", job.bot, e)
-            first_error = first_error or e
+        except Exception as e:  # one bot's failure is recorded; the others still run
+            error = classify(e)
+            log.error("%s: %s", job.bot, error)
+            first_error = first_error or error
     if first_error:
         raise first_error
     return records
@@ -147,11 +148,12 @@ def run_bot(job: BotJob, storage: Storage, *, force: bool = False) -> Status | N
                     storage, job.bot, result.model_dir, run_id, job.hub_repo, job.hub_private
                 )
             return record
-    except JobError as e:
+    except Exception as e:  # whatever it was, the status says failed, with one line
+        error = classify(e)
         current = read_status(storage, job.bot)
         if current and current.run_id == run_id and current.state == "running":
-            write_status(storage, job.bot, "failed", reason=str(e))
-        raise
+            write_status(storage, job.bot, "failed", reason=str(error))
+        raise error from e
 
 
 def push_to_hub(
@@ -170,9 +172,14 @@ def push_to_hub(
         raise BadConfig(f"{bot}: no Hub repo recorded; give --repo OWNER/NAME")
     check_repo(repo, "--repo")
     private = hub.private if private is None else private
+    listed = {
+        rel.removeprefix("model/"): meta["sha256"]
+        for rel, meta in marker["files"].items()
+        if rel.startswith("model/")
+    }
     with tempfile.TemporaryDirectory(prefix="huggingtweets-publish-") as tmp:
         folder = Path(tmp) / "model"
-        download(storage, f"{bot}/{marker['run_id']}/model/", folder)
+        download(storage, f"{bot}/{marker['run_id']}/model/", folder, expected=listed)
         return _push(storage, bot, folder, marker["run_id"], repo, private)
 
 
@@ -185,9 +192,10 @@ def _push(
     state = status.state if status and status.state != "unknown" else "succeeded"
     try:
         url = hub.push_to_hub(folder, repo, private=private, run_id=run_id)
-    except JobError as e:
-        failed = HubStatus(repo=repo, private=private, state="failed", reason=str(e))
+    except Exception as e:
+        error = classify(e)
+        failed = HubStatus(repo=repo, private=private, state="failed", reason=str(error))
         write_status(storage, bot, state, hub=failed)
-        raise
+        raise error from e
     pushed = HubStatus(repo=repo, private=private, state="pushed", run_id=run_id, commit_url=url)
     return write_status(storage, bot, state, hub=pushed)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,15 +44,19 @@ app = typer.Typer(
 
 @contextmanager
 def _command(verbose: bool = False) -> Iterator[None]:
-    """Log lines on stderr; a JobError becomes one line there and its exit code."""
+    """Log lines on stderr. The one boundary: any error becomes one line there and its exit
+    code (docs/exit-codes.md); the traceback only with --verbose."""
     from job.console import setup_logging
 
     setup_logging(verbose)
     try:
         yield
-    except errors.JobError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(e.exit_code) from None
+    except Exception as e:
+        error = errors.classify(e)
+        if verbose and not isinstance(e, errors.JobError):
+            logging.getLogger("job").debug("traceback", exc_info=e)
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(error.exit_code) from None
 
 
 def _version(value: bool) -> None:

@@ -51,8 +51,10 @@ from pydantic import (
     model_validator,
 )
 
+from job.cloud.storage import check_uri
 from job.data.handles import bot_name, validate_handle
 from job.errors import BadConfig, JobError
+from job.training.model import GPT2
 
 VERSION = 1
 STRATEGIES = ("auto", "ddp", "zero2", "zero3", "zero3-offload")
@@ -138,6 +140,20 @@ class TrainConfig(Section):
     tokenizer: str | None = Field(
         None, description="Folder with GPT-2's vocab.json and merges.txt, for tiny."
     )
+
+    @field_validator("base_model")
+    @classmethod
+    def _base_model(cls, value: str) -> str:
+        """The name's form only; that a folder exists is checked where it is read."""
+        folder = value.startswith(("/", "./", "../", "~"))
+        hub_id = HUB_REPO.fullmatch(value) is not None and ".." not in value
+        if value in GPT2 or value == "tiny" or folder or hub_id:
+            return value
+        raise ValueError(
+            f"{value!r}: use tiny, {', '.join(GPT2)}, a folder (/... or ./...) or a Hub id"
+            " (owner/name)"
+        )
+
     epochs: float = Field(4.0, gt=0, description="Passes over the tweets (original recipe).")
     learning_rate: float = Field(1.372e-4, gt=0, description="The original recipe's rate.")
     lr_scheduler: Scheduler = Field("cosine", description="Learning-rate schedule.")
@@ -296,6 +312,14 @@ class UserSpec(Section):
     source: Literal["api", "archive", "jsonl"] = "api"
     uri: str | None = None  # s3:// or a local path; required for archive and jsonl
 
+    @field_validator("uri")
+    @classmethod
+    def _uri_form(cls, value: str | None) -> str | None:
+        try:
+            return check_uri(value) if value is not None else None
+        except JobError as e:
+            raise Carried(e) from None
+
     @field_validator("handle")
     @classmethod
     def _handle(cls, value: str) -> str:
@@ -376,6 +400,14 @@ class Manifest(Section):
     hub: HubSpec = Field(default_factory=HubSpec)
     wandb: WandbConfig = Field(default_factory=WandbConfig)
 
+    @field_validator("output")
+    @classmethod
+    def _output(cls, value: str) -> str:
+        try:
+            return check_uri(value)
+        except JobError as e:
+            raise Carried(e) from None
+
     @field_validator("version")
     @classmethod
     def _version(cls, value: int) -> int:
@@ -431,15 +463,29 @@ def jobs(manifest: Manifest) -> list[BotJob]:
 M = TypeVar("M", bound=BaseModel)
 
 
+# PyYAML recurses ~6 frames a level; a manifest needs ~6 levels. A bound well below Python's
+# 1,000 frames turns a hostile 5,000-deep document into an error in 0.1 s instead of 1.7 s.
+YAML_FRAMES = 400
+
+
 def load_yaml(text: str, source: str) -> Any:
+    import sys
+
     import yaml
 
+    depth, frame = 0, sys._getframe()
+    while frame is not None:
+        depth, frame = depth + 1, frame.f_back
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(min(limit, depth + YAML_FRAMES))
     try:
         return yaml.safe_load(text)  # YAML is a superset of JSON: one parser for both
     except yaml.YAMLError as e:
         raise BadConfig(f"{source}: not valid JSON or YAML: {' '.join(str(e).split())}") from e
     except RecursionError:
         raise BadConfig(f"{source}: nested too deeply") from None
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def validate(model: type[M], data: Any, path: str) -> M:

@@ -77,3 +77,44 @@ class BadConfig(JobError):
 
 class TransientError(JobError):
     exit_code = TRANSIENT
+
+
+class InternalError(JobError):
+    """Something the job did not expect: a bug. Never retried (a rerun would fail the same)."""
+
+    exit_code = INTERNAL
+
+
+def classify(error: BaseException) -> JobError:
+    """Any exception as a JobError, for the one boundary at the top of each command.
+
+    Library and OS errors the job knows are mapped to their codes; anything else is an
+    InternalError that names its type and where it arose. A foreign exception's own message is
+    never shown: it may quote a server's body or headers, and with them a token.
+    """
+    import errno
+    import zlib
+
+    if isinstance(error, JobError):
+        return error
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        # Another host (the platform's retry) has its own disk.
+        return TransientError(f"no space left on the device ({error.strerror})")
+    if isinstance(error, (zlib.error, EOFError)):
+        return CorruptInput(f"a compressed input is damaged ({type(error).__name__})")
+    if isinstance(error, UnicodeDecodeError):
+        return CorruptInput(f"an input is not UTF-8 text (byte {error.start})")
+    if isinstance(error, RecursionError):
+        return CorruptInput("an input is nested too deeply to read")
+    if type(error).__name__ == "OfflineModeIsEnabled":  # huggingface_hub's, not imported here
+        return BadConfig("HF_HUB_OFFLINE is set: the Hub cannot be reached; unset it to push")
+    if isinstance(error, MemoryError):
+        return TransientError("out of memory")
+    where = ""
+    tb = error.__traceback__
+    while tb is not None:  # the innermost frame of the job's own code
+        if "/job/" in tb.tb_frame.f_code.co_filename:
+            code = tb.tb_frame.f_code
+            where = f" in {code.co_filename.rsplit('/job/', 1)[1]}:{tb.tb_lineno} ({code.co_name})"
+        tb = tb.tb_next
+    return InternalError(f"internal error: {type(error).__name__}{where}; please report it")

@@ -28,7 +28,7 @@ from job.config import JobConfig
 from job.data.clean import CleanTweet, Prepared, UserStats, clean
 from job.data.handles import bot_name
 from job.data.tweets import TweetSource, UserTweets
-from job.errors import NotEnoughData
+from job.errors import BadConfig, NotEnoughData
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ def prepare(sources: dict[str, TweetSource], out: Path, job: JobConfig) -> Prepa
     """Fetch, clean and balance the tweets of each user; write the bot's data folder. Only
     the ``clean`` and ``prepare`` sections of ``job`` are read."""
     config = job.prepare
+    check_out(out)
     bot = bot_name(sources)
     fetched: dict[str, UserTweets] = {}
     kept: dict[str, list[CleanTweet]] = {}
@@ -87,6 +88,12 @@ def prepare(sources: dict[str, TweetSource], out: Path, job: JobConfig) -> Prepa
     data_dir = out / bot / "data"
     _write(data_dir, fetched, tweets, summary)
     return Prepared(bot=bot, data_dir=data_dir, tweets=tweets, stats=summary)
+
+
+def check_out(out: Path) -> None:
+    """The output folder can be one: it is a folder, or nothing yet."""
+    if out.exists() and not out.is_dir():
+        raise BadConfig(f"--out {out}: a file is there, not a folder")
 
 
 def balance(kept: dict[str, list[CleanTweet]], ratio: float) -> dict[str, list[CleanTweet]]:

@@ -39,7 +39,7 @@ from job.data.clean import Prepared
 from job.data.tweets import TweetSource
 from job.outputs.predict import Prediction
 from job.outputs.tracking import Tracker, default_mode
-from job.prepare import prepare
+from job.prepare import check_out, prepare
 from job.training.checkpoints import Checkpoints
 from job.training.model import EOS
 from job.training.train import TrainResult
@@ -160,6 +160,7 @@ def setup(job: BotJob, out: Path) -> State:
     from job.training.model import check_base
 
     train = job.config.train
+    check_out(out)
     check_base(train.base_model, Path(train.tokenizer) if train.tokenizer else None)
     import torch  # after the cheap checks: a typo costs no seconds of imports
 

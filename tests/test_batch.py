@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -241,3 +242,20 @@ def test_job_killed_between_upload_and_marker(inputs, hub) -> None:
     after = assert_complete("sourdough_sam")
     assert after["run_id"] not in (before["run_id"], killed)
     assert len(hub.state.commits) == 2
+
+
+def test_an_unexpected_error_fails_the_status_with_one_line(inputs, monkeypatch) -> None:
+    """Whatever escapes is caught once: the status says failed (not running forever), the
+    exit code is 1 (a bug: not retried), and no exception text reaches either."""
+    import job.run
+
+    def crash(*args, **kwargs):
+        raise RuntimeError(f"upstream said: Bearer {TWITTER_TOKEN}")
+
+    monkeypatch.setattr(job.run, "run", crash)
+    r = cli("run", "--manifest", "s3://inputs/jobs/one.yaml")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.count("error: internal error: RuntimeError") == 1
+    status = get_json(open_storage("s3://results/bots"), "sourdough_sam/status.json")
+    assert status["state"] == "failed" and status["reason"].startswith("internal error")
+    assert TWITTER_TOKEN not in r.stderr + json.dumps(status)

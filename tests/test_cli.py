@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -241,7 +242,33 @@ main()
 
 
 def test_help_and_version() -> None:
-    """As a process: the console command's own start-up."""
+    """--version as a process: the console command's own start-up."""
     assert process("--version").stdout.strip().startswith("huggingtweets ")
-    result = process("prepare", "--help")
+    result = cli("prepare", "--help")
     assert result.returncode == 0 and "--archive" in result.stdout
+
+
+def test_sigterm_while_fetching_is_one_line_and_transient(tmp_path: Path) -> None:
+    """The platform stops the job while the API is slow to answer: one line, exit 75."""
+    import signal
+    import time
+
+    from tests.helpers.twitter_api import Fault
+
+    with TwitterAPI(token=TOKEN) as api:
+        api.add(FakeUser(id="1", username="slow", tweets=[v2_tweet(1, "a b c d")]))
+        api.faults = [Fault(200, stall=3.0)]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "job", "prepare", "slow", "--api", "--out", str(tmp_path)],
+            env={**os.environ, "TWITTER_BEARER_TOKEN": TOKEN, "TWITTER_API_URL": api.url},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while not api.requests and time.monotonic() < deadline:  # it is waiting on the API
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    result = Result(proc.returncode, "", err)
+    assert "stopped by SIGTERM" in assert_one_line_error(result, errors.TRANSIENT)

@@ -24,7 +24,7 @@ bots:
   - users: [{handle: alice, source: api}]
     train: {epochs: 5}
   - users:
-      - {handle: bob, source: archive, uri: s3://in/bob.zip}
+      - {handle: bob, source: archive, uri: s3://inputs/bob.zip}
       - {handle: carol, source: jsonl, uri: carol.jsonl}
     base_model: gpt2-medium
     hub_repo: someone/custom
@@ -81,7 +81,7 @@ def test_fingerprint_tracks_the_work_not_the_tracking() -> None:
             "manifest.bots[1].clean.replies: must be one of",
         ),
         (
-            ("source: archive, uri: s3://in/bob.zip", "source: archive"),
+            ("source: archive, uri: s3://inputs/bob.zip", "source: archive"),
             "manifest.bots[1].users[0]: source 'archive' needs a uri",
         ),
         (
@@ -97,6 +97,13 @@ def test_fingerprint_tracks_the_work_not_the_tracking() -> None:
             "manifest.bots[1]: bot bob-carol appears twice",
         ),
         (("bots:", "bots: 3\nold_bots:"), "manifest.old_bots: unknown key"),
+        # checked when the manifest is read, for every bot, before the first one starts
+        (("train: {epochs: 5}", "train: {lr_scheduler: bogus}"), "bots[0].train.lr_scheduler"),
+        (("base_model: gpt2-medium", "base_model: gpt5"), "bots[1].train.base_model: 'gpt5'"),
+        (("owner: bots-org", "owner: ../../evil"), "manifest.bots[0].hub_repo: '../../evil/"),
+        (("hub_repo: someone/custom", "hub_repo: a/b/../c"), "bots[1].hub_repo: 'a/b/../c'"),
+        (("output: s3://results/bots", "output: s3://results/../../etc"), "manifest.output:"),
+        (("uri: s3://inputs/bob.zip", "uri: s3://inputs/../x.zip"), "bots[1].users[0].uri"),
     ],
 )
 def test_errors_name_the_field(change: tuple[str, str], message: str) -> None:

@@ -8,17 +8,24 @@ denied access are configuration errors.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from job.atomic import copy_file, json_bytes, write_bytes
-from job.errors import BadConfig, CredentialsError, InputNotFound, TransientError
+from job.errors import BadConfig, CorruptInput, CredentialsError, InputNotFound, TransientError
 
+# S3's bucket naming rules: 3-63 lowercase letters, digits, dots and hyphens.
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# Seconds to connect, and between bytes: botocore's defaults are 60 and 60. An S3 that stops
+# answering then costs at most AWS_MAX_ATTEMPTS x (10 + 60) s before the transient exit code.
+CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0
 MULTIPART_THRESHOLD = 64 * 1024 * 1024  # S3's part limits make 8-64 MiB parts the usual choice
 
 
@@ -55,28 +62,59 @@ def read_uri(uri: str) -> bytes:
     return path.read_bytes()
 
 
-def download(storage: Storage, prefix: str, dest: Path) -> list[Path]:
-    """Every object under ``prefix`` into ``dest``, keeping the relative paths."""
-    files = []
+def download(
+    storage: Storage, prefix: str, dest: Path, expected: dict[str, str] | None = None
+) -> list[Path]:
+    """Every object under ``prefix`` into ``dest``, keeping the relative paths.
+
+    A key that would land outside ``dest`` (``..``, an absolute path) is refused. With
+    ``expected`` (relative path -> SHA-256, from a run's marker) only the listed files are
+    taken, each must match, and none may be missing: whoever can write to the output prefix
+    cannot change what is pushed to the Hub.
+    """
+    root = dest.resolve()
+    files, seen = [], set()
     for key in storage.list(prefix):
+        rel = key[len(prefix) :].lstrip("/")
+        target = dest / rel
+        if ".." in PurePosixPath(rel).parts or root not in target.resolve().parents:
+            raise CorruptInput(f"{storage.uri}{key}: a key that leaves its folder")
+        if expected is not None and rel not in expected:
+            continue  # not part of the run
         data = storage.get_bytes(key)
         if data is None:
             continue
-        target = dest / key[len(prefix) :].lstrip("/")
+        if expected is not None and hashlib.sha256(data).hexdigest() != expected[rel]:
+            raise CorruptInput(f"{storage.uri}{key}: not the file its run's marker lists")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         files.append(target)
+        seen.add(rel)
+    missing = sorted(set(expected or ()) - seen)
+    if missing:
+        raise CorruptInput(f"{storage.uri}{prefix}{missing[0]}: listed in its run's marker, gone")
     return files
 
 
-def open_storage(uri: str, multipart_threshold: int = MULTIPART_THRESHOLD) -> Storage:
+def check_uri(uri: str) -> str:
+    """An output or input URI: an s3:// one with a bucket and no ``.``/``..`` segments, or a
+    local path. Checked when a manifest is read, so a bad one costs no work."""
     if uri.startswith("s3://"):
         parsed = urlparse(uri)
-        if not parsed.netloc:
-            raise BadConfig(f"{uri}: no bucket in the S3 URI")
-        return S3Storage(parsed.netloc, parsed.path.strip("/"), multipart_threshold)
-    if "://" in uri:
+        if not _BUCKET.fullmatch(parsed.netloc):
+            raise BadConfig(f"{uri}: not an S3 bucket name")
+        if {".", ".."} & set(parsed.path.split("/")):
+            raise BadConfig(f"{uri}: '.' and '..' are not folders on S3")
+    elif "://" in uri:
         raise BadConfig(f"{uri}: only s3:// URIs and local folders are supported")
+    return uri
+
+
+def open_storage(uri: str, multipart_threshold: int = MULTIPART_THRESHOLD) -> Storage:
+    check_uri(uri)
+    if uri.startswith("s3://"):
+        parsed = urlparse(uri)
+        return S3Storage(parsed.netloc, parsed.path.strip("/"), multipart_threshold)
     return LocalStorage(Path(uri))
 
 
@@ -121,7 +159,12 @@ class S3Storage:
         # AWS_MAX_ATTEMPTS is the SDKs' own setting; an explicit Config would otherwise hide it.
         attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or 5)
         self.client = boto3.client(
-            "s3", config=Config(retries={"max_attempts": attempts, "mode": "standard"})
+            "s3",
+            config=Config(
+                retries={"max_attempts": attempts, "mode": "standard"},
+                connect_timeout=CONNECT_TIMEOUT,
+                read_timeout=READ_TIMEOUT,
+            ),
         )
         self.transfer = TransferConfig(
             multipart_threshold=multipart_threshold,

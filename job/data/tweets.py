@@ -52,7 +52,9 @@ def newest_first(tweets: list[Tweet]) -> list[Tweet]:
     """Sort by date, then by numeric id (ids are time-ordered snowflakes)."""
 
     def key(t: Tweet) -> tuple[str, int]:
-        return (t.created_at or "", int(t.id) if t.id.isdigit() else 0)
+        # isdecimal and ASCII: "²".isdigit() holds, and int("²") fails
+        numeric = t.id.isascii() and t.id.isdecimal()
+        return (t.created_at or "", int(t.id) if numeric else 0)
 
     return sorted(tweets, key=key, reverse=True)
 
@@ -76,4 +78,7 @@ def parse_date(value: object) -> str | None:
             return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    try:
+        return parsed.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    except OverflowError:  # year 1 an hour east of UTC falls before year 1
+        return None

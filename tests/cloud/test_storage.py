@@ -6,7 +6,7 @@ import boto3
 import pytest
 
 from job.cloud.storage import LocalStorage, download, get_json, open_storage, put_json
-from job.errors import BadConfig, InputNotFound
+from job.errors import BadConfig, CorruptInput, InputNotFound
 
 
 def test_s3_roundtrip(s3, tmp_path: Path) -> None:
@@ -49,3 +49,62 @@ def test_local_storage(tmp_path: Path) -> None:
 def test_unknown_scheme() -> None:
     with pytest.raises(BadConfig, match="only s3://"):
         open_storage("gs://bucket/x")
+
+
+def test_download_refuses_keys_that_leave_the_folder(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "out")
+    storage.put_bytes("bot/run/model/config.json", b"{}")
+    (tmp_path / "out" / "bot" / "run" / "x").mkdir(parents=True)
+    # a key as S3 could hold it: "bot/run/model/../../../../tmp/x"
+    storage.list = lambda prefix: ["bot/run/model/config.json", "bot/run/model/../../../../evil"]  # type: ignore[method-assign]
+    with pytest.raises(CorruptInput, match="a key that leaves its folder"):
+        download(storage, "bot/run/model/", tmp_path / "dest")
+    assert not (tmp_path / "evil").exists()
+
+
+def test_download_takes_only_the_marked_files_and_checks_each(tmp_path: Path) -> None:
+    import hashlib
+
+    storage = LocalStorage(tmp_path / "out")
+    storage.put_bytes("m/config.json", b"{}")
+    storage.put_bytes("m/extra.bin", b"slipped in later")
+    listed = {"config.json": hashlib.sha256(b"{}").hexdigest()}
+    got = download(storage, "m/", tmp_path / "a", expected=listed)
+    assert [p.name for p in got] == ["config.json"]
+    storage.put_bytes("m/config.json", b'{"changed": true}')  # someone with write access
+    with pytest.raises(CorruptInput, match="not the file its run's marker lists"):
+        download(storage, "m/", tmp_path / "b", expected=listed)
+    storage.delete("m/config.json")
+    with pytest.raises(CorruptInput, match="listed in its run's marker, gone"):
+        download(storage, "m/", tmp_path / "c", expected=listed)
+
+
+@pytest.mark.parametrize(
+    "uri", ["s3://results/../../etc", "s3://results/a/./b", "s3://Bad_Bucket/x", "s3:///x"]
+)
+def test_s3_uris_are_checked(uri: str) -> None:
+    with pytest.raises(BadConfig):
+        open_storage(uri)
+
+
+def test_an_s3_that_stops_answering_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loopback server that accepts and never answers: bounded, then transient."""
+    import socket
+    import time
+
+    from job.cloud import storage as storage_module
+    from job.errors import TransientError
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+        monkeypatch.setattr(storage_module, "READ_TIMEOUT", 0.2)
+        start = time.monotonic()
+        with pytest.raises(TransientError):
+            open_storage("s3://results/x").get_bytes("k")
+    assert time.monotonic() - start < 5

@@ -17,6 +17,7 @@ from job.cloud.submit import build_manifest, render_k8s
 from job.config import jobs
 from job.config import parse_manifest as parse
 from tests.helpers import REPO
+from tests.helpers.cli import invoke
 
 
 def make(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -142,30 +143,20 @@ def test_submit_three_users_to_aws_batch(batch) -> None:
 
 
 def test_submit_checks_its_input(s3) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "job", "submit", "not a handle", "--output", "s3://results/bots"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = invoke("submit", "not a handle", "--output", "s3://results/bots")
     assert result.returncode == 3
-    result = subprocess.run(
-        [sys.executable, "-m", "job", "submit", "x", "--output", "/tmp/x"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = invoke("submit", "x", "--output", "/tmp/x")
     assert result.returncode == 10 and "s3:// output" in result.stderr
 
 
 def test_one_bot_per_user_or_one_for_all() -> None:
     apart = build_manifest(
-        ["a", "b"], "s3://r/p", base_model="gpt2", together=False, hub_owner=None
+        ["a", "b"], "s3://results/p", base_model="gpt2", together=False, hub_owner=None
     )
     assert [[u["handle"] for u in b["users"]] for b in apart["bots"]] == [["a"], ["b"]]
     assert apart["hub"]["push"] is False
     together = build_manifest(
-        ["a", "b"], "s3://r/p", base_model="gpt2-xl", together=True, hub_owner="me"
+        ["a", "b"], "s3://results/p", base_model="gpt2-xl", together=True, hub_owner="me"
     )
     (bot,) = jobs(parse(yaml.safe_dump(together)))
     assert bot.bot == "a-b" and bot.hub_repo == "me/a-b"

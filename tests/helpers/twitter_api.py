@@ -30,6 +30,20 @@ class FakeUser:
 class Fault:
     status: int
     reset_in: float | None = None  # seconds until x-rate-limit-reset; None: no header
+    reset_header: str | None = None  # a raw x-rate-limit-reset value: a broken one
+    body: bytes | None = None  # a raw body instead of JSON
+    echo_auth: bool = False  # the body quotes the request's Authorization header, as some do
+    stall: float = 0.0  # seconds to say nothing before answering
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that left while a fault stalled it is the point of the test, not an error
+        to print (it would land in whatever test runs next)."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class TwitterAPI:
@@ -58,10 +72,16 @@ class TwitterAPI:
                     return self.reply(401, {"title": "Unauthorized", "status": 401})
                 if api.faults:
                     fault = api.faults.pop(0)
+                    time.sleep(fault.stall)
                     headers = {}
                     if fault.reset_in is not None:
                         headers["x-rate-limit-reset"] = str(int(time.time() + fault.reset_in))
-                    return self.reply(fault.status, {"title": "fault"}, headers)
+                    if fault.reset_header is not None:
+                        headers["x-rate-limit-reset"] = fault.reset_header
+                    body: Any = {"title": "fault"}
+                    if fault.echo_auth:
+                        body["detail"] = f"you sent {self.headers.get('Authorization')}"
+                    return self.reply(fault.status, body, headers, raw=fault.body)
                 parts = url.path.strip("/").split("/")
                 if parts[:3] == ["2", "users", "by"] and len(parts) == 5:
                     return self.reply(200, api.user_lookup(parts[4]))
@@ -69,8 +89,14 @@ class TwitterAPI:
                     return self.reply(200, api.timeline(parts[2], query))
                 return self.reply(404, {"title": "Not Found"})
 
-            def reply(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-                data = json.dumps(body).encode()
+            def reply(
+                self,
+                status: int,
+                body: Any,
+                headers: dict[str, str] | None = None,
+                raw: bytes | None = None,
+            ) -> None:
+                data = raw if raw is not None else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -79,7 +105,7 @@ class TwitterAPI:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

@@ -24,7 +24,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from job.data.tweets import Avatar, Profile, Tweet, UserTweets, parse_date
-from job.errors import AccountNotFound, AccountProtected, CredentialsError
+from job.errors import AccountNotFound, AccountProtected, BadConfig, CredentialsError
 from job.retry import Retry, with_retries
 
 log = logging.getLogger(__name__)
@@ -36,17 +36,25 @@ TWEET_FIELDS = ["created_at", "lang", "entities", "referenced_tweets", "note_twe
 USER_FIELDS = ["name", "profile_image_url", "protected", "public_metrics"]
 
 
-class RedirectAdapter(HTTPAdapter):
-    """Sends requests for one base URL to another (tweepy hard-codes api.twitter.com)."""
+# tweepy passes no timeout: without one a server that never answers, or sends headers and
+# stalls, holds the job until the platform kills it. 10 s to connect, 30 s between bytes.
+TIMEOUT = (10.0, 30.0)
 
-    def __init__(self, source: str, target: str) -> None:
+
+class Adapter(HTTPAdapter):
+    """Every request with a timeout; requests for one base URL sent to another (tweepy
+    hard-codes api.twitter.com: ``TWITTER_API_URL`` points it at a proxy, or a test server)."""
+
+    def __init__(self, source: str = TWITTER_HOST, target: str | None = None) -> None:
         super().__init__()
         self.source = source.rstrip("/")
-        self.target = target.rstrip("/")
+        self.target = (target or source).rstrip("/")
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         if request.url and request.url.startswith(self.source):
             request.url = self.target + request.url[len(self.source) :]
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = TIMEOUT
         return super().send(request, **kwargs)
 
 
@@ -70,10 +78,11 @@ class ApiSource:
         token = bearer_token or os.environ.get("TWITTER_BEARER_TOKEN")
         if not token:
             raise CredentialsError("the API source needs TWITTER_BEARER_TOKEN in the environment")
-        self.client = tweepy.Client(bearer_token=token, wait_on_rate_limit=False)
+        # return_type=dict: tweepy's own objects fail on a tweet without text (KeyError)
+        self.client = tweepy.Client(bearer_token=token, wait_on_rate_limit=False, return_type=dict)
         base_url = base_url or os.environ.get("TWITTER_API_URL")
-        if base_url:
-            self.client.session.mount(TWITTER_HOST, RedirectAdapter(TWITTER_HOST, base_url))
+        self.client.session.mount("https://", Adapter(TWITTER_HOST, base_url))
+        self.client.session.mount("http://", Adapter(TWITTER_HOST, base_url))
         self.max_tweets = max_tweets
         self.max_wait = max_wait
         self.max_retries = max_retries
@@ -83,41 +92,57 @@ class ApiSource:
     def fetch(self, handle: str) -> UserTweets:
         import tweepy
 
-        user = self._call(self.client.get_user, username=handle, user_fields=USER_FIELDS)
-        if user.data is None:
-            raise AccountNotFound(f"@{handle}: {_error_detail(user.errors, 'account not found')}")
-        if user.data.protected:
+        answer = _mapping(
+            self._call(self.client.get_user, username=handle, user_fields=USER_FIELDS)
+        )
+        user = _mapping(answer.get("data"))
+        if not user or not isinstance(user.get("id"), (str, int)):
+            detail = _error_detail(answer.get("errors"), "account not found")
+            raise AccountNotFound(f"@{handle}: {detail}")
+        if user.get("protected") is True:
             raise AccountProtected(f"@{handle} is a protected account: its tweets are private")
-        avatar_url = user.data.profile_image_url
+        avatar_url = user.get("profile_image_url")
+        name = user.get("username")
         profile = Profile(
-            handle=user.data.username,
-            display_name=user.data.name,
+            handle=name if isinstance(name, str) else handle,
+            display_name=user.get("name") if isinstance(user.get("name"), str) else None,
             # The API gives the 48px "_normal" picture; the 400px one sits beside it.
-            avatar=Avatar(url=avatar_url.replace("_normal.", "_400x400.")) if avatar_url else None,
+            avatar=Avatar(url=avatar_url.replace("_normal.", "_400x400."))
+            if isinstance(avatar_url, str) and avatar_url
+            else None,
         )
         tweets: list[Tweet] = []
+        unreadable = 0
         # The account's tweet count (retweets and replies included) bounds what the timeline
         # serves; unknown (0) means no progress bar.
-        metrics = getattr(user.data, "public_metrics", None) or {}
-        expected = min(self.max_tweets, int(metrics.get("tweet_count") or 0))
+        count = _mapping(user.get("public_metrics")).get("tweet_count")
+        expected = min(self.max_tweets, count) if isinstance(count, int) and count > 0 else 0
         pages = tweepy.Paginator(
             self._retrying(self.client.get_users_tweets),
-            user.data.id,
+            str(user["id"]),
             max_results=PAGE_SIZE,
             tweet_fields=TWEET_FIELDS,
             limit=-(-self.max_tweets // PAGE_SIZE),
         )
-        for page in pages:
-            if page.data is None and page.errors:
-                detail = _error_detail(page.errors, "cannot read tweets")
-                if _has_type(page.errors, "not-authorized-for-resource"):
+        for page in pages:  # answers as plain JSON (return_type=dict): nothing is trusted
+            page = _mapping(page)
+            if not page.get("data") and page.get("errors"):
+                detail = _error_detail(page.get("errors"), "cannot read tweets")
+                if _has_type(page.get("errors"), "not-authorized-for-resource"):
                     raise AccountProtected(f"@{handle}: {detail}")
                 raise AccountNotFound(f"@{handle}: {detail}")
-            tweets.extend(_tweet(profile.handle, t) for t in page.data or [])
+            for t in _list(page.get("data")):
+                tweet = _tweet(profile.handle, t)
+                if tweet is None:
+                    unreadable += 1
+                else:
+                    tweets.append(tweet)
             if self.progress and expected:
                 self.progress(min(len(tweets), expected), expected)
         if self.progress and expected:
             self.progress(expected, expected)  # done, whatever the count said
+        if unreadable:
+            log.warning("@%s: %d tweets without text or id were skipped", handle, unreadable)
         return UserTweets(
             profile=profile, tweets=tweets[: self.max_tweets], source="Twitter API v2"
         )
@@ -137,6 +162,14 @@ class ApiSource:
                 return method(*args, **kwargs)
             except tweepy.Unauthorized as e:
                 raise CredentialsError("the Twitter API rejected TWITTER_BEARER_TOKEN") from e
+            except tweepy.Forbidden as e:  # its body is not shown: a server may echo the token
+                raise CredentialsError(
+                    "the Twitter API refused access (403): the token's app lacks this endpoint"
+                ) from e
+            except tweepy.BadRequest as e:
+                raise BadConfig("the Twitter API rejected the request as invalid (400)") from e
+            except tweepy.NotFound as e:
+                raise AccountNotFound("the Twitter API found no such account (404)") from e
             except tweepy.TooManyRequests as e:
                 if e.reset_time is not None:
                     raise Retry("rate limited", max(0.0, e.reset_time - time.time()) + 1) from e
@@ -144,6 +177,12 @@ class ApiSource:
                 raise Retry("rate limited", scale=15.0) from e
             except (tweepy.TwitterServerError, requests.ConnectionError, requests.Timeout) as e:
                 raise Retry("server error or network failure") from e
+            except requests.JSONDecodeError as e:  # a 200 that is not JSON: a proxy's page
+                raise Retry("answering with something that is not JSON") from e
+            except tweepy.HTTPException as e:  # any other status
+                raise Retry(f"answering {e.response.status_code}") from e
+            except ValueError as e:  # tweepy reading a header it expected a number in
+                raise Retry("answering with an unreadable response") from e
 
         return with_retries(
             once,
@@ -156,32 +195,43 @@ class ApiSource:
         )
 
 
-def _tweet(handle: str, t: Any) -> Tweet:
-    data = t.data
-    refs = data.get("referenced_tweets") or []
-    note = data.get("note_tweet") or {}
-    text = note.get("text") or data["text"]  # long posts carry their full text in note_tweet
-    urls = [u.get("url") for u in (data.get("entities") or {}).get("urls") or []]
-    urls += [u.get("url") for u in (note.get("entities") or {}).get("urls") or []]
+def _tweet(handle: str, data: dict[str, Any]) -> Tweet | None:
+    """A tweet of the timeline, or None when it has no text or id to read."""
+    refs = [r for r in data.get("referenced_tweets") or [] if isinstance(r, dict)]
+    note = _mapping(data.get("note_tweet"))
+    text = note.get("text") or data.get("text")  # long posts carry their text in note_tweet
+    if not isinstance(text, str) or not isinstance(data.get("id"), (str, int)):
+        return None
+    urls = [u.get("url") for u in _list(_mapping(data.get("entities")).get("urls"))]
+    urls += [u.get("url") for u in _list(_mapping(note.get("entities")).get("urls"))]
     return Tweet(
         user=handle,
         id=str(data["id"]),
         text=text,
         created_at=parse_date(data.get("created_at")),
-        lang=data.get("lang"),
+        lang=data.get("lang") if isinstance(data.get("lang"), str) else None,
         is_retweet=any(r.get("type") == "retweeted" for r in refs),
         is_reply=any(r.get("type") == "replied_to" for r in refs),
         urls=tuple(dict.fromkeys(u for u in urls if isinstance(u, str))),
     )
 
 
-def _error_detail(errors: list[dict[str, Any]] | None, default: str) -> str:
-    for error in errors or []:
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _error_detail(errors: Any, default: str) -> str:
+    """The first error's detail, one short line (it is shown to the user)."""
+    for error in _list(errors):
         detail = error.get("detail") or error.get("title")
-        if detail:
-            return str(detail)
+        if isinstance(detail, str) and detail:
+            return " ".join(detail.split())[:200]
     return default
 
 
-def _has_type(errors: list[dict[str, Any]] | None, kind: str) -> bool:
-    return any(kind in str(e.get("type", "")) for e in errors or [])
+def _has_type(errors: Any, kind: str) -> bool:
+    return any(kind in str(e.get("type", "")) for e in _list(errors))

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import re
 import zipfile
+import zlib
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -26,6 +28,7 @@ from typing import Any
 from job.data.tweets import Avatar, Profile, Tweet, UserTweets, parse_date
 from job.errors import CorruptInput, InputNotFound, InvalidHandle
 
+log = logging.getLogger(__name__)
 _ASSIGNMENT = re.compile(r"\s*window\.[\w.$]+\s*=\s*")
 _TWEET_FILE = re.compile(r"data/tweets?(?:-part(\d+))?\.js")
 _URL = re.compile(r"https?://\S+")
@@ -47,10 +50,13 @@ class _Files:
             # Accept the archive root or its data/ folder.
             if not (path / "data").is_dir() and path.name == "data":
                 self._root = path.parent
+            # Nothing outside the archive: a link (data/profile_media/x.jpg -> /anything) would
+            # otherwise carry any file of this machine into the model folder, S3 and the Hub.
+            root = self._root.resolve()
             self._names = [
                 p.relative_to(self._root).as_posix()
                 for p in (self._root / "data").rglob("*")
-                if p.is_file()
+                if p.is_file() and not p.is_symlink() and root in p.resolve().parents
             ]
         else:
             try:
@@ -76,7 +82,7 @@ class _Files:
             if self._zip is not None:
                 return self._zip.read(self._prefix + name)
             return (self._root / name).read_bytes()
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
             # A truncated zip lists its members but cannot inflate them.
             raise CorruptInput(f"archive {self.label}: cannot read {name}: {e}") from e
 
@@ -124,20 +130,29 @@ class ArchiveSource:
         files = _Files(self.path)
         manifest = self._manifest(files)
         account = self._load(files, "data/account.js", "account")
-        username = account.get("username") or manifest.get("userInfo", {}).get("userName")
+        info = _mapping(manifest.get("userInfo"))
+        username = _text(account.get("username")) or _text(info.get("userName"))
         if username and username.lower() != handle.lower():
             raise InvalidHandle(f"archive {self.path} belongs to @{username}, not @{handle}")
-        display = account.get("accountDisplayName") or manifest.get("userInfo", {}).get(
-            "displayName"
-        )
+        display = _text(account.get("accountDisplayName")) or _text(info.get("displayName"))
         profile_entry = self._load(files, "data/profile.js", "profile")
         profile = Profile(
             handle=username or handle,
             display_name=display,
             avatar=self._avatar(files, profile_entry.get("avatarMediaUrl")),
         )
-        parsed = (self._tweet(handle, t) for t in self._tweet_entries(files, manifest))
-        tweets = [t for t in parsed if t is not None]
+        entries = self._tweet_entries(files, manifest)
+        tweets = [t for t in (self._tweet(handle, e) for e in entries) if t is not None]
+        if len(tweets) < len(entries):  # say so: else it ends as "too few characters"
+            bad = next(e for e in entries if self._tweet(handle, e) is None)
+            what = f"{len(entries) - len(tweets)} of {len(entries)} tweet entries"
+            keys = ", ".join(sorted(map(str, bad))[:8]) or "none"
+            if not tweets:
+                raise CorruptInput(
+                    f"archive {self.path.name}: none of its {len(entries)} tweet entries has an"
+                    f" id and a text (the first has the keys: {keys})"
+                )
+            log.warning("archive %s: %s have no id or text (keys: %s)", self.path.name, what, keys)
         _attach_notes(tweets, self._notes(files))
         return UserTweets(profile=profile, tweets=tweets, source=f"archive {self.path.name}")
 
@@ -162,9 +177,10 @@ class ArchiveSource:
     @staticmethod
     def _tweet_entries(files: _Files, manifest: dict[str, Any]) -> list[dict[str, Any]]:
         listed: list[str] = []
-        types = manifest.get("dataTypes", {})
+        types = _mapping(manifest.get("dataTypes"))
         for kind in ("tweets", "tweet"):
-            for f in types.get(kind, {}).get("files", []) if isinstance(types, dict) else []:
+            files_listed = _mapping(types.get(kind)).get("files")
+            for f in files_listed if isinstance(files_listed, list) else []:
                 if isinstance(f, dict) and isinstance(f.get("fileName"), str):
                     listed.append(f["fileName"].removeprefix("./"))
         names = [n for n in listed if files.read(n) is not None] or [
@@ -211,16 +227,16 @@ class ArchiveSource:
 
     @staticmethod
     def _tweet(handle: str, t: dict[str, Any]) -> Tweet | None:
-        tweet_id = str(t.get("id_str") or t.get("id") or "")
+        raw_id = t.get("id_str") or t.get("id")
+        tweet_id = str(raw_id) if isinstance(raw_id, (str, int)) else ""
         text = t.get("full_text", t.get("text"))
         if not tweet_id or not isinstance(text, str):
             return None
-        entities = t.get("entities") or {}
-        extended = t.get("extended_entities") or {}
+        entities, extended = _mapping(t.get("entities")), _mapping(t.get("extended_entities"))
         links = [
             u.get("url")
             for group in (entities.get("urls"), entities.get("media"), extended.get("media"))
-            for u in (group or [])
+            for u in (group if isinstance(group, list) else [])
             if isinstance(u, dict)
         ]
         return Tweet(
@@ -228,11 +244,20 @@ class ArchiveSource:
             id=tweet_id,
             text=text,
             created_at=parse_date(t.get("created_at")),
-            lang=t.get("lang"),
+            lang=_text(t.get("lang")),
             is_retweet=text.startswith("RT @") or "retweeted_status" in t,
             is_reply=bool(t.get("in_reply_to_status_id_str") or t.get("in_reply_to_status_id")),
             urls=tuple(dict.fromkeys(u for u in links if isinstance(u, str))),
         )
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    """A string field, or None when it is missing or of another type."""
+    return value if isinstance(value, str) and value else None
 
 
 def _comparable(text: str) -> str:
@@ -248,7 +273,7 @@ def _attach_notes(tweets: list[Tweet], notes: list[dict[str, Any]]) -> None:
     nearest in time when several do.
     """
     for note in notes:
-        core = note.get("core") or {}
+        core = _mapping(note.get("core"))
         full = core.get("text")
         if not isinstance(full, str):
             continue
@@ -262,7 +287,9 @@ def _attach_notes(tweets: list[Tweet], notes: list[dict[str, Any]]) -> None:
         if not candidates:
             continue
         i, tweet = min(candidates, key=lambda c: _seconds_apart(c[1].created_at, created))
-        urls = [u.get("shortUrl") or u.get("url") for u in core.get("urls") or []]
+        listed = core.get("urls")
+        found = listed if isinstance(listed, list) else []
+        urls = [u.get("shortUrl") or u.get("url") for u in found if isinstance(u, dict)]
         links = tuple(dict.fromkeys([*tweet.urls, *(u for u in urls if isinstance(u, str))]))
         tweets[i] = replace(tweet, text=full, urls=links)
 

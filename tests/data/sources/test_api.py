@@ -5,7 +5,13 @@ import logging
 import pytest
 
 from job.data.sources.api import ApiSource
-from job.errors import AccountNotFound, AccountProtected, CredentialsError, TransientError
+from job.errors import (
+    AccountNotFound,
+    AccountProtected,
+    BadConfig,
+    CredentialsError,
+    TransientError,
+)
 from tests.helpers.twitter_api import FakeUser, Fault, TwitterAPI, v2_tweet
 
 TOKEN = "test-bearer-token"
@@ -155,6 +161,73 @@ def test_server_errors_are_retried(api: TwitterAPI) -> None:
     sleeps: list[float] = []
     assert len(source(api, sleeps).fetch("writer").tweets) == 5
     assert sleeps == [1.0, 2.0]
+
+
+def test_403_is_a_credentials_error_and_its_body_is_never_shown(api: TwitterAPI) -> None:
+    """A server (or proxy) that echoes the request puts the token in its body."""
+    api.add(user_with(5))
+    api.faults = [Fault(403, echo_auth=True)]
+    with pytest.raises(CredentialsError, match=r"refused access \(403\)") as info:
+        source(api).fetch("writer")
+    assert TOKEN not in str(info.value) and "you sent" not in str(info.value)
+
+
+def test_400_is_a_bad_request_not_a_retry(api: TwitterAPI) -> None:
+    api.add(user_with(5))
+    api.faults = [Fault(400)]
+    with pytest.raises(BadConfig, match="invalid"):
+        source(api).fetch("writer")
+    assert len(api.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(200, body=b"<html>a captive portal</html>"),  # a 200 that is not JSON
+        Fault(429, reset_header="soon"),  # a reset header that is not a number
+        Fault(418),  # a status the API does not document
+    ],
+    ids=["not-json", "bad-reset-header", "odd-status"],
+)
+def test_unreadable_answers_are_retried_then_transient(api: TwitterAPI, fault: Fault) -> None:
+    api.add(user_with(5))
+    api.faults = [fault]
+    sleeps: list[float] = []
+    assert len(source(api, sleeps).fetch("writer").tweets) == 5  # the retry got through
+    assert len(sleeps) == 1
+    api.faults = [fault] * 10
+    with pytest.raises(TransientError, match="after 3 tries") as info:
+        source(api, max_retries=2).fetch("writer")
+    assert "captive portal" not in str(info.value)
+
+
+def test_a_server_that_stalls_times_out_and_is_retried(
+    api: TwitterAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from job.data.sources import api as api_module
+
+    monkeypatch.setattr(api_module, "TIMEOUT", (0.2, 0.2))
+    api.add(user_with(5))
+    api.faults = [Fault(200, stall=1.0)]  # says nothing for a second
+    start = time.monotonic()
+    sleeps: list[float] = []
+    assert len(source(api, sleeps).fetch("writer").tweets) == 5
+    assert time.monotonic() - start < 1.0 and sleeps == [1.0]
+
+
+def test_tweets_without_text_are_skipped_and_counted(
+    api: TwitterAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    user = user_with(5)
+    del user.tweets[1]["text"]
+    user.tweets[2]["entities"] = "oops"  # a wrong type is ignored, not a crash
+    api.add(user)
+    with caplog.at_level(logging.WARNING):
+        got = source(api).fetch("writer")
+    assert [t.id for t in got.tweets] == ["10000", "9998", "9997", "9996"]
+    assert "1 tweets without text or id were skipped" in caplog.text
 
 
 def test_bad_token(api: TwitterAPI) -> None:
