@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
 from pydantic import (
@@ -82,6 +83,14 @@ class Carried(ValueError):
     def __init__(self, error: JobError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def _carried(check: Callable[[str], str], value: str) -> str:
+    """``check(value)`` inside a validator, its JobError carried through pydantic."""
+    try:
+        return check(value)
+    except JobError as e:
+        raise Carried(e) from None
 
 
 class Section(BaseModel):
@@ -315,18 +324,12 @@ class UserSpec(Section):
     @field_validator("uri")
     @classmethod
     def _uri_form(cls, value: str | None) -> str | None:
-        try:
-            return check_uri(value) if value is not None else None
-        except JobError as e:
-            raise Carried(e) from None
+        return _carried(check_uri, value) if value is not None else None
 
     @field_validator("handle")
     @classmethod
     def _handle(cls, value: str) -> str:
-        try:
-            return validate_handle(value)
-        except JobError as e:
-            raise Carried(e) from None
+        return _carried(validate_handle, value)
 
     @model_validator(mode="after")
     def _uri(self) -> UserSpec:
@@ -403,10 +406,7 @@ class Manifest(Section):
     @field_validator("output")
     @classmethod
     def _output(cls, value: str) -> str:
-        try:
-            return check_uri(value)
-        except JobError as e:
-            raise Carried(e) from None
+        return _carried(check_uri, value)
 
     @field_validator("version")
     @classmethod
@@ -474,7 +474,7 @@ def load_yaml(text: str, source: str) -> Any:
     import yaml
 
     depth, frame = 0, sys._getframe()
-    while frame is not None:
+    while frame.f_back is not None:
         depth, frame = depth + 1, frame.f_back
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(min(limit, depth + YAML_FRAMES))
