@@ -232,3 +232,35 @@ def test_hub_offline_at_push_time_is_a_configuration_error() -> None:
 
     error = errors.classify(OfflineModeIsEnabled("offline"))
     assert error.exit_code == errors.BAD_CONFIG and "HF_HUB_OFFLINE" in str(error)
+
+
+def bomb(path: Path, inflated: int) -> Path:
+    """An archive whose tweets.js is ``inflated`` bytes of spaces, deflated to ~1/1000."""
+    good = write_archive(path.with_name("good"), sentences(5), username="x", as_zip=True)
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for info in src.infolist():
+            if info.filename != "data/tweets.js":
+                z.writestr(info, src.read(info))
+        with z.open("data/tweets.js", "w", force_zip64=True) as member:
+            member.write(b"window.YTD.tweets.part0 = ")
+            chunk = b" " * (1 << 20)
+            for _ in range(inflated >> 20):
+                member.write(chunk)
+    return path
+
+
+@pytest.mark.integration  # deflates 300 MB to write the bomb: seconds, not the unit tier
+def test_a_zip_bomb_is_refused_while_it_inflates(tmp_path: Path) -> None:
+    path = bomb(tmp_path / "bomb.zip", 300 << 20)
+    assert path.stat().st_size < 2 << 20
+    result = cli("prepare", "x", "--archive", str(path), "--out", str(tmp_path / "o"))
+    assert "a zip bomb?" in one_line(result, errors.CORRUPT_INPUT)
+
+
+def test_an_avatar_that_is_not_a_picture_is_left_out(tmp_path: Path) -> None:
+    path = archive(tmp_path)
+    (path / "data" / "profile_media" / "avatar-1.png").write_bytes(b"MZ not a picture" * 100)
+    result = cli("prepare", "sample_user", "--archive", str(path), "--out", str(tmp_path / "o"))
+    assert result.returncode == 0, result.stderr
+    assert "not a usable picture" in result.stderr
+    assert not (tmp_path / "o" / "sample_user" / "data" / "avatars").exists()

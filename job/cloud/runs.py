@@ -65,6 +65,13 @@ def upload_run(
         "files": listing,
     }
     put_json(storage, prefix + MARKER, marker)
+    # Forward only: two attempts at once (a retry while the first still runs) must not move
+    # latest back to the earlier-started one. Run ids begin with their start time, so they
+    # sort in time. (A read, then a write: two writers within the same moment can still race.)
+    current = get_json(storage, f"{bot}/latest.json")
+    if isinstance(current, dict) and str(current.get("run_id", "")) > run_id:
+        log.info("%s: run %s is newer; latest.json stays on it", bot, current["run_id"])
+        return marker
     put_json(
         storage,
         f"{bot}/latest.json",

@@ -6,7 +6,8 @@
   progress finishes, the checkpoint is written, the job exits with the transient code and
   the platform's retry resumes from it.
 - A checkpoint counts once its ``_COMPLETE`` marker exists: a save cut off by the kill is
-  ignored. The last ``keep`` complete ones are kept.
+  ignored. The last ``keep`` complete ones are kept. Each marker names the checkpoint's
+  fingerprint: only ours are resumed, whatever else shares the folder.
 - In batch mode each checkpoint is mirrored to ``OUTPUT/<bot>/checkpoints/`` (every node uploads
   its own ZeRO shards, rank 0 writes the marker last), because a retried attempt starts on a
   fresh machine. Checkpoints belong to one fingerprint (data and training config): others are
@@ -75,8 +76,18 @@ class Checkpoints:
         if r.local_rank == 0:
             self._sync_down()
         distributed.barrier()
-        done = [p for p in self.folder.glob("checkpoint-*") if (p / MARKER).is_file()]
+        done = [p for p in self.folder.glob("checkpoint-*") if self._ours(p / MARKER)]
         return max(done, key=_step) if done else None
+
+    def _ours(self, marker: Path) -> bool:
+        """Complete, and of this fingerprint: another run writing into the same folder (other
+        seed, other tweets) may have left checkpoints of its own beside ours."""
+        if not marker.is_file():
+            return False
+        try:
+            return bool(json.loads(marker.read_text()).get("fingerprint") == self.fingerprint)
+        except (ValueError, AttributeError):
+            return False
 
     def _sync_down(self) -> None:
         meta = self._read_meta()
@@ -92,10 +103,18 @@ class Checkpoints:
             return
         self._write_meta(remote)
         steps = self._remote_steps(self.storage.list(self.prefix))
-        if not steps:
+        ours = [
+            s
+            for s in steps
+            if (get_json(self.storage, f"{self.prefix}checkpoint-{s}/{MARKER}") or {}).get(
+                "fingerprint"
+            )
+            == self.fingerprint
+        ]
+        if not ours:
             return
-        name = f"checkpoint-{steps[-1]}"
-        if (self.folder / name / MARKER).is_file():
+        name = f"checkpoint-{ours[-1]}"
+        if self._ours(self.folder / name / MARKER):
             return
         log.info("fetching %s from %s%s", name, self.storage.uri, self.prefix)
         download(self.storage, f"{self.prefix}{name}/", self.folder / name)
@@ -118,9 +137,10 @@ class Checkpoints:
                 self.storage.put_file(f"{self.prefix}{f.relative_to(self.folder).as_posix()}", f)
         distributed.barrier()
         if r.main:
-            (path / MARKER).write_text(json.dumps({"step": step}))
+            marker = {"step": step, "fingerprint": self.fingerprint}
+            (path / MARKER).write_text(json.dumps(marker))
             if self.storage is not None:
-                put_json(self.storage, f"{self.prefix}checkpoint-{step}/{MARKER}", {"step": step})
+                put_json(self.storage, f"{self.prefix}checkpoint-{step}/{MARKER}", marker)
                 self._prune_remote()
             log.info("checkpoint at step %d", step)
 

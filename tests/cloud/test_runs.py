@@ -53,3 +53,14 @@ def test_latest_without_its_marker_is_not_complete(tmp_path: Path) -> None:
     storage.delete(f"alice/r1/{MARKER}")
     assert latest_complete(storage, "alice") is None
     assert latest_complete(storage, "nobody") is None
+
+
+def test_latest_only_moves_forward(tmp_path: Path) -> None:
+    """Two attempts at once: the one started later finishes first; the earlier one's finish
+    must not move latest back to it."""
+    storage = LocalStorage(tmp_path / "out")
+    earlier, later = new_run_id("a" * 64), new_run_id("b" * 64)
+    upload_run(storage, "alice", later, bot_folder(tmp_path / "w1"), "fp")
+    marker = upload_run(storage, "alice", earlier, bot_folder(tmp_path / "w2"), "fp")
+    assert get_json(storage, "alice/latest.json")["run_id"] == later
+    assert get_json(storage, f"alice/{earlier}/{MARKER}") == marker  # still whole, still there

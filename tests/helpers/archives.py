@@ -10,6 +10,21 @@ from typing import Any, Literal
 V1_DATE = "%a %b %d %H:%M:%S +0000 %Y"
 
 
+def picture(kind: str, color: str = "orange") -> bytes:
+    """A real 8x8 image: the job keeps only profile pictures that Pillow can read."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(out, kind)
+    return out.getvalue()
+
+
+AVATAR_PNG = picture("PNG")
+AVATAR_JPEG = picture("JPEG", "teal")
+
+
 def tweet(
     id: int,
     text: str,
@@ -92,10 +107,10 @@ def write_archive(
     avatar_ref = None
     if avatar == "relative":
         avatar_ref = "./data/profile_media/avatar-1.png"
-        files["data/profile_media/avatar-1.png"] = b"\x89PNG\r\n\x1a\nfake-avatar"
+        files["data/profile_media/avatar-1.png"] = AVATAR_PNG
     elif avatar == "url":
         avatar_ref = "https://pbs.twimg.com/profile_images/1/old_avatar.jpg"
-        files["data/profile_media/42-old_avatar.jpg"] = b"\xff\xd8\xffold-avatar"
+        files["data/profile_media/42-old_avatar.jpg"] = AVATAR_JPEG
     files["data/profile.js"] = js(
         "YTD.profile.part0",
         [

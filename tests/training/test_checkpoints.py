@@ -20,12 +20,12 @@ def test_cadence_by_time() -> None:
     assert due(2) and not due(3)  # the clock restarts at each checkpoint
 
 
-def write_checkpoint(folder: Path, step: int, complete: bool) -> None:
+def write_checkpoint(folder: Path, step: int, complete: bool, fingerprint: str = "fp1") -> None:
     path = folder / f"checkpoint-{step}"
     path.mkdir(parents=True)
     (path / "model.safetensors").write_bytes(b"w" * step)
     if complete:
-        (path / MARKER).write_text(json.dumps({"step": step}))
+        (path / MARKER).write_text(json.dumps({"step": step, "fingerprint": fingerprint}))
 
 
 def test_latest_ignores_incomplete_and_other_fingerprints(tmp_path: Path) -> None:
@@ -57,3 +57,14 @@ def test_mirror_to_storage_and_fetch_on_a_fresh_machine(tmp_path: Path) -> None:
     assert fresh.recall("wandb_train_run") == "abc"
     fresh.clear()
     assert store.list("bot/checkpoints/") == [] and not (tmp_path / "m2").exists()
+
+
+def test_a_checkpoint_of_another_run_in_the_same_folder_is_not_resumed(tmp_path: Path) -> None:
+    """Two runs into one --out: the folder's fingerprint says ours, its newest checkpoint is
+    the other run's (seed 1's checkpoint-328 must not be resumed under seed 2)."""
+    ours = Checkpoints(tmp_path / "ck", "seed-2")
+    ours.remember()
+    write_checkpoint(tmp_path / "ck", 100, complete=True, fingerprint="seed-2")
+    write_checkpoint(tmp_path / "ck", 328, complete=True, fingerprint="seed-1")
+    latest = ours.latest()
+    assert latest is not None and latest.name == "checkpoint-100"

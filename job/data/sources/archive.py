@@ -32,6 +32,13 @@ log = logging.getLogger(__name__)
 _ASSIGNMENT = re.compile(r"\s*window\.[\w.$]+\s*=\s*")
 _TWEET_FILE = re.compile(r"data/tweets?(?:-part(\d+))?\.js")
 _URL = re.compile(r"https?://\S+")
+# tweets.js of 100,000 tweets is ~300 MB; JSON deflates ~5-10x, nothing a real export holds
+# deflates 100x. A member past either bound is refused while it is read.
+MAX_MEMBER_BYTES = 1 << 30
+MAX_RATIO = 100
+_MIB = MAX_MEMBER_BYTES >> 20
+# Profile pictures are 400x400 JPEGs of ~50 KB; anything over 5 MB is not one.
+MAX_AVATAR_BYTES = 5 << 20
 # A file a real archive is sure to have, used to find the archive's root inside a zip.
 _MARKERS = ("data/manifest.js", "data/account.js", "data/tweets.js", "data/tweet.js")
 
@@ -80,11 +87,31 @@ class _Files:
             return None
         try:
             if self._zip is not None:
-                return self._zip.read(self._prefix + name)
-            return (self._root / name).read_bytes()
+                return self._inflate(name)
+            path = self._root / name
+            if path.stat().st_size > MAX_MEMBER_BYTES:
+                raise CorruptInput(f"archive {self.label}: {name} is over {_MIB} MiB")
+            return path.read_bytes()
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
             # A truncated zip lists its members but cannot inflate them.
             raise CorruptInput(f"archive {self.label}: cannot read {name}: {e}") from e
+
+    def _inflate(self, name: str) -> bytes:
+        """A member, inflated a chunk at a time and refused as soon as it outgrows the caps:
+        a 1 MB zip bomb costs ~100 MB of memory, not the gigabytes it claims to hold."""
+        assert self._zip is not None
+        info = self._zip.getinfo(self._prefix + name)
+        limit = min(MAX_MEMBER_BYTES, max(info.compress_size, 1 << 20) * MAX_RATIO)
+        out = bytearray()
+        with self._zip.open(info) as member:
+            while chunk := member.read(1 << 20):
+                out += chunk
+                if len(out) > limit:
+                    raise CorruptInput(
+                        f"archive {self.label}: {name} inflates past {limit >> 20} MiB from"
+                        f" {info.compress_size:,} bytes: not a Twitter archive (a zip bomb?)"
+                    )
+        return bytes(out)
 
 
 def parse_js(name: str, data: bytes) -> Any:
@@ -216,13 +243,13 @@ class ArchiveSource:
             return None
         suffix = PurePosixPath(ref).suffix or ".jpg"
         if not ref.startswith(("http://", "https://")):
-            image = files.read(ref)
+            image = _picture(files, ref)
             return Avatar(image=image, suffix=suffix) if image else None
         # Older exports give the URL and store the file as profile_media/<id>-<basename>.
         base = PurePosixPath(ref).name
         for name in files.names():
             if name.startswith("data/profile_media/") and name.endswith(base):
-                return Avatar(url=ref, image=files.read(name), suffix=suffix)
+                return Avatar(url=ref, image=_picture(files, name), suffix=suffix)
         return Avatar(url=ref, suffix=suffix)
 
     @staticmethod
@@ -249,6 +276,27 @@ class ArchiveSource:
             is_reply=bool(t.get("in_reply_to_status_id_str") or t.get("in_reply_to_status_id")),
             urls=tuple(dict.fromkeys(u for u in links if isinstance(u, str))),
         )
+
+
+def _picture(files: _Files, name: str) -> bytes | None:
+    """An archive's profile picture, if it is one: small, and an image Pillow can read. It is
+    published with the model, so anything else is left out (with a warning), not copied."""
+    import io
+
+    from PIL import Image
+
+    data = files.read(name)
+    if data is None:
+        return None
+    try:
+        if len(data) > MAX_AVATAR_BYTES:
+            raise ValueError(f"{len(data):,} bytes")
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+    except Exception as e:  # Pillow raises many kinds; none is a reason to fail the job
+        log.warning("archive %s: %s is not a usable picture (%s)", files.label, name, e)
+        return None
+    return data
 
 
 def _mapping(value: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import pytest
 
 from job.data.sources.archive import ArchiveSource, parse_js
 from job.errors import CorruptInput, InputNotFound, InvalidHandle
-from tests.helpers.archives import sentences, tweet, write_archive
+from tests.helpers.archives import AVATAR_JPEG, AVATAR_PNG, sentences, tweet, write_archive
 
 
 def fetch(path: Path, handle: str = "sample_user"):
@@ -48,9 +48,7 @@ def test_zip_with_or_without_top_folder(tmp_path: Path, prefix: str) -> None:
     path = write_archive(tmp_path / "a", tweets, as_zip=True, zip_prefix=prefix)
     got = fetch(path)
     assert len(got.tweets) == 4
-    assert got.profile.avatar is not None and got.profile.avatar.image == (
-        b"\x89PNG\r\n\x1a\nfake-avatar"
-    )
+    assert got.profile.avatar is not None and got.profile.avatar.image == (AVATAR_PNG)
 
 
 def test_data_folder_itself_is_accepted(tmp_path: Path) -> None:
@@ -82,7 +80,7 @@ def test_avatar_as_url_finds_the_stored_file(tmp_path: Path) -> None:
     got = fetch(write_archive(tmp_path / "a", sentences(2), avatar="url"))
     assert got.profile.avatar is not None
     assert got.profile.avatar.url == "https://pbs.twimg.com/profile_images/1/old_avatar.jpg"
-    assert got.profile.avatar.image == b"\xff\xd8\xffold-avatar"
+    assert got.profile.avatar.image == AVATAR_JPEG
 
 
 def test_note_tweets_give_long_posts_their_full_text(tmp_path: Path) -> None:
