@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from job import __version__
-from job.atomic import replace_dir, write_json
+from job.atomic import lock, replace_dir, write_json
 from job.config import JobConfig
 from job.data.clean import CleanTweet, Prepared, UserStats, clean
 from job.data.handles import bot_name
@@ -33,12 +33,19 @@ from job.errors import BadConfig, NotEnoughData
 log = logging.getLogger(__name__)
 
 
-def prepare(sources: dict[str, TweetSource], out: Path, job: JobConfig) -> Prepared:
+def prepare(
+    sources: dict[str, TweetSource], out: Path, job: JobConfig, data_dir: Path | None = None
+) -> Prepared:
     """Fetch, clean and balance the tweets of each user; write the bot's data folder. Only
-    the ``clean`` and ``prepare`` sections of ``job`` are read."""
-    config = job.prepare
+    the ``clean`` and ``prepare`` sections of ``job`` are read. Alone (``huggingtweets
+    prepare``) it holds the bot's lock and writes ``OUT/<bot>/data``; the run recipe, which
+    holds the lock itself, gives ``data_dir`` in its staged result."""
     check_out(out)
     bot = bot_name(sources)
+    if data_dir is None:
+        with lock(out / f".{bot}" / "lock", str(out / bot)):
+            return prepare(sources, out, job, out / bot / "data")
+    config = job.prepare
     fetched: dict[str, UserTweets] = {}
     kept: dict[str, list[CleanTweet]] = {}
     stats: dict[str, UserStats] = {}
@@ -85,7 +92,6 @@ def prepare(sources: dict[str, TweetSource], out: Path, job: JobConfig) -> Prepa
         "warnings": warnings,
         "config": job.model_dump(include={"clean", "prepare"}),
     }
-    data_dir = out / bot / "data"
     _write(data_dir, fetched, tweets, summary)
     return Prepared(bot=bot, data_dir=data_dir, tweets=tweets, stats=summary)
 

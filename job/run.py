@@ -26,13 +26,13 @@ import platform
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from job import __version__
-from job.atomic import replace_dir, write_json
+from job.atomic import lock, recover, replace_dir, write_json
 from job.cloud.storage import Storage
 from job.config import BotJob, SamplingConfig
 from job.data.clean import Prepared
@@ -90,8 +90,8 @@ class State:
     """What the phases share. Fields after ``tracker`` are filled in as the run goes."""
 
     job: BotJob
-    bot_dir: Path
-    work: Path  # the same path on every rank: ZeRO-3 saves from all of them
+    bot_dir: Path  # OUT/<bot>: the result, replaced as one unit when the run is done
+    scratch: Path  # OUT/.<bot>: the lock, work, checkpoints, W&B files, the staged result
     main: bool  # rank 0: prepares, samples, writes; the other ranks only train
     wandb_mode: str
     tracker: Tracker
@@ -109,8 +109,17 @@ class State:
     progress: Progress | None = None
 
     @property
+    def work(self) -> Path:
+        return self.scratch / "work"  # the same path on every rank: ZeRO-3 saves from all
+
+    @property
+    def staging(self) -> Path:
+        """The new result, written here whole, then put in place of OUT/<bot> at once."""
+        return self.scratch / "result"
+
+    @property
     def staged(self) -> Path:
-        return self.work / "model"
+        return self.staging / "model"
 
 
 def run(
@@ -127,10 +136,20 @@ def run(
     """
     state = setup(job, out)
     state.progress = progress
+    with lock(state.scratch / "lock", str(state.bot_dir)) if state.main else nullcontext():
+        return _run(state, sources, checkpoint_storage)
+
+
+def _run(
+    state: State,
+    sources: dict[str, TweetSource],
+    checkpoint_storage: tuple[Storage, str] | None,
+) -> RunResult | None:
+    job = state.job
     prepare_data(state, sources)
     load_base(state)
     checkpoints = Checkpoints(
-        state.bot_dir / "checkpoints",
+        state.scratch / "checkpoints",
         _fingerprint(job, state.texts),
         job.config.train.keep_checkpoints,
         *(checkpoint_storage or (None, "")),
@@ -169,15 +188,15 @@ def setup(job: BotJob, out: Path) -> State:
     phases = Phases()
     _quiet_libraries()
     ranks = distributed.init()
-    bot_dir = out / job.bot
+    bot_dir, scratch = out / job.bot, out / f".{job.bot}"
     mode = job.config.wandb.mode or default_mode()
     tracker = Tracker(
-        mode if ranks.main else "disabled", job.config.wandb.project, job.bot, bot_dir
+        mode if ranks.main else "disabled", job.config.wandb.project, job.bot, scratch
     )
     return State(
         job=job,
         bot_dir=bot_dir,
-        work=bot_dir / ".work",
+        scratch=scratch,
         main=ranks.main,
         wandb_mode=mode,
         tracker=tracker,
@@ -190,9 +209,11 @@ def prepare_data(state: State, sources: dict[str, TweetSource]) -> None:
     """Rank 0: the tweets, cleaned, and W&B's raw and dataset artifacts."""
     if not state.main:
         return
+    recover(state.bot_dir)  # a run killed while putting its result in place
+    shutil.rmtree(state.staging, ignore_errors=True)  # a killed run's half
     config = state.job.config
     with state.phases("prepare"):
-        data = prepare(sources, state.bot_dir.parent, config)
+        data = prepare(sources, state.bot_dir.parent, config, data_dir=state.staging / "data")
     tracker = state.tracker
     with tracker.stage("prepare", config.model_dump(include={"clean", "prepare"})) as wb:
         counts = {"bot": data.bot, "users": data.stats["users"], "total": data.stats["total"]}
@@ -286,7 +307,7 @@ def predict(state: State) -> None:
 
 
 def write_card(state: State) -> None:
-    """Rank 0: the card and its picture into the model folder, then the folder into place."""
+    """Rank 0: the card and its picture into the staged model folder."""
     from job.outputs import card
 
     assert state.data is not None and state.result is not None
@@ -300,9 +321,9 @@ def write_card(state: State) -> None:
             state.flagged,
             wandb_url=state.tracker.urls.get("train"),
             versions=versions(),
+            model_dir=state.bot_dir / "model",
         )
         card.write(state.staged, context, state.data.data_dir)
-        replace_dir(state.staged, state.bot_dir / "model")
         shutil.rmtree(state.work, ignore_errors=True)
 
 
@@ -326,20 +347,22 @@ def log_results(state: State, wb: Any) -> None:
             wb,
             f"model-{state.job.bot}",
             "model",
-            [state.bot_dir / "model"],
+            [state.staged],
             {"perplexity": result.perplexity},
             parent=state.dataset_artifact,
         )
 
 
 def finish(state: State) -> RunResult:
-    """Rank 0: predictions.json, then job.json last: its presence means the run finished."""
+    """Rank 0: predictions.json and job.json into the staged result, then the whole result in
+    place of OUT/<bot> by renames: a kill at any point leaves the previous result or this one,
+    never a mix of the two."""
     assert state.result is not None
-    phases, bot_dir, job = state.phases, state.bot_dir, state.job
+    phases, staging, job = state.phases, state.staging, state.job
     phases.seconds["total"] = round(time.perf_counter() - phases.start, 3)
-    model_dir = bot_dir / "model"
+    model_dir = state.bot_dir / "model"
     write_json(
-        bot_dir / "predictions.json",
+        staging / "predictions.json",
         {
             "sampling": job.config.sampling.model_dump(),
             "memorized": state.flagged,
@@ -347,7 +370,7 @@ def finish(state: State) -> RunResult:
         },
     )
     write_json(
-        bot_dir / "job.json",
+        staging / "job.json",
         {
             "bot": job.bot,
             "config": job.config.model_dump(),
@@ -366,6 +389,7 @@ def finish(state: State) -> RunResult:
             },
         },
     )
+    replace_dir(staging, state.bot_dir)
     return RunResult(
         job.bot, model_dir, state.result, state.predictions, state.flagged, phases.seconds
     )

@@ -36,3 +36,44 @@ def test_files_are_written_whole_and_leave_no_temporary(tmp_path: Path) -> None:
     leftovers = [p.name for p in tmp_path.rglob(".*.tmp")]
     assert leftovers == []
     assert json.loads((tmp_path / "a" / "job.json").read_text()) == {"é": 1}
+
+
+def test_one_writer_at_a_time(tmp_path: Path) -> None:
+    import os
+    import socket
+
+    import pytest
+
+    from job.atomic import lock
+    from job.errors import BadConfig
+
+    path = tmp_path / ".bot" / "lock"
+    with lock(path, "out/bot"):
+        holder = json.loads(path.read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+        busy = rf"out/bot is being written by pid {os.getpid()}"
+        with pytest.raises(BadConfig, match=busy), lock(path, "out/bot"):
+            pass
+    assert not path.exists()  # released
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path: Path, caplog) -> None:
+    import logging
+    import socket
+    import subprocess
+    import sys
+
+    import pytest
+
+    from job.atomic import lock
+    from job.errors import BadConfig
+
+    code = "import os; print(os.getpid())"
+    dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    path = tmp_path / "lock"
+    path.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
+    with caplog.at_level(logging.WARNING), lock(path, "out/bot"):
+        assert "taking over the lock of pid" in caplog.text
+    path.write_text(json.dumps({"pid": 1, "host": "another-host"}))  # cannot be checked
+    with pytest.raises(BadConfig, match="on another-host"), lock(path, "out/bot"):
+        pass

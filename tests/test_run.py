@@ -67,7 +67,14 @@ def test_outputs(sample_run) -> None:
     preds = json.loads((bot / "predictions.json").read_text())
     assert len(preds["predictions"]) == 10 and preds["memorized"] == result.flagged
     assert all({"prompt", "text", "memorized"} <= set(p) for p in preds["predictions"])
-    assert not list(bot.glob(".work-*"))  # scratch space is gone
+    scratch = out / ".sourdough_sam"  # the lock, work, checkpoints and W&B's files
+    assert sorted(p.name for p in scratch.iterdir()) == ["wandb"]  # work and lock are gone
+    assert sorted(p.name for p in bot.iterdir()) == [
+        "data",
+        "job.json",
+        "model",
+        "predictions.json",
+    ]  # the result, put in place as one unit
 
 
 def test_fine_tuning_lowers_validation_loss(sample_run) -> None:
@@ -159,11 +166,12 @@ def test_same_seed_reproduces_the_loss(sample_run, tmp_path: Path) -> None:
 def test_wandb_offline_artifacts_and_no_secrets(sample_run) -> None:
     out, _ = sample_run
     bot = out / "sourdough_sam"
-    runs = sorted((bot / "wandb").glob("offline-run-*"))
+    runs = sorted((out / ".sourdough_sam" / "wandb").glob("offline-run-*"))
     assert len(runs) == 2  # prepare, then train
     job = json.loads((bot / "job.json").read_text())
     assert set(job["wandb"]["runs"]) == {"prepare", "train"} and job["wandb"]["mode"] == "offline"
-    blobs = b"".join(p.read_bytes() for p in bot.rglob("*") if p.is_file())
+    folders = (bot, out / ".sourdough_sam")  # the result, and W&B's local files
+    blobs = b"".join(p.read_bytes() for d in folders for p in d.rglob("*") if p.is_file())
     for name in ("raw-sourdough_sam", "dataset-sourdough_sam", "model-sourdough_sam"):
         assert name.encode() in blobs, name
     for secret in SECRETS.values():
@@ -202,7 +210,7 @@ def test_cli_run_end_to_end(tmp_path: Path) -> None:
     assert [p["prompt"] for p in preds["predictions"]] == ["Bread is"]
     # The process ends without the interpreter's teardown (cli._exit_without_teardown): the
     # W&B runs must be complete by then, the model artifact and the final metrics included.
-    runs = sorted((tmp_path / "sourdough_sam" / "wandb").glob("offline-run-*"))
+    runs = sorted((tmp_path / ".sourdough_sam" / "wandb").glob("offline-run-*"))
     assert len(runs) == 2
     train_log = b"".join(p.read_bytes() for p in runs[1].glob("*.wandb"))
     assert b"model-sourdough_sam" in train_log and b"base_perplexity" in train_log
@@ -227,4 +235,69 @@ print(sorted(m for m in sys.modules if m.split(".")[0] == "wandb"))
     assert result.stdout.strip().splitlines()[-1] == "[]"
     job = json.loads((tmp_path / "sourdough_sam" / "job.json").read_text())
     assert job["wandb"] == {"mode": "disabled", "runs": {}, "urls": {}}
-    assert not (tmp_path / "sourdough_sam" / "wandb").exists()
+    assert not (tmp_path / ".sourdough_sam" / "wandb").exists()
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_kill_9_at_prepare_train_or_card_leaves_the_previous_result(tmp_path: Path) -> None:
+    """A run killed at any point leaves OUT/<bot>/ as the previous complete result, never a
+    mix; the next run takes over the dead run's lock and puts its own result in place."""
+    import shutil
+    import signal
+    import threading
+
+    from tests.helpers.cli import invoke
+
+    run(
+        tiny_job(train={"epochs": 1}, wandb={"mode": "disabled"}),
+        {"sourdough_sam": FileSource(SAMPLE)},
+        tmp_path / "first",
+    )
+    before = snapshot(tmp_path / "first" / "sourdough_sam")
+    # The three runs go at once (each in a copy of the output): a log line says where it is.
+    points = {"prepare": "prepare:", "train": "strategy ", "card": "predict:"}
+    args = [*TINY_FLAGS, "--seed", "7", "--wandb-mode", "disabled", "--jsonl", str(SAMPLE)]
+    command = [sys.executable, "-m", "job", "run", "sourdough_sam", *args]
+    procs = {}
+    for name in points:
+        shutil.copytree(tmp_path / "first", tmp_path / name)
+        procs[name] = subprocess.Popen(
+            [*command, "--out", str(tmp_path / name)],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+
+    def kill_at(name: str) -> None:
+        proc = procs[name]
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if points[name] in line:
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait(timeout=300)
+
+    watchers = [threading.Thread(target=kill_at, args=(n,)) for n in points]
+    for w in watchers:
+        w.start()
+    for w in watchers:
+        w.join(timeout=300)
+    for name, proc in procs.items():
+        assert proc.returncode == -signal.SIGKILL, name  # killed, not finished
+        assert snapshot(tmp_path / name / "sourdough_sam") == before, name
+
+    again = invoke("run", "sourdough_sam", *args, "--out", str(tmp_path / "card"))
+    assert again.returncode == 0, again.stderr
+    assert "taking over the lock of pid" in again.stderr
+    job = json.loads((tmp_path / "card" / "sourdough_sam" / "job.json").read_text())
+    assert job["config"]["train"]["seed"] == 7
+    assert snapshot(tmp_path / "card" / "sourdough_sam") != before

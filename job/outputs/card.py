@@ -100,8 +100,10 @@ def context(
     flagged: int,
     wandb_url: str | None,
     versions: dict[str, str],
+    model_dir: Path,
 ) -> dict[str, Any]:
-    """Everything the template shows. Archive avatars are copied into ``folder``."""
+    """Everything the template shows. Archive avatars are copied into ``folder``, the staged
+    model folder; ``model_dir`` is where it will be once the run is done."""
     repo, config = job.hub_repo, job.config
     users = []
     for handle, stats in data.stats["users"].items():
@@ -132,7 +134,7 @@ def context(
         "thumbnail": f"https://huggingface.co/{repo}/resolve/main/predictions.png"
         if repo
         else "predictions.png",
-        "model_ref": repo or str(folder.parent.parent / "model"),
+        "model_ref": repo or str(model_dir),
         "wandb_url": wandb_url,
         "languages": languages(data.stats),
         "clean": config.clean.model_dump(),

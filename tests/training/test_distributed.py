@@ -102,7 +102,7 @@ def test_sigterm_checkpoints_and_the_rerun_resumes(tmp_path: Path) -> None:
     # ~4 steps an epoch: the first checkpoint comes at step 4 of ~48, so SIGTERM lands mid-run
     job_args = [*JOB, "--epochs", "12", "--checkpoint-every", "4"]
     args = [sys.executable, "-m", "job", *job_args]
-    checkpoints = tmp_path / "a" / "sourdough_sam" / "checkpoints"
+    checkpoints = tmp_path / "a" / ".sourdough_sam" / "checkpoints"
 
     code, _, err = run_until(
         [*args, "--out", str(tmp_path / "a")],
