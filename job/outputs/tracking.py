@@ -21,6 +21,10 @@ from typing import Any
 from job.errors import BadConfig
 
 MODES = ("online", "offline", "disabled")
+# Online, W&B must answer within these or the job goes on without it: its metrics are worth
+# less than the model. 90 s is wandb's own default for starting a run; finishing waits for
+# uploads (a gpt2-xl model artifact is ~6 GB), where wandb's default is to wait forever.
+INIT_TIMEOUT, FINISH_TIMEOUT = 90.0, 600.0
 
 
 def default_mode() -> str:
@@ -60,7 +64,13 @@ class Tracker:
             id=run_id,
             resume="allow" if run_id else None,
             # Quiet: stdout carries only the job's one-line result.
-            settings=wandb.Settings(silent=True, show_info=False, show_warnings=False),
+            settings=wandb.Settings(
+                silent=True,
+                show_info=False,
+                show_warnings=False,
+                init_timeout=INIT_TIMEOUT,
+                finish_timeout=FINISH_TIMEOUT,
+            ),
         )
         try:
             yield run
