@@ -33,6 +33,7 @@ from typing import Any
 
 from job import __version__
 from job.atomic import lock, recover, replace_dir, write_json
+from job.cloud.runs import MARKER
 from job.cloud.storage import Storage
 from job.config import BotJob, SamplingConfig
 from job.data.clean import Prepared
@@ -137,7 +138,21 @@ def run(
     state = setup(job, out)
     state.progress = progress
     with lock(state.scratch / "lock", str(state.bot_dir)) if state.main else nullcontext():
-        return _run(state, sources, checkpoint_storage)
+        try:
+            return _run(state, sources, checkpoint_storage)
+        except Exception:
+            if state.main:  # a full disk stays full otherwise; complete checkpoints stay
+                _tidy(state)
+            raise
+
+
+def _tidy(state: State) -> None:
+    """After a failure: drop the scratch space and the half of any result or checkpoint."""
+    shutil.rmtree(state.work, ignore_errors=True)
+    shutil.rmtree(state.staging, ignore_errors=True)
+    for path in (state.scratch / "checkpoints").glob("checkpoint-*"):
+        if not (path / MARKER).is_file():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _run(

@@ -301,3 +301,32 @@ def test_kill_9_at_prepare_train_or_card_leaves_the_previous_result(tmp_path: Pa
     job = json.loads((tmp_path / "card" / "sourdough_sam" / "job.json").read_text())
     assert job["config"]["train"]["seed"] == 7
     assert snapshot(tmp_path / "card" / "sourdough_sam") != before
+
+
+def test_a_full_disk_mid_training_leaves_no_half_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC while a checkpoint is being written: the error is transient (another host has
+    its own disk), and the scratch space and the half checkpoint are gone, not left to fill
+    the disk; the previous result stays."""
+    import errno
+    import os
+
+    import job.training.train
+    from job.errors import TransientError, classify
+
+    scratch = tmp_path / ".sourdough_sam"
+
+    def full(model, tokenizer, texts, config, workdir, **kwargs):
+        half = scratch / "checkpoints" / "checkpoint-4"
+        half.mkdir(parents=True)
+        (half / "model.safetensors").write_bytes(b"\0" * 1024)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(job.training.train, "finetune", full)
+    with pytest.raises(OSError) as info:
+        run(tiny_job(wandb={"mode": "disabled"}), {"sourdough_sam": FileSource(SAMPLE)}, tmp_path)
+    assert isinstance(classify(info.value), TransientError)
+    assert sorted(p.name for p in scratch.iterdir()) == ["checkpoints"]  # no work, no result
+    assert list((scratch / "checkpoints").glob("checkpoint-*")) == []
+    assert not (tmp_path / "sourdough_sam").exists()
