@@ -20,6 +20,10 @@ from job.errors import BadConfig, CredentialsError
 from job.retry import Retry, with_retries
 
 log = logging.getLogger(__name__)
+# huggingface_hub's own HTTP client has no timeout at all (httpx, timeout=None): a Hub that
+# stops answering mid-commit would hold the job until the platform kills it. 10 s to connect,
+# 60 s between bytes.
+CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0
 BACKOFF_SECONDS = 2.0  # first retry after 2 s, then 4, 8, 16: a Hub hiccup, not an outage
 
 
@@ -43,6 +47,7 @@ def push_to_hub(
     if not token:
         raise CredentialsError("pushing to the Hub needs HF_TOKEN in the environment")
     disable_progress_bars()
+    _with_timeouts()
     api = HfApi(token=token)
     files = sorted(p for p in folder.rglob("*") if p.is_file())
 
@@ -83,3 +88,18 @@ def push_to_hub(
         backoff=BACKOFF_SECONDS,
         sleep=sleep,
     )
+
+
+def _with_timeouts() -> None:
+    """huggingface_hub's client, with the timeouts above (its factory builds it per thread)."""
+    import httpx2
+    from huggingface_hub import close_session, set_client_factory
+    from huggingface_hub.utils._http import default_client_factory
+
+    def client() -> httpx2.Client:
+        made = default_client_factory()  # its event hooks and redirects, and our timeouts
+        made.timeout = httpx2.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
+        return made
+
+    set_client_factory(client)
+    close_session()  # a session made before now has no timeout

@@ -83,3 +83,22 @@ def test_invalid_card_is_refused(hub, tmp_path: Path, model_dir: Path) -> None:
     with pytest.raises(BadConfig, match="rejected the model card"):
         push(folder, "huggingtweets/alice", private=False, run_id="r1")
     assert hub.state.commits == []
+
+
+def test_a_hub_that_stops_answering_times_out(
+    hub, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """huggingface_hub sets no timeout of its own: a commit the Hub never answers would hang."""
+    import time
+
+    monkeypatch.setattr(hub_module, "READ_TIMEOUT", 0.3)
+
+    def stall(method: str, path: str) -> None:
+        if path.endswith("/commit/main"):
+            time.sleep(2)
+
+    hub.state.faults.append(stall)
+    start = time.monotonic()
+    with pytest.raises(TransientError, match="ReadTimeout"):
+        push(model_dir, "huggingtweets/alice", private=False, run_id="r1", retries=1)
+    assert time.monotonic() - start < 2 and hub.state.commits == []
