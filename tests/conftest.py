@@ -74,3 +74,12 @@ def s3(_moto: MotoS3, monkeypatch: pytest.MonkeyPatch) -> MotoS3:
         monkeypatch.setenv(key, value)
     boto3.client("s3").create_bucket(Bucket="results")
     return _moto
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_wandb_service():
+    """wandb puts its service's address in os.environ (WANDB_SERVICE) when a test starts a run
+    in this process; a job the test spawns would then attach to it, and wait up to a minute
+    (seen: the ZeRO-2 test took 75 s, not 20). Every process a test starts gets its own."""
+    os.environ.pop("WANDB_SERVICE", None)
+    yield
