@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import boto3
 import kubernetes_validate
@@ -99,26 +98,9 @@ def batch(s3):
 
 
 def test_submit_three_users_to_aws_batch(batch) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "job",
-            "submit",
-            "a_one",
-            "b_two",
-            "c_three",
-            "--target",
-            "batch",
-            "--output",
-            "s3://results/bots",
-            "--base-model",
-            "gpt2-medium",
-        ],
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),
-        timeout=120,
+    result = invoke(
+        *("submit", "a_one", "b_two", "c_three", "--target", "batch"),
+        *("--output", "s3://results/bots", "--base-model", "gpt2-medium"),
     )
     assert result.returncode == 0, result.stderr
     first, follow = result.stdout.split("\n", 1)
