@@ -395,6 +395,7 @@ def finish(state: State) -> RunResult:
                 "mode": state.wandb_mode,
                 "runs": state.tracker.run_ids,
                 "urls": state.tracker.urls,
+                "skipped": state.tracker.skipped,  # stages W&B did not answer for
             },
             "result": {
                 **state.result.summary(),

@@ -234,7 +234,7 @@ print(sorted(m for m in sys.modules if m.split(".")[0] == "wandb"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
     job = json.loads((tmp_path / "sourdough_sam" / "job.json").read_text())
-    assert job["wandb"] == {"mode": "disabled", "runs": {}, "urls": {}}
+    assert job["wandb"] == {"mode": "disabled", "runs": {}, "urls": {}, "skipped": []}
     assert not (tmp_path / ".sourdough_sam" / "wandb").exists()
 
 

@@ -12,6 +12,7 @@ Disabled never imports wandb: it and the ``requests`` it pulls in cost ~0.7 s of
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from typing import Any
 
 from job.errors import BadConfig
 
+log = logging.getLogger(__name__)
 MODES = ("online", "offline", "disabled")
 # Online, W&B must answer within these or the job goes on without it: its metrics are worth
 # less than the model. 90 s is wandb's own default for starting a run; finishing waits for
@@ -40,6 +42,7 @@ class Tracker:
         # Before wandb is imported: its artifact messages ignore Settings(silent=True).
         os.environ.setdefault("WANDB_SILENT", "true")
         self.run_ids: dict[str, str] = {}
+        self.skipped: list[str] = []  # stages W&B did not answer for: they went on without it
 
     @contextmanager
     def stage(
@@ -52,13 +55,31 @@ class Tracker:
         import wandb
 
         self.workdir.mkdir(parents=True, exist_ok=True)
-        run = wandb.init(
+        try:
+            run = self._init(wandb, job_type, config, run_id)
+        except Exception as e:  # W&B down or refusing: the model matters more than its metrics
+            log.warning("W&B: %s; the %s stage goes on without it", type(e).__name__, job_type)
+            self.skipped.append(job_type)
+            run = None
+        if run is None:
+            yield _NoRun()
+            return
+        try:
+            yield run
+        finally:
+            self.run_ids[job_type] = run.id
+            if self.mode == "online" and run.url:  # offline runs warn when asked
+                self.urls[job_type] = run.url
+            run.finish()
+
+    def _init(self, wandb: Any, job_type: str, config: dict[str, Any], run_id: str | None) -> Any:
+        return wandb.init(
             project=self.project,
             group=self.group,
             job_type=job_type,
             name=f"{self.group}-{job_type}",
             config=config,
-            mode=self.mode,  # type: ignore[arg-type]
+            mode=self.mode,
             dir=str(self.workdir),
             reinit="create_new",
             id=run_id,
@@ -72,13 +93,6 @@ class Tracker:
                 finish_timeout=FINISH_TIMEOUT,
             ),
         )
-        try:
-            yield run
-        finally:
-            self.run_ids[job_type] = run.id
-            if self.mode == "online" and run.url:  # offline runs warn when asked
-                self.urls[job_type] = run.url
-            run.finish()
 
     def log_artifact(
         self,
@@ -89,7 +103,7 @@ class Tracker:
         metadata: dict[str, Any],
         parent: Any = None,
     ) -> Any:
-        if self.mode == "disabled":
+        if self.mode == "disabled" or isinstance(run, _NoRun):
             return None
         import wandb
 
@@ -105,7 +119,7 @@ class Tracker:
         return artifact
 
     def use(self, run: Any, artifact: Any) -> None:
-        if self.mode == "online":  # W&B's own lineage; offline keeps it in metadata
+        if self.mode == "online" and artifact is not None:  # W&B's lineage; offline: metadata
             run.use_artifact(artifact)
 
     def table(self, columns: list[str], rows: list[list[Any]]) -> Any:

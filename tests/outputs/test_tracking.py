@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,39 @@ print(child.metadata["derived_from"], t.run_ids["prepare"] is not None)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["raw-bot", "True"]
     assert len(list((tmp_path / "bot" / "wandb").glob("offline-run-*"))) == 1
+
+
+@pytest.mark.integration
+def test_an_online_wandb_that_stops_answering_is_left_behind(tmp_path: Path) -> None:
+    """W&B online, its server accepting and never answering: the stage goes on without it
+    after the start timeout (here 3 s), with a warning, instead of hanging."""
+    import socket
+    import time
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(50)
+        code = f"""
+from pathlib import Path
+from job.outputs import tracking
+tracking.INIT_TIMEOUT = 3.0
+t = tracking.Tracker("online", "p", "bot", Path({str(tmp_path)!r}))
+with t.stage("prepare", {{}}) as run:
+    run.log({{"x": 1}})
+import json, os
+print(json.dumps({{"skipped": t.skipped, "runs": t.run_ids}}), flush=True)
+os._exit(0)  # wandb's own exit handler waits ~12 s more for the server: not under test
+"""
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("WANDB_")},
+            "WANDB_BASE_URL": f"http://127.0.0.1:{server.getsockname()[1]}",
+            "WANDB_API_KEY": "k" * 40,
+        }
+        start = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+        )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == {"skipped": ["prepare"], "runs": {}}
+    assert "goes on without it" in result.stderr
+    assert time.monotonic() - start < 30
