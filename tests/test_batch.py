@@ -40,13 +40,18 @@ bots:
 """
 
 
+@pytest.fixture(scope="module")
+def andre_zip(real_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The real archive as the zip a user downloads: made once for the module."""
+    return shutil.make_archive(str(tmp_path_factory.mktemp("zip") / "andre"), "zip", real_archive)
+
+
 @pytest.fixture
-def inputs(s3, real_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def inputs(s3, andre_zip: str, monkeypatch: pytest.MonkeyPatch):
     client = boto3.client("s3")
     client.create_bucket(Bucket="inputs")
     client.upload_file(str(SAMPLE), "inputs", "tweets/sam.jsonl")
-    archive = shutil.make_archive(str(tmp_path / "andre"), "zip", real_archive)
-    client.upload_file(archive, "inputs", "archives/andre.zip")
+    client.upload_file(andre_zip, "inputs", "archives/andre.zip")
     client.put_object(Bucket="inputs", Key="jobs/three.yaml", Body=MANIFEST.encode())
     client.put_object(
         Bucket="inputs",
@@ -259,3 +264,38 @@ def test_an_unexpected_error_fails_the_status_with_one_line(inputs, monkeypatch)
     status = get_json(open_storage("s3://results/bots"), "sourdough_sam/status.json")
     assert status["state"] == "failed" and status["reason"].startswith("internal error")
     assert TWITTER_TOKEN not in r.stderr + json.dumps(status)
+
+
+@pytest.mark.parametrize(
+    ("uri", "body", "code", "reason"),
+    [
+        ("s3://inputs/tweets/utf16.jsonl", '{"text": "hi"}\n'.encode("utf-16"), 5, "not UTF-8"),
+        ("s3://inputs/archives/bad.zip", b"PK\x03\x04 not really a zip", 5, "not a readable zip"),
+    ],
+    ids=["utf16-jsonl", "bad-zip"],
+)
+def test_bad_inputs_fail_the_bot_with_the_reason(inputs, uri, body, code, reason) -> None:
+    bucket, key = uri[len("s3://") :].split("/", 1)
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=body)
+    source = "archive" if uri.endswith(".zip") else "jsonl"
+    manifest = MANIFEST.split("bots:")[0] + (
+        f"bots:\n  - users: [{{handle: sourdough_sam, source: {source}, uri: {uri}}}]\n"
+    )
+    boto3.client("s3").put_object(Bucket="inputs", Key="jobs/bad.yaml", Body=manifest.encode())
+    r = cli("run", "--manifest", "s3://inputs/jobs/bad.yaml")
+    assert r.returncode == code and r.stderr.count("error: ") == 1, r.stderr
+    status = get_json(open_storage("s3://results/bots"), "sourdough_sam/status.json")
+    assert status["state"] == "failed" and reason in status["reason"]
+
+
+def test_a_403_that_echoes_the_token_fails_the_bot_without_it(inputs) -> None:
+    from tests.helpers.twitter_api import Fault
+
+    inputs.faults = [Fault(403, echo_auth=True)]
+    manifest = MANIFEST.split("bots:")[0] + "bots:\n  - users: [{handle: talker, source: api}]\n"
+    boto3.client("s3").put_object(Bucket="inputs", Key="jobs/api.yaml", Body=manifest.encode())
+    r = cli("run", "--manifest", "s3://inputs/jobs/api.yaml")
+    assert r.returncode == 9 and TWITTER_TOKEN not in r.stderr
+    status = get_json(open_storage("s3://results/bots"), "talker/status.json")
+    assert status["state"] == "failed" and "refused access (403)" in status["reason"]
+    assert TWITTER_TOKEN not in json.dumps(status)

@@ -56,7 +56,7 @@ def upload_run(
     for path in files_to_publish(bot_dir):
         rel = path.relative_to(bot_dir).as_posix()
         storage.put_file(prefix + rel, path)
-        listing[rel] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        listing[rel] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
     marker = {
         "bot": bot,
         "run_id": run_id,
@@ -90,7 +90,7 @@ def latest_complete(storage: Storage, bot: str) -> dict[str, Any] | None:
     return marker if isinstance(marker, dict) else None
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -23,16 +23,17 @@ import re
 import shutil
 import signal
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from job.atomic import write_json
-from job.cloud.runs import MARKER
+from job.cloud.runs import MARKER, sha256_file
 from job.cloud.storage import Storage, download, get_json, put_json
 from job.training import distributed
 
 log = logging.getLogger(__name__)
 _STEP = re.compile(r"checkpoint-(\d+)")
+LISTING = "_FILES-"  # _FILES-<rank>: the files one node uploaded, and their SHA-256
 
 
 class Cadence:
@@ -117,7 +118,16 @@ class Checkpoints:
         if self._ours(self.folder / name / MARKER):
             return
         log.info("fetching %s from %s%s", name, self.storage.uri, self.prefix)
-        download(self.storage, f"{self.prefix}{name}/", self.folder / name)
+        # Each uploading node listed its files with their SHA-256: nothing else is taken, and
+        # a file someone changed under the output prefix is refused, not resumed from.
+        remote = f"{self.prefix}{name}/"
+        listed: dict[str, str] = {}
+        for key in self.storage.list(remote):
+            if PurePosixPath(key).name.startswith(LISTING):
+                listed.update(get_json(self.storage, key) or {})
+        download(self.storage, remote, self.folder / name, expected=listed)
+        marker = get_json(self.storage, remote + MARKER)
+        (self.folder / name / MARKER).write_text(json.dumps(marker))
 
     @staticmethod
     def _remote_steps(keys: list[str]) -> list[int]:
@@ -133,8 +143,12 @@ class Checkpoints:
         path = self.folder / f"checkpoint-{step}"
         r = distributed.ranks()
         if self.storage is not None and r.local_rank == 0:
+            listing = {}
             for f in sorted(p for p in path.rglob("*") if p.is_file()):
                 self.storage.put_file(f"{self.prefix}{f.relative_to(self.folder).as_posix()}", f)
+                listing[f.relative_to(path).as_posix()] = sha256_file(f)
+            # this node's files, after them: a resume checks what it downloads against these
+            put_json(self.storage, f"{self.prefix}checkpoint-{step}/{LISTING}{r.rank}", listing)
         distributed.barrier()
         if r.main:
             marker = {"step": step, "fingerprint": self.fingerprint}

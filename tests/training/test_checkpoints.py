@@ -68,3 +68,22 @@ def test_a_checkpoint_of_another_run_in_the_same_folder_is_not_resumed(tmp_path:
     write_checkpoint(tmp_path / "ck", 328, complete=True, fingerprint="seed-1")
     latest = ours.latest()
     assert latest is not None and latest.name == "checkpoint-100"
+
+
+def test_a_checkpoint_changed_on_storage_is_refused_on_resume(tmp_path: Path) -> None:
+    """Each node lists what it uploaded with its SHA-256; a resume on a fresh machine checks
+    every file it downloads against that list."""
+    import pytest
+
+    from job.errors import CorruptInput
+
+    store = LocalStorage(tmp_path / "s3")
+    first = Checkpoints(tmp_path / "m1", "fp", storage=store, prefix="bot/checkpoints")
+    first.remember()
+    write_checkpoint(tmp_path / "m1", 10, complete=False)
+    first.saved(10)
+    assert "bot/checkpoints/checkpoint-10/_FILES-0" in store.list("bot/checkpoints/")
+    store.put_bytes("bot/checkpoints/checkpoint-10/model.safetensors", b"tampered")
+    fresh = Checkpoints(tmp_path / "m2", "fp", storage=store, prefix="bot/checkpoints")
+    with pytest.raises(CorruptInput, match="not the file its run's marker lists"):
+        fresh.latest()
