@@ -116,6 +116,7 @@ def _write(
     tweets: list[CleanTweet],
     summary: dict[str, Any],
 ) -> None:
+    made = not data_dir.parent.exists()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".data-", dir=data_dir.parent))
     try:
@@ -139,3 +140,5 @@ def _write(
         replace_dir(tmp, data_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if made and not data_dir.exists():  # failed: leave no empty bot folder behind
+            shutil.rmtree(data_dir.parent, ignore_errors=True)

@@ -104,8 +104,14 @@ def assert_complete(bot: str) -> dict:
 def test_three_bots_by_array_index(inputs, hub) -> None:
     uri = "s3://inputs/jobs/three.yaml"
     runs = [
-        # as a process, as AWS Batch starts it: the exit code, stdout and stderr it sees
-        process("run", "--manifest", uri, env={"AWS_BATCH_JOB_ARRAY_INDEX": "0"}, twitter_env=True),
+        # as a process, as AWS Batch starts it: the exit code, stdout and stderr it sees, and
+        # (-X importtime) every module it imports
+        process(
+            *("run", "--manifest", uri),
+            env={"AWS_BATCH_JOB_ARRAY_INDEX": "0"},
+            twitter_env=True,
+            python=("-X", "importtime"),
+        ),
         cli("run", "--manifest", uri, JOB_COMPLETION_INDEX="1"),
         cli("run", "--manifest", uri, "--index", "2"),
     ]
@@ -116,6 +122,15 @@ def test_three_bots_by_array_index(inputs, hub) -> None:
         assert r.stdout.startswith(f"{bot}  succeeded  "), r.stdout
         assert "hub:pushed" in r.stdout
     markers = {bot: assert_complete(bot) for bot in bots}
+    # W&B disabled costs nothing: wandb (and the requests it imports) stay unloaded
+    imported = [
+        ln.rsplit("|", 1)[1].strip() for ln in runs[0].stderr.splitlines() if "import time:" in ln
+    ]
+    assert "torch" in imported and not [m for m in imported if m.split(".")[0] == "wandb"]
+    storage = open_storage("s3://results/bots")
+    run_id = markers["sourdough_sam"]["run_id"]
+    job = json.loads(storage.get_bytes(f"sourdough_sam/{run_id}/job.json") or b"{}")
+    assert job["wandb"] == {"mode": "disabled", "runs": {}, "urls": {}, "skipped": []}
     assert [c.repo for c in hub.state.commits] == [f"huggingtweets/{b}" for b in bots]
     for commit in hub.state.commits:
         run_id = markers[commit.repo.split("/")[1]]["run_id"]

@@ -266,3 +266,32 @@ def test_an_avatar_that_is_not_a_picture_is_left_out(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "not a usable picture" in result.stderr
     assert not (tmp_path / "o" / "sample_user" / "data" / "avatars").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 256 KiB tmpfs: a real full disk, where the machine lets the tests mount one (root, as
+    on the dev machines and CI); test_a_full_disk_is_transient injects ENOSPC everywhere."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_real_full_disk_is_transient_and_leaves_nothing_half_written(
+    small_disk: Path, real_archive: Path
+) -> None:
+    result = cli(
+        "prepare", "andreruffert", "--archive", str(real_archive), "--out", str(small_disk)
+    )
+    assert "no space left on the device" in one_line(result, errors.TRANSIENT)
+    assert not (small_disk / "andreruffert").exists()
+    assert [p.name for p in small_disk.iterdir()] == [".andreruffert"]  # the lock's folder
+    assert list((small_disk / ".andreruffert").iterdir()) == []  # and no lock left

@@ -102,3 +102,19 @@ def test_a_hub_that_stops_answering_times_out(
     with pytest.raises(TransientError, match="ReadTimeout"):
         push(model_dir, "huggingtweets/alice", private=False, run_id="r1", retries=1)
     assert time.monotonic() - start < 2 and hub.state.commits == []
+
+
+def test_hub_offline_at_push_time_is_a_configuration_error(
+    hub, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HF_HUB_OFFLINE=1 left in the environment: one line and exit 10, not a traceback."""
+    from huggingface_hub import constants
+
+    from job import errors
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets
+    with pytest.raises(Exception) as info:
+        push(model_dir, "huggingtweets/alice", private=False, run_id="r1")
+    error = errors.classify(info.value)
+    assert error.exit_code == errors.BAD_CONFIG and "HF_HUB_OFFLINE" in str(error)
+    assert hub.state.commits == []

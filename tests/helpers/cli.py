@@ -38,13 +38,18 @@ def invoke(*args: str, env: dict[str, str] | None = None, twitter_env: bool = Fa
 
 
 def process(
-    *args: str, env: dict[str, str] | None = None, twitter_env: bool = False, timeout: float = 600
+    *args: str,
+    env: dict[str, str] | None = None,
+    twitter_env: bool = False,
+    timeout: float = 600,
+    python: tuple[str, ...] = (),
 ) -> Result:
     """Run ``python -m job`` as its own process: for what only a process shows (exit handlers,
-    imports, signals, the platform's view)."""
+    imports, signals, the platform's view). ``python`` adds interpreter flags (``-X
+    importtime`` lists every module the job imports on stderr)."""
     base = {k: v for k, v in os.environ.items() if twitter_env or not k.startswith("TWITTER_")}
     done = subprocess.run(
-        [sys.executable, "-m", "job", *args],
+        [sys.executable, *python, "-m", "job", *args],
         capture_output=True,
         text=True,
         env={**base, **(env or {})},
