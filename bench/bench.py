@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=H100_BF16_DENSE / 1e12)
     parser.add_argument("--out", type=Path, default=REPO / "bench-out")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each, interleaved")
+    parser.add_argument("--help-runs", type=int, default=5, help="`--help` timings (best of)")
     args = parser.parse_args()
 
     from job.training.model import GPT2, GPT2_NAMES, build_random
@@ -142,7 +143,8 @@ def main() -> None:
                 timings = figures["timings"]
             runs[side].append({**figures, "process_s": seconds, "rss": rss, "timings": timings})
     help_s = min(
-        timed([sys.executable, "-m", "job", "--help"], env, args.out / "help")[0] for _ in range(5)
+        timed([sys.executable, "-m", "job", "--help"], env, args.out / "help")[0]
+        for _ in range(args.help_runs)
     )
 
     ours = runs["ours"][0]

@@ -18,7 +18,8 @@ def test_bench_on_sample_data(tmp_path: Path) -> None:
     result = subprocess.run(
         [
             *[sys.executable, str(REPO / "bench" / "bench.py"), "--epochs", "1"],
-            *["--repeats", "1", "--out", str(tmp_path)],  # medians: test_summary_takes_medians
+            *["--repeats", "1", "--help-runs", "1"],  # medians: test_summary_takes_medians
+            *["--out", str(tmp_path)],
         ],
         capture_output=True,
         text=True,
