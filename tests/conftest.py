@@ -53,10 +53,17 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> FakeHub:
 _MOTO = MotoS3().start()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _moto_process():
+    """Stopped when the session ends, whether or not a test used it (a leaked server per
+    session piles up: ~200 MB each)."""
+    yield _MOTO
+    _MOTO.stop()
+
+
 @pytest.fixture(scope="session")
 def _moto():
-    yield _MOTO.wait()
-    _MOTO.stop()
+    return _MOTO.wait()
 
 
 @pytest.fixture

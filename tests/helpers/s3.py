@@ -83,7 +83,8 @@ class MotoS3:
         return self
 
     def stop(self) -> None:
-        self.process.kill()  # a test server: nothing to save, and its shutdown takes ~1 s
+        if self.process.poll() is None:
+            self.process.kill()  # a test server: nothing to save, and its shutdown takes ~1 s
         self.process.wait(timeout=10)
 
     def reset(self) -> None:
