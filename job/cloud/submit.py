@@ -160,10 +160,55 @@ def render_k8s(
     job["metadata"]["namespace"] = namespace
     job["spec"]["completions"] = bots
     job["spec"]["parallelism"] = bots
+    job["spec"]["maxFailedIndexes"] = bots
     container = job["spec"]["template"]["spec"]["containers"][0]
     container["image"] = image
     container["args"] = ["run", "--manifest", manifest_uri]
+    problems = indexed_job_problems(job)
+    if problems:
+        raise BadConfig(f"the Kubernetes Job would be refused: {problems[0]}")
     return [job]
+
+
+# The API server's own rules for Indexed Jobs (batch/v1 validation), which a schema check does
+# not see: a Job that breaks one is refused at apply time.
+MAX_INDEXED_COMPLETIONS = 100_000  # with backoffLimitPerIndex
+
+
+def indexed_job_problems(job: dict[str, Any]) -> list[str]:
+    """What the API server would refuse in this Indexed Job, one line each."""
+    spec = job.get("spec", {})
+    template = spec.get("template", {}).get("spec", {})
+    completions, parallelism = spec.get("completions"), spec.get("parallelism", 1)
+    per_index, max_failed = spec.get("backoffLimitPerIndex"), spec.get("maxFailedIndexes")
+    rules = (spec.get("podFailurePolicy") or {}).get("rules", [])
+    checks = [
+        (spec.get("completionMode") == "Indexed", "completionMode must be Indexed"),
+        (isinstance(completions, int) and completions >= 1, "completions must be set, >= 1"),
+        (isinstance(parallelism, int) and parallelism >= 0, "parallelism must be >= 0"),
+        (
+            max_failed is None or per_index is not None,
+            "maxFailedIndexes needs backoffLimitPerIndex",
+        ),
+        (
+            max_failed is None or (isinstance(completions, int) and 0 <= max_failed <= completions),
+            f"maxFailedIndexes ({max_failed}) must be <= completions ({completions})",
+        ),
+        (
+            per_index is None
+            or (isinstance(completions, int) and completions <= MAX_INDEXED_COMPLETIONS),
+            f"with backoffLimitPerIndex, completions must be <= {MAX_INDEXED_COMPLETIONS:,}",
+        ),
+        (
+            not rules or template.get("restartPolicy") == "Never",
+            "podFailurePolicy needs restartPolicy: Never",
+        ),
+        (
+            per_index is not None or all(r.get("action") != "FailIndex" for r in rules),
+            "a FailIndex rule needs backoffLimitPerIndex",
+        ),
+    ]
+    return [message for ok, message in checks if not ok]
 
 
 def apply_k8s(rendered: str) -> None:

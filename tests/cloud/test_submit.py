@@ -143,3 +143,24 @@ def test_one_bot_per_user_or_one_for_all() -> None:
     (bot,) = jobs(parse(yaml.safe_dump(together)))
     assert bot.bot == "a-b" and bot.hub_repo == "me/a-b"
     assert bot.config.train.base_model == "gpt2-xl"
+
+
+@pytest.mark.parametrize("bots", [1, 3, 150])
+def test_rendered_jobs_follow_the_api_servers_rules_for_indexed_jobs(bots: int) -> None:
+    """Beyond the schema: maxFailedIndexes <= completions and the rest of batch/v1's checks."""
+    from job.cloud.submit import indexed_job_problems
+
+    (job,) = render_k8s("s3://b/jobs/x.yaml", bots, name="n", image="i", namespace="d")
+    assert indexed_job_problems(job) == []
+    assert job["spec"]["maxFailedIndexes"] == job["spec"]["completions"] == bots
+
+
+def test_the_base_job_follows_them_too_and_the_rules_catch_the_old_one() -> None:
+    from job.cloud.submit import K8S_JOB, indexed_job_problems
+
+    base = yaml.safe_load(K8S_JOB.read_text())
+    assert indexed_job_problems(base) == []
+    old = {**base, "spec": {**base["spec"], "maxFailedIndexes": 100}}  # as shipped before
+    assert indexed_job_problems(old) == ["maxFailedIndexes (100) must be <= completions (1)"]
+    broken = {**base, "spec": {**base["spec"], "backoffLimitPerIndex": None}}
+    assert "a FailIndex rule needs backoffLimitPerIndex" in indexed_job_problems(broken)
