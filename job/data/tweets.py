@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -82,3 +82,21 @@ def parse_date(value: object) -> str | None:
         return parsed.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
     except OverflowError:  # year 1 an hour east of UTC falls before year 1
         return None
+
+
+# Reading JSON that the sources hand us, fields of any type: what is not of the expected type
+# reads as absent, so a wrong type is read around, never a crash.
+
+
+def mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def mappings(value: Any) -> list[dict[str, Any]]:
+    """The objects of a list; anything else is no list."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def string(value: Any) -> str | None:
+    """A non-empty string, or None."""
+    return value if isinstance(value, str) and value else None

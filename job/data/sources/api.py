@@ -23,7 +23,16 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from job.data.tweets import Avatar, Profile, Tweet, UserTweets, parse_date
+from job.data.tweets import (
+    Avatar,
+    Profile,
+    Tweet,
+    UserTweets,
+    mapping,
+    mappings,
+    parse_date,
+    string,
+)
 from job.errors import AccountNotFound, AccountProtected, BadConfig, CredentialsError
 from job.retry import Retry, with_retries
 
@@ -92,10 +101,8 @@ class ApiSource:
     def fetch(self, handle: str) -> UserTweets:
         import tweepy
 
-        answer = _mapping(
-            self._call(self.client.get_user, username=handle, user_fields=USER_FIELDS)
-        )
-        user = _mapping(answer.get("data"))
+        answer = mapping(self._call(self.client.get_user, username=handle, user_fields=USER_FIELDS))
+        user = mapping(answer.get("data"))
         if not user or not isinstance(user.get("id"), (str, int)):
             detail = _error_detail(answer.get("errors"), "account not found")
             raise AccountNotFound(f"@{handle}: {detail}")
@@ -115,7 +122,7 @@ class ApiSource:
         unreadable = 0
         # The account's tweet count (retweets and replies included) bounds what the timeline
         # serves; unknown (0) means no progress bar.
-        count = _mapping(user.get("public_metrics")).get("tweet_count")
+        count = mapping(user.get("public_metrics")).get("tweet_count")
         expected = min(self.max_tweets, count) if isinstance(count, int) and count > 0 else 0
         pages = tweepy.Paginator(
             self._retrying(self.client.get_users_tweets),
@@ -125,13 +132,13 @@ class ApiSource:
             limit=-(-self.max_tweets // PAGE_SIZE),
         )
         for page in pages:  # answers as plain JSON (return_type=dict): nothing is trusted
-            page = _mapping(page)
+            page = mapping(page)
             if not page.get("data") and page.get("errors"):
                 detail = _error_detail(page.get("errors"), "cannot read tweets")
                 if _has_type(page.get("errors"), "not-authorized-for-resource"):
                     raise AccountProtected(f"@{handle}: {detail}")
                 raise AccountNotFound(f"@{handle}: {detail}")
-            for t in _list(page.get("data")):
+            for t in mappings(page.get("data")):
                 tweet = _tweet(profile.handle, t)
                 if tweet is None:
                     unreadable += 1
@@ -197,36 +204,28 @@ class ApiSource:
 
 def _tweet(handle: str, data: dict[str, Any]) -> Tweet | None:
     """A tweet of the timeline, or None when it has no text or id to read."""
-    refs = [r for r in data.get("referenced_tweets") or [] if isinstance(r, dict)]
-    note = _mapping(data.get("note_tweet"))
+    refs = mappings(data.get("referenced_tweets"))
+    note = mapping(data.get("note_tweet"))
     text = note.get("text") or data.get("text")  # long posts carry their text in note_tweet
     if not isinstance(text, str) or not isinstance(data.get("id"), (str, int)):
         return None
-    urls = [u.get("url") for u in _list(_mapping(data.get("entities")).get("urls"))]
-    urls += [u.get("url") for u in _list(_mapping(note.get("entities")).get("urls"))]
+    urls = [u.get("url") for u in mappings(mapping(data.get("entities")).get("urls"))]
+    urls += [u.get("url") for u in mappings(mapping(note.get("entities")).get("urls"))]
     return Tweet(
         user=handle,
         id=str(data["id"]),
         text=text,
         created_at=parse_date(data.get("created_at")),
-        lang=data.get("lang") if isinstance(data.get("lang"), str) else None,
+        lang=string(data.get("lang")),
         is_retweet=any(r.get("type") == "retweeted" for r in refs),
         is_reply=any(r.get("type") == "replied_to" for r in refs),
         urls=tuple(dict.fromkeys(u for u in urls if isinstance(u, str))),
     )
 
 
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[dict[str, Any]]:
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
-
-
 def _error_detail(errors: Any, default: str) -> str:
     """The first error's detail, one short line (it is shown to the user)."""
-    for error in _list(errors):
+    for error in mappings(errors):
         detail = error.get("detail") or error.get("title")
         if isinstance(detail, str) and detail:
             return " ".join(detail.split())[:200]
@@ -234,4 +233,4 @@ def _error_detail(errors: Any, default: str) -> str:
 
 
 def _has_type(errors: Any, kind: str) -> bool:
-    return any(kind in str(e.get("type", "")) for e in _list(errors))
+    return any(kind in str(e.get("type", "")) for e in mappings(errors))

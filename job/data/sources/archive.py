@@ -25,7 +25,16 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from job.data.tweets import Avatar, Profile, Tweet, UserTweets, parse_date
+from job.data.tweets import (
+    Avatar,
+    Profile,
+    Tweet,
+    UserTweets,
+    mapping,
+    mappings,
+    parse_date,
+    string,
+)
 from job.errors import CorruptInput, InputNotFound, InvalidHandle
 
 log = logging.getLogger(__name__)
@@ -157,11 +166,11 @@ class ArchiveSource:
         files = _Files(self.path)
         manifest = self._manifest(files)
         account = self._load(files, "data/account.js", "account")
-        info = _mapping(manifest.get("userInfo"))
-        username = _text(account.get("username")) or _text(info.get("userName"))
+        info = mapping(manifest.get("userInfo"))
+        username = string(account.get("username")) or string(info.get("userName"))
         if username and username.lower() != handle.lower():
             raise InvalidHandle(f"archive {self.path} belongs to @{username}, not @{handle}")
-        display = _text(account.get("accountDisplayName")) or _text(info.get("displayName"))
+        display = string(account.get("accountDisplayName")) or string(info.get("displayName"))
         profile_entry = self._load(files, "data/profile.js", "profile")
         profile = Profile(
             handle=username or handle,
@@ -204,9 +213,9 @@ class ArchiveSource:
     @staticmethod
     def _tweet_entries(files: _Files, manifest: dict[str, Any]) -> list[dict[str, Any]]:
         listed: list[str] = []
-        types = _mapping(manifest.get("dataTypes"))
+        types = mapping(manifest.get("dataTypes"))
         for kind in ("tweets", "tweet"):
-            files_listed = _mapping(types.get(kind)).get("files")
+            files_listed = mapping(types.get(kind)).get("files")
             for f in files_listed if isinstance(files_listed, list) else []:
                 if isinstance(f, dict) and isinstance(f.get("fileName"), str):
                     listed.append(f["fileName"].removeprefix("./"))
@@ -259,19 +268,18 @@ class ArchiveSource:
         text = t.get("full_text", t.get("text"))
         if not tweet_id or not isinstance(text, str):
             return None
-        entities, extended = _mapping(t.get("entities")), _mapping(t.get("extended_entities"))
+        entities, extended = mapping(t.get("entities")), mapping(t.get("extended_entities"))
         links = [
             u.get("url")
             for group in (entities.get("urls"), entities.get("media"), extended.get("media"))
-            for u in (group if isinstance(group, list) else [])
-            if isinstance(u, dict)
+            for u in mappings(group)
         ]
         return Tweet(
             user=handle,
             id=tweet_id,
             text=text,
             created_at=parse_date(t.get("created_at")),
-            lang=_text(t.get("lang")),
+            lang=string(t.get("lang")),
             is_retweet=text.startswith("RT @") or "retweeted_status" in t,
             is_reply=bool(t.get("in_reply_to_status_id_str") or t.get("in_reply_to_status_id")),
             urls=tuple(dict.fromkeys(u for u in links if isinstance(u, str))),
@@ -299,15 +307,6 @@ def _picture(files: _Files, name: str) -> bytes | None:
     return data
 
 
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: Any) -> str | None:
-    """A string field, or None when it is missing or of another type."""
-    return value if isinstance(value, str) and value else None
-
-
 def _comparable(text: str) -> str:
     """Text reduced for matching a long post to its truncated tweet."""
     text = _URL.sub(" ", html.unescape(text))
@@ -321,7 +320,7 @@ def _attach_notes(tweets: list[Tweet], notes: list[dict[str, Any]]) -> None:
     nearest in time when several do.
     """
     for note in notes:
-        core = _mapping(note.get("core"))
+        core = mapping(note.get("core"))
         full = core.get("text")
         if not isinstance(full, str):
             continue
@@ -335,9 +334,7 @@ def _attach_notes(tweets: list[Tweet], notes: list[dict[str, Any]]) -> None:
         if not candidates:
             continue
         i, tweet = min(candidates, key=lambda c: _seconds_apart(c[1].created_at, created))
-        listed = core.get("urls")
-        found = listed if isinstance(listed, list) else []
-        urls = [u.get("shortUrl") or u.get("url") for u in found if isinstance(u, dict)]
+        urls = [u.get("shortUrl") or u.get("url") for u in mappings(core.get("urls"))]
         links = tuple(dict.fromkeys([*tweet.urls, *(u for u in urls if isinstance(u, str))]))
         tweets[i] = replace(tweet, text=full, urls=links)
 
