@@ -17,13 +17,15 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from job import __version__
-from job.atomic import lock, replace_dir, write_json
+from job.atomic import lock, recover, replace_dir, write_json
 from job.config import JobConfig
 from job.data.clean import CleanTweet, Prepared, UserStats, clean
 from job.data.handles import bot_name
@@ -43,7 +45,7 @@ def prepare(
     check_out(out)
     bot = bot_name(sources)
     if data_dir is None:
-        with lock(out / f".{bot}" / "lock", str(out / bot)):
+        with bot_writer(out, bot):
             return prepare(sources, out, job, out / bot / "data")
     config = job.prepare
     fetched: dict[str, UserTweets] = {}
@@ -94,6 +96,21 @@ def prepare(
     }
     _write(data_dir, fetched, tweets, summary)
     return Prepared(bot=bot, data_dir=data_dir, tweets=tweets, stats=summary)
+
+
+def scratch_of(out: Path, bot: str) -> Path:
+    """``OUT/.<bot>``: the bot's lock, scratch space, checkpoints and W&B files, beside
+    ``OUT/<bot>``, its result."""
+    return out / f".{bot}"
+
+
+@contextmanager
+def bot_writer(out: Path, bot: str) -> Iterator[None]:
+    """Be the one writer of ``OUT/<bot>``: hold its lock, and first put back the result that
+    a run killed between replace_dir's two renames left aside."""
+    with lock(scratch_of(out, bot) / "lock", str(out / bot)):
+        recover(out / bot)
+        yield
 
 
 def check_out(out: Path) -> None:

@@ -32,16 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from job import __version__
-from job.atomic import lock, recover, replace_dir, write_json
-from job.cloud.runs import MARKER
+from job.atomic import replace_dir, write_json
 from job.cloud.storage import Storage
 from job.config import BotJob, SamplingConfig
 from job.data.clean import Prepared
 from job.data.tweets import TweetSource
 from job.outputs.predict import Prediction
 from job.outputs.tracking import Tracker, default_mode
-from job.prepare import check_out, prepare
-from job.training.checkpoints import Checkpoints
+from job.prepare import bot_writer, check_out, prepare, scratch_of
+from job.training.checkpoints import Checkpoints, discard_incomplete
 from job.training.model import EOS
 from job.training.train import TrainResult
 
@@ -137,7 +136,7 @@ def run(
     """
     state = setup(job, out)
     state.progress = progress
-    with lock(state.scratch / "lock", str(state.bot_dir)) if state.main else nullcontext():
+    with bot_writer(out, job.bot) if state.main else nullcontext():
         try:
             return _run(state, sources, checkpoint_storage)
         except Exception:
@@ -150,9 +149,7 @@ def _tidy(state: State) -> None:
     """After a failure: drop the scratch space and the half of any result or checkpoint."""
     shutil.rmtree(state.work, ignore_errors=True)
     shutil.rmtree(state.staging, ignore_errors=True)
-    for path in (state.scratch / "checkpoints").glob("checkpoint-*"):
-        if not (path / MARKER).is_file():
-            shutil.rmtree(path, ignore_errors=True)
+    discard_incomplete(state.scratch / "checkpoints")
 
 
 def _run(
@@ -203,7 +200,7 @@ def setup(job: BotJob, out: Path) -> State:
     phases = Phases()
     _quiet_libraries()
     ranks = distributed.init()
-    bot_dir, scratch = out / job.bot, out / f".{job.bot}"
+    bot_dir, scratch = out / job.bot, scratch_of(out, job.bot)
     mode = job.config.wandb.mode or default_mode()
     tracker = Tracker(
         mode if ranks.main else "disabled", job.config.wandb.project, job.bot, scratch
@@ -224,7 +221,6 @@ def prepare_data(state: State, sources: dict[str, TweetSource]) -> None:
     """Rank 0: the tweets, cleaned, and W&B's raw and dataset artifacts."""
     if not state.main:
         return
-    recover(state.bot_dir)  # a run killed while putting its result in place
     shutil.rmtree(state.staging, ignore_errors=True)  # a killed run's half
     config = state.job.config
     with state.phases("prepare"):

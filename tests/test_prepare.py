@@ -138,3 +138,17 @@ def test_handles_are_checked_before_anything_is_read(tmp_path: Path) -> None:
     with pytest.raises(InvalidHandle):
         prepare({"../../etc": FileSource(tmp_path / "x.jsonl")}, tmp_path, JobConfig())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_result_left_aside_by_a_killed_run_is_put_back_first(tmp_path: Path) -> None:
+    """A run killed between replace_dir's two renames leaves OUT/.<bot>.old and no OUT/<bot>:
+    whichever command next writes the bot (prepare alone, here) puts it back before writing."""
+    out = tmp_path / "out"
+    aside = out / ".sample_user.old"
+    (aside / "model").mkdir(parents=True)
+    (aside / "model" / "model.safetensors").write_bytes(b"the earlier model")
+    src = {"sample_user": ArchiveSource(write_archive(tmp_path / "a", sentences(200)))}
+    prepare(src, out, JobConfig())
+    bot = out / "sample_user"
+    assert (bot / "model" / "model.safetensors").read_bytes() == b"the earlier model"
+    assert (bot / "data" / "clean.jsonl").is_file() and not aside.exists()

@@ -195,6 +195,13 @@ class Checkpoints:
                 self.storage.delete(key)
 
 
+def discard_incomplete(folder: Path) -> None:
+    """Checkpoints a kill or a full disk cut off (no marker): never resumed, only space."""
+    for path in folder.glob("checkpoint-*"):
+        if not (path / MARKER).is_file():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _step(path: Path) -> int:
     m = _STEP.search(path.name)
     return int(m.group(1)) if m else -1
