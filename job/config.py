@@ -492,10 +492,8 @@ def validate(model: type[M], data: Any, path: str) -> M:
     """``model`` from plain data, or a JobError naming the field's path."""
     try:
         return model.model_validate(data)
-    except ValidationError as e:
+    except ValidationError as e:  # checks raising a JobError reach here as Carried
         raise _error(model, e, path) from None
-    except JobError as e:  # a check of the model's own (a handle): keep its kind and code
-        raise type(e)(f"{path}: {e}") from None
 
 
 def _error(model: type[BaseModel], e: ValidationError, path: str) -> JobError:
