@@ -115,7 +115,8 @@ def main() -> None:
         arch = GPT2[base].arch if args.random_init else None
         texts = [t.text for t in data.tweets]
         base = str(build_random(args.out / f"base-{base}", texts, args.tokenizer, 42, arch))
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": path}  # keep a caller's path
     common = ["--epochs", str(args.epochs), "--learning-rate", str(args.learning_rate)]
     commands = {
         "ours": lambda out: [
