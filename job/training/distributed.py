@@ -9,9 +9,12 @@ by a shared disk, so this works across nodes too.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from dataclasses import dataclass
 from typing import Any
+
+from job.errors import BadConfig
 
 
 @dataclass(frozen=True)
@@ -26,11 +29,33 @@ class Ranks:
 
 
 def ranks() -> Ranks:
-    return Ranks(
-        int(os.environ.get("RANK", 0)),
-        int(os.environ.get("WORLD_SIZE", 1)),
-        int(os.environ.get("LOCAL_RANK", 0)),
-    )
+    def number(name: str, default: int) -> int:
+        value = os.environ.get(name) or str(default)
+        if not value.isdigit():
+            raise BadConfig(f"{name}={value[:20]!r} is not a rank number; unset it or fix it")
+        return int(value)
+
+    return Ranks(number("RANK", 0), number("WORLD_SIZE", 1), number("LOCAL_RANK", 0))
+
+
+# What torchrun sets for each process. DeepSpeed's init_distributed uses them when all are
+# there; when any is missing it goes looking for MPI (mpi4py), which a plain one-process run
+# neither has nor needs.
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def as_one_process_group() -> None:
+    """Make a plain process (no launcher) a process group of one, as ``torchrun
+    --nproc_per_node=1`` would: rank 0 of 1, rendezvous on a free loopback port. ZeRO needs a
+    group even on one GPU (``zero3-offload`` for gpt2-xl on a 24 GB card is this case)."""
+    if "LOCAL_RANK" in os.environ:  # a launcher set them: theirs stand
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    defaults = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+    for name, value in {**defaults, "MASTER_PORT": str(port)}.items():
+        os.environ.setdefault(name, value)
 
 
 def init() -> Ranks:

@@ -10,6 +10,12 @@
   (Korthikanti et al., arXiv:2205.05198, eq. 2, less the attention-score term that SDPA's
   fused kernels never store).
 - 15% of the GPU left for the CUDA context, the allocator's fragmentation and NCCL buffers.
+- offload moves the model states to the host: fp32 master weights, momentum and variance
+  (12 bytes/parameter) and the 16-bit gradients and pinned weights (4) are in host memory
+  (ZeRO-Offload, arXiv:2101.06840, §4.1), plus each process's fp32 copy while loading (4).
+  gpt2-xl on one GPU so needs ~29 GiB of host memory, more than a 15 GB Batch job has: ``auto``
+  checks the host (its cgroup limit, in a container) before it picks offload, and refuses
+  with the figures rather than be killed for memory an hour in.
 
 Order of preference: ddp (no partitioning: fastest), zero2, zero3, zero3-offload (slowest).
 On a single GPU, ZeRO-2/3 save nothing, so only ddp or offload are candidates.
@@ -18,6 +24,7 @@ On a single GPU, ZeRO-2/3 save nothing, so only ddp or offload are candidates.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,13 +81,49 @@ def per_gpu_bytes(shape: Shape, gpus: int, tokens_per_gpu: int) -> dict[str, flo
     }
 
 
+def offload_host_bytes(shape: Shape, gpus: int) -> float:
+    """Host memory that ZeRO-3 offload needs on one machine (see the module's docstring)."""
+    return 16 * shape.params + 4 * shape.params * max(gpus, 1)
+
+
+def host_memory_bytes() -> int:
+    """This machine's memory, or the container's limit where that is lower (cgroup v2, v1)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            value = Path(limit).read_text().strip()
+        except OSError:
+            continue
+        if value.isdigit():
+            total = min(total, int(value))
+    return total
+
+
 def choose(
-    requested: str, shape: Shape, *, gpus: int, gpu_bytes: int, tokens_per_gpu: int
+    requested: str,
+    shape: Shape,
+    *,
+    gpus: int,
+    gpu_bytes: int,
+    tokens_per_gpu: int,
+    host_bytes: int | None = None,
 ) -> Choice:
-    """The strategy to use, and why. ``gpus == 0`` means CPU training."""
+    """The strategy to use, and why. ``gpus == 0`` means CPU training; ``host_bytes`` None
+    means the host's memory is not checked."""
     if requested not in STRATEGIES:
         raise BadConfig(f"strategy must be one of {', '.join(STRATEGIES)}, not {requested!r}")
     need = per_gpu_bytes(shape, max(gpus, 1), tokens_per_gpu)
+    host_need = offload_host_bytes(shape, gpus)
+    short = host_bytes is not None and host_need > host_bytes * HEADROOM
+    host = (
+        f"offload needs ~{host_need / GIB:.0f} GiB of host memory"
+        f" and {(host_bytes or 0) * HEADROOM / GIB:.1f} GiB is usable here"
+    )
+    if requested == "zero3-offload" and short:
+        raise BadConfig(
+            f"strategy zero3-offload: {host}; give the job more memory (Batch: the job"
+            " definition's memory; Kubernetes: resources.limits.memory) or another strategy"
+        )
     if requested != "auto":
         return Choice(requested, "asked for", need)
     if gpus == 0:
@@ -89,6 +132,14 @@ def choose(
     candidates = ["ddp", "zero2", "zero3"] if gpus > 1 else ["ddp"]
     for name in [*candidates, "zero3-offload"]:
         if need[name] <= budget:
+            if name == "zero3-offload" and short:
+                raise BadConfig(
+                    f"{shape.params / 1e6:.0f} M parameters fit no strategy here:"
+                    f" {', '.join(candidates)} need more than the {budget / GIB:.1f} GiB usable"
+                    f" on each of {gpus} GPUs, and {host}. Give the job more memory (Batch: the"
+                    " job definition's memory; Kubernetes: resources.limits.memory), larger"
+                    " GPUs, or a smaller base model"
+                )
             return Choice(
                 name,
                 f"{shape.params / 1e6:.0f} M parameters need ~{need[name] / GIB:.1f} GiB per GPU"
@@ -98,7 +149,17 @@ def choose(
                     if name == "ddp"
                     else f"{', '.join(c for c in candidates if c != name and need[c] > budget)}"
                     " would not fit"
+                    + (
+                        f"; host memory checked: offload needs ~{host_need / GIB:.0f} GiB"
+                        if name == "zero3-offload" and host_bytes is not None
+                        else ""
+                    )
                 ),
                 need,
             )
+    if short:
+        raise BadConfig(
+            f"{shape.params / 1e6:.0f} M parameters fit no strategy here, and {host}; give"
+            " the job more memory, larger GPUs, or a smaller base model"
+        )
     return Choice("zero3-offload", "nothing fits on the GPUs; offload is the last resort", need)

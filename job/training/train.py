@@ -25,7 +25,8 @@ from job.config import TrainConfig
 from job.errors import BadConfig, TransientError
 from job.training.blocks import BlockDataset, make_blocks
 from job.training.checkpoints import Cadence, Checkpoints, Preemption
-from job.training.strategy import Choice, choose, shape_of
+from job.training.distributed import as_one_process_group
+from job.training.strategy import Choice, choose, host_memory_bytes, shape_of
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -108,6 +109,8 @@ def finetune(
         config, model.config.to_dict(), block_size, world if cuda else 0, gpu_bytes
     )
     log.info("strategy %s: %s", choice.strategy, choice.reason)
+    if choice.strategy.startswith("zero"):
+        as_one_process_group()
     blocks = make_blocks(texts, tokenizer, block_size, config.val_fraction, config.seed)
     steps_per_epoch = math.ceil(len(blocks.train) / (config.batch_size * config.grad_accum * world))
     total_steps = math.ceil(steps_per_epoch * config.epochs)
@@ -220,6 +223,7 @@ def pick_strategy(
         gpus=gpus,
         gpu_bytes=gpu_bytes,
         tokens_per_gpu=config.batch_size * block_size,
+        host_bytes=host_memory_bytes(),
     )
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,27 @@ def test_shipped_deepspeed_configs() -> None:
     assert cfg["optimizer"]["params"]["torch_adam"] is True and "bf16" not in cfg
     z2 = choose("zero2", shape, gpus=2, gpu_bytes=GIB, tokens_per_gpu=1).deepspeed_config(cpu=False)
     assert z2["zero_optimization"]["stage"] == 2 and "torch_adam" not in z2["optimizer"]["params"]
+
+
+def test_auto_checks_the_host_before_it_picks_offload() -> None:
+    # gpt2-xl on one 24 GB GPU: only offload fits the GPU, and offload needs ~29 GiB of host
+    # memory, which the 15 GB of the Batch job definition does not have.
+    xl = shape_of("gpt2-xl")
+    kwargs = {"gpus": 1, "gpu_bytes": 24 * GIB, "tokens_per_gpu": TOKENS}
+    roomy = choose("auto", xl, host_bytes=64 * GIB, **kwargs)
+    assert roomy.strategy == "zero3-offload" and "host memory checked" in roomy.reason
+    with pytest.raises(BadConfig, match=r"offload needs ~29 GiB of host memory.*12\.\d GiB"):
+        choose("auto", xl, host_bytes=15 * GIB, **kwargs)
+    with pytest.raises(BadConfig, match=r"resources\.limits\.memory"):
+        choose("zero3-offload", xl, host_bytes=15 * GIB, **kwargs)
+    # A GPU that holds the model whole never needs the host's memory.
+    assert choose("auto", xl, **{**kwargs, "gpu_bytes": 80 * GIB}, host_bytes=GIB).strategy == (
+        "ddp"
+    )
+
+
+def test_host_memory_is_read() -> None:
+    from job.training.strategy import host_memory_bytes
+
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 0 < host_memory_bytes() <= physical
