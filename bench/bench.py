@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,40 @@ def timed(cmd: list[str], env: dict[str, str], logs: Path) -> tuple[float, int]:
     return seconds, usage.ru_maxrss * 1024  # Linux reports KiB
 
 
+HELDOUT = 0.1  # share of the cleaned tweets that neither side trains on
+
+
+def split_tweets(clean: Path, out: Path, share: float) -> tuple[Path, list[str]]:
+    """Whole tweets held out at random (seed 0): a training file for both sides, and the
+    held-out texts."""
+    lines = clean.read_text().splitlines()
+    order = list(range(len(lines)))
+    random.Random(0).shuffle(order)
+    cut = max(1, int(len(lines) * share))
+    train = out / "train.jsonl"
+    train.write_text("".join(lines[i] + "\n" for i in sorted(order[cut:])))
+    return train, [json.loads(lines[i])["text"] for i in order[:cut]]
+
+
+def perplexity(model_dir: str, texts: list[str]) -> float:
+    """One measurement for both sides: the job's own loss (training/train.py ``mean_loss``)
+    over the held-out tweets packed into blocks of 128 tokens, fp32."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from job.training.blocks import make_blocks
+    from job.training.train import mean_loss
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device)
+    blocks = make_blocks(texts, AutoTokenizer.from_pretrained(model_dir), 128, 0.0, 0)
+    loss = mean_loss(model, blocks.train, 8)
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return math.exp(loss)
+
+
 def flops_per_token(config: dict, block: int) -> tuple[float, int]:
     """nanoGPT's estimate: 6N for the weights plus 12 L d T for attention (PaLM, appendix B)."""
     from job.training.strategy import shape_of
@@ -58,9 +93,10 @@ def _cell(value: float | None) -> str:
     return f"{value:>10.2f}" if value is not None else f"{'-':>10}"
 
 
-def summarize(rs: list[dict], mfu: Callable[[float], float | None]) -> dict:
+def summarize(rs: list[dict], mfu: Callable[[float, int], float | None]) -> dict:
     """One side's figures over its interleaved runs: medians, and the peaks."""
     tps = median(r["tokens_per_second"] for r in rs)
+    steady = median(r["steady_tokens_per_second"] / r.get("processes", 1) for r in rs)
     phases = {k: median(r["timings"][k] for r in rs) for k in rs[0]["timings"]}
     return {
         "time_to_bot_s": median(r["process_s"] for r in rs),
@@ -68,7 +104,10 @@ def summarize(rs: list[dict], mfu: Callable[[float], float | None]) -> dict:
         "phases_s": phases,
         "tokens_per_second": tps,
         "tokens_per_second_runs": [r["tokens_per_second"] for r in rs],
-        "mfu": mfu(tps),
+        "mfu": mfu(tps, rs[0]["block_size"]),
+        # After the first WARMUP_STEPS (job/training/clock.py), per GPU: the rate sustained.
+        "steady_tokens_per_second_per_gpu": steady,
+        "steady_mfu": mfu(steady, rs[0]["block_size"]),
         "peak_gpu_bytes": max(r["peak_memory_bytes"] for r in rs),
         "peak_rss_bytes": max(r["rss"] for r in rs),
         "perplexity": median(r["perplexity"] for r in rs),
@@ -87,7 +126,9 @@ def main() -> None:
     parser.add_argument("--archive", type=Path, help="a Twitter archive (else our sample)")
     parser.add_argument("--handle", default="sourdough_sam")
     parser.add_argument("--epochs", type=float, default=4.0)
-    parser.add_argument("--learning-rate", type=float, default=1.372e-4)
+    parser.add_argument(
+        "--learning-rate", type=float, help="for both sides (default: each side's own default)"
+    )
     parser.add_argument("--peak-tflops", type=float, default=H100_BF16_DENSE / 1e12)
     parser.add_argument("--out", type=Path, default=REPO / "bench-out")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each, interleaved")
@@ -101,6 +142,7 @@ def main() -> None:
     from job.config import JobConfig
     from job.data.sources import ArchiveSource, FileSource
     from job.prepare import prepare
+    from job.training.clock import WARMUP_STEPS
 
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
@@ -110,6 +152,8 @@ def main() -> None:
         else FileSource(REPO / "job" / "samples" / "sourdough_sam.jsonl")
     )
     data = prepare({args.handle: source}, args.out / "prepared", JobConfig())
+    # Held out by the bench, unseen by both sides; both final models are measured on it alike.
+    train_file, heldout = split_tweets(data.data_dir / "clean.jsonl", args.out, HELDOUT)
     base = args.base_model
     if base == "tiny" or args.random_init:  # one base for both: the same starting weights
         arch = GPT2[base].arch if args.random_init else None
@@ -117,16 +161,17 @@ def main() -> None:
         base = str(build_random(args.out / f"base-{base}", texts, args.tokenizer, 42, arch))
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": path}  # keep a caller's path
-    common = ["--epochs", str(args.epochs), "--learning-rate", str(args.learning_rate)]
+    rate = ["--learning-rate", str(args.learning_rate)] if args.learning_rate else []
     commands = {
         "ours": lambda out: [
             *[sys.executable, "-m", "job", "run", args.handle],
-            *["--jsonl", str(data.data_dir / "clean.jsonl"), "--base-model", base],
-            *["--out", str(out), *common],
+            *["--jsonl", str(train_file), "--base-model", base],
+            *["--out", str(out), "--epochs", str(args.epochs), *rate],
         ],
         "baseline": lambda out: [
-            *[sys.executable, str(REPO / "bench" / "baseline.py"), "--data", str(data.data_dir)],
-            *["--base-model", base, "--out", str(out), *common],
+            *[sys.executable, str(REPO / "bench" / "baseline.py"), "--tweets", str(train_file)],
+            *["--base-model", base, "--out", str(out), "--epochs", str(round(args.epochs))],
+            *rate,
         ],
     }
     # Interleaved (ours, baseline, ours, ...) so a slow spell of a shared machine hits both;
@@ -142,6 +187,7 @@ def main() -> None:
             else:
                 figures = json.loads((out / "baseline.json").read_text())
                 timings = figures["timings"]
+            figures["perplexity"] = perplexity(figures["model_dir"], heldout)
             runs[side].append({**figures, "process_s": seconds, "rss": rss, "timings": timings})
     help_s = min(
         timed([sys.executable, "-m", "job", "--help"], env, args.out / "help")[0]
@@ -150,10 +196,11 @@ def main() -> None:
 
     ours = runs["ours"][0]
     model_config = json.loads(Path(ours["model_dir"], "config.json").read_text())
-    per_token, params = flops_per_token(model_config, ours["block_size"])
+    params = flops_per_token(model_config, 1)[1]
     gpu = ours["device"] == "cuda"
 
-    def mfu(tokens_per_second: float) -> float | None:
+    def mfu(tokens_per_second: float, block: int) -> float | None:
+        per_token = flops_per_token(model_config, block)[0]  # attention grows with the block
         return tokens_per_second * per_token / (args.peak_tflops * 1e12) if gpu else None
 
     def summary(side: str) -> dict:
@@ -173,6 +220,8 @@ def main() -> None:
     o, b = results["ours"], results["baseline"]
     results["ratios"] = {
         "training_tokens_per_second": o["tokens_per_second"] / b["tokens_per_second"],
+        "steady_tokens_per_second": o["steady_tokens_per_second_per_gpu"]
+        / b["steady_tokens_per_second_per_gpu"],
         "time_to_bot_speedup": b["time_to_bot_s"] / o["time_to_bot_s"],
     }
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
@@ -193,16 +242,25 @@ def main() -> None:
         rates = ", ".join(f"{t:,.0f}" for t in r["tokens_per_second_runs"])
         print(f"  {side}: time-to-bot runs {spread} s; tokens/s runs {rates}")
     print(f"tokens/s: ours {o['tokens_per_second']:,.0f}, baseline {b['tokens_per_second']:,.0f}")
+    print(
+        f"steady tokens/s per GPU (after {WARMUP_STEPS} steps): ours"
+        f" {o['steady_tokens_per_second_per_gpu']:,.0f},"
+        f" baseline {b['steady_tokens_per_second_per_gpu']:,.0f}"
+    )
     if gpu:
         print(
-            f"MFU: ours {o['mfu']:.1%}, baseline {b['mfu']:.1%};"
+            f"MFU whole run: ours {o['mfu']:.1%}, baseline {b['mfu']:.1%}; steady: ours"
+            f" {o['steady_mfu']:.1%}, baseline {b['steady_mfu']:.1%};"
             f" peak GPU memory: ours {o['peak_gpu_bytes'] / 2**30:.2f} GiB"
         )
     print(
         f"peak RSS: ours {o['peak_rss_bytes'] / 2**20:,.0f} MiB,"
         f" baseline {b['peak_rss_bytes'] / 2**20:,.0f} MiB"
     )
-    print(f"perplexity after: ours {o['perplexity']:.1f}, baseline {b['perplexity']:.1f}")
+    print(
+        f"held-out perplexity after ({len(heldout)} tweets neither side saw): ours"
+        f" {o['perplexity']:.1f}, baseline {b['perplexity']:.1f}"
+    )
     print(f"huggingtweets --help: {help_s:.2f} s")
     r = results["ratios"]
     print(

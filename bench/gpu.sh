@@ -17,5 +17,5 @@ run() {  # model repeats limit
   if [ -f /tmp/b-$m/results.json ]; then cp /tmp/b-$m/results.json $OUT/$m.json
   else for f in /tmp/b-$m/*.err; do [ -f $f ] && { echo "--- $f"; tail -15 $f; } >> $OUT/log.txt; done; fi
 }
-run gpt2 3 230
-run gpt2-xl 1 230
+run gpt2 3 200
+run gpt2-xl 1 200

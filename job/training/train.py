@@ -51,6 +51,10 @@ class TrainResult:
     processes: int = 1
     peak_memory_bytes: int = 0  # per GPU, from torch.cuda.max_memory_allocated; 0 on CPU
     resumed_from_step: int = 0  # 0: started from scratch
+    # Over the steps after the warm-up (training/clock.py), all processes together; 0.0 when
+    # the run was too short to have any.
+    steady_tokens_per_second: float = 0.0
+    steady_steps: int = 0
 
     @property
     def base_perplexity(self) -> float:
@@ -133,6 +137,9 @@ def finetune(
         seed=config.seed,
         data_seed=config.seed,
         logging_steps=max(1, total_steps // 20),
+        # The nan/inf check reads the loss back every step: a host sync that stops the CPU
+        # from queuing the next step on a GPU. A nan still shows in the logged loss.
+        logging_nan_inf_filter=False,
         eval_strategy="no",
         save_strategy="no",  # the Report callback decides (steps, time, SIGTERM)
         save_total_limit=config.keep_checkpoints,
@@ -167,11 +174,14 @@ def finetune(
             if checkpoints is not None:
                 checkpoints.saved(state.global_step)
 
+    from job.training.clock import SteadyClock
+
+    clock = SteadyClock(config.batch_size * config.grad_accum * block_size * world)
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=BlockDataset(blocks.train),
-        callbacks=[Report()],
+        callbacks=[Report(), clock],
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
     if cuda:
@@ -210,6 +220,8 @@ def finetune(
         processes=world,
         peak_memory_bytes=int(torch.cuda.max_memory_allocated()) if cuda else 0,
         resumed_from_step=int(resume.name.split("-")[1]) if resume else 0,
+        steady_tokens_per_second=clock.tokens_per_second,
+        steady_steps=clock.steps,
     ), trainer
 
 
