@@ -17,7 +17,7 @@ from tests.helpers import REPO
 def test_bench_on_sample_data(tmp_path: Path) -> None:
     result = subprocess.run(
         [
-            *[sys.executable, str(REPO / "bench" / "bench.py"), "--epochs", "1"],
+            *[sys.executable, str(REPO / "bench" / "bench.py"), "--epochs", "3"],
             *["--repeats", "1", "--help-runs", "1"],  # medians: test_summary_takes_medians
             *["--out", str(tmp_path)],
         ],
@@ -37,6 +37,16 @@ def test_bench_on_sample_data(tmp_path: Path) -> None:
         assert len(runs) == 1 and r["time_to_bot_s"] == runs[0]
         # time-to-bot is the whole process: more than the job's own phases add up to
         assert r["time_to_bot_s"] > sum(v for k, v in r["phases_s"].items() if k != "total")
+        assert r["steady_tokens_per_second_per_gpu"] > 0 and r["perplexity"] > 1
+    # The original recipe: blocks of the model's whole context (the tiny model's 128), one
+    # epoch over shuffled copies of the training tweets, one per epoch (3 here).
+    baseline = json.loads((tmp_path / "baseline-0" / "baseline.json").read_text())
+    assert baseline["block_size"] == 128 and len(baseline["predictions"]) == 15
+    ours = json.loads((tmp_path / "ours-0" / "sourdough_sam" / "job.json").read_text())
+    assert baseline["train_tokens"] > 2.5 * ours["result"]["train_tokens"]  # ours: one epoch
+    # Both sides trained on the same tweets, 10% of them held out from both.
+    held_out = 111 - sum(1 for _ in (tmp_path / "train.jsonl").open())
+    assert held_out == 11 and f"({held_out} tweets neither side saw)" in result.stdout
     ratios = results["ratios"]
     assert ratios["time_to_bot_speedup"] == pytest.approx(
         results["baseline"]["time_to_bot_s"] / results["ours"]["time_to_bot_s"]
@@ -80,11 +90,16 @@ def test_summary_takes_medians_and_peaks() -> None:
             "peak_memory_bytes": 0,
             "rss": int(t * 1000),
             "perplexity": 10.0 + t,
+            "steady_tokens_per_second": 300.0 * t,
+            "processes": 2,
+            "block_size": 64,
         }
         for t in (3.0, 1.0, 2.0)
     ]
-    s = summarize(runs, lambda tps: tps / 1000)
+    s = summarize(runs, lambda tps, block: tps * block / 64_000)
     assert (s["time_to_bot_s"], s["tokens_per_second"], s["perplexity"]) == (2.0, 200.0, 12.0)
     assert s["time_to_bot_runs_s"] == [3.0, 1.0, 2.0] and s["phases_s"] == {"train": 1.0}
     assert s["peak_rss_bytes"] == 3000 and s["mfu"] == pytest.approx(0.2)
-    assert summarize(runs[:2], lambda tps: None)["time_to_bot_s"] == pytest.approx(2.0)
+    # steady-state: per GPU (2 processes), with its own MFU
+    assert s["steady_tokens_per_second_per_gpu"] == 300.0 and s["steady_mfu"] == pytest.approx(0.3)
+    assert summarize(runs[:2], lambda tps, block: None)["time_to_bot_s"] == pytest.approx(2.0)
