@@ -207,6 +207,14 @@ def test_hub_outage_keeps_s3_and_publish_alone_retries(inputs, hub) -> None:
     assert commit.message == f"huggingtweets run {marker['run_id']}"
     assert get_json(storage, "sourdough_sam/status.json")["hub"]["state"] == "pushed"
     assert assert_complete("sourdough_sam")["run_id"] == marker["run_id"]  # nothing retrained
+    repo = commit.repo
+    assert hub.state.repos[repo]["private"] is False
+
+    # --private on the now public repo: the Hub and the record both say private.
+    r = cli("publish", "sourdough_sam", "--output", "s3://results/bots", "--private")
+    assert r.returncode == 0, r.stderr
+    assert hub.state.repos[repo]["private"] is True
+    assert get_json(storage, "sourdough_sam/status.json")["hub"]["private"] is True
 
 
 def test_rerun_after_hub_failure_pushes_without_retraining(inputs, hub) -> None:

@@ -1,6 +1,7 @@
 """Pushing a model folder to the Hugging Face Hub: one commit with the model and its card.
 
-``push_to_hub``: ``create_repo(exist_ok=True)`` then ``create_commit`` with every file, so the
+``push_to_hub``: ``create_repo(exist_ok=True)``, the repo's visibility set to the one asked
+for (an existing repo keeps its own otherwise), then ``create_commit`` with every file, so the
 Hub never shows a model without its card (``upload_folder`` may split a folder into several
 commits when ``hf_xet`` is installed). The card is checked by the Hub's ``/api/validate-yaml``
 first. 5xx answers, 429 and network failures are retried with backoff (job/retry.py), then
@@ -55,6 +56,9 @@ def push_to_hub(
         try:
             ModelCard.load(folder / "README.md").validate()
             api.create_repo(repo_id, private=private, exist_ok=True)
+            # create_repo leaves an existing repo's visibility as it was: set it, so the
+            # recorded `private` is what the Hub shows.
+            api.update_repo_settings(repo_id, private=private)
             operations = [
                 CommitOperationAdd(
                     path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p)

@@ -48,6 +48,16 @@ def test_existing_repo_is_fine(hub, model_dir: Path) -> None:
     ]
 
 
+def test_visibility_follows_each_push(hub, model_dir: Path) -> None:
+    # create_repo(exist_ok=True) leaves an existing repo as it was: the push sets it.
+    push(model_dir, "huggingtweets/alice", private=False, run_id="r1")
+    assert hub.state.repos["huggingtweets/alice"] == {"private": False}
+    push(model_dir, "huggingtweets/alice", private=True, run_id="r2")
+    assert hub.state.repos["huggingtweets/alice"] == {"private": True}
+    push(model_dir, "huggingtweets/alice", private=False, run_id="r3")
+    assert hub.state.repos["huggingtweets/alice"] == {"private": False}
+
+
 def test_5xx_is_retried(hub, model_dir: Path) -> None:
     failures = iter([503, 502])
     hub.state.faults.append(

@@ -107,6 +107,15 @@ class FakeHub:
                         return self.preupload(json.loads(payload))
                     if action == "commit":
                         return self.commit(repo, payload)
+                if parts[:2] == ["api", "models"] and len(parts) == 5 and parts[4] == "settings":
+                    repo = f"{parts[2]}/{parts[3]}"
+                    if repo not in state.repos:
+                        return self.reply(404, {"error": "Repository not found"})
+                    if method == "PUT":
+                        visibility = json.loads(payload).get("visibility")
+                        if visibility is not None:
+                            state.repos[repo]["private"] = visibility == "private"
+                        return self.reply(200, {})
                 return self.reply(404, {"error": f"fake hub: no route {method} {path}"})
 
             def do_POST(self) -> None:
