@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from job.cloud.runs import latest_complete, new_run_id, upload_run
-from job.cloud.status import HubStatus, Status, read_status, write_status
+from job.cloud.status import HubStatus, Status, heartbeat, read_status, write_status
 from job.cloud.storage import Storage, download, open_storage, read_uri
 from job.config import BotJob, Manifest, jobs, parse_manifest
 from job.data.sources import sources_for
@@ -71,6 +71,7 @@ def run_manifest(uri: str, *, index: int | None = None, force: bool = False) -> 
             f"array index {index} is out of range: the manifest has {len(all_jobs)} bots"
         )
     chosen = all_jobs if index is None else [all_jobs[index]]
+    _preflight([j for j in chosen if force or not _done(storage, j)], storage, uri)
     if index is None:  # this process will do them all: say so before starting the first
         for job in chosen:
             if not _done(storage, job) or force:
@@ -88,6 +89,20 @@ def run_manifest(uri: str, *, index: int | None = None, force: bool = False) -> 
     if first_error:
         raise first_error
     return records
+
+
+def _preflight(todo: list[BotJob], storage: Storage, manifest: str) -> None:
+    """Every credential and permission the bots to make need, before any of them starts; a
+    failure is recorded on each of them (cloud/preflight.py)."""
+    from job.cloud.preflight import preflight
+
+    try:
+        preflight(todo, storage)
+    except Exception as e:
+        error = classify(e)
+        for job in todo:
+            write_status(storage, job.bot, "failed", manifest=manifest, reason=str(error))
+        raise error from e
 
 
 def _done(storage: Storage, job: BotJob) -> bool:
@@ -109,7 +124,14 @@ def run_bot(job: BotJob, storage: Storage, *, force: bool = False) -> Status | N
     marker = latest_complete(storage, job.bot)
     if marker and marker["fingerprint"] == fingerprint and not force:
         log.info("%s: already published as run %s; nothing to do", job.bot, marker["run_id"])
-        status = read_status(storage, job.bot) or Status(bot=job.bot, state="succeeded")
+        status = read_status(storage, job.bot)
+        if status is None or status.state != "succeeded" or status.run_id != marker["run_id"]:
+            # The published run is the bot's truth: a failed (or stale) record of another
+            # attempt, or of another manifest, does not outlive it.
+            hub = status.hub if status and status.hub.run_id == marker["run_id"] else HubStatus()
+            status = write_status(
+                storage, job.bot, "succeeded", fresh=True, run_id=marker["run_id"], hub=hub
+            )
         if job.hub_push and job.hub_repo and status.hub.run_id != marker["run_id"]:
             return push_to_hub(storage, job.bot, job.hub_repo, job.hub_private)
         return status
@@ -119,22 +141,26 @@ def run_bot(job: BotJob, storage: Storage, *, force: bool = False) -> Status | N
         if job.hub_push
         else HubStatus()
     )
-    write_status(
+    earlier = read_status(storage, job.bot)
+    write_status(  # a fresh record: nothing of an earlier attempt's carries over
         storage,
         job.bot,
         "running",
+        fresh=True,
         run_id=run_id,
         hub=hub,
+        manifest=earlier.manifest if earlier else None,
         attempt=os.environ.get("AWS_BATCH_JOB_ATTEMPT", "1"),
     )
     try:
         with tempfile.TemporaryDirectory(prefix="huggingtweets-") as tmp:
             work = Path(tmp)
-            result = run(
-                job, sources_for(job.users, work / "inputs"), work / "out", None, checkpoints
-            )
-            assert result is not None  # rank 0
-            upload_run(storage, job.bot, run_id, work / "out" / job.bot, fingerprint)
+            with heartbeat(storage, job.bot, run_id):
+                result = run(
+                    job, sources_for(job.users, work / "inputs"), work / "out", None, checkpoints
+                )
+                assert result is not None  # rank 0
+                upload_run(storage, job.bot, run_id, work / "out" / job.bot, fingerprint)
             record = write_status(
                 storage,
                 job.bot,

@@ -147,6 +147,9 @@ def run(
         job = bot_job_from_args(
             users, archive or [], jsonl or [], api, config, overrides or {}, hub_repo
         )
+        from job.cloud.preflight import preflight
+
+        preflight([job], None)  # credentials and HF_HOME: before any download
         with progress() as bars:
             sources = sources_for(job.users, bars=bars)  # paths checked: before the imports
             from job.run import run as run_bot
@@ -211,6 +214,10 @@ def submit(
     ] = "huggingtweets",
     image: Annotated[str, typer.Option(envvar="HUGGINGTWEETS_IMAGE")] = "huggingtweets:latest",
     namespace: Annotated[str, typer.Option()] = "default",
+    wandb_mode: Annotated[
+        str,
+        typer.Option(help="online (needs WANDB_API_KEY in the job) | offline | disabled."),
+    ] = "offline",
     dry_run: Annotated[bool, typer.Option(help="Print what would be submitted.")] = False,
 ) -> None:
     """Write a manifest to S3 and start the job on AWS Batch or Kubernetes."""
@@ -230,6 +237,7 @@ def submit(
             job_definition=job_definition,
             image=image,
             namespace=namespace,
+            wandb_mode=wandb_mode,
             dry_run=dry_run,
         )
         typer.echo(result.lines(dry_run))

@@ -18,6 +18,7 @@ ACCOUNT_PROTECTED = 7
 NOT_ENOUGH_DATA = 8
 CREDENTIALS = 9
 BAD_CONFIG = 10
+NOT_WRITABLE = 11
 TRANSIENT = 75  # EX_TEMPFAIL from sysexits.h: "try again later"
 
 # Codes that mean "the input is wrong": retrying the same job cannot help.
@@ -30,6 +31,7 @@ BAD_INPUT_CODES = (
     NOT_ENOUGH_DATA,
     CREDENTIALS,
     BAD_CONFIG,
+    NOT_WRITABLE,
 )
 
 
@@ -73,6 +75,12 @@ class CredentialsError(JobError):
 
 class BadConfig(JobError):
     exit_code = BAD_CONFIG
+
+
+class NotWritable(JobError):
+    """A place the job must write refuses it: the output folder, HF_HOME."""
+
+    exit_code = NOT_WRITABLE
 
 
 class TransientError(JobError):

@@ -228,6 +228,19 @@ def test_rerun_after_hub_failure_pushes_without_retraining(inputs, hub) -> None:
     assert assert_complete("sourdough_sam")["run_id"] == run_id
 
 
+def test_a_published_run_supersedes_a_failed_record(inputs, hub) -> None:
+    """A bot that failed under another manifest (or a dead attempt) and then ran well says
+    succeeded on the next "nothing to do" pass, with nothing of the failure left."""
+    (first,) = batch.run_manifest("s3://inputs/jobs/one.yaml")
+    storage = open_storage("s3://results/bots")
+    from job.cloud.status import write_status
+
+    write_status(storage, "sourdough_sam", "failed", run_id="other", reason="another manifest")
+    (again,) = batch.run_manifest("s3://inputs/jobs/one.yaml")
+    assert again.state == "succeeded" and again.run_id == first.run_id and again.reason is None
+    assert again.hub.state == "pushed" and len(hub.state.commits) == 1  # that run is on the Hub
+
+
 def test_job_killed_between_upload_and_marker(inputs, hub) -> None:
     assert cli("run", "--manifest", "s3://inputs/jobs/one.yaml").returncode == 0
     before = assert_complete("sourdough_sam")
@@ -272,7 +285,7 @@ def test_job_killed_between_upload_and_marker(inputs, hub) -> None:
     assert len(hub.state.commits) == 2
 
 
-def test_an_unexpected_error_fails_the_status_with_one_line(inputs, monkeypatch) -> None:
+def test_an_unexpected_error_fails_the_status_with_one_line(inputs, hub, monkeypatch) -> None:
     """Whatever escapes is caught once: the status says failed (not running forever), the
     exit code is 1 (a bug: not retried), and no exception text reaches either."""
     import job.run
@@ -297,7 +310,7 @@ def test_an_unexpected_error_fails_the_status_with_one_line(inputs, monkeypatch)
     ],
     ids=["utf16-jsonl", "bad-zip"],
 )
-def test_bad_inputs_fail_the_bot_with_the_reason(inputs, uri, body, code, reason) -> None:
+def test_bad_inputs_fail_the_bot_with_the_reason(inputs, hub, uri, body, code, reason) -> None:
     bucket, key = uri[len("s3://") :].split("/", 1)
     boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=body)
     source = "archive" if uri.endswith(".zip") else "jsonl"
@@ -311,7 +324,7 @@ def test_bad_inputs_fail_the_bot_with_the_reason(inputs, uri, body, code, reason
     assert status["state"] == "failed" and reason in status["reason"]
 
 
-def test_a_403_that_echoes_the_token_fails_the_bot_without_it(inputs) -> None:
+def test_a_403_that_echoes_the_token_fails_the_bot_without_it(inputs, hub) -> None:
     from tests.helpers.twitter_api import Fault
 
     inputs.faults = [Fault(403, echo_auth=True)]

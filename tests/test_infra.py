@@ -126,3 +126,10 @@ def test_dockerfile_essentials() -> None:
         if ln and not ln.startswith("#")
     ]
     assert ignore[:1] == ["*"] and "!job/" in ignore
+
+
+def test_wandb_mode_is_the_manifests_choice_not_the_infras() -> None:
+    # Online W&B hard-coded in the infra killed every job without a key (issue 14); the
+    # manifest (submit --wandb-mode) decides, and preflight checks the key when it is online.
+    for path in ("infra/aws-batch/template.yaml", *map(str, (REPO / "infra/k8s").rglob("*.yaml"))):
+        assert "WANDB_MODE" not in (REPO / path).read_text(), path

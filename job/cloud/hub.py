@@ -94,6 +94,37 @@ def push_to_hub(
     )
 
 
+def whoami(token: str, retries: int = 2, sleep: Callable[[float], None] = time.sleep) -> dict:
+    """The Hub's ``whoami-v2`` for ``token``: its user, organizations and role."""
+    import httpx2
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    _with_timeouts()
+
+    def once() -> dict:
+        try:
+            return dict(HfApi(token=token).whoami())
+        except HfHubHTTPError as e:
+            status = e.response.status_code if e.response is not None else 0
+            if status in (401, 403):
+                raise CredentialsError(f"the Hub refused HF_TOKEN ({status})") from e
+            if status < 500 and status != 429:
+                raise BadConfig(f"the Hub said {status} to whoami") from e
+            raise Retry(f"HTTP {status}") from e
+        except httpx2.HTTPError as e:
+            raise Retry(type(e).__name__) from e
+
+    return with_retries(
+        once,
+        what="Hub whoami failed:",
+        give_up=lambda why, tries: f"the Hub did not answer whoami ({why})",
+        retries=retries,
+        backoff=BACKOFF_SECONDS,
+        sleep=sleep,
+    )
+
+
 def _with_timeouts() -> None:
     """huggingface_hub's client, with the timeouts above (its factory builds it per thread)."""
     import httpx2

@@ -4,10 +4,20 @@ States: ``queued`` (submitted), ``running`` (an attempt has started; ``run_id`` 
 ``succeeded`` (its run is published), ``failed`` (``reason`` says why). ``hub`` tracks the push
 to the Hugging Face Hub separately: ``off``, ``pending``, ``pushed`` (with ``commit_url``) or
 ``failed`` (with ``reason``), because a model can be safe on S3 while the Hub is down.
+
+A running attempt touches ``heartbeat_at`` every ``HEARTBEAT_SECONDS``. A process killed
+without a word (the OOM killer, a lost host) cannot write ``failed``; ``statuses`` shows its
+``running`` record as ``stale`` once the heartbeat is older than ``STALE_AFTER_SECONDS``.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -15,7 +25,14 @@ from pydantic import BaseModel, ConfigDict
 from job.cloud.runs import now
 from job.cloud.storage import Storage, get_json, put_json
 
-State = Literal["queued", "running", "succeeded", "failed", "unknown"]
+log = logging.getLogger(__name__)
+
+State = Literal["queued", "running", "succeeded", "failed", "unknown", "stale"]
+# Five minutes between heartbeats: one small PUT, nothing next to training. Three missed
+# heartbeats (15 minutes) make a running record stale: longer than any pause of a live job
+# (a checkpoint upload is written by the same process, between heartbeats' writes).
+HEARTBEAT_SECONDS = 300
+STALE_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
 
 
 class HubStatus(BaseModel):
@@ -37,6 +54,7 @@ class Status(BaseModel):
     state: State
     run_id: str | None = None
     updated_at: str | None = None
+    heartbeat_at: str | None = None  # running only: the attempt's last sign of life
     manifest: str | None = None
     attempt: str | None = None
     perplexity: float | None = None
@@ -62,15 +80,26 @@ def read_status(storage: Storage, bot: str) -> Status | None:
     return Status.model_validate(data) if isinstance(data, dict) else None
 
 
-def write_status(storage: Storage, bot: str, state: State, **changes: Any) -> Status:
-    """The one writer: the bot's record with ``changes`` applied, in ``state``, now."""
-    current = read_status(storage, bot)
+def write_status(
+    storage: Storage, bot: str, state: State, *, fresh: bool = False, **changes: Any
+) -> Status:
+    """The one writer: the bot's record with ``changes`` applied, in ``state``, now. ``fresh``
+    starts from an empty record: a new attempt carries nothing of the last one's (its reason,
+    perplexity or Hub fields)."""
+    if state in ("unknown", "stale"):
+        raise ValueError(f"{state} is derived when reading, never written")
+    current = None if fresh else read_status(storage, bot)
     fields = {**(current.model_dump() if current else {}), **changes}
     if isinstance(fields.get("hub"), HubStatus):
         fields["hub"] = fields["hub"].model_dump()
     if state != "failed":
         fields.pop("reason", None)
-    record = Status.model_validate({**fields, "bot": bot, "state": state, "updated_at": now()})
+    stamp = now()
+    if state == "running":
+        fields["heartbeat_at"] = stamp
+    else:
+        fields.pop("heartbeat_at", None)
+    record = Status.model_validate({**fields, "bot": bot, "state": state, "updated_at": stamp})
     put_json(storage, f"{bot}/status.json", record.model_dump(exclude_none=True))
     return record
 
@@ -85,4 +114,49 @@ def statuses(storage: Storage, bots: list[str] | None = None) -> list[Status]:
                 if k.endswith("/status.json") and k.count("/") == 1
             }
         )
-    return [read_status(storage, bot) or Status(bot=bot, state="unknown") for bot in bots]
+    records = [read_status(storage, bot) or Status(bot=bot, state="unknown") for bot in bots]
+    return [_staled(r, time.time()) for r in records]
+
+
+def _staled(record: Status, at: float) -> Status:
+    """A running record whose heartbeat stopped, shown as ``stale`` with how long ago."""
+    if record.state != "running" or not record.heartbeat_at:
+        return record
+    try:
+        silent = at - datetime.fromisoformat(record.heartbeat_at).timestamp()
+    except ValueError:
+        return record
+    if silent <= STALE_AFTER_SECONDS:
+        return record
+    reason = (
+        f"no heartbeat for {silent / 60:.0f} min: the process died without a word (out of"
+        " memory, a lost host); run the manifest again"
+    )
+    return record.model_copy(update={"state": "stale", "reason": reason})
+
+
+@contextmanager
+def heartbeat(
+    storage: Storage, bot: str, run_id: str, every: float = HEARTBEAT_SECONDS
+) -> Iterator[None]:
+    """Touch the running record every ``every`` seconds while the block runs; stopped (and
+    joined) before the block's caller writes the final state, so a late beat cannot undo it."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            try:
+                current = read_status(storage, bot)
+                if current is None or current.run_id != run_id or current.state != "running":
+                    return
+                write_status(storage, bot, "running")
+            except Exception as e:  # a missed beat is not worth failing the run for
+                log.warning("%s: heartbeat not written (%s)", bot, type(e).__name__)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{bot}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -37,6 +37,7 @@ class Storage(Protocol):
     def get_bytes(self, key: str) -> bytes | None: ...
     def list(self, prefix: str) -> list[str]: ...
     def delete(self, key: str) -> None: ...
+    def head(self, key: str, name: str) -> None: ...
 
 
 def get_json(storage: Storage, key: str) -> Any:
@@ -136,6 +137,14 @@ class LocalStorage:
     def delete(self, key: str) -> None:
         (self.root / key).unlink(missing_ok=True)
 
+    def head(self, key: str, name: str) -> None:
+        """That ``key`` exists and can be read (InputNotFound, or the OS's error)."""
+        path = self.root / key
+        if not path.is_file():
+            raise InputNotFound(f"{name}: no such file")
+        with path.open("rb"):
+            pass
+
     def list(self, prefix: str) -> list[str]:
         base = self.root / prefix
         if not base.is_dir():
@@ -192,6 +201,26 @@ class S3Storage:
     def delete(self, key: str) -> None:
         with _errors(self.uri + key):
             self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+
+    def head(self, key: str, name: str) -> None:
+        """That ``key`` exists and can be read. A 403 may also mean a missing key: S3 says 404
+        only to a caller allowed to list the bucket (a prefix-limited ListBucket is not)."""
+        from botocore.exceptions import ClientError
+
+        with _errors(self.uri + key):
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+            except ClientError as e:
+                status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+                if status == 404:
+                    raise InputNotFound(f"{name}: no such object") from e
+                if status == 403:
+                    raise CredentialsError(
+                        f"{name}: access denied (403): the job's role may not read it, or it"
+                        " does not exist (S3 answers 403 for a missing key to a role that may"
+                        " not list its folder)"
+                    ) from e
+                raise
 
     def list(self, prefix: str) -> list[str]:
         keys = []

@@ -64,7 +64,13 @@ class Submission:
 
 
 def build_manifest(
-    users: list[str], output: str, *, base_model: str, together: bool, hub_owner: str | None
+    users: list[str],
+    output: str,
+    *,
+    base_model: str,
+    together: bool,
+    hub_owner: str | None,
+    wandb_mode: str = "offline",
 ) -> dict[str, Any]:
     handles = [validate_handle(u) for u in users]
     if not handles:
@@ -75,6 +81,9 @@ def build_manifest(
         "output": output,
         "defaults": {"base_model": base_model},
         "hub": {"push": hub_owner is not None, "owner": hub_owner or "huggingtweets"},
+        # The manifest says whether W&B is online, not the infra: online needs the key
+        # (preflight checks it before any work).
+        "wandb": {"mode": wandb_mode},
         "bots": [{"users": [{"handle": h, "source": "api"} for h in g]} for g in groups],
     }
     parse_manifest(yaml.safe_dump(manifest))  # the same checks the job will make
@@ -93,6 +102,7 @@ def submit(
     job_definition: str = "huggingtweets",
     image: str = "huggingtweets:latest",
     namespace: str = "default",
+    wandb_mode: str = "offline",
     dry_run: bool = False,
 ) -> Submission:
     if target not in TARGETS:
@@ -100,7 +110,12 @@ def submit(
     if not output.startswith("s3://"):
         raise BadConfig("submit needs an s3:// output (--output or HUGGINGTWEETS_OUTPUT)")
     manifest = build_manifest(
-        users, output, base_model=base_model, together=together, hub_owner=hub_owner
+        users,
+        output,
+        base_model=base_model,
+        together=together,
+        hub_owner=hub_owner,
+        wandb_mode=wandb_mode,
     )
     sid = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
     bucket = output[len("s3://") :].split("/", 1)[0]
@@ -117,16 +132,29 @@ def submit(
         return Submission(sid, uri, manifest, target, "(dry run)")
 
     text = yaml.safe_dump(manifest, sort_keys=False).encode()
-    open_storage(f"s3://{bucket}").put_bytes(f"jobs/{sid}.yaml", text)
+    inputs = open_storage(f"s3://{bucket}")
+    inputs.put_bytes(f"jobs/{sid}.yaml", text)
     results = open_storage(output)
-    for job in jobs(parse_manifest(text.decode())):
-        write_status(results, job.bot, "queued", manifest=uri)
-    if target == "batch":
-        return Submission(
-            sid, uri, manifest, target, submit_batch(uri, n, name, job_queue, job_definition)
-        )
-    apply_k8s(rendered)
-    return Submission(sid, uri, manifest, target, name, rendered)
+    bots = [job.bot for job in jobs(parse_manifest(text.decode()))]
+    before = {bot: results.get_bytes(f"{bot}/status.json") for bot in bots}
+    try:
+        for bot in bots:
+            write_status(results, bot, "queued", manifest=uri)
+        if target == "batch":
+            job = submit_batch(uri, n, name, job_queue, job_definition)
+            return Submission(sid, uri, manifest, target, job)
+        apply_k8s(rendered)
+        return Submission(sid, uri, manifest, target, name, rendered)
+    except BaseException:
+        # Nothing was started: put each bot's record back as it was and drop the manifest, so
+        # `status` does not show bots queued forever for a job that never ran.
+        for bot, record in before.items():
+            if record is None:
+                results.delete(f"{bot}/status.json")
+            else:
+                results.put_bytes(f"{bot}/status.json", record)
+        inputs.delete(f"jobs/{sid}.yaml")
+        raise
 
 
 def submit_batch(manifest_uri: str, bots: int, name: str, queue: str, definition: str) -> str:
@@ -215,8 +243,15 @@ def apply_k8s(rendered: str) -> None:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         raise BadConfig("kubectl is not installed; use --dry-run and apply the YAML yourself")
-    result = subprocess.run(
-        [kubectl, "apply", "-f", "-"], input=rendered, text=True, capture_output=True
-    )
+    try:
+        result = subprocess.run(
+            [kubectl, "apply", "--request-timeout=60s", "-f", "-"],
+            input=rendered,
+            text=True,
+            capture_output=True,
+            timeout=120,  # kubectl's own timeout covers each request, not a stuck process
+        )
+    except subprocess.TimeoutExpired as e:
+        raise TransientError("kubectl apply did not finish in 120 s") from e
     if result.returncode != 0:
         raise BadConfig(f"kubectl apply failed: {' '.join(result.stderr.split())}")

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import json
+import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from job.cloud.status import HubStatus, Status, read_status, statuses, write_status
+import pytest
+
+from job.cloud.status import (
+    STALE_AFTER_SECONDS,
+    HubStatus,
+    Status,
+    heartbeat,
+    read_status,
+    statuses,
+    write_status,
+)
 from job.cloud.storage import LocalStorage
 
 
@@ -54,3 +66,43 @@ def test_records_of_other_versions_still_read(tmp_path: Path) -> None:
     (tmp_path / "old" / "status.json").write_text(json.dumps(record))
     status = read_status(LocalStorage(tmp_path), "old")
     assert status is not None and status.state == "succeeded"
+
+
+def test_a_silent_running_record_shows_as_stale(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    write_status(storage, "dead", "running", run_id="r1")
+    write_status(storage, "alive", "running", run_id="r2")
+    record = json.loads((tmp_path / "dead" / "status.json").read_text())
+    then = datetime.now(timezone.utc) - timedelta(seconds=STALE_AFTER_SECONDS + 60)
+    record["heartbeat_at"] = then.isoformat(timespec="seconds")
+    (tmp_path / "dead" / "status.json").write_text(json.dumps(record))
+    dead, alive = statuses(storage, ["dead", "alive"])
+    assert dead.state == "stale" and "no heartbeat for 16 min" in dead.line()
+    assert alive.state == "running"
+    with pytest.raises(ValueError):
+        write_status(storage, "dead", "stale")  # derived, never written
+
+
+def test_the_heartbeat_beats_and_stops_before_the_final_state(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    write_status(storage, "eve", "running", run_id="r1")
+    first = read_status(storage, "eve")
+    assert first is not None and first.heartbeat_at
+    writes: list[str] = []
+    real_put = storage.put_bytes
+    storage.put_bytes = lambda key, data: (writes.append(key), real_put(key, data))[1]  # type: ignore[method-assign]
+    with heartbeat(storage, "eve", "r1", every=0.02):
+        time.sleep(0.2)
+    assert len(writes) >= 3  # it beat while the block ran
+    write_status(storage, "eve", "succeeded", run_id="r1")
+    time.sleep(0.1)  # a beat after the block would undo the final state
+    final = read_status(storage, "eve")
+    assert final is not None and final.state == "succeeded" and final.heartbeat_at is None
+
+
+def test_a_fresh_record_carries_nothing_of_the_last_attempt(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    failed = HubStatus(state="failed", reason="the Hub said 503", repo="o/r")
+    write_status(storage, "fay", "failed", run_id="r1", perplexity=9.0, reason="x", hub=failed)
+    record = write_status(storage, "fay", "running", fresh=True, run_id="r2")
+    assert (record.perplexity, record.reason, record.hub) == (None, None, HubStatus())

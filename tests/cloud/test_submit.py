@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -122,6 +123,36 @@ def test_submit_three_users_to_aws_batch(batch) -> None:
     for b in bots:
         status = get_json(storage, f"{b.bot}/status.json")
         assert status["state"] == "queued" and status["manifest"] == uri
+
+
+def test_a_failed_submit_leaves_no_queued_bots_nor_manifest(batch) -> None:
+    storage = open_storage("s3://results/bots")
+    earlier = {"bot": "a_one", "state": "succeeded", "run_id": "r1"}
+    storage.put_bytes("a_one/status.json", json.dumps(earlier).encode())
+    result = invoke(
+        *("submit", "a_one", "b_two", "--target", "batch", "--output", "s3://results/bots"),
+        *("--job-queue", "no-such-queue"),
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert get_json(storage, "a_one/status.json") == earlier  # as it was
+    assert storage.get_bytes("b_two/status.json") is None  # never queued
+    assert boto3.client("s3").list_objects_v2(Bucket="results", Prefix="jobs/")["KeyCount"] == 0
+
+
+def test_submit_says_whether_wandb_is_online() -> None:
+    manifest = build_manifest(
+        ["a"],
+        "s3://bucket/p",
+        base_model="gpt2",
+        together=False,
+        hub_owner=None,
+        wandb_mode="online",
+    )
+    assert jobs(parse(yaml.safe_dump(manifest)))[0].config.wandb.mode == "online"
+    default = build_manifest(
+        ["a"], "s3://bucket/p", base_model="gpt2", together=False, hub_owner=None
+    )
+    assert default["wandb"] == {"mode": "offline"}
 
 
 def test_submit_checks_its_input(s3) -> None:

@@ -2,13 +2,16 @@
 
 POST /api/repos/create (409 with a url when the repo exists), POST /api/validate-yaml,
 POST /api/models/<repo>/preupload/<rev>, the LFS batch API and its upload URLs, and
-POST /api/models/<repo>/commit/<rev> with NDJSON. Commits and files are kept for assertions;
+POST /api/models/<repo>/commit/<rev> with NDJSON, PUT /api/models/<repo>/settings (visibility),
+GET /api/whoami-v2 (``whoami``: a write token of user ``tester`` in ``huggingtweets``).
+Commits and files are kept for assertions;
 ``faults`` injects error answers (a 503 on the commit endpoint, say).
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 import threading
@@ -28,6 +31,24 @@ class Commit:
     oid: str
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up on an error answer (huggingface_hub on a 401) is no error of
+        the server's: socketserver's default prints a traceback into the test's stderr."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+
+WRITE_TOKEN: dict[str, Any] = {
+    "type": "user",
+    "name": "tester",
+    "orgs": [{"name": "huggingtweets"}],
+    "auth": {"type": "access_token", "accessToken": {"displayName": "ci", "role": "write"}},
+}
+
+
 @dataclass
 class HubState:
     token: str
@@ -37,6 +58,7 @@ class HubState:
     requests: list[tuple[str, str]] = field(default_factory=list)
     # (method, path) -> status code to answer instead, or None to answer normally
     faults: list[Callable[[str, str], int | None]] = field(default_factory=list)
+    whoami: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(WRITE_TOKEN))
 
     def files(self, repo: str) -> dict[str, bytes]:
         merged: dict[str, bytes] = {}
@@ -94,6 +116,8 @@ class FakeHub:
                     return self.validate(json.loads(payload))
                 if self.headers.get("Authorization") != f"Bearer {state.token}":
                     return self.reply(401, {"error": "Invalid credentials"})
+                if method == "GET" and path == "/api/whoami-v2":
+                    return self.reply(200, state.whoami)
                 if method == "POST" and path == "/api/repos/create":
                     return self.create(json.loads(payload))
                 if path.endswith("/info/lfs/objects/batch"):
@@ -196,7 +220,7 @@ class FakeHub:
                     },
                 )
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

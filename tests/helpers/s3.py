@@ -120,7 +120,8 @@ class FaultProxy:
                 proxy.requests.append((self.command, self.path))
                 status = proxy.hook(self.command, self.path)
                 if status is not None:
-                    data = b"<Error><Code>InternalError</Code><Message>injected</Message></Error>"
+                    code = {403: "AccessDenied", 404: "NoSuchKey"}.get(status, "InternalError")
+                    data = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
                     self.send_response(status)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()

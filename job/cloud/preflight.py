@@ -1,0 +1,191 @@
+"""Preflight: every credential and permission a run will need, checked before its first tweet.
+
+Without it the job found a read-only output prefix after training, a missing ``HF_TOKEN``
+after training (exit 9, an hour of GPU gone), and a missing W&B key as a traceback. Each check
+costs at most one small request, so the whole takes seconds (a test holds it to 15 s):
+
+- the output prefix is writable: a probe object under ``.preflight/``, written and deleted
+  (exit 9 when access is denied, 11 when a folder refuses writes);
+- every S3 input can be read: a ``HEAD`` of each (exit 4 when missing, 9 when denied);
+- ``TWITTER_BEARER_TOKEN`` is set when a user's source is the API (exit 9);
+- the Hub token is valid and may write to each repo's owner: one ``whoami`` (exit 9);
+- W&B has a key when it is online: ``WANDB_API_KEY`` or a netrc entry (exit 9);
+- ``HF_HOME``, where base weights are cached, is writable: a probe file (exit 11);
+- the host has the memory that offload would need (training/strategy.py; exit 10).
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+import secrets
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from job.cloud.storage import Storage, open_storage
+from job.config import BotJob
+from job.errors import CredentialsError, NotWritable
+
+log = logging.getLogger(__name__)
+
+PROBE_PREFIX = ".preflight/"
+
+
+def preflight(jobs: list[BotJob], storage: Storage | None) -> None:
+    """Raise the first problem found for any of ``jobs``, as a JobError with its exit code."""
+    if storage is not None:
+        output_writable(storage)
+    for job in jobs:
+        inputs_readable(job)
+        twitter_token(job)
+    owners = sorted({j.hub_repo for j in jobs if j.hub_push and j.hub_repo})
+    if owners:
+        hub_can_write(owners)
+    for mode in sorted(
+        {j.config.wandb.mode or os.environ.get("WANDB_MODE") or "offline" for j in jobs}
+    ):
+        wandb_key(mode)
+    if jobs:
+        hf_home_writable()
+    for job in jobs:
+        host_memory(job)
+    if jobs:
+        log.info("preflight passed: %s", ", ".join(j.bot for j in jobs))
+
+
+def output_writable(storage: Storage) -> None:
+    key = PROBE_PREFIX + secrets.token_hex(8)
+    try:
+        storage.put_bytes(key, b"huggingtweets preflight probe\n")
+    except CredentialsError as e:
+        raise CredentialsError(
+            f"{e}: the output prefix is not writable (the job needs s3:PutObject and"
+            " s3:DeleteObject on it)"
+        ) from e
+    except OSError as e:
+        raise NotWritable(f"{storage.uri}: not writable ({e.strerror})") from e
+    storage.delete(key)
+
+
+def inputs_readable(job: BotJob) -> None:
+    for user in job.users:
+        if user.uri is None:
+            continue
+        if user.uri.startswith("s3://"):
+            parsed = urlparse(user.uri)
+            open_storage(f"s3://{parsed.netloc}").head(parsed.path.lstrip("/"), user.uri)
+        # local files: sources_for checks them before anything else (exit 4)
+
+
+def twitter_token(job: BotJob) -> None:
+    if any(u.source == "api" for u in job.users) and not os.environ.get("TWITTER_BEARER_TOKEN"):
+        raise CredentialsError(
+            f"{job.bot}: the API source needs TWITTER_BEARER_TOKEN in the environment"
+        )
+
+
+def hub_can_write(repos: list[str]) -> None:
+    """The token is valid (one ``whoami`` call) and its role lets it write to each repo."""
+    from job.cloud.hub import whoami
+
+    token = os.environ.get("HF_TOKEN")
+    if not token:
+        raise CredentialsError("pushing to the Hub needs HF_TOKEN in the environment")
+    me = whoami(token)
+    for repo in repos:
+        problem = write_problem(me, repo.split("/")[0])
+        if problem:
+            raise CredentialsError(f"HF_TOKEN cannot push to {repo}: {problem}")
+
+
+def write_problem(me: dict[str, Any], owner: str) -> str | None:
+    """Why a token described by ``whoami-v2`` cannot write to ``owner``'s repos, or None.
+
+    Roles (huggingface.co/docs/hub/security-tokens): ``read`` never writes; ``write`` writes
+    where its user may (their own namespace and their organizations); a ``fineGrained`` token
+    writes where one of its scopes for that user or organization grants ``repo.write``.
+    """
+    token = (me.get("auth") or {}).get("accessToken") or {}
+    role = token.get("role")
+    name = me.get("name")
+    orgs = {o.get("name") for o in me.get("orgs") or [] if isinstance(o, dict)}
+    if role == "read":
+        return "it is a read-only token"
+    if role == "fineGrained":
+        scoped = (token.get("fineGrained") or {}).get("scoped") or []
+        for scope in scoped:
+            entity = scope.get("entity") or {}
+            if entity.get("name") == owner and "repo.write" in (scope.get("permissions") or []):
+                return None
+        return f"its fine-grained scopes do not grant repo.write on {owner!r}"
+    if owner != name and owner not in orgs:
+        return f"its user {name!r} is not {owner!r} nor a member of it"
+    return None
+
+
+def wandb_key(mode: str) -> None:
+    if mode != "online" or os.environ.get("WANDB_API_KEY"):
+        return
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or ""
+    try:
+        if netrc.netrc().authenticators(host):
+            return
+    except (OSError, netrc.NetrcParseError):
+        pass
+    raise CredentialsError(
+        "W&B is online but no key was found (WANDB_API_KEY or a netrc entry for"
+        f" {host}); set one, or choose wandb mode offline or disabled"
+    )
+
+
+def hf_home_writable() -> None:
+    """Base weights are cached in HF_HOME; a root-owned volume there fails the first download."""
+    home = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=home, prefix=".huggingtweets-probe-"):
+            pass
+    except OSError as e:
+        raise NotWritable(
+            f"HF_HOME {home} is not writable ({e.strerror}); mount a volume the job's user"
+            " (uid 1000 in the image) can write, or set HF_HOME to one"
+        ) from e
+
+
+def host_memory(job: BotJob) -> None:
+    """The strategy's host-memory check, now rather than after the download (GPT-2 sizes only:
+    another base model's size is known once its config is read)."""
+    train = job.config.train
+    if train.strategy not in ("auto", "zero3-offload"):
+        return
+    from job.training.model import GPT2
+    from job.training.strategy import (
+        HEADROOM,
+        choose,
+        host_memory_bytes,
+        offload_host_bytes,
+        shape_of,
+    )
+
+    if train.base_model.removeprefix("openai-community/") not in GPT2:
+        return
+    shape, host = shape_of(train.base_model), host_memory_bytes()
+    if offload_host_bytes(shape, 1) <= host * HEADROOM:
+        return  # even offload would fit this host: no need to ask torch about the GPUs
+    import torch
+
+    gpus = torch.cuda.device_count()
+    if gpus == 0 and train.strategy == "auto":
+        return  # the CPU trains plain ddp
+    gpu_bytes = torch.cuda.get_device_properties(0).total_memory if gpus else 0
+    choose(
+        train.strategy,
+        shape,
+        gpus=gpus,
+        gpu_bytes=gpu_bytes,
+        tokens_per_gpu=train.batch_size * train.block_size,
+        host_bytes=host,
+    )
