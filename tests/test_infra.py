@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from fnmatch import fnmatch
 from pathlib import Path
 
 import kubernetes_validate
@@ -133,3 +134,81 @@ def test_wandb_mode_is_the_manifests_choice_not_the_infras() -> None:
     # manifest (submit --wandb-mode) decides, and preflight checks the key when it is online.
     for path in ("infra/aws-batch/template.yaml", *map(str, (REPO / "infra/k8s").rglob("*.yaml"))):
         assert "WANDB_MODE" not in (REPO / path).read_text(), path
+
+
+class SubLoader(yaml.SafeLoader):
+    """CloudFormation YAML with !Sub kept as its template string (other tags: None)."""
+
+
+SubLoader.add_constructor("!Sub", lambda loader, node: loader.construct_scalar(node))
+SubLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def job_role_allows(action: str, arn: str, prefix: str | None = None) -> bool:
+    """The template's JobRole, evaluated for one request (Allow statements with Resource
+    wildcards and StringLike on s3:prefix: all the policy uses), for bucket my-bucket and the
+    default OutputPrefix."""
+    template = yaml.load((REPO / "infra/aws-batch/template.yaml").read_text(), SubLoader)
+    output_prefix = template["Parameters"]["OutputPrefix"]["Default"]
+
+    def sub(text: str) -> str:
+        return text.replace("${BucketName}", "my-bucket").replace("${OutputPrefix}", output_prefix)
+
+    role = template["Resources"]["JobRole"]["Properties"]
+    for policy in role["Policies"]:
+        for statement in policy["PolicyDocument"]["Statement"]:
+            actions = statement["Action"]
+            actions = actions if isinstance(actions, list) else [actions]
+            resources = statement["Resource"]
+            resources = resources if isinstance(resources, list) else [resources]
+            if action not in actions or not any(fnmatch(arn, sub(r)) for r in resources):
+                continue
+            like = statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
+            if like is None or (prefix is not None and any(fnmatch(prefix, sub(p)) for p in like)):
+                return True
+    return False
+
+
+def test_every_s3_path_in_the_docs_and_submit_is_one_the_job_role_may_use() -> None:
+    """A lint cannot see this: the README's manifest once read s3://my-bucket/archives/, which
+    the role may not read (AccessDenied, exit 9, after the job had started)."""
+    import re
+
+    from job.cloud.submit import submit
+
+    texts = [(REPO / "README.md").read_text()] + [p.read_text() for p in REPO.glob("docs/*.md")]
+    uris = {u.rstrip("}),.`") for t in texts for u in re.findall(r"s3://my-bucket/[^\s'\"]+", t)}
+    dry = submit(["alice"], target="batch", output="s3://my-bucket/huggingtweets", dry_run=True)
+    assert dry.manifest_uri.startswith("s3://my-bucket/jobs/")
+    uris.add(dry.manifest_uri)
+    assert len(uris) >= 5, uris
+    for uri in sorted(uris):
+        key = uri.removeprefix("s3://my-bucket/")
+        arn = f"arn:aws:s3:::my-bucket/{key}"
+        if key.startswith(("jobs/", "inputs/")):  # manifests and inputs: read
+            assert job_role_allows("s3:GetObject", arn), f"the job may not read {uri}"
+        else:  # an output prefix: its bots' files, status, latest.json and the preflight probe
+            base = key.rstrip("/")
+            for rel in ("alice/status.json", "alice/r1/model/model.safetensors", ".preflight/x"):
+                for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+                    assert job_role_allows(action, f"arn:aws:s3:::my-bucket/{base}/{rel}"), (
+                        f"the job may not {action} under {uri}"
+                    )
+            bucket = "arn:aws:s3:::my-bucket"
+            assert job_role_allows("s3:ListBucket", bucket, prefix=f"{base}/alice/"), uri
+    # ...and the evaluator says no where the role does.
+    assert not job_role_allows("s3:GetObject", "arn:aws:s3:::my-bucket/archives/a.zip")
+    assert not job_role_allows("s3:PutObject", "arn:aws:s3:::my-bucket/inputs/a.zip")
+    assert not job_role_allows("s3:ListBucket", "arn:aws:s3:::my-bucket", prefix="archives/")
+
+
+def test_the_hosts_cache_folder_belongs_to_the_images_user() -> None:
+    template = yaml.load((REPO / "infra/aws-batch/template.yaml").read_text(), CfnLoader)
+    resources = template["Resources"]
+    (volume,) = resources["JobDefinition"]["Properties"]["ContainerProperties"]["Volumes"]
+    host = volume["Host"]["SourcePath"]
+    script = resources["CacheLaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]
+    assert f"chown 1000:1000 {host}" in script["Fn::Base64"]
+    for name in ("SpotCompute", "OnDemandCompute"):
+        assert "LaunchTemplate" in resources[name]["Properties"]["ComputeResources"]
+    assert "USER 1000:1000" in (REPO / "docker/Dockerfile").read_text()
