@@ -2,21 +2,33 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# A CPU build of torch lies on this machine's disk; a looser pin pulls a multi-GB CUDA build.
-TORCH_SPEC ?= torch==2.13.0
-DEEPSPEED_SPEC ?= deepspeed==0.19.8
+# One lock for every install: the exact versions the tests pass with, which the image ships
+# too (docker/Dockerfile installs with the same file). Made by uv from pyproject.toml (make
+# lock). torch's version comes from it; which build (CPU or CUDA) comes from where pip looks,
+# TORCH_PIP_ARGS, the same build arg in docker/Dockerfile. Here it is empty: this machine's
+# pip finds the CPU build on disk first. In the image it is empty too: PyPI's Linux wheels are
+# CUDA builds. Elsewhere, for the CPU: --index-url https://download.pytorch.org/whl/cpu.
+CONSTRAINTS := requirements/constraints.txt
+TORCH_PIP_ARGS ?=
 
-.PHONY: install test test-fast lint docs demo bench clean image push submit
+.PHONY: install test test-fast lint docs demo bench clean image image-test push submit lock
 
-$(BIN)/huggingtweets: pyproject.toml
+$(BIN)/huggingtweets: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -c $(CONSTRAINTS) $(TORCH_PIP_ARGS) torch
 	# DeepSpeed's setup.py imports torch: build it against the torch above, not an isolated
 	# (CUDA) one. No ops are compiled at install; on CPU the job uses torch's Adam.
-	$(BIN)/pip install -q --no-build-isolation "$(DEEPSPEED_SPEC)"
-	$(BIN)/pip install -q -e ".[test,deepspeed]"
+	$(BIN)/pip install -q -c $(CONSTRAINTS) --no-build-isolation deepspeed
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e ".[test,deepspeed]"
 	touch $@
+
+# Re-resolve the lock after changing pyproject.toml's dependencies (needs uv: pip install uv).
+# The current lock's pins are kept where they still fit; --upgrade-package NAME moves one.
+lock:
+	uv pip compile pyproject.toml --extra test --extra deepspeed --universal \
+		--python-version 3.10 --python $(BIN)/python --no-build-isolation-package deepspeed \
+		-o $(CONSTRAINTS) $(LOCK_FLAGS)
 
 install: $(BIN)/huggingtweets
 
@@ -62,6 +74,24 @@ CONTAINER ?= docker
 image:
 	$(CONTAINER) build -f docker/Dockerfile --build-arg VERSION=$(VERSION) \
 		--build-arg REVISION=$(REVISION) -t $(IMAGE):$(VERSION) -t $(IMAGE):latest .
+
+# The image's build, checked here without a GPU or a Docker engine: the same Dockerfile on a
+# stand-in base (docker/standin.sh: Debian made by debootstrap) with the CPU torch from this
+# machine's disk and DeepSpeed's CPU ops, then docker/Dockerfile.test runs, as uid 1000 inside
+# a build of the image, `huggingtweets --help` and the tiny job. Only the bases differ from
+# `make image`; docs/deploy.md says what this proves and what it does not.
+STANDIN ?= localhost/huggingtweets-standin:bookworm
+TORCH_WHEELS ?= /opt/wheels
+image-test:
+	bash docker/standin.sh $(STANDIN)
+	podman build --isolation=chroot --network=host --format docker --volume $(TORCH_WHEELS):/torch-wheels:ro \
+		-f docker/Dockerfile --build-arg BUILD_BASE=$(STANDIN) --build-arg RUNTIME_BASE=$(STANDIN) \
+		--build-arg DS_ACCELERATOR=cpu --build-arg TORCH_PIP_ARGS=--find-links=/torch-wheels \
+		--build-arg VERSION=$(VERSION) -t localhost/huggingtweets:standin .
+	podman build --isolation=chroot --network=host --format docker -f docker/Dockerfile.test \
+		--build-arg IMAGE=localhost/huggingtweets:standin -t localhost/huggingtweets:standin-tested .
+	podman image inspect localhost/huggingtweets:standin --format '{{.Size}}' \
+		| awk '{printf "stand-in image: %.2f GB\n", $$1 / 1e9}'
 
 push: image
 	@test -n "$(REGISTRY)" || { echo "make push needs REGISTRY=..." >&2; exit 2; }

@@ -212,8 +212,18 @@ def submit(
     job_definition: Annotated[
         str, typer.Option(envvar="HUGGINGTWEETS_JOB_DEFINITION")
     ] = "huggingtweets",
-    image: Annotated[str, typer.Option(envvar="HUGGINGTWEETS_IMAGE")] = "huggingtweets:latest",
+    image: Annotated[
+        str | None,
+        typer.Option(envvar="HUGGINGTWEETS_IMAGE", help="k8s: the image, in a registry."),
+    ] = None,
     namespace: Annotated[str, typer.Option()] = "default",
+    overlay: Annotated[
+        str | None, typer.Option(help="k8s: resources of infra/k8s/overlays/NAME (gpt2-xl).")
+    ] = None,
+    cache_claim: Annotated[
+        str | None,
+        typer.Option(help="k8s: a ReadWriteMany claim for the model cache (default: per pod)."),
+    ] = None,
     wandb_mode: Annotated[
         str,
         typer.Option(help="online (needs WANDB_API_KEY in the job) | offline | disabled."),
@@ -237,6 +247,8 @@ def submit(
             job_definition=job_definition,
             image=image,
             namespace=namespace,
+            overlay=overlay,
+            cache_claim=cache_claim,
             wandb_mode=wandb_mode,
             dry_run=dry_run,
         )

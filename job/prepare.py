@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from job.config import JobConfig
 from job.data.clean import CleanTweet, Prepared, UserStats, clean
 from job.data.handles import bot_name
 from job.data.tweets import TweetSource, UserTweets
-from job.errors import BadConfig, NotEnoughData
+from job.errors import BadConfig, NotEnoughData, NotWritable
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,10 @@ def check_out(out: Path) -> None:
     """The output folder can be one: it is a folder, or nothing yet."""
     if out.exists() and not out.is_dir():
         raise BadConfig(f"--out {out}: a file is there, not a folder")
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        # A bind mount that Docker made for root, seen by the image's uid 1000, say.
+        raise NotWritable(f"--out {out}: {existing} is not writable by uid {os.getuid()}")
 
 
 def balance(kept: dict[str, list[CleanTweet]], ratio: float) -> dict[str, list[CleanTweet]]:

@@ -152,3 +152,19 @@ def test_a_result_left_aside_by_a_killed_run_is_put_back_first(tmp_path: Path) -
     bot = out / "sample_user"
     assert (bot / "model" / "model.safetensors").read_bytes() == b"the earlier model"
     assert (bot / "data" / "clean.jsonl").is_file() and not aside.exists()
+
+
+def test_an_output_folder_the_user_cannot_write_is_named(tmp_path, monkeypatch) -> None:
+    # As root here, nothing is unwritable: the check's view of the folder is stood in for.
+    import os
+
+    from job.errors import NotWritable
+    from job.prepare import check_out
+
+    mounted = tmp_path / "out"
+    mounted.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != mounted and real(p, mode))
+    with pytest.raises(NotWritable, match=r"out/bots: .*/out is not writable by uid"):
+        check_out(mounted / "bots")
+    check_out(tmp_path / "elsewhere")  # its nearest existing parent is writable

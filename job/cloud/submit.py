@@ -27,7 +27,9 @@ from job.config import jobs, parse_manifest
 from job.data.handles import validate_handle
 from job.errors import BadConfig, InputNotFound, TransientError
 
-K8S_JOB = Path(__file__).resolve().parents[2] / "infra" / "k8s" / "base" / "job.yaml"
+K8S = Path(__file__).resolve().parents[2] / "infra" / "k8s"
+K8S_JOB = K8S / "base" / "job.yaml"
+K8S_OVERLAYS = K8S / "overlays"
 TARGETS = ("batch", "k8s")
 
 
@@ -100,13 +102,22 @@ def submit(
     hub_owner: str | None = "huggingtweets",
     job_queue: str = "huggingtweets",
     job_definition: str = "huggingtweets",
-    image: str = "huggingtweets:latest",
+    image: str | None = None,
     namespace: str = "default",
+    overlay: str | None = None,
+    cache_claim: str | None = None,
     wandb_mode: str = "offline",
     dry_run: bool = False,
 ) -> Submission:
     if target not in TARGETS:
         raise BadConfig(f"--target must be batch or k8s, not {target!r}")
+    if target == "k8s" and not image:
+        # A cluster cannot pull the local default (huggingtweets:latest): the pods would sit
+        # in ImagePullBackOff. AWS Batch's image is the job definition's.
+        raise BadConfig(
+            "--target k8s needs --image (or HUGGINGTWEETS_IMAGE): the image in a registry the"
+            " cluster can pull (make push REGISTRY=...)"
+        )
     if not output.startswith("s3://"):
         raise BadConfig("submit needs an s3:// output (--output or HUGGINGTWEETS_OUTPUT)")
     manifest = build_manifest(
@@ -123,11 +134,20 @@ def submit(
     n = len(manifest["bots"])
     name = f"huggingtweets-{sid}"
     if target == "k8s":
-        rendered = yaml.safe_dump_all(
-            render_k8s(uri, n, name=name, image=image, namespace=namespace), sort_keys=False
+        assert image is not None
+        job = render_k8s(
+            uri,
+            n,
+            name=name,
+            image=image,
+            namespace=namespace,
+            overlay=overlay,
+            cache_claim=cache_claim,
         )
+        rendered = yaml.safe_dump_all(job, sort_keys=False)
         if dry_run:
             return Submission(sid, uri, manifest, target, name, rendered)
+        check_k8s(namespace, cache_claim)  # before anything is written
     elif dry_run:
         return Submission(sid, uri, manifest, target, "(dry run)")
 
@@ -141,8 +161,8 @@ def submit(
         for bot in bots:
             write_status(results, bot, "queued", manifest=uri)
         if target == "batch":
-            job = submit_batch(uri, n, name, job_queue, job_definition)
-            return Submission(sid, uri, manifest, target, job)
+            job_id = submit_batch(uri, n, name, job_queue, job_definition)
+            return Submission(sid, uri, manifest, target, job_id)
         apply_k8s(rendered)
         return Submission(sid, uri, manifest, target, name, rendered)
     except BaseException:
@@ -177,10 +197,23 @@ def submit_batch(manifest_uri: str, bots: int, name: str, queue: str, definition
         raise TransientError(f"cannot reach AWS Batch: {e}") from e
 
 
+def overlays() -> list[str]:
+    """The sizes ``--overlay`` takes: infra/k8s/overlays/ that patch the Job's resources."""
+    return sorted(p.parent.name for p in K8S_OVERLAYS.glob("*/resources.yaml"))
+
+
 def render_k8s(
-    manifest_uri: str, bots: int, *, name: str, image: str, namespace: str
+    manifest_uri: str,
+    bots: int,
+    *,
+    name: str,
+    image: str,
+    namespace: str,
+    overlay: str | None = None,
+    cache_claim: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The base Indexed Job, filled in for this submission."""
+    """The base Indexed Job, filled in for this submission: an overlay's resources and
+    scheduling (``gpt2-xl``), and the cache on a shared claim instead of the pod's own disk."""
     if not K8S_JOB.is_file():
         raise InputNotFound(f"{K8S_JOB} not found: submit to Kubernetes from a checkout")
     job = copy.deepcopy(yaml.safe_load(K8S_JOB.read_text()))
@@ -189,9 +222,25 @@ def render_k8s(
     job["spec"]["completions"] = bots
     job["spec"]["parallelism"] = bots
     job["spec"]["maxFailedIndexes"] = bots
-    container = job["spec"]["template"]["spec"]["containers"][0]
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
     container["image"] = image
     container["args"] = ["run", "--manifest", manifest_uri]
+    if overlay is not None:
+        if overlay not in overlays():
+            raise BadConfig(f"--overlay must be one of {', '.join(overlays())}, not {overlay!r}")
+        patch = yaml.safe_load((K8S_OVERLAYS / overlay / "resources.yaml").read_text())
+        patched = patch["spec"]["template"]["spec"]
+        for key, value in patched.items():  # affinity, nodeSelector...: the overlay's own
+            if key != "containers":
+                pod[key] = value
+        for part in patched.get("containers", []):
+            if part["name"] == container["name"]:
+                container.update({k: v for k, v in part.items() if k != "name"})
+    if cache_claim is not None:
+        (cache,) = [v for v in pod["volumes"] if v["name"] == "cache"]
+        cache.clear()
+        cache.update({"name": "cache", "persistentVolumeClaim": {"claimName": cache_claim}})
     problems = indexed_job_problems(job)
     if problems:
         raise BadConfig(f"the Kubernetes Job would be refused: {problems[0]}")
@@ -239,19 +288,43 @@ def indexed_job_problems(job: dict[str, Any]) -> list[str]:
     return [message for ok, message in checks if not ok]
 
 
-def apply_k8s(rendered: str) -> None:
+SECRET = "huggingtweets"  # what the Job's envFrom names
+
+
+def check_k8s(namespace: str, cache_claim: str | None) -> None:
+    """What the Job needs and does not bring: its Secret, and a shared cache claim if named.
+    Missing, the Job's pods would sit in CreateContainerConfigError or Pending."""
+    needed = [("secret", SECRET)] + ([("pvc", cache_claim)] if cache_claim else [])
+    for kind, name in needed:
+        result = _kubectl("get", kind, name, "--namespace", namespace, "-o", "name")
+        if result.returncode != 0:
+            how = (
+                f"kubectl create secret generic {SECRET} --namespace {namespace}"
+                " --from-literal=TWITTER_BEARER_TOKEN=... --from-literal=HF_TOKEN=..."
+                if kind == "secret"
+                else "apply infra/k8s/overlays/shared-cache/cache-pvc.yaml (a ReadWriteMany"
+                " class) or leave --cache-claim out"
+            )
+            raise BadConfig(f"the Job needs the {kind} {name!r} in namespace {namespace}: {how}")
+
+
+def _kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         raise BadConfig("kubectl is not installed; use --dry-run and apply the YAML yourself")
     try:
-        result = subprocess.run(
-            [kubectl, "apply", "--request-timeout=60s", "-f", "-"],
-            input=rendered,
+        return subprocess.run(
+            [kubectl, *args, "--request-timeout=60s"],
+            input=stdin,
             text=True,
             capture_output=True,
             timeout=120,  # kubectl's own timeout covers each request, not a stuck process
         )
     except subprocess.TimeoutExpired as e:
-        raise TransientError("kubectl apply did not finish in 120 s") from e
+        raise TransientError(f"kubectl {args[0]} did not finish in 120 s") from e
+
+
+def apply_k8s(rendered: str) -> None:
+    result = _kubectl("apply", "-f", "-", stdin=rendered)
     if result.returncode != 0:
         raise BadConfig(f"kubectl apply failed: {' '.join(result.stderr.split())}")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+from pathlib import Path
 
 import boto3
 import kubernetes_validate
@@ -16,6 +18,7 @@ from job.cloud.storage import get_json, open_storage
 from job.cloud.submit import build_manifest, render_k8s
 from job.config import jobs
 from job.config import parse_manifest as parse
+from job.errors import BadConfig
 from tests.helpers import REPO
 from tests.helpers.cli import invoke
 
@@ -44,7 +47,7 @@ def test_make_submit_with_users_on_the_command_line() -> None:
         "USER=__wmww dril",
         "TARGET=k8s",
         "BASE_MODEL=gpt2-xl",
-        "SUBMIT_FLAGS=--dry-run --output s3://results/bots",
+        "SUBMIT_FLAGS=--dry-run --output s3://results/bots --image reg/ht:1 --overlay gpt2-xl",
         USER="someone",
     )
     assert result.returncode == 0, result.stderr
@@ -53,6 +56,7 @@ def test_make_submit_with_users_on_the_command_line() -> None:
     assert [b["users"][0]["handle"] for b in manifest["bots"]] == ["__wmww", "dril"]
     assert manifest["defaults"]["base_model"] == "gpt2-xl"
     assert job["kind"] == "Job" and job["spec"]["completions"] == 2
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "reg/ht:1"
 
 
 def test_kubernetes_job_for_three_users_is_valid() -> None:
@@ -177,13 +181,85 @@ def test_one_bot_per_user_or_one_for_all() -> None:
 
 
 @pytest.mark.parametrize("bots", [1, 3, 150])
-def test_rendered_jobs_follow_the_api_servers_rules_for_indexed_jobs(bots: int) -> None:
-    """Beyond the schema: maxFailedIndexes <= completions and the rest of batch/v1's checks."""
+@pytest.mark.parametrize("overlay", [None, "gpt2-xl"])
+def test_rendered_jobs_follow_the_api_servers_rules_for_indexed_jobs(bots, overlay) -> None:
+    """Beyond the schema: maxFailedIndexes <= completions and the rest of batch/v1's checks,
+    for the base and every overlay, with the cache per pod or on a shared claim."""
     from job.cloud.submit import indexed_job_problems
 
-    (job,) = render_k8s("s3://b/jobs/x.yaml", bots, name="n", image="i", namespace="d")
-    assert indexed_job_problems(job) == []
-    assert job["spec"]["maxFailedIndexes"] == job["spec"]["completions"] == bots
+    for claim in (None, "shared-cache"):
+        (job,) = render_k8s(
+            "s3://b/jobs/x.yaml",
+            bots,
+            name="n",
+            image="i",
+            namespace="d",
+            overlay=overlay,
+            cache_claim=claim,
+        )
+        kubernetes_validate.validate(job, "1.33", strict=True)
+        assert indexed_job_problems(job) == []
+        assert job["spec"]["maxFailedIndexes"] == job["spec"]["completions"] == bots
+        pod = job["spec"]["template"]["spec"]
+        (cache,) = [v for v in pod["volumes"] if v["name"] == "cache"]
+        assert cache == (
+            {"name": "cache", "persistentVolumeClaim": {"claimName": claim}}
+            if claim
+            else {"name": "cache", "emptyDir": {"sizeLimit": "50Gi"}}
+        )
+        limits = pod["containers"][0]["resources"]["limits"]
+        assert limits["memory"] == ("64Gi" if overlay else "16Gi")
+        if overlay:  # any GPU of 40 GB or more, not one exact size
+            (term,) = pod["affinity"]["nodeAffinity"][
+                "requiredDuringSchedulingIgnoredDuringExecution"
+            ]["nodeSelectorTerms"]
+            assert term["matchExpressions"][0]["operator"] == "Gt"
+    with pytest.raises(BadConfig, match="--overlay must be one of gpt2-xl"):
+        render_k8s("s3://b/jobs/x.yaml", 1, name="n", image="i", namespace="d", overlay="huge")
+
+
+def test_kubernetes_needs_an_image_a_cluster_can_pull(s3) -> None:
+    result = invoke("submit", "alice", "--target", "k8s", "--output", "s3://results/bots")
+    assert result.returncode == 10 and "--target k8s needs --image" in result.stderr
+
+
+def fake_kubectl(tmp_path, monkeypatch, has: set[str]) -> Path:
+    """A kubectl on PATH that knows the objects in ``has`` and logs every call."""
+    log = tmp_path / "kubectl.log"
+    script = tmp_path / "bin" / "kubectl"
+    script.parent.mkdir()
+    script.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {log}\n'
+        'if [ "$1" = get ]; then\n'
+        f'  case " {" ".join(sorted(has))} " in *" $2/$3 "*) echo "$2/$3"; exit 0;; esac\n'
+        '  echo "Error from server (NotFound): $2 "$3" not found" >&2; exit 1\n'
+        "fi\n"
+        "cat > /dev/null; echo applied\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{script.parent}:{os.environ['PATH']}")
+    return log
+
+
+def test_kubernetes_submit_checks_what_the_job_needs_first(s3, tmp_path, monkeypatch) -> None:
+    args = ["submit", "alice", "--target", "k8s", "--output", "s3://results/bots"]
+    args += ["--image", "reg/ht:1", "--namespace", "bots", "--cache-claim", "shared"]
+    log = fake_kubectl(tmp_path, monkeypatch, has={"secret/huggingtweets"})
+    result = invoke(*args)
+    assert result.returncode == 10 and "needs the pvc 'shared' in namespace bots" in result.stderr
+    assert "apply" not in log.read_text()  # refused before anything was applied or written
+    assert open_storage("s3://results/bots").get_bytes("alice/status.json") is None
+
+    log.unlink()
+    fake_kubectl_dir = tmp_path / "bin"
+    shutil.rmtree(fake_kubectl_dir)
+    log = fake_kubectl(tmp_path, monkeypatch, has={"secret/huggingtweets", "pvc/shared"})
+    result = invoke(*args)
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text().splitlines()
+    assert calls[-1].startswith("apply -f - --request-timeout=60s")
+    assert get_json(open_storage("s3://results/bots"), "alice/status.json")["state"] == "queued"
 
 
 def test_the_base_job_follows_them_too_and_the_rules_catch_the_old_one() -> None:
