@@ -88,7 +88,7 @@ image-test:
 		-f docker/Dockerfile --build-arg BUILD_BASE=$(STANDIN) --build-arg RUNTIME_BASE=$(STANDIN) \
 		--build-arg DS_ACCELERATOR=cpu --build-arg TORCH_PIP_ARGS=--find-links=/torch-wheels \
 		--build-arg VERSION=$(VERSION) -t localhost/huggingtweets:standin .
-	podman build --isolation=chroot --network=host --format docker -f docker/Dockerfile.test \
+	podman build --isolation=chroot --network=host --format docker --no-cache -f docker/Dockerfile.test \
 		--build-arg IMAGE=localhost/huggingtweets:standin -t localhost/huggingtweets:standin-tested .
 	podman image inspect localhost/huggingtweets:standin --format '{{.Size}}' \
 		| awk '{printf "stand-in image: %.2f GB\n", $$1 / 1e9}'

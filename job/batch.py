@@ -71,12 +71,13 @@ def run_manifest(uri: str, *, index: int | None = None, force: bool = False) -> 
             f"array index {index} is out of range: the manifest has {len(all_jobs)} bots"
         )
     chosen = all_jobs if index is None else [all_jobs[index]]
+    refused, chosen = _opted_out(chosen, storage)
     _preflight([j for j in chosen if force or not _done(storage, j)], storage, uri)
     if index is None:  # this process will do them all: say so before starting the first
         for job in chosen:
             if not _done(storage, job) or force:
                 write_status(storage, job.bot, "queued", manifest=uri)
-    records, first_error = [], None
+    records, first_error = [], refused
     for job in chosen:
         try:
             record = run_bot(job, storage, force=force)
@@ -89,6 +90,23 @@ def run_manifest(uri: str, *, index: int | None = None, force: bool = False) -> 
     if first_error:
         raise first_error
     return records
+
+
+def _opted_out(chosen: list[BotJob], storage: Storage) -> tuple[Exception | None, list[BotJob]]:
+    """The bots whose people have not opted out; the others are refused before any work, and
+    leave no record (a takedown removed theirs: a status would be a new trace)."""
+    from job.cloud.consent import check_not_opted_out
+
+    kept, first = [], None
+    for job in chosen:
+        try:
+            check_not_opted_out(storage, [u.handle for u in job.users])
+        except Exception as e:
+            log.error("%s: %s", job.bot, e)
+            first = first or e
+            continue
+        kept.append(job)
+    return first, kept
 
 
 def _preflight(todo: list[BotJob], storage: Storage, manifest: str) -> None:

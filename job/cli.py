@@ -94,6 +94,7 @@ def prepare(
         from job.prepare import prepare as prepare_bot
 
         job = bot_job_from_args(users, archive or [], jsonl or [], api, config, overrides or {})
+        _check_consent(out, job)
         with progress() as bars:
             prepared = prepare_bot(sources_for(job.users, bars=bars), out, job.config)
         typer.echo(prepared.line())
@@ -126,6 +127,10 @@ def run(
     hub_repo: Annotated[
         str | None, typer.Option(help="Hub repo the card should point to (owner/name).")
     ] = None,
+    contact: Annotated[
+        str | None,
+        typer.Option(help="Where people ask for the bot's removal (e-mail or URL), on the card."),
+    ] = None,
     verbose: Verbose = False,
     overrides: dict[str, dict[str, Any]] | None = None,
 ) -> None:
@@ -145,10 +150,11 @@ def run(
         from job.data.sources import sources_for
 
         job = bot_job_from_args(
-            users, archive or [], jsonl or [], api, config, overrides or {}, hub_repo
+            users, archive or [], jsonl or [], api, config, overrides or {}, hub_repo, contact
         )
         from job.cloud.preflight import preflight
 
+        _check_consent(out, job)
         preflight([job], None)  # credentials and HF_HOME: before any download
         with progress() as bars:
             sources = sources_for(job.users, bars=bars)  # paths checked: before the imports
@@ -157,6 +163,14 @@ def run(
             result = run_bot(job, sources, out, progress=bars)
     if result is not None:  # None: a rank other than 0 of a multi-process run
         typer.echo(result.line())
+
+
+def _check_consent(out: Path, job: Any) -> None:
+    """The output folder's opt-out list (cloud/consent.py), before any download."""
+    from job.cloud.consent import check_not_opted_out
+    from job.cloud.storage import LocalStorage
+
+    check_not_opted_out(LocalStorage(out), [u.handle for u in job.users])
 
 
 OutputUri = Annotated[
@@ -198,6 +212,35 @@ def publish(
 
 
 @app.command()
+def takedown(
+    handle: Annotated[str, typer.Argument(help="The person's Twitter handle.")],
+    output: Annotated[
+        str, typer.Option(help="The output prefix (s3://bucket/prefix or a folder).")
+    ],
+    reason: Annotated[str | None, typer.Option(help="Why, for the opt-out record.")] = None,
+    requested_by: Annotated[
+        str | None, typer.Option(help="Who asked (the person, or on their behalf).")
+    ] = None,
+    keep_private: Annotated[
+        bool, typer.Option(help="Make the Hub repos private instead of deleting them.")
+    ] = False,
+) -> None:
+    """Remove every bot of HANDLE (alone or with others) and opt the handle out for good."""
+    with _command():
+        from job.cloud.consent import takedown as take_down
+        from job.cloud.storage import open_storage
+
+        done = take_down(
+            open_storage(output),
+            handle,
+            reason=reason,
+            requested_by=requested_by,
+            keep_private=keep_private,
+        )
+        typer.echo(done.lines())
+
+
+@app.command()
 def submit(
     users: Annotated[list[str], typer.Argument(help="Twitter handles: one bot each.")],
     target: Annotated[str, typer.Option(help="batch (AWS Batch) | k8s (Kubernetes).")] = "batch",
@@ -228,6 +271,13 @@ def submit(
         str,
         typer.Option(help="online (needs WANDB_API_KEY in the job) | offline | disabled."),
     ] = "offline",
+    contact: Annotated[
+        str | None,
+        typer.Option(
+            envvar="HUGGINGTWEETS_CONTACT",
+            help="Where people ask for a bot's removal (e-mail or URL): needed to push publicly.",
+        ),
+    ] = None,
     dry_run: Annotated[bool, typer.Option(help="Print what would be submitted.")] = False,
 ) -> None:
     """Write a manifest to S3 and start the job on AWS Batch or Kubernetes."""
@@ -250,6 +300,7 @@ def submit(
             overlay=overlay,
             cache_claim=cache_claim,
             wandb_mode=wandb_mode,
+            contact=contact,
             dry_run=dry_run,
         )
         typer.echo(result.lines(dry_run))

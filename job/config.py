@@ -21,7 +21,7 @@ Manifest format (version 1), for cloud batch jobs (see docs/batch.md)::
       sampling: {per_prompt: 3}
       clean: {replies: keep}
       prepare: {balance_ratio: 1.0}
-    hub: {push: true, owner: huggingtweets, private: false}
+    hub: {push: true, owner: huggingtweets, private: false, contact: takedown@example.org}
     wandb: {project: huggingtweets, mode: online}
     bots:                               # required; one bot per entry, one per array index
       - users:
@@ -350,7 +350,17 @@ class BotJob(Section):
     hub_repo: str | None = None  # the card points here; pushed when hub_push
     hub_push: bool = False
     hub_private: bool = False
+    contact: str | None = None  # for removal requests; required for a public push
     index: int = 0
+
+    @model_validator(mode="after")
+    def _public_push_names_a_contact(self) -> BotJob:
+        if self.hub_push and not self.hub_private and not self.contact:
+            raise ValueError(
+                "a public Hub push needs a contact for removal requests (the manifest's"
+                " hub.contact, or submit --contact): the person it imitates must be able to ask"
+            )
+        return self
 
     def fingerprint(self) -> str:
         """Identifies the work: a finished run with the same fingerprint needs no rerun."""
@@ -359,11 +369,20 @@ class BotJob(Section):
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def bot_job(users: list[UserSpec], config: JobConfig, hub_repo: str | None = None) -> BotJob:
+def bot_job(
+    users: list[UserSpec],
+    config: JobConfig,
+    hub_repo: str | None = None,
+    contact: str | None = None,
+) -> BotJob:
     if hub_repo is not None:
         hub_repo = check_repo(hub_repo, "--hub-repo")
     return BotJob(
-        bot=bot_name([u.handle for u in users]), users=users, config=config, hub_repo=hub_repo
+        bot=bot_name([u.handle for u in users]),
+        users=users,
+        config=config,
+        hub_repo=hub_repo,
+        contact=contact,
     )
 
 
@@ -393,6 +412,9 @@ class HubSpec(Section):
     push: bool = False
     owner: str = "huggingtweets"
     private: bool = False
+    # Where the person a bot imitates asks for its removal (an e-mail or a URL): the card's
+    # "Request removal" section names it, and a public push is refused without one.
+    contact: str | None = Field(None, min_length=3, max_length=200)
 
 
 class Manifest(Section):
@@ -423,6 +445,12 @@ def parse_manifest(text: str, source: str = "manifest") -> Manifest:
 
 
 def jobs(manifest: Manifest) -> list[BotJob]:
+    hub = manifest.hub
+    if hub.push and not hub.private and not hub.contact:
+        raise BadConfig(
+            "manifest.hub.contact: a public Hub push needs a contact for removal requests (an"
+            " e-mail or URL): the person a bot imitates must be able to ask for its removal"
+        )
     out = []
     seen: set[str] = set()
     d = manifest.defaults
@@ -453,6 +481,7 @@ def jobs(manifest: Manifest) -> list[BotJob]:
                 hub_repo=check_repo(repo, f"{path}.hub_repo") if manifest.hub.push else None,
                 hub_push=manifest.hub.push,
                 hub_private=manifest.hub.private,
+                contact=manifest.hub.contact,
             )
         )
     return out

@@ -19,6 +19,7 @@ NOT_ENOUGH_DATA = 8
 CREDENTIALS = 9
 BAD_CONFIG = 10
 NOT_WRITABLE = 11
+OPTED_OUT = 12
 TRANSIENT = 75  # EX_TEMPFAIL from sysexits.h: "try again later"
 
 # Codes that mean "the input is wrong": retrying the same job cannot help.
@@ -32,6 +33,7 @@ BAD_INPUT_CODES = (
     CREDENTIALS,
     BAD_CONFIG,
     NOT_WRITABLE,
+    OPTED_OUT,
 )
 
 
@@ -81,6 +83,12 @@ class NotWritable(JobError):
     """A place the job must write refuses it: the output folder, HF_HOME."""
 
     exit_code = NOT_WRITABLE
+
+
+class OptedOut(JobError):
+    """The person asked not to be made into a bot (cloud/consent.py): never retried."""
+
+    exit_code = OPTED_OUT
 
 
 class TransientError(JobError):

@@ -122,6 +122,7 @@ def bot_job_from_args(
     config_file: Path | None,
     overrides: dict[str, dict[str, Any]],
     hub_repo: str | None = None,
+    contact: str | None = None,
 ) -> BotJob:
     """The BotJob of a command line: the same one a one-bot manifest makes."""
     from job.data.sources import user_specs
@@ -140,4 +141,4 @@ def bot_job_from_args(
     where = str(config_file) if config_file else "options"
     job_config = config.validate(config.JobConfig, data, where)
     specs: list[UserSpec] = user_specs(users, archives, jsonls, api)
-    return config.bot_job(specs, job_config, hub_repo)
+    return config.bot_job(specs, job_config, hub_repo, contact)

@@ -88,6 +88,9 @@ def prepare(
                 "display_name": fetched[handle].profile.display_name,
                 "avatar": None,  # filled in by _write
                 "source": fetched[handle].source,
+                # Where the tweets came from, and when they were written: the card says both.
+                "provenance": getattr(sources[handle], "kind", "files"),
+                **date_range(used[handle]),
             }
             for handle in sources
         },
@@ -122,6 +125,12 @@ def check_out(out: Path) -> None:
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
         # A bind mount that Docker made for root, seen by the image's uid 1000, say.
         raise NotWritable(f"--out {out}: {existing} is not writable by uid {os.getuid()}")
+
+
+def date_range(tweets: list[CleanTweet]) -> dict[str, str | None]:
+    """The first and last day of ``tweets`` (ISO dates; None where no tweet has a date)."""
+    days = sorted(t.date[:10] for t in tweets if t.date)
+    return {"first": days[0] if days else None, "last": days[-1] if days else None}
 
 
 def balance(kept: dict[str, list[CleanTweet]], ratio: float) -> dict[str, list[CleanTweet]]:

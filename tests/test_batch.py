@@ -31,7 +31,7 @@ TWITTER_TOKEN = "tw-token-for-tests-123"
 MANIFEST = f"""
 version: 1
 output: s3://results/bots{TINY_MANIFEST}
-hub: {{push: true, owner: huggingtweets}}
+hub: {{push: true, owner: huggingtweets, contact: takedown@example.org}}
 wandb: {{mode: disabled}}
 bots:
   - users: [{{handle: sourdough_sam, source: jsonl, uri: s3://inputs/tweets/sam.jsonl}}]
@@ -136,9 +136,16 @@ def test_three_bots_by_array_index(inputs, hub) -> None:
         run_id = markers[commit.repo.split("/")[1]]["run_id"]
         assert commit.message == f"huggingtweets run {run_id}"
         assert {"README.md", "model.safetensors", "config.json"} <= set(commit.files)
-        assert f"huggingface.co/{commit.repo}/resolve/main/predictions.png" in (
-            commit.files["README.md"].decode()
-        )
+        card = commit.files["README.md"].decode()
+        assert f"huggingface.co/{commit.repo}/resolve/main/predictions.png" in card
+        # Provenance and the removal contact, on every card that is pushed.
+        assert "write to **takedown@example.org**" in card and "## Request removal" in card
+        where = {
+            "sourdough_sam": "tweet files given by the operator",
+            "andreruffert": "their own Twitter archive export",
+            "talker": "the public Twitter API v2",
+        }[commit.repo.split("/")[1]]
+        assert where in card.split("### Where the tweets came from")[1].split("##")[0]
 
     status = cli("status", "--manifest", uri)
     assert status.returncode == 0

@@ -186,3 +186,17 @@ def test_a_new_field_reaches_the_cli_the_manifest_and_the_docs(
     finally:
         monkeypatch.undo()
         importlib.reload(job.cli)
+
+
+def test_a_public_push_without_a_contact_is_refused() -> None:
+    from job.config import BotJob, UserSpec
+    from job.errors import BadConfig
+
+    with pytest.raises(ValueError, match="contact for removal requests"):
+        BotJob(bot="a", users=[UserSpec(handle="a")], hub_push=True, hub_repo="o/a")
+    BotJob(bot="a", users=[UserSpec(handle="a")], hub_push=True, hub_repo="o/a", hub_private=True)
+    manifest = "version: 1\noutput: out\nhub: {push: true}\nbots: [{users: [{handle: a}]}]\n"
+    from job.config import parse_manifest
+
+    with pytest.raises(BadConfig, match=r"manifest\.hub\.contact"):
+        parse_manifest(manifest)

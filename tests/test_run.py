@@ -43,7 +43,7 @@ def archive_run(tmp_path_factory: pytest.TempPathFactory, real_archive: Path, sh
             "tokenizer": str(shared / "tokenizers" / "gpt2"),
         },
         wandb={"mode": "disabled"},  # W&B has its own tests; this run is for the card
-    )
+    ).model_copy(update={"contact": "https://example.org/takedown"})
     return out, run(job, {"andreruffert": ArchiveSource(real_archive)}, out)
 
 
@@ -131,6 +131,15 @@ def test_card_numbers_match_stats_and_card_is_valid(archive_run) -> None:
     compile(snippet, "card-snippet", "exec")  # the How-to-use code is valid Python
     assert str(result.model_dir) in snippet
     assert (result.model_dir / "avatar-andreruffert.jpg").is_file()
+    # Where the tweets came from, when they were written, and whom to ask for removal.
+    assert user["provenance"] == "archive" and (user["first"], user["last"]) == (
+        "2010-10-25",
+        "2022-11-02",
+    )
+    assert "@andreruffert: their own Twitter archive export" in card.text
+    assert "tweets written from 2010-10-25 to 2022-11-02" in card.text
+    assert "write to **https://example.org/takedown**" in card.text
+    assert "not written by the person" in card.text
 
 
 def test_card_escapes_hostile_display_names(tmp_path: Path) -> None:

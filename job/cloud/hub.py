@@ -94,6 +94,50 @@ def push_to_hub(
     )
 
 
+def remove_repo(repo_id: str, keep_private: bool = False, retries: int = 4) -> str:
+    """Delete ``repo_id`` from the Hub (a missing one is fine), or with ``keep_private`` make
+    it private; say which. For takedowns (cloud/consent.py)."""
+    import httpx2
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    token = os.environ.get("HF_TOKEN")
+    if not token:
+        raise CredentialsError(f"removing {repo_id} from the Hub needs HF_TOKEN")
+    _with_timeouts()
+    api = HfApi(token=token)
+
+    def once() -> str:
+        try:
+            if keep_private:
+                api.update_repo_settings(repo_id, private=True)
+                return f"made private {repo_id}"
+            api.delete_repo(repo_id, missing_ok=True)
+            return f"deleted {repo_id}"
+        except HfHubHTTPError as e:
+            status = e.response.status_code if e.response is not None else 0
+            if status in (401, 403):
+                raise CredentialsError(f"the Hub refused HF_TOKEN for {repo_id} ({status})") from e
+            if status == 404 and keep_private:
+                return f"not on the Hub: {repo_id}"
+            if status < 500 and status != 429:
+                raise BadConfig(f"the Hub said {status} for {repo_id}") from e
+            raise Retry(f"HTTP {status}") from e
+        except httpx2.HTTPError as e:
+            raise Retry(type(e).__name__) from e
+
+    return with_retries(
+        once,
+        what="Hub removal failed:",
+        give_up=lambda why, tries: (
+            f"removing {repo_id} from the Hub still failing ({why}); run the takedown again"
+        ),
+        retries=retries,
+        backoff=BACKOFF_SECONDS,
+        sleep=time.sleep,
+    )
+
+
 def whoami(token: str, retries: int = 2, sleep: Callable[[float], None] = time.sleep) -> dict:
     """The Hub's ``whoami-v2`` for ``token``: its user, organizations and role."""
     import httpx2

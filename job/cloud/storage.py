@@ -135,7 +135,16 @@ class LocalStorage:
         return path.read_bytes() if path.is_file() else None
 
     def delete(self, key: str) -> None:
-        (self.root / key).unlink(missing_ok=True)
+        path = self.root / key
+        path.unlink(missing_ok=True)
+        # As on S3, a folder exists only while it holds something.
+        for parent in path.parents:
+            if parent == self.root or self.root not in parent.parents:
+                break
+            try:
+                parent.rmdir()
+            except OSError:  # not empty (or already gone)
+                break
 
     def head(self, key: str, name: str) -> None:
         """That ``key`` exists and can be read (InputNotFound, or the OS's error)."""

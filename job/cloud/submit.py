@@ -73,6 +73,7 @@ def build_manifest(
     together: bool,
     hub_owner: str | None,
     wandb_mode: str = "offline",
+    contact: str | None = None,
 ) -> dict[str, Any]:
     handles = [validate_handle(u) for u in users]
     if not handles:
@@ -82,7 +83,11 @@ def build_manifest(
         "version": 1,
         "output": output,
         "defaults": {"base_model": base_model},
-        "hub": {"push": hub_owner is not None, "owner": hub_owner or "huggingtweets"},
+        "hub": {
+            "push": hub_owner is not None,
+            "owner": hub_owner or "huggingtweets",
+            **({"contact": contact} if contact else {}),
+        },
         # The manifest says whether W&B is online, not the infra: online needs the key
         # (preflight checks it before any work).
         "wandb": {"mode": wandb_mode},
@@ -107,6 +112,7 @@ def submit(
     overlay: str | None = None,
     cache_claim: str | None = None,
     wandb_mode: str = "offline",
+    contact: str | None = None,
     dry_run: bool = False,
 ) -> Submission:
     if target not in TARGETS:
@@ -127,6 +133,7 @@ def submit(
         together=together,
         hub_owner=hub_owner,
         wandb_mode=wandb_mode,
+        contact=contact,
     )
     sid = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
     bucket = output[len("s3://") :].split("/", 1)[0]
@@ -151,6 +158,9 @@ def submit(
     elif dry_run:
         return Submission(sid, uri, manifest, target, "(dry run)")
 
+    from job.cloud.consent import check_not_opted_out
+
+    check_not_opted_out(open_storage(output), users)  # before anything is written or started
     text = yaml.safe_dump(manifest, sort_keys=False).encode()
     inputs = open_storage(f"s3://{bucket}")
     inputs.put_bytes(f"jobs/{sid}.yaml", text)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from job import __version__
+from job.errors import BadConfig
 from job.training.model import GPT2
 
 if TYPE_CHECKING:
@@ -91,6 +92,14 @@ def write(folder: Path, context: dict[str, Any], data_dir: Path) -> None:
     (folder / "README.md").write_text(render(context), encoding="utf-8")
 
 
+# What each kind of source means for the person (data/sources: each source's ``kind``).
+PROVENANCE = {
+    "archive": "their own Twitter archive export (the person downloaded it from Twitter)",
+    "files": "tweet files given by the operator (JSONL/CSV)",
+    "api": "the public Twitter API v2 (their newest public tweets)",
+}
+
+
 def context(
     folder: Path,
     data: Prepared,
@@ -105,6 +114,8 @@ def context(
     """Everything the template shows. Archive avatars are copied into ``folder``, the staged
     model folder; ``model_dir`` is where it will be once the run is done."""
     repo, config = job.hub_repo, job.config
+    if job.hub_push and not job.hub_private and not job.contact:
+        raise BadConfig("a public Hub push needs a contact for removal requests on its card")
     users = []
     for handle, stats in data.stats["users"].items():
         avatar = stats.get("avatar")
@@ -147,6 +158,8 @@ def context(
         "flagged": flagged,
         "config": config.model_dump(),
         "versions": versions,
+        "contact": job.contact,
+        "provenance": PROVENANCE,
     }
 
 

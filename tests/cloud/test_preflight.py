@@ -24,7 +24,7 @@ MANIFEST = """
 version: 1
 output: s3://results/bots
 defaults: {base_model: tiny}
-hub: {push: true, owner: huggingtweets}
+hub: {push: true, owner: huggingtweets, contact: takedown@example.org}
 wandb: {mode: WANDB}
 bots:
   - users: [{handle: sourdough_sam, source: jsonl, uri: URI}]

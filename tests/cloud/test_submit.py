@@ -49,12 +49,14 @@ def test_make_submit_with_users_on_the_command_line() -> None:
         "BASE_MODEL=gpt2-xl",
         "SUBMIT_FLAGS=--dry-run --output s3://results/bots --image reg/ht:1 --overlay gpt2-xl",
         USER="someone",
+        HUGGINGTWEETS_CONTACT="takedown@example.org",
     )
     assert result.returncode == 0, result.stderr
     docs = list(yaml.safe_load_all(result.stdout.split("\n", 1)[1]))
     manifest, job = docs[0], docs[1]
     assert [b["users"][0]["handle"] for b in manifest["bots"]] == ["__wmww", "dril"]
     assert manifest["defaults"]["base_model"] == "gpt2-xl"
+    assert manifest["hub"]["contact"] == "takedown@example.org"
     assert job["kind"] == "Job" and job["spec"]["completions"] == 2
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "reg/ht:1"
 
@@ -105,6 +107,7 @@ def batch(s3):
 def test_submit_three_users_to_aws_batch(batch) -> None:
     result = invoke(
         *("submit", "a_one", "b_two", "c_three", "--target", "batch"),
+        *("--contact", "takedown@example.org"),
         *("--output", "s3://results/bots", "--base-model", "gpt2-medium"),
     )
     assert result.returncode == 0, result.stderr
@@ -135,7 +138,7 @@ def test_a_failed_submit_leaves_no_queued_bots_nor_manifest(batch) -> None:
     storage.put_bytes("a_one/status.json", json.dumps(earlier).encode())
     result = invoke(
         *("submit", "a_one", "b_two", "--target", "batch", "--output", "s3://results/bots"),
-        *("--job-queue", "no-such-queue"),
+        *("--job-queue", "no-such-queue", "--no-push"),
     )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert get_json(storage, "a_one/status.json") == earlier  # as it was
@@ -159,6 +162,13 @@ def test_submit_says_whether_wandb_is_online() -> None:
     assert default["wandb"] == {"mode": "offline"}
 
 
+def test_a_public_push_needs_a_removal_contact(s3) -> None:
+    result = invoke("submit", "alice", "--output", "s3://results/bots", "--dry-run")
+    assert result.returncode == 10 and "hub.contact" in result.stderr
+    private = invoke("submit", "alice", "--output", "s3://results/bots", "--dry-run", "--no-push")
+    assert private.returncode == 0, private.stderr
+
+
 def test_submit_checks_its_input(s3) -> None:
     result = invoke("submit", "not a handle", "--output", "s3://results/bots")
     assert result.returncode == 3
@@ -173,10 +183,16 @@ def test_one_bot_per_user_or_one_for_all() -> None:
     assert [[u["handle"] for u in b["users"]] for b in apart["bots"]] == [["a"], ["b"]]
     assert apart["hub"]["push"] is False
     together = build_manifest(
-        ["a", "b"], "s3://results/p", base_model="gpt2-xl", together=True, hub_owner="me"
+        ["a", "b"],
+        "s3://results/p",
+        base_model="gpt2-xl",
+        together=True,
+        hub_owner="me",
+        contact="https://example.org/takedown",
     )
     (bot,) = jobs(parse(yaml.safe_dump(together)))
     assert bot.bot == "a-b" and bot.hub_repo == "me/a-b"
+    assert bot.contact == "https://example.org/takedown"
     assert bot.config.train.base_model == "gpt2-xl"
 
 
@@ -243,7 +259,7 @@ def fake_kubectl(tmp_path, monkeypatch, has: set[str]) -> Path:
 
 
 def test_kubernetes_submit_checks_what_the_job_needs_first(s3, tmp_path, monkeypatch) -> None:
-    args = ["submit", "alice", "--target", "k8s", "--output", "s3://results/bots"]
+    args = ["submit", "alice", "--target", "k8s", "--output", "s3://results/bots", "--no-push"]
     args += ["--image", "reg/ht:1", "--namespace", "bots", "--cache-claim", "shared"]
     log = fake_kubectl(tmp_path, monkeypatch, has={"secret/huggingtweets"})
     result = invoke(*args)

@@ -3,7 +3,8 @@
 POST /api/repos/create (409 with a url when the repo exists), POST /api/validate-yaml,
 POST /api/models/<repo>/preupload/<rev>, the LFS batch API and its upload URLs, and
 POST /api/models/<repo>/commit/<rev> with NDJSON, PUT /api/models/<repo>/settings (visibility),
-GET /api/whoami-v2 (``whoami``: a write token of user ``tester`` in ``huggingtweets``).
+DELETE /api/repos/delete, GET /api/whoami-v2 (``whoami``: a write token of user ``tester``
+in ``huggingtweets``).
 Commits and files are kept for assertions;
 ``faults`` injects error answers (a 503 on the commit endpoint, say).
 """
@@ -118,6 +119,13 @@ class FakeHub:
                     return self.reply(401, {"error": "Invalid credentials"})
                 if method == "GET" and path == "/api/whoami-v2":
                     return self.reply(200, state.whoami)
+                if method == "DELETE" and path == "/api/repos/delete":
+                    body = json.loads(payload)
+                    repo = f"{body.get('organization') or 'me'}/{body['name']}"
+                    if repo not in state.repos:
+                        return self.reply(404, {"error": "Repository not found"})
+                    del state.repos[repo]
+                    return self.reply(200, {})
                 if method == "POST" and path == "/api/repos/create":
                     return self.create(json.loads(payload))
                 if path.endswith("/info/lfs/objects/batch"):
@@ -147,6 +155,9 @@ class FakeHub:
 
             def do_PUT(self) -> None:
                 self.handle_any("PUT")
+
+            def do_DELETE(self) -> None:
+                self.handle_any("DELETE")
 
             def do_GET(self) -> None:
                 self.handle_any("GET")

@@ -70,6 +70,8 @@ class Adapter(HTTPAdapter):
 class ApiSource:
     """Newest tweets of a user from the Twitter API v2."""
 
+    kind = "api"  # provenance, on the card: the public API
+
     def __init__(
         self,
         bearer_token: str | None = None,

@@ -159,6 +159,8 @@ def _first(value: Any, wrapper: str) -> dict[str, Any]:
 class ArchiveSource:
     """Tweets from one person's archive."""
 
+    kind = "archive"  # provenance, on the card: the person's own export
+
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
 

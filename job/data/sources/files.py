@@ -28,6 +28,8 @@ _TRUE = {"1", "true", "yes", "y", "t"}
 class FileSource:
     """Tweets from a ``.jsonl``/``.ndjson`` or ``.csv`` file."""
 
+    kind = "files"  # provenance, on the card: files the operator gave
+
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
 
