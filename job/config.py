@@ -74,6 +74,16 @@ Scheduler = Literal[
 # '_', '-', '.', starting and ending with a letter, digit or '_'; no '--' or '..'.
 HUB_REPO = re.compile(r"^\w(?:[\w.-]*\w)?/\w(?:[\w.-]{0,94}\w)?$", re.ASCII)
 START_TEXTS = ["My dream is", "I think that", "I wish", "The best thing about", "Today I"]
+# The same five openings in the languages the job knows: a bot that tweets in German is
+# prompted in German, and its Hub widget too (sampling.start_texts, when given, wins).
+START_TEXTS_BY_LANGUAGE = {
+    "en": START_TEXTS,
+    "de": ["Mein Traum ist", "Ich glaube, dass", "Ich wünschte", "Das Beste an", "Heute habe ich"],
+    "fr": ["Mon rêve est", "Je pense que", "J'aimerais", "Le meilleur, c'est", "Aujourd'hui, je"],
+    "es": ["Mi sueño es", "Creo que", "Ojalá", "Lo mejor de", "Hoy"],
+    "pt": ["Meu sonho é", "Eu acho que", "Eu queria", "O melhor de", "Hoje eu"],
+    "ja": ["私の夢は", "思うに", "できれば", "一番いいのは", "今日は"],
+}
 
 
 class Carried(ValueError):
@@ -223,6 +233,14 @@ class SamplingConfig(Section):
         description="Flag a prediction sharing this many consecutive words with a tweet.",
         json_schema_extra={"flag": "memorization-ngram"},
     )
+
+    def in_language(self, languages: list[str]) -> SamplingConfig:
+        """The default prompts in the main language of the tweets (``languages``, most common
+        first), where a set is defined; prompts that were given stay as they are."""
+        if "start_texts" in self.model_fields_set or not languages:
+            return self
+        texts = START_TEXTS_BY_LANGUAGE.get(languages[0])
+        return self if texts is None else self.model_copy(update={"start_texts": list(texts)})
 
     def generation_kwargs(self) -> dict[str, Any]:
         """What the Hub widget and ``pipeline()`` should use too."""

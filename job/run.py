@@ -293,11 +293,16 @@ def train(state: State, wb: Any, checkpoints: Checkpoints, resume: Path | None) 
 
 def predict(state: State) -> None:
     """Rank 0: the model folder's sampling settings, then predictions and memorization."""
+    from job.outputs.card import languages
     from job.outputs.predict import flag_memorized, sample
     from job.training.model import load
 
     assert state.data is not None and state.result is not None
-    sampling = state.job.config.sampling
+    # The default prompts follow the tweets' main language; the card, its widget and job.json
+    # then show the prompts that were used.
+    sampling = state.job.config.sampling.in_language(languages(state.data.stats))
+    config = state.job.config.model_copy(update={"sampling": sampling})
+    state.job = state.job.model_copy(update={"config": config})
     _finish_model_folder(state.staged, state.tokenizer, sampling)
     with state.phases("predict"):
         if state.result.strategy.startswith("zero3"):  # partitioned in memory: use the saved one

@@ -189,7 +189,13 @@ def test_every_s3_path_in_the_docs_and_submit_is_one_the_job_role_may_use() -> N
 
     texts = [(REPO / "README.md").read_text()] + [p.read_text() for p in REPO.glob("docs/*.md")]
     uris = {u.rstrip("}),.`") for t in texts for u in re.findall(r"s3://my-bucket/[^\s'\"]+", t)}
-    dry = submit(["alice"], target="batch", output="s3://my-bucket/huggingtweets", dry_run=True)
+    dry = submit(
+        ["alice"],
+        target="batch",
+        output="s3://my-bucket/huggingtweets",
+        dry_run=True,
+        contact="takedown@example.org",
+    )
     assert dry.manifest_uri.startswith("s3://my-bucket/jobs/")
     uris.add(dry.manifest_uri)
     assert len(uris) >= 5, uris

@@ -140,6 +140,9 @@ def test_card_numbers_match_stats_and_card_is_valid(archive_run) -> None:
     assert "tweets written from 2010-10-25 to 2022-11-02" in card.text
     assert "write to **https://example.org/takedown**" in card.text
     assert "not written by the person" in card.text
+    # Markdown tables end each row at its last cell: no trailing separator or space.
+    rows = [ln for ln in card.text.splitlines() if ln.startswith("|")]
+    assert rows and all(ln.endswith("|") and not ln.endswith("| |") for ln in rows), rows
 
 
 def test_card_escapes_hostile_display_names(tmp_path: Path) -> None:
@@ -318,3 +321,24 @@ def test_a_full_disk_mid_training_leaves_no_half_files(
     assert sorted(p.name for p in scratch.iterdir()) == ["checkpoints"]  # no work, no result
     assert list((scratch / "checkpoints").glob("checkpoint-*")) == []
     assert not (tmp_path / "sourdough_sam").exists()
+
+
+def test_a_german_bot_gets_german_prompts_and_widget(tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    from job.config import START_TEXTS_BY_LANGUAGE
+
+    lines = [json.loads(x) for x in SAMPLE.read_text().splitlines()]
+    for i, line in enumerate(lines):
+        line["lang"] = "de" if i % 5 else "en"  # mostly German, as the archive's fields say
+    path = tmp_path / "de.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    job = tiny_job(path=path, train={"epochs": 1}, wandb={"mode": "disabled"})
+    assert "start_texts" not in job.config.sampling.model_fields_set  # the defaults
+    result = run(job, {"sourdough_sam": FileSource(path)}, tmp_path / "out")
+    german = START_TEXTS_BY_LANGUAGE["de"]
+    assert {p.prompt for p in result.predictions} == set(german)
+    card = ModelCard.load(result.model_dir / "README.md")
+    assert card.data.to_dict()["widget"] == [{"text": german[0]}]
+    saved = json.loads((tmp_path / "out" / "sourdough_sam" / "job.json").read_text())
+    assert saved["config"]["sampling"]["start_texts"] == german

@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from job.errors import BadConfig, CredentialsError
@@ -39,9 +40,7 @@ def push_to_hub(
     sleep: Callable[[float], None] = time.sleep,
 ) -> str:
     """Push ``folder`` to ``repo_id`` in one commit; return the commit's URL."""
-    import httpx2
     from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
-    from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.utils import disable_progress_bars
 
     token = token or os.environ.get("HF_TOKEN")
@@ -54,31 +53,23 @@ def push_to_hub(
 
     def once() -> str:
         try:
-            ModelCard.load(folder / "README.md").validate()
-            api.create_repo(repo_id, private=private, exist_ok=True)
-            # create_repo leaves an existing repo's visibility as it was: set it, so the
-            # recorded `private` is what the Hub shows.
-            api.update_repo_settings(repo_id, private=private)
-            operations = [
-                CommitOperationAdd(
-                    path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p)
+            with _hub_errors(repo_id):
+                ModelCard.load(folder / "README.md").validate()
+                api.create_repo(repo_id, private=private, exist_ok=True)
+                # create_repo leaves an existing repo's visibility as it was: set it, so the
+                # recorded `private` is what the Hub shows.
+                api.update_repo_settings(repo_id, private=private)
+                operations = [
+                    CommitOperationAdd(
+                        path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p)
+                    )
+                    for p in files
+                ]
+                info = api.create_commit(
+                    repo_id, operations=operations, commit_message=f"huggingtweets run {run_id}"
                 )
-                for p in files
-            ]
-            info = api.create_commit(
-                repo_id, operations=operations, commit_message=f"huggingtweets run {run_id}"
-            )
         except ValueError as e:  # the Hub's card validation said no
             raise BadConfig(f"the Hub rejected the model card: {e}") from e
-        except HfHubHTTPError as e:
-            status = e.response.status_code if e.response is not None else 0
-            if status in (401, 403):
-                raise CredentialsError(f"the Hub refused HF_TOKEN for {repo_id} ({status})") from e
-            if status < 500 and status != 429:
-                raise BadConfig(f"the Hub said {status} for {repo_id}") from e
-            raise Retry(f"HTTP {status}") from e
-        except httpx2.HTTPError as e:  # timeouts and connection failures
-            raise Retry(type(e).__name__) from e
         log.info("pushed %s to the Hub: %s", run_id, info.commit_url)
         return str(info.commit_url)
 
@@ -97,9 +88,8 @@ def push_to_hub(
 def remove_repo(repo_id: str, keep_private: bool = False, retries: int = 4) -> str:
     """Delete ``repo_id`` from the Hub (a missing one is fine), or with ``keep_private`` make
     it private; say which. For takedowns (cloud/consent.py)."""
-    import httpx2
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import RepositoryNotFoundError
 
     token = os.environ.get("HF_TOKEN")
     if not token:
@@ -108,23 +98,15 @@ def remove_repo(repo_id: str, keep_private: bool = False, retries: int = 4) -> s
     api = HfApi(token=token)
 
     def once() -> str:
-        try:
-            if keep_private:
+        with _hub_errors(repo_id):
+            if not keep_private:
+                api.delete_repo(repo_id, missing_ok=True)
+                return f"deleted {repo_id}"
+            try:
                 api.update_repo_settings(repo_id, private=True)
-                return f"made private {repo_id}"
-            api.delete_repo(repo_id, missing_ok=True)
-            return f"deleted {repo_id}"
-        except HfHubHTTPError as e:
-            status = e.response.status_code if e.response is not None else 0
-            if status in (401, 403):
-                raise CredentialsError(f"the Hub refused HF_TOKEN for {repo_id} ({status})") from e
-            if status == 404 and keep_private:
+            except RepositoryNotFoundError:
                 return f"not on the Hub: {repo_id}"
-            if status < 500 and status != 429:
-                raise BadConfig(f"the Hub said {status} for {repo_id}") from e
-            raise Retry(f"HTTP {status}") from e
-        except httpx2.HTTPError as e:
-            raise Retry(type(e).__name__) from e
+            return f"made private {repo_id}"
 
     return with_retries(
         once,
@@ -140,24 +122,13 @@ def remove_repo(repo_id: str, keep_private: bool = False, retries: int = 4) -> s
 
 def whoami(token: str, retries: int = 2, sleep: Callable[[float], None] = time.sleep) -> dict:
     """The Hub's ``whoami-v2`` for ``token``: its user, organizations and role."""
-    import httpx2
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
     _with_timeouts()
 
     def once() -> dict:
-        try:
+        with _hub_errors("whoami"):
             return dict(HfApi(token=token).whoami())
-        except HfHubHTTPError as e:
-            status = e.response.status_code if e.response is not None else 0
-            if status in (401, 403):
-                raise CredentialsError(f"the Hub refused HF_TOKEN ({status})") from e
-            if status < 500 and status != 429:
-                raise BadConfig(f"the Hub said {status} to whoami") from e
-            raise Retry(f"HTTP {status}") from e
-        except httpx2.HTTPError as e:
-            raise Retry(type(e).__name__) from e
 
     return with_retries(
         once,
@@ -167,6 +138,26 @@ def whoami(token: str, retries: int = 2, sleep: Callable[[float], None] = time.s
         backoff=BACKOFF_SECONDS,
         sleep=sleep,
     )
+
+
+@contextmanager
+def _hub_errors(subject: str) -> Iterator[None]:
+    """huggingface_hub's errors as the job's, for every Hub call: 401/403 is the token, another
+    4xx is the request, and 5xx, 429 and network failures are retried (job/retry.py)."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        yield
+    except HfHubHTTPError as e:
+        status = e.response.status_code if e.response is not None else 0
+        if status in (401, 403):
+            raise CredentialsError(f"the Hub refused HF_TOKEN for {subject} ({status})") from e
+        if status < 500 and status != 429:
+            raise BadConfig(f"the Hub said {status} for {subject}") from e
+        raise Retry(f"HTTP {status}") from e
+    except httpx2.HTTPError as e:  # timeouts and connection failures
+        raise Retry(type(e).__name__) from e
 
 
 def _with_timeouts() -> None:

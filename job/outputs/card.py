@@ -87,9 +87,15 @@ def write(folder: Path, context: dict[str, Any], data_dir: Path) -> None:
     predictions, per = context["predictions"], context["sampling"]["per_prompt"]
     # One prediction per start text first, then the rest; never a memorized one if avoidable.
     ordered = predictions[::per] + [p for i, p in enumerate(predictions) if i % per]
-    shown = [p.text for p in ordered if not p.memorized] or [p.text for p in ordered]
+    said = [p for p in ordered if not empty(p)]  # a prompt with nothing after it says nothing
+    shown = [p.text for p in said if not p.memorized] or [p.text for p in said]
     thumbnail.render(folder / "predictions.png", context["users"], shown, data_dir)
     (folder / "README.md").write_text(render(context), encoding="utf-8")
+
+
+def empty(prediction: Prediction) -> bool:
+    """Nothing sampled after the prompt (the model ended the tweet at once)."""
+    return not prediction.text.strip() or prediction.text.strip() == prediction.prompt.strip()
 
 
 # What each kind of source means for the person (data/sources: each source's ``kind``).
@@ -155,6 +161,7 @@ def context(
         "result": result.summary(),
         "sampling": config.sampling.model_dump(),
         "predictions": predictions,
+        "shown": [p for p in predictions if not empty(p)],
         "flagged": flagged,
         "config": config.model_dump(),
         "versions": versions,

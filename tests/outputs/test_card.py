@@ -22,3 +22,12 @@ def test_front_matter_survives_hostile_strings() -> None:
     loaded = yaml.safe_load(yaml.safe_dump(meta))
     assert loaded["widget"] == [{"text": 'a: "b" --- #c'}]
     assert loaded["language"] == ["en", "de"] and "base_model" not in loaded
+
+
+def test_a_prediction_with_nothing_after_its_prompt_is_empty() -> None:
+    from job.outputs.card import empty
+    from job.outputs.predict import Prediction
+
+    assert empty(Prediction(prompt="I wish", text="I wish"))  # a held-out German archive's
+    assert empty(Prediction(prompt="I wish", text="I wish "))
+    assert not empty(Prediction(prompt="I wish", text="I wish it rained"))
