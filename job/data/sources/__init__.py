@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal, cast
 
 from job.config import UserSpec
 from job.data.handles import HANDLE_RE, validate_handle
@@ -83,6 +83,13 @@ def sources_for(
             continue
         assert user.uri is not None
         path = Path(user.uri)
+        if user.uri.startswith("s3://") and fetch and user.source == "archive":
+            # Ranged reads: only the archive's data/*.js and avatar cross the network, not
+            # its media (exports with media run to several GB).
+            from job.cloud.storage import S3RangeFile
+
+            sources[user.handle] = ArchiveSource(cast(BinaryIO, S3RangeFile(user.uri)))
+            continue
         if user.uri.startswith("s3://") and fetch:
             from job.cloud.storage import read_uri
 

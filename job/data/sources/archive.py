@@ -23,7 +23,7 @@ import zlib
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from job.data.tweets import (
     Avatar,
@@ -55,14 +55,14 @@ _MARKERS = ("data/manifest.js", "data/account.js", "data/tweets.js", "data/tweet
 class _Files:
     """Read-only view of an archive's files by their path from the archive root."""
 
-    def __init__(self, path: Path) -> None:
-        self.label = str(path)
+    def __init__(self, path: Path | BinaryIO) -> None:
+        self.label = str(getattr(path, "uri", path))
         self._zip: zipfile.ZipFile | None = None
-        self._root = path
+        self._root = path if isinstance(path, Path) else Path(self.label)
         self._prefix = ""
-        if not path.exists():
+        if isinstance(path, Path) and not path.exists():
             raise InputNotFound(f"archive not found: {path}")
-        if path.is_dir():
+        if isinstance(path, Path) and path.is_dir():
             # Accept the archive root or its data/ folder.
             if not (path / "data").is_dir() and path.name == "data":
                 self._root = path.parent
@@ -79,10 +79,12 @@ class _Files:
                 self._zip = zipfile.ZipFile(path)
                 names = self._zip.namelist()
             except (zipfile.BadZipFile, OSError) as e:
-                raise CorruptInput(f"archive {path} is not a readable zip file: {e}") from e
+                raise CorruptInput(f"archive {self.label} is not a readable zip file: {e}") from e
             hits = [n for n in names for m in _MARKERS if n == m or n.endswith("/" + m)]
             if not hits:
-                raise CorruptInput(f"archive {path} has no data/tweets.js: not a Twitter archive")
+                raise CorruptInput(
+                    f"archive {self.label} has no data/tweets.js: not a Twitter archive"
+                )
             marker = min(hits, key=len)
             self._prefix = marker[: marker.index("data/")]
             self._names = [n[len(self._prefix) :] for n in names if n.startswith(self._prefix)]
@@ -161,11 +163,17 @@ class ArchiveSource:
 
     kind = "archive"  # provenance, on the card: the person's own export
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path | str | BinaryIO) -> None:
+        # A folder, a zip on disk, or a zip as a seekable file (cloud/storage.py's
+        # S3RangeFile: an archive on S3 read by ranged GETs, its media never fetched).
+        self.file: BinaryIO | None = None
+        if isinstance(path, (str, Path)):
+            self.path = Path(path)
+        else:
+            self.file, self.path = path, Path(str(getattr(path, "uri", "archive")))
 
     def fetch(self, handle: str) -> UserTweets:
-        files = _Files(self.path)
+        files = _Files(self.file if self.file is not None else self.path)
         manifest = self._manifest(files)
         account = self._load(files, "data/account.js", "account")
         info = mapping(manifest.get("userInfo"))

@@ -173,3 +173,35 @@ def test_folder_without_tweets(tmp_path: Path) -> None:
     (path / "data" / "tweets.js").unlink()
     with pytest.raises(CorruptInput, match="no tweets file"):
         fetch(path)
+
+
+def test_an_archive_on_s3_is_read_by_ranges_without_its_media(
+    s3, real_archive: Path, tmp_path: Path
+) -> None:
+    """The real export zipped with 24 MiB of (incompressible) media beside its data/*.js: the
+    job reads the tweets and the avatar through ranged GETs and leaves the media on S3."""
+    import os
+
+    import boto3
+
+    from job.cloud.storage import S3RangeFile
+
+    path = tmp_path / "export.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for file in sorted(real_archive.rglob("*")):
+            if file.is_file():
+                z.write(file, file.relative_to(real_archive).as_posix())
+        z.writestr("data/tweets_media/video.mp4", os.urandom(24 << 20), zipfile.ZIP_STORED)
+    boto3.client("s3").create_bucket(Bucket="inputs")
+    boto3.client("s3").upload_file(str(path), "inputs", "archives/export.zip")
+
+    remote = S3RangeFile("s3://inputs/archives/export.zip")
+    got = ArchiveSource(remote).fetch("andreruffert")
+    local = ArchiveSource(path).fetch("andreruffert")
+    assert [t.text for t in got.tweets] == [t.text for t in local.tweets]
+    assert got.profile.avatar is not None and local.profile.avatar is not None
+    assert got.profile.avatar.image == local.profile.avatar.image
+    assert remote.size == path.stat().st_size > 24 << 20
+    assert remote.fetched < 4 << 20, remote.fetched  # the media stayed on S3
+    with pytest.raises(InputNotFound):
+        S3RangeFile("s3://inputs/archives/gone.zip")
