@@ -163,7 +163,7 @@ def finetune(
                 on_step(state.global_step, state.max_steps)
             if checkpoints is None:
                 return
-            if preemption.agreed():
+            if preemption.agreed(state.global_step):
                 control.should_save = True
                 control.should_training_stop = True
                 stopped_at.append(state.global_step)

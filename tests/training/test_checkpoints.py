@@ -20,6 +20,19 @@ def test_cadence_by_time() -> None:
     assert due(2) and not due(3)  # the clock restarts at each checkpoint
 
 
+def test_several_processes_agree_every_few_steps_not_every_step(monkeypatch) -> None:
+    """The time-based decision is shared (a collective) only every AGREE_EVERY steps."""
+    from job.training import checkpoints, distributed
+
+    shared: list[bool] = []
+    monkeypatch.setattr(distributed, "ranks", lambda: distributed.Ranks(0, 2, 0))
+    monkeypatch.setattr(distributed, "share", lambda v: shared.append(v) or v)
+    due = Cadence(steps=0, seconds=0.0)  # due at once: only the agreement holds it back
+    k = checkpoints.AGREE_EVERY
+    assert [s for s in range(1, 3 * k + 1) if due(s)] == [k, 2 * k, 3 * k]
+    assert len(shared) == 3  # one collective per agreement, none in between
+
+
 def write_checkpoint(folder: Path, step: int, complete: bool, fingerprint: str = "fp1") -> None:
     path = folder / f"checkpoint-{step}"
     path.mkdir(parents=True)
