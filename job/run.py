@@ -289,6 +289,8 @@ def train(state: State, wb: Any, checkpoints: Checkpoints, resume: Path | None) 
     with state.phases("save"):
         trainer.save_model(str(state.staged))  # consolidated on every strategy (ZeRO-3 gathers)
         distributed.barrier()
+        if state.main and state.job.config.train.save_precision == "bf16":
+            _to_bf16(state.staged)
 
 
 def predict(state: State) -> None:
@@ -418,6 +420,34 @@ def _fingerprint(job: BotJob, texts: list[str]) -> str:
     for text in texts:
         digest.update(text.encode() + b"\0")
     return digest.hexdigest()
+
+
+def _to_bf16(folder: Path) -> None:
+    """The saved weights in bf16, in place: the model in memory (which samples next) keeps its
+    precision; the files, and everything that loads them, get half the bytes."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    total = 0
+    for path in sorted(folder.glob("*.safetensors")):
+        tensors = {
+            name: t.to(torch.bfloat16) if t.is_floating_point() else t
+            for name, t in load_file(path).items()
+        }
+        total += sum(t.numel() * t.element_size() for t in tensors.values())
+        save_file(tensors, path, metadata={"format": "pt"})
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():  # a sharded save states its total size
+        data = json.loads(index.read_text())
+        data.setdefault("metadata", {})["total_size"] = total
+        index.write_text(json.dumps(data, indent=2) + "\n")
+    config = folder / "config.json"
+    data = json.loads(config.read_text())
+    data["dtype"] = "bfloat16"  # transformers 5's key (torch_dtype before it)
+    data.pop("torch_dtype", None)
+    config.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def _finish_model_folder(folder: Path, tokenizer: Any, sampling: SamplingConfig) -> None:

@@ -342,3 +342,20 @@ def test_a_german_bot_gets_german_prompts_and_widget(tmp_path: Path) -> None:
     assert card.data.to_dict()["widget"] == [{"text": german[0]}]
     saved = json.loads((tmp_path / "out" / "sourdough_sam" / "job.json").read_text())
     assert saved["config"]["sampling"]["start_texts"] == german
+
+
+def test_weights_saved_in_bf16_are_half_the_size_and_load(sample_run, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+    from transformers import pipeline
+
+    out, _ = sample_run
+    fp32 = out / "sourdough_sam" / "model" / "model.safetensors"
+    job = tiny_job(train={"save_precision": "bf16"}, wandb={"mode": "disabled"})
+    result = run(job, {"sourdough_sam": FileSource(SAMPLE)}, tmp_path)
+    bf16 = result.model_dir / "model.safetensors"
+    assert {str(t.dtype) for t in load_file(bf16).values()} == {"torch.bfloat16"}
+    assert bf16.stat().st_size < 0.55 * fp32.stat().st_size
+    generator = pipeline("text-generation", model=str(result.model_dir), device="cpu")
+    assert str(generator.model.dtype) == "torch.bfloat16"
+    assert generator("Bread is", max_new_tokens=5)[0]["generated_text"].startswith("Bread is")
+    assert result.predictions  # sampled before the save's conversion, in training precision
