@@ -38,7 +38,7 @@ class Storage(Protocol):
     def get_bytes(self, key: str) -> bytes | None: ...
     def list(self, prefix: str) -> list[str]: ...
     def delete(self, key: str) -> None: ...
-    def head(self, key: str, name: str) -> None: ...
+    def head(self, key: str, name: str) -> int: ...
 
 
 def get_json(storage: Storage, key: str) -> Any:
@@ -147,13 +147,14 @@ class LocalStorage:
             except OSError:  # not empty (or already gone)
                 break
 
-    def head(self, key: str, name: str) -> None:
-        """That ``key`` exists and can be read (InputNotFound, or the OS's error)."""
+    def head(self, key: str, name: str) -> int:
+        """``key``'s size, once it is known to exist and be readable (InputNotFound, or the
+        OS's error)."""
         path = self.root / key
         if not path.is_file():
             raise InputNotFound(f"{name}: no such file")
         with path.open("rb"):
-            pass
+            return path.stat().st_size
 
     def list(self, prefix: str) -> list[str]:
         base = self.root / prefix
@@ -212,14 +213,16 @@ class S3Storage:
         with _errors(self.uri + key):
             self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
 
-    def head(self, key: str, name: str) -> None:
-        """That ``key`` exists and can be read. A 403 may also mean a missing key: S3 says 404
-        only to a caller allowed to list the bucket (a prefix-limited ListBucket is not)."""
+    def head(self, key: str, name: str) -> int:
+        """``key``'s size, once it is known to exist and be readable. A 403 may also mean a
+        missing key: S3 says 404 only to a caller allowed to list the bucket (a prefix-limited
+        ListBucket is not)."""
         from botocore.exceptions import ClientError
 
         with _errors(self.uri + key):
             try:
-                self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+                head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+                return int(head["ContentLength"])
             except ClientError as e:
                 status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
                 if status == 404:
@@ -261,14 +264,7 @@ class S3RangeFile(io.RawIOBase):
         storage = open_storage(f"s3://{parsed.netloc}")
         assert isinstance(storage, S3Storage)
         self.uri, self._s3, self._key = uri, storage, parsed.path.lstrip("/")
-        with _errors(uri):
-            try:
-                head = storage.client.head_object(Bucket=storage.bucket, Key=self._key)
-            except storage.client.exceptions.ClientError as e:
-                if int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)) == 404:
-                    raise InputNotFound(f"{uri}: no such object") from e
-                raise
-        self.size = int(head["ContentLength"])
+        self.size = storage.head(self._key, uri)
         self._pos = 0
         self._block: tuple[int, bytes] = (-1, b"")
         self.fetched = 0
