@@ -29,6 +29,14 @@ CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0
 BACKOFF_SECONDS = 2.0  # first retry after 2 s, then 4, 8, 16: a Hub hiccup, not an outage
 
 
+def hf_token(what: str) -> str:
+    """``HF_TOKEN`` from the environment, or a CredentialsError saying what needed it."""
+    token = os.environ.get("HF_TOKEN")
+    if not token:
+        raise CredentialsError(f"{what} needs HF_TOKEN in the environment")
+    return token
+
+
 def push_to_hub(
     folder: Path,
     repo_id: str,
@@ -43,9 +51,7 @@ def push_to_hub(
     from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
     from huggingface_hub.utils import disable_progress_bars
 
-    token = token or os.environ.get("HF_TOKEN")
-    if not token:
-        raise CredentialsError("pushing to the Hub needs HF_TOKEN in the environment")
+    token = token or hf_token("pushing to the Hub")
     disable_progress_bars()
     _with_timeouts()
     api = HfApi(token=token)
@@ -91,9 +97,7 @@ def remove_repo(repo_id: str, keep_private: bool = False, retries: int = 4) -> s
     from huggingface_hub import HfApi
     from huggingface_hub.errors import RepositoryNotFoundError
 
-    token = os.environ.get("HF_TOKEN")
-    if not token:
-        raise CredentialsError(f"removing {repo_id} from the Hub needs HF_TOKEN")
+    token = hf_token(f"removing {repo_id} from the Hub")
     _with_timeouts()
     api = HfApi(token=token)
 
