@@ -89,12 +89,9 @@ def twitter_token(job: BotJob) -> None:
 
 def hub_can_write(repos: list[str]) -> None:
     """The token is valid (one ``whoami`` call) and its role lets it write to each repo."""
-    from job.cloud.hub import whoami
+    from job.cloud.hub import hf_token, whoami
 
-    token = os.environ.get("HF_TOKEN")
-    if not token:
-        raise CredentialsError("pushing to the Hub needs HF_TOKEN in the environment")
-    me = whoami(token)
+    me = whoami(hf_token("pushing to the Hub"))
     for repo in repos:
         problem = write_problem(me, repo.split("/")[0])
         if problem:
@@ -162,30 +159,16 @@ def host_memory(job: BotJob) -> None:
     if train.strategy not in ("auto", "zero3-offload"):
         return
     from job.training.model import GPT2
-    from job.training.strategy import (
-        HEADROOM,
-        choose,
-        host_memory_bytes,
-        offload_host_bytes,
-        shape_of,
-    )
+    from job.training.strategy import HEADROOM, host_memory_bytes, offload_host_bytes, shape_of
+    from job.training.train import pick_strategy
 
     if train.base_model.removeprefix("openai-community/") not in GPT2:
         return
-    shape, host = shape_of(train.base_model), host_memory_bytes()
-    if offload_host_bytes(shape, 1) <= host * HEADROOM:
+    host = host_memory_bytes()
+    if offload_host_bytes(shape_of(train.base_model), 1) <= host * HEADROOM:
         return  # even offload would fit this host: no need to ask torch about the GPUs
     import torch
 
     gpus = torch.cuda.device_count()
-    if gpus == 0 and train.strategy == "auto":
-        return  # the CPU trains plain ddp
     gpu_bytes = torch.cuda.get_device_properties(0).total_memory if gpus else 0
-    choose(
-        train.strategy,
-        shape,
-        gpus=gpus,
-        gpu_bytes=gpu_bytes,
-        tokens_per_gpu=train.batch_size * train.block_size,
-        host_bytes=host,
-    )
+    pick_strategy(train, {}, train.block_size, gpus, gpu_bytes, host)  # raises when short

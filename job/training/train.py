@@ -110,7 +110,12 @@ def finetune(
     world = int(os.environ.get("WORLD_SIZE", 1))
     gpu_bytes = torch.cuda.get_device_properties(0).total_memory if cuda else 0
     choice = pick_strategy(
-        config, model.config.to_dict(), block_size, world if cuda else 0, gpu_bytes
+        config,
+        model.config.to_dict(),
+        block_size,
+        world if cuda else 0,
+        gpu_bytes,
+        host_memory_bytes(),
     )
     log.info("strategy %s: %s", choice.strategy, choice.reason)
     if choice.strategy.startswith("zero"):
@@ -226,16 +231,22 @@ def finetune(
 
 
 def pick_strategy(
-    config: TrainConfig, model_config: dict[str, Any], block_size: int, gpus: int, gpu_bytes: int
+    config: TrainConfig,
+    model_config: dict[str, Any],
+    block_size: int,
+    gpus: int,
+    gpu_bytes: int,
+    host_bytes: int,
 ) -> Choice:
-    """The strategy for ``gpus`` GPUs of ``gpu_bytes`` each (0 GPUs: the CPU)."""
+    """The strategy for ``gpus`` GPUs of ``gpu_bytes`` each (0 GPUs: the CPU), on a host of
+    ``host_bytes`` of memory."""
     return choose(
         config.strategy,
         shape_of(config.base_model, model_config),
         gpus=gpus,
         gpu_bytes=gpu_bytes,
         tokens_per_gpu=config.batch_size * block_size,
-        host_bytes=host_memory_bytes(),
+        host_bytes=host_bytes,
     )
 
 

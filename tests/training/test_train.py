@@ -11,14 +11,16 @@ from job.config import TrainConfig
 from job.training.model import build_random, load
 from job.training.train import TrainResult, mean_loss, pick_strategy
 
+HOST = 64 * 2**30  # bytes of host memory: enough for anything these tests pick
+
 # Loads transformers and builds models through it: ~5 s of imports, so not the unit tier.
 MODEL = pytest.mark.integration
 
 
 def test_cpu_trains_plain_data_parallel() -> None:
-    choice = pick_strategy(TrainConfig(base_model="gpt2-xl"), {}, 256, 0, 0)
+    choice = pick_strategy(TrainConfig(base_model="gpt2-xl"), {}, 256, 0, 0, HOST)
     assert choice.strategy == "ddp" and "no GPU" in choice.reason
-    asked = pick_strategy(TrainConfig(base_model="gpt2", strategy="zero3"), {}, 256, 0, 0)
+    asked = pick_strategy(TrainConfig(base_model="gpt2", strategy="zero3"), {}, 256, 0, 0, HOST)
     assert (asked.strategy, asked.reason) == ("zero3", "asked for")
 
 
