@@ -22,7 +22,7 @@ from job.cloud.status import HubStatus, Status, heartbeat, read_status, write_st
 from job.cloud.storage import Storage, download, open_storage, read_uri
 from job.config import BotJob, Manifest, jobs, parse_manifest
 from job.data.sources import sources_for
-from job.errors import BadConfig, InputNotFound, classify
+from job.errors import BadConfig, InputNotFound, JobError, OptedOut, classify
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ def run_manifest(uri: str, *, index: int | None = None, force: bool = False) -> 
         for job in chosen:
             if not _done(storage, job) or force:
                 write_status(storage, job.bot, "queued", manifest=uri)
-    records, first_error = [], refused
+    records: list[Status] = []
+    first_error: JobError | None = refused
     for job in chosen:
         try:
             record = run_bot(job, storage, force=force)
@@ -92,7 +93,7 @@ def run_manifest(uri: str, *, index: int | None = None, force: bool = False) -> 
     return records
 
 
-def _opted_out(chosen: list[BotJob], storage: Storage) -> tuple[Exception | None, list[BotJob]]:
+def _opted_out(chosen: list[BotJob], storage: Storage) -> tuple[OptedOut | None, list[BotJob]]:
     """The bots whose people have not opted out; the others are refused before any work, and
     leave no record (a takedown removed theirs: a status would be a new trace)."""
     from job.cloud.consent import check_not_opted_out
@@ -101,7 +102,7 @@ def _opted_out(chosen: list[BotJob], storage: Storage) -> tuple[Exception | None
     for job in chosen:
         try:
             check_not_opted_out(storage, [u.handle for u in job.users])
-        except Exception as e:
+        except OptedOut as e:  # a storage that cannot be read fails the run, as anywhere
             log.error("%s: %s", job.bot, e)
             first = first or e
             continue

@@ -109,9 +109,8 @@ def takedown(
     done = Takedown(handle, opt_out(storage, handle, reason, requested_by))
     for bot in bots_of(storage, handle):
         status = read_status(storage, bot)
-        repo = status.hub.repo if status else None
-        if repo and (status is None or status.hub.state != "off"):
-            done.hub.append(hub_remove(repo, keep_private))
+        if status is not None and status.hub.repo and status.hub.state != "off":
+            done.hub.append(hub_remove(status.hub.repo, keep_private))
         keys = storage.list(f"{bot}/")
         # Readers first lose latest.json, then the runs; the status, which names the Hub
         # repo, goes last.

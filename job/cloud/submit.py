@@ -160,11 +160,11 @@ def submit(
 
     from job.cloud.consent import check_not_opted_out
 
-    check_not_opted_out(open_storage(output), users)  # before anything is written or started
+    results = open_storage(output)
+    check_not_opted_out(results, users)  # before anything is written or started
     text = yaml.safe_dump(manifest, sort_keys=False).encode()
     inputs = open_storage(f"s3://{bucket}")
     inputs.put_bytes(f"jobs/{sid}.yaml", text)
-    results = open_storage(output)
     bots = [job.bot for job in jobs(parse_manifest(text.decode()))]
     before = {bot: results.get_bytes(f"{bot}/status.json") for bot in bots}
     try:
