@@ -425,8 +425,6 @@ def _fingerprint(job: BotJob, texts: list[str]) -> str:
 def _to_bf16(folder: Path) -> None:
     """The saved weights in bf16, in place: the model in memory (which samples next) keeps its
     precision; the files, and everything that loads them, get half the bytes."""
-    import json
-
     import torch
     from safetensors.torch import load_file, save_file
 

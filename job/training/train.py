@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from job.config import TrainConfig
 from job.errors import BadConfig, TransientError
 from job.training.blocks import BlockDataset, make_blocks
 from job.training.checkpoints import Cadence, Checkpoints, Preemption
-from job.training.distributed import as_one_process_group
+from job.training.distributed import as_one_process_group, ranks
 from job.training.strategy import Choice, choose, host_memory_bytes, shape_of
 
 if TYPE_CHECKING:
@@ -107,7 +106,7 @@ def finetune(
     )
     set_seed(config.seed)
     block_size = min(config.block_size, model.config.n_positions)
-    world = int(os.environ.get("WORLD_SIZE", 1))
+    world = ranks().world
     gpu_bytes = torch.cuda.get_device_properties(0).total_memory if cuda else 0
     choice = pick_strategy(
         config,
