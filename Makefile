@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS := requirements/constraints.txt
 TORCH_PIP_ARGS ?=
 
-.PHONY: install test test-fast lint docs demo bench clean image image-test push submit lock
+.PHONY: fonts install test test-fast lint docs demo bench clean image image-test push submit lock
 
 $(BIN)/huggingtweets: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,25 @@ lock:
 		--python-version 3.10 --python $(BIN)/python --no-build-isolation-package deepspeed \
 		-o $(CONSTRAINTS) $(LOCK_FLAGS)
 
-install: $(BIN)/huggingtweets
+install: $(BIN)/huggingtweets fonts
+
+# The card picture's fonts (job/outputs/fonts.py): Debian's and Ubuntu's packages, the same the
+# image installs. Installed where apt can (as root, or with sudo); elsewhere one line says so,
+# and the picture draws the characters it has no font for as boxes.
+FONT_PACKAGES := fonts-noto-core fonts-noto-cjk fonts-noto-color-emoji libfribidi0
+fonts:
+	@missing=""; for p in $(FONT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	sudo=""; if [ "$$(id -u)" != 0 ]; then sudo="sudo -n"; fi; \
+	if command -v apt-get >/dev/null && $$sudo true 2>/dev/null; then \
+	  echo "installing fonts:$$missing"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
+	    --no-install-recommends $$missing >/dev/null; \
+	else \
+	  echo "warning: fonts not installed ($$missing): predictions.png will draw boxes for non-ASCII text"; \
+	fi
 
 test: install
 	$(BIN)/pytest -q

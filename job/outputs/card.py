@@ -89,7 +89,8 @@ def write(folder: Path, context: dict[str, Any], data_dir: Path) -> None:
     ordered = predictions[::per] + [p for i, p in enumerate(predictions) if i % per]
     said = [p for p in ordered if not empty(p)]  # a prompt with nothing after it says nothing
     shown = [p.text for p in said if not p.memorized] or [p.text for p in said]
-    thumbnail.render(folder / "predictions.png", context["users"], shown, data_dir)
+    language = (context["languages"] or [None])[0]
+    thumbnail.render(folder / "predictions.png", context["users"], shown, data_dir, language)
     (folder / "README.md").write_text(render(context), encoding="utf-8")
 
 
