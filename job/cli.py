@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -224,11 +225,23 @@ def takedown(
     keep_private: Annotated[
         bool, typer.Option(help="Make the Hub repos private instead of deleting them.")
     ] = False,
+    wandb_project: Annotated[
+        str, typer.Option(help="W&B project searched besides those the runs name.")
+    ] = "huggingtweets",
+    wandb_entity: Annotated[
+        str | None,
+        typer.Option(envvar="WANDB_ENTITY", help="W&B entity (default: the key's own)."),
+    ] = None,
 ) -> None:
-    """Remove every bot of HANDLE (alone or with others) and opt the handle out for good."""
+    """Remove every bot of HANDLE (alone or with others) and opt the handle out for good.
+    With WANDB_API_KEY set, their W&B runs and artifacts go too."""
     with _command():
         from job.cloud.consent import takedown as take_down
         from job.cloud.storage import open_storage
+        from job.outputs.tracking import remove_group
+
+        def wandb_remove(project: str, group: str) -> list[str]:
+            return remove_group(project, group, wandb_entity)
 
         done = take_down(
             open_storage(output),
@@ -236,6 +249,8 @@ def takedown(
             reason=reason,
             requested_by=requested_by,
             keep_private=keep_private,
+            wandb_remove=wandb_remove if os.environ.get("WANDB_API_KEY") else None,
+            wandb_project=wandb_project,
         )
         typer.echo(done.lines())
 

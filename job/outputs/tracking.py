@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from job.errors import BadConfig
+from job.errors import BadConfig, CredentialsError, TransientError
 
 log = logging.getLogger(__name__)
 MODES = ("online", "offline", "disabled")
@@ -27,6 +27,9 @@ MODES = ("online", "offline", "disabled")
 # less than the model. 90 s is wandb's own default for starting a run; finishing waits for
 # uploads (a gpt2-xl model artifact is ~6 GB), where wandb's default is to wait forever.
 INIT_TIMEOUT, FINISH_TIMEOUT = 90.0, 600.0
+# Each public-API call of a takedown (list a group's runs, delete one with its artifacts):
+# wandb's own client retries a 5xx or a dropped connection inside this, then gives up.
+API_TIMEOUT = 60
 
 
 def default_mode() -> str:
@@ -128,6 +131,35 @@ class Tracker:
         import wandb
 
         return wandb.Table(columns=list[Any](columns), data=rows)
+
+
+def remove_group(project: str, group: str, entity: str | None = None) -> list[str]:
+    """Delete every W&B run of ``group`` (a bot: the job names its runs' group after it) in
+    ``project``, with the artifacts each logged (raw tweets, dataset, model); return their
+    paths. For takedowns (cloud/consent.py). The key is WANDB_API_KEY; the entity, when not
+    given, WANDB_ENTITY or the key's default one. A project that does not exist holds none."""
+    import wandb
+    from wandb.errors import AuthenticationError
+
+    try:
+        api = wandb.Api(timeout=API_TIMEOUT)
+        entity = entity or os.environ.get("WANDB_ENTITY") or api.default_entity
+        try:
+            runs = list(api.runs(f"{entity}/{project}", filters={"group": group}))
+        except ValueError:  # wandb's "Could not find project": nothing was ever logged there
+            return []
+        removed = []
+        for run in runs:
+            run.delete(delete_artifacts=True)
+            removed.append(f"{entity}/{project}/{run.id}")
+        return removed
+    except AuthenticationError as e:
+        raise CredentialsError(f"W&B refused WANDB_API_KEY while removing {group}'s runs") from e
+    except Exception as e:  # its server's words stay out: they may quote the request
+        raise TransientError(
+            f"W&B: removing the runs of {group} in {project} failed ({type(e).__name__});"
+            " run the takedown again"
+        ) from e
 
 
 class _NoRun:

@@ -15,19 +15,20 @@ from job.cloud.status import HubStatus, write_status
 from job.cloud.storage import Storage, get_json, open_storage
 from tests.helpers.cli import invoke
 from tests.helpers.twitter_api import TwitterAPI
+from tests.helpers.wandb_api import FAULT_BODY, FakeWandb
 
 TOKEN = "tw-consent-token"
 
 
-def publish(storage: Storage, hub, bot: str) -> None:
+def publish(storage: Storage, hub, bot: str, manifest: str | None = None) -> None:
     """A bot as a finished run leaves it: a run with its marker, latest.json, checkpoints,
-    a status naming its Hub repo, and the repo on the Hub."""
+    a status naming its Hub repo (and the manifest it came from), and the repo on the Hub."""
     for key in ("r1/model/model.safetensors", "r1/_COMPLETE", "latest.json", "checkpoints/c"):
         storage.put_bytes(f"{bot}/{key}", b"x")
     repo = f"huggingtweets/{bot}"
     hub.state.repos[repo] = {"private": False}
     pushed = HubStatus(repo=repo, state="pushed", run_id="r1")
-    write_status(storage, bot, "succeeded", run_id="r1", hub=pushed)
+    write_status(storage, bot, "succeeded", run_id="r1", hub=pushed, manifest=manifest)
 
 
 @pytest.fixture
@@ -43,8 +44,19 @@ def api(s3, hub, monkeypatch: pytest.MonkeyPatch) -> Iterator[TwitterAPI]:
 
 def test_takedown_removes_every_bot_of_the_handle_and_keeps_them_out(api, hub, tmp_path) -> None:
     storage = open_storage("s3://results/bots")
+    # The manifest that made them gave alice's archive and carol's tweets as inputs.
+    inputs = "s3://results/bots/inputs"
+    made = (
+        "version: 1\noutput: s3://results/bots\nbots:\n"
+        f"  - users: [{{handle: Alice, source: archive, uri: {inputs}/alice.zip}}]\n"
+        f"  - users: [{{handle: carol, source: jsonl, uri: {inputs}/carol.jsonl}},"
+        f" {{handle: alice, source: archive, uri: {inputs}/alice.zip}}]\n"
+    )
+    storage.put_bytes("jobs/made.yaml", made.encode())
+    for name in ("alice.zip", "carol.jsonl", "bob.zip"):
+        storage.put_bytes(f"inputs/{name}", b"x")
     for bot in ("alice", "carol-alice", "bob"):
-        publish(storage, hub, bot)
+        publish(storage, hub, bot, manifest="s3://results/bots/jobs/made.yaml")
 
     result = invoke(
         *("takedown", "Alice", "--output", "s3://results/bots"),
@@ -53,11 +65,13 @@ def test_takedown_removes_every_bot_of_the_handle_and_keeps_them_out(api, hub, t
     assert result.returncode == 0, result.stderr
     assert "removed 2 bot folder(s): alice, carol-alice" in result.stdout
     assert "deleted huggingtweets/alice" in result.stdout
-    # Nothing of theirs remains, on S3 or the Hub; bob's bot is untouched.
+    assert "input: deleted s3://results/bots/inputs/alice.zip" in result.stdout
+    # Nothing of theirs remains, on S3 or the Hub; bob's bot and carol's input are untouched.
     left = storage.list("")
     assert not [k for k in left if k.startswith(("alice/", "carol-alice/"))], left
     assert set(hub.state.repos) == {"huggingtweets/bob"}
     assert "bob/latest.json" in left
+    assert [k for k in left if k.startswith("inputs/")] == ["inputs/bob.zip", "inputs/carol.jsonl"]
     record = get_json(storage, opt_out_key("alice"))
     assert record["reason"] == "asked by email" and record["requested_by"] == "alice herself"
 
@@ -120,3 +134,89 @@ def test_keep_private_hides_the_repo_instead(api, hub) -> None:
     result = invoke("takedown", "alice", "--output", "s3://results/bots", "--keep-private")
     assert result.returncode == 0 and "made private huggingtweets/alice" in result.stdout
     assert hub.state.repos["huggingtweets/alice"] == {"private": True}
+
+
+WANDB_KEY = "wandbconsentkey" + "0" * 25  # W&B keys are 40 letters and digits
+
+
+@pytest.fixture(scope="module")
+def _wandb_server() -> Iterator[FakeWandb]:
+    with FakeWandb(WANDB_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def wandb_api(_wandb_server: FakeWandb, monkeypatch: pytest.MonkeyPatch) -> FakeWandb:
+    _wandb_server.reset()
+    monkeypatch.setenv("WANDB_BASE_URL", _wandb_server.url)
+    monkeypatch.setenv("WANDB_API_KEY", WANDB_KEY)
+    monkeypatch.delenv("WANDB_ENTITY", raising=False)
+    return _wandb_server
+
+
+def logged_online(storage: Storage, bot: str, project: str) -> None:
+    """The published run's job.json, as a run with W&B online writes it."""
+    record = {"config": {"wandb": {"project": project}}, "wandb": {"mode": "online"}}
+    storage.put_bytes(f"{bot}/r1/job.json", json.dumps(record).encode())
+
+
+def test_takedown_deletes_the_bots_wandb_runs_with_their_artifacts(api, hub, wandb_api) -> None:
+    storage = open_storage("s3://results/bots")
+    for bot in ("alice", "carol-alice", "bob"):
+        publish(storage, hub, bot)
+    logged_online(storage, "alice", "tweets-eu")
+    state = wandb_api.state
+    state.add("tweets-eu", "alice", "prepare", ["raw-alice", "dataset-alice"])
+    state.add("tweets-eu", "alice", "train", ["model-alice"])
+    # A failed attempt's run (no job.json names it), in the default project.
+    state.add("huggingtweets", "carol-alice", "prepare", ["raw-carol-alice"])
+    state.add("huggingtweets", "bob", "train", ["model-bob"])
+
+    result = invoke("takedown", "alice", "--output", "s3://results/bots")
+    assert result.returncode == 0, result.stderr
+    assert [(r.group, r.project) for r in state.runs.values()] == [("bob", "huggingtweets")]
+    assert state.deleted == [("run0", True), ("run1", True), ("run2", True)]  # with artifacts
+    assert "wandb: deleted tester/tweets-eu/run0 and its artifacts" in result.stdout
+    assert "wandb: deleted tester/huggingtweets/run2 and its artifacts" in result.stdout
+    assert WANDB_KEY not in result.stdout + result.stderr
+
+
+def test_without_a_wandb_key_an_online_bot_is_refused_before_anything_goes(
+    api, hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    storage = open_storage("s3://results/bots")
+    publish(storage, hub, "alice")
+    logged_online(storage, "alice", "huggingtweets")
+    result = invoke("takedown", "alice", "--output", "s3://results/bots")
+    assert result.returncode == errors.CREDENTIALS
+    assert "logged to W&B online" in result.stderr and "WANDB_API_KEY" in result.stderr
+    assert "huggingtweets/alice" in hub.state.repos and "alice/r1/job.json" in storage.list("")
+    assert get_json(storage, opt_out_key("alice")) is not None  # the opt-out holds already
+
+
+@pytest.mark.parametrize(
+    ("fault", "key", "code"),
+    [
+        ({"DeleteRun": 403}, WANDB_KEY, errors.TRANSIENT),
+        ({}, "nottheright" + "x" * 29, errors.CREDENTIALS),
+    ],
+)
+def test_a_wandb_failure_leaves_what_a_rerun_finishes(
+    api, hub, wandb_api, monkeypatch: pytest.MonkeyPatch, fault, key, code
+) -> None:
+    storage = open_storage("s3://results/bots")
+    publish(storage, hub, "alice")
+    logged_online(storage, "alice", "huggingtweets")
+    wandb_api.state.add("huggingtweets", "alice", "train", ["model-alice"])
+    wandb_api.state.faults.update(fault)
+    result = invoke(
+        "takedown", "alice", "--output", "s3://results/bots", env={"WANDB_API_KEY": key}
+    )
+    assert result.returncode == code, result.stderr
+    assert FAULT_BODY not in result.stderr and key not in result.stderr  # no server words, no key
+    assert "alice/status.json" in storage.list("alice/") and wandb_api.state.runs
+    wandb_api.state.faults.clear()
+    result = invoke("takedown", "alice", "--output", "s3://results/bots")
+    assert result.returncode == 0, result.stderr
+    assert storage.list("alice/") == [] and not wandb_api.state.runs

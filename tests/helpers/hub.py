@@ -42,6 +42,7 @@ class _QuietServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+NOT_FOUND = {"error": "Repository not found"}
 WRITE_TOKEN: dict[str, Any] = {
     "type": "user",
     "name": "tester",
@@ -91,6 +92,8 @@ class FakeHub:
             def reply(self, status: int, body: Any = None, text: str | None = None) -> None:
                 data = text.encode() if text is not None else json.dumps(body or {}).encode()
                 self.send_response(status)
+                if body == NOT_FOUND:  # as the Hub: huggingface_hub reads the error's kind here
+                    self.send_header("X-Error-Code", "RepoNotFound")
                 self.send_header(
                     "Content-Type", "text/plain" if text is not None else "application/json"
                 )
@@ -123,7 +126,7 @@ class FakeHub:
                     body = json.loads(payload)
                     repo = f"{body.get('organization') or 'me'}/{body['name']}"
                     if repo not in state.repos:
-                        return self.reply(404, {"error": "Repository not found"})
+                        return self.reply(404, NOT_FOUND)
                     del state.repos[repo]
                     return self.reply(200, {})
                 if method == "POST" and path == "/api/repos/create":
@@ -134,7 +137,7 @@ class FakeHub:
                 if parts[:2] == ["api", "models"] and len(parts) >= 6:
                     repo, action = f"{parts[2]}/{parts[3]}", parts[4]
                     if repo not in state.repos:
-                        return self.reply(404, {"error": "Repository not found"})
+                        return self.reply(404, NOT_FOUND)
                     if action == "preupload":
                         return self.preupload(json.loads(payload))
                     if action == "commit":
@@ -142,7 +145,7 @@ class FakeHub:
                 if parts[:2] == ["api", "models"] and len(parts) == 5 and parts[4] == "settings":
                     repo = f"{parts[2]}/{parts[3]}"
                     if repo not in state.repos:
-                        return self.reply(404, {"error": "Repository not found"})
+                        return self.reply(404, NOT_FOUND)
                     if method == "PUT":
                         visibility = json.loads(payload).get("visibility")
                         if visibility is not None:
