@@ -129,10 +129,16 @@ def main() -> None:
     parser.add_argument(
         "--learning-rate", type=float, help="for both sides (default: each side's own default)"
     )
+    parser.add_argument("--our-learning-rate", type=float, help="for the job's side only")
     parser.add_argument("--peak-tflops", type=float, default=H100_BF16_DENSE / 1e12)
     parser.add_argument("--out", type=Path, default=REPO / "bench-out")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each, interleaved")
     parser.add_argument("--help-runs", type=int, default=5, help="`--help` timings (best of)")
+    parser.add_argument(
+        "--quality-epochs",
+        default="1,2,3",
+        help="shorter runs of ours (epochs, comma-separated) for time-to-quality; '' for none",
+    )
     args = parser.parse_args()
 
     from job.training.model import GPT2, GPT2_NAMES, build_random
@@ -162,11 +168,12 @@ def main() -> None:
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": path}  # keep a caller's path
     rate = ["--learning-rate", str(args.learning_rate)] if args.learning_rate else []
+    ours_rate = ["--learning-rate", str(args.our_learning_rate)] if args.our_learning_rate else rate
     commands = {
         "ours": lambda out: [
             *[sys.executable, "-m", "job", "run", args.handle],
             *["--jsonl", str(train_file), "--base-model", base],
-            *["--out", str(out), "--epochs", str(args.epochs), *rate],
+            *["--out", str(out), "--epochs", str(args.epochs), *ours_rate],
         ],
         "baseline": lambda out: [
             *[sys.executable, str(REPO / "bench" / "baseline.py"), "--tweets", str(train_file)],
@@ -189,6 +196,27 @@ def main() -> None:
                 timings = figures["timings"]
             figures["perplexity"] = perplexity(figures["model_dir"], heldout)
             runs[side].append({**figures, "process_s": seconds, "rss": rss, "timings": timings})
+    # Time-to-quality: the time-to-bot of the shortest whole run of ours (fewer epochs, the same
+    # schedule compressed, as a user would run it) whose held-out perplexity reaches the
+    # baseline's final one. The baseline's is its own time-to-bot: it gets there at its end.
+    target = median(r["perplexity"] for r in runs["baseline"])
+    quality = [
+        (
+            args.epochs,
+            median(r["process_s"] for r in runs["ours"]),
+            median(r["perplexity"] for r in runs["ours"]),
+        )
+    ]
+    for epochs in sorted({float(e) for e in args.quality_epochs.split(",") if e.strip()}):
+        if epochs >= args.epochs:
+            continue
+        out = args.out / f"ours-quality-{epochs:g}"
+        command = commands["ours"](out)
+        command[command.index("--epochs") + 1] = str(epochs)
+        seconds, _ = timed(command, env, out)
+        job = json.loads((out / args.handle / "job.json").read_text())
+        quality.append((epochs, seconds, perplexity(job["result"]["model_dir"], heldout)))
+    reached = sorted((s, e, p) for e, s, p in quality if p <= target)
     help_s = min(
         timed([sys.executable, "-m", "job", "--help"], env, args.out / "help")[0]
         for _ in range(args.help_runs)
@@ -216,6 +244,10 @@ def main() -> None:
         "ours": {**summary("ours"), "strategy": ours["strategy"], "precision": ours["precision"]},
         "baseline": summary("baseline"),
         "help_s": help_s,
+        # (epochs, time-to-bot s, held-out perplexity) of ours at each length tried
+        "quality_runs": sorted(quality),
+        "time_to_quality_s": reached[0][0] if reached else None,
+        "time_to_quality_epochs": reached[0][1] if reached else None,
     }
     o, b = results["ours"], results["baseline"]
     results["ratios"] = {
@@ -223,6 +255,10 @@ def main() -> None:
         "steady_tokens_per_second": o["steady_tokens_per_second_per_gpu"]
         / b["steady_tokens_per_second_per_gpu"],
         "time_to_bot_speedup": b["time_to_bot_s"] / o["time_to_bot_s"],
+        "perplexity": o["perplexity"] / b["perplexity"],  # at most 1: no worse a model
+        "time_to_quality_speedup": (
+            b["time_to_bot_s"] / results["time_to_quality_s"] if reached else None
+        ),
     }
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
 
@@ -261,11 +297,24 @@ def main() -> None:
         f"held-out perplexity after ({len(heldout)} tweets neither side saw): ours"
         f" {o['perplexity']:.1f}, baseline {b['perplexity']:.1f}"
     )
+    for epochs, seconds, ppl in results["quality_runs"]:
+        print(f"  ours at {epochs:g} epochs: {seconds:.1f} s, held-out perplexity {ppl:.1f}")
+    if reached:
+        print(
+            f"time-to-quality (the baseline's final perplexity {target:.1f}): ours"
+            f" {reached[0][0]:.1f} s at {reached[0][1]:g} epochs, baseline"
+            f" {b['time_to_bot_s']:.1f} s"
+        )
+    else:
+        print(f"time-to-quality: ours never reached the baseline's perplexity {target:.1f}")
     print(f"huggingtweets --help: {help_s:.2f} s")
     r = results["ratios"]
+    to_quality = r["time_to_quality_speedup"]
     print(
         f"ratios: training tokens/s x{r['training_tokens_per_second']:.2f}, "
-        f"time-to-bot x{r['time_to_bot_speedup']:.2f} faster"
+        f"time-to-bot x{r['time_to_bot_speedup']:.2f} faster, "
+        f"time-to-quality {f'x{to_quality:.2f} faster' if to_quality else 'not reached'}, "
+        f"perplexity ours/baseline {r['perplexity']:.2f}"
     )
     assert math.isfinite(r["time_to_bot_speedup"])
 

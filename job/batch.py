@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -20,9 +21,10 @@ from pathlib import Path
 from job.cloud.runs import latest_complete, new_run_id, upload_run
 from job.cloud.status import HubStatus, Status, heartbeat, read_status, write_status
 from job.cloud.storage import Storage, download, open_storage, read_uri
-from job.config import BotJob, Manifest, jobs, parse_manifest
+from job.config import BotJob, Manifest, jobs, parse_manifest, tasks
 from job.data.sources import sources_for
-from job.errors import BadConfig, InputNotFound, JobError, OptedOut, classify
+from job.errors import BadConfig, InputNotFound, JobError, OptedOut, TransientError, classify
+from job.training.model import bases_kept
 
 log = logging.getLogger(__name__)
 
@@ -66,31 +68,53 @@ def run_manifest(uri: str, *, index: int | None = None, force: bool = False) -> 
     storage = open_storage(manifest.output)
     all_jobs = jobs(manifest)
     index = array_index(index)
-    if index is not None and not 0 <= index < len(all_jobs):
+    count, per = tasks(manifest), manifest.bots_per_task
+    if index is not None and not 0 <= index < count:
         raise BadConfig(
-            f"array index {index} is out of range: the manifest has {len(all_jobs)} bots"
+            f"array index {index} is out of range: the manifest has {len(all_jobs)} bots,"
+            f" {per} per task: {count} task(s)"
         )
-    chosen = all_jobs if index is None else [all_jobs[index]]
+    chosen = all_jobs if index is None else all_jobs[index * per : (index + 1) * per]
     refused, chosen = _opted_out(chosen, storage)
-    _preflight([j for j in chosen if force or not _done(storage, j)], storage, uri)
+    failed = _preflight([j for j in chosen if force or not _done(storage, j)], storage, uri)
+    chosen = [j for j in chosen if j.bot not in failed]
     if index is None:  # this process will do them all: say so before starting the first
         for job in chosen:
             if not _done(storage, job) or force:
                 write_status(storage, job.bot, "queued", manifest=uri)
     records: list[Status] = []
-    first_error: JobError | None = refused
-    for job in chosen:
-        try:
-            record = run_bot(job, storage, force=force)
-            if record is not None:
-                records.append(record)
-        except Exception as e:  # one bot's failure is recorded; the others still run
-            error = classify(e)
-            log.error("%s: %s", job.bot, error)
-            first_error = first_error or error
-    if first_error:
-        raise first_error
+    errors: list[JobError] = [refused] if refused else []
+    errors += failed.values()
+    with bases_kept() if len(chosen) > 1 else contextlib.nullcontext():
+        for job in chosen:
+            try:
+                record = run_bot(job, storage, force=force)
+                if record is not None:
+                    records.append(record)
+            except Exception as e:  # one bot's failure is recorded; the others still run
+                error = classify(e)
+                log.error("%s: %s", job.bot, error)
+                errors.append(error)
+            finally:
+                _between_bots()
+    if errors:
+        # The task's exit code says what to retry: a retryable failure of any bot retries
+        # the task (its published bots are skipped then, by fingerprint); else the first.
+        raise next((e for e in errors if isinstance(e, TransientError)), errors[0])
     return records
+
+
+def _between_bots() -> None:
+    """What one bot leaves in the process goes before the next: its model, its Trainer and
+    optimizer, and what run() froze out of the collector's sight (gc.freeze)."""
+    import gc
+    import sys
+
+    gc.unfreeze()
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _opted_out(chosen: list[BotJob], storage: Storage) -> tuple[OptedOut | None, list[BotJob]]:
@@ -110,18 +134,32 @@ def _opted_out(chosen: list[BotJob], storage: Storage) -> tuple[OptedOut | None,
     return first, kept
 
 
-def _preflight(todo: list[BotJob], storage: Storage, manifest: str) -> None:
-    """Every credential and permission the bots to make need, before any of them starts; a
-    failure is recorded on each of them (cloud/preflight.py)."""
-    from job.cloud.preflight import preflight
+def _preflight(todo: list[BotJob], storage: Storage, manifest: str) -> dict[str, JobError]:
+    """Every credential and permission the bots to make need, before any of them starts
+    (cloud/preflight.py). A bot's own problem (its input, its memory) fails that bot: it is
+    recorded and returned by bot, to be left out. A shared one (the output, a token) fails
+    every bot: it is recorded on each and raised."""
+    from job.cloud.preflight import per_bot, shared
 
+    kept, failed = [], {}
+    for job in todo:
+        try:
+            per_bot(job)
+        except Exception as e:
+            error = classify(e)
+            log.error("%s: %s", job.bot, error)
+            write_status(storage, job.bot, "failed", manifest=manifest, reason=str(error))
+            failed[job.bot] = error
+            continue
+        kept.append(job)
     try:
-        preflight(todo, storage)
+        shared(kept, storage)
     except Exception as e:
         error = classify(e)
-        for job in todo:
+        for job in kept:
             write_status(storage, job.bot, "failed", manifest=manifest, reason=str(error))
         raise error from e
+    return failed
 
 
 def _done(storage: Storage, job: BotJob) -> bool:

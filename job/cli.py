@@ -293,10 +293,15 @@ def submit(
             help="Where people ask for a bot's removal (e-mail or URL): needed to push publicly.",
         ),
     ] = None,
+    bots_per_task: Annotated[
+        int,
+        typer.Option(
+            min=1, max=1000, help="Bots each array task makes in turn (small models: 10 or more)."
+        ),
+    ] = 1,
     dry_run: Annotated[bool, typer.Option(help="Print what would be submitted.")] = False,
 ) -> None:
     """Write a manifest to S3 and start the job on AWS Batch or Kubernetes."""
-    import os
 
     with _command():
         from job.cloud.submit import submit as submit_bots
@@ -316,6 +321,7 @@ def submit(
             cache_claim=cache_claim,
             wandb_mode=wandb_mode,
             contact=contact,
+            bots_per_task=bots_per_task,
             dry_run=dry_run,
         )
         typer.echo(result.lines(dry_run))

@@ -265,11 +265,11 @@ def load_base(state: State) -> None:
 def train(state: State, wb: Any, checkpoints: Checkpoints, resume: Path | None) -> None:
     """Load the base on every rank, fine-tune, save the consolidated model to ``staged``."""
     from job.training import distributed
-    from job.training.model import load
+    from job.training.model import load_base
     from job.training.train import finetune
 
     with state.phases("load"):
-        state.model, state.tokenizer = load(state.base, device=state.device)
+        state.model, state.tokenizer = load_base(state.base, device=state.device)
         # Everything made so far (torch's and transformers' modules, the model) lives to the
         # end: keep it out of the collector's walks. accelerate calls gc.collect() when
         # training ends, and that walk costs ~0.2 s otherwise.

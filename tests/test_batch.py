@@ -342,3 +342,53 @@ def test_a_403_that_echoes_the_token_fails_the_bot_without_it(inputs, hub) -> No
     status = get_json(open_storage("s3://results/bots"), "talker/status.json")
     assert status["state"] == "failed" and "refused access (403)" in status["reason"]
     assert TWITTER_TOKEN not in json.dumps(status)
+
+
+SLICED = f"""
+version: 1
+output: s3://results/bots{TINY_MANIFEST}
+wandb: {{mode: disabled}}
+bots_per_task: 2
+bots:
+  - users: [{{handle: sourdough_sam, source: jsonl, uri: s3://inputs/tweets/sam.jsonl}}]
+  - users: [{{handle: ghost, source: jsonl, uri: s3://inputs/tweets/ghost.jsonl}}]
+  - users: [{{handle: talker, source: api}}]
+"""
+
+
+def test_a_task_makes_its_slice_of_bots_each_on_its_own(inputs, hub, monkeypatch) -> None:
+    boto3.client("s3").put_object(Bucket="inputs", Key="jobs/sliced.yaml", Body=SLICED.encode())
+    uri = "s3://inputs/jobs/sliced.yaml"
+    # Task 0: sourdough_sam and ghost, whose input is missing. ghost fails with its own
+    # reason; sam is still made and published; the task's code is ghost's (bad input: no retry).
+    first = cli("run", "--manifest", uri, AWS_BATCH_JOB_ARRAY_INDEX="0")
+    assert first.returncode == 4, first.stderr
+    storage = open_storage("s3://results/bots")
+    assert get_json(storage, "sourdough_sam/status.json")["state"] == "succeeded", first.stderr
+    published = assert_complete("sourdough_sam")["run_id"]
+    ghost = get_json(storage, "ghost/status.json")
+    assert ghost["state"] == "failed" and "ghost.jsonl" in ghost["reason"]
+    assert storage.list("talker/") == []  # not this task's
+    # Task 1: talker alone. Task 2 does not exist: 3 bots at 2 per task are 2 tasks.
+    second = cli("run", "--manifest", uri, "--index", "1")
+    assert second.returncode == 0, second.stderr
+    assert_complete("talker")
+    third = cli("run", "--manifest", uri, "--index", "2")
+    assert third.returncode == 10 and "2 per task: 2 task(s)" in third.stderr
+
+    # A retryable failure of any bot in the slice makes the task's code retryable (75), even
+    # after another bot's bad input; the retry skips what is published (sam, by fingerprint).
+    real = batch.run_bot
+
+    def flaky(job, storage, *, force=False):
+        if job.bot == "sourdough_sam" and force:
+            raise TransientError("S3 went away")
+        return real(job, storage, force=force)
+
+    monkeypatch.setattr(batch, "run_bot", flaky)
+    with pytest.raises(TransientError):
+        batch.run_manifest(uri, index=0, force=True)
+    monkeypatch.setattr(batch, "run_bot", real)
+    again = cli("run", "--manifest", uri, "--index", "0")
+    assert again.returncode == 4  # ghost still has no input; sam was not made again
+    assert assert_complete("sourdough_sam")["run_id"] == published

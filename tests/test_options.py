@@ -27,7 +27,7 @@ def test_flags_win_over_the_config_file_which_wins_over_the_defaults(tmp_path: P
         ["alice"], [], ["t.jsonl"], False, path, {"train": {"epochs": 3.0}}, "me/alice-bot"
     )
     train = job.config.train
-    assert (train.epochs, train.seed, train.learning_rate) == (3.0, 7, 1.372e-4)
+    assert (train.epochs, train.seed, train.learning_rate) == (3.0, 7, None)  # None: scaled
     assert job.config.sampling.per_prompt == 5
     assert (job.bot, job.hub_repo, job.hub_push) == ("alice", "me/alice-bot", False)
 

@@ -39,7 +39,7 @@ def archive_run(tmp_path_factory: pytest.TempPathFactory, real_archive: Path, sh
         "archive",
         train={
             "epochs": 0.25,  # the card's numbers, not a good model: a quarter of the archive
-            "learning_rate": 1e-3,
+            # the default rate: the original's, scaled to 8 x 128 tokens per step (x8)
             "tokenizer": str(shared / "tokenizers" / "gpt2"),
         },
         wandb={"mode": "disabled"},  # W&B has its own tests; this run is for the card
@@ -126,6 +126,9 @@ def test_card_numbers_match_stats_and_card_is_valid(archive_run) -> None:
     assert f"{result.train.base_perplexity:.1f}" in card.text
     assert f"{result.train.perplexity:.1f}" in card.text
     assert f"{result.flagged} of {len(result.predictions)} sampled predictions" in card.text
+    # tiny: 8 blocks of its whole 128-token context per step, 8x the original's 1024/1024
+    assert result.train.learning_rate == pytest.approx(8 * 1.372e-4)
+    assert "| Learning rate | 0.0011 (the original's 1.372e-4 scaled" in card.text
     assert "André Ruffert" in card.text and "avatar-andreruffert.jpg" in card.text
     snippet = card.text.split("```python", 1)[1].split("```", 1)[0]
     compile(snippet, "card-snippet", "exec")  # the How-to-use code is valid Python

@@ -41,6 +41,25 @@ def preflight(jobs: list[BotJob], storage: Storage | None) -> None:
     for job in jobs:
         inputs_readable(job)
         twitter_token(job)
+    shared(jobs, storage=None)
+    for job in jobs:
+        host_memory(job)
+    if jobs:
+        log.info("preflight passed: %s", ", ".join(j.bot for j in jobs))
+
+
+def per_bot(job: BotJob) -> None:
+    """The checks of one bot alone (its inputs, its source's token, its model's memory): in a
+    task of several bots, a failure here fails that bot only."""
+    inputs_readable(job)
+    twitter_token(job)
+    host_memory(job)
+
+
+def shared(jobs: list[BotJob], storage: Storage | None) -> None:
+    """The checks every bot of a task shares: the output, the Hub and W&B tokens, HF_HOME."""
+    if storage is not None:
+        output_writable(storage)
     owners = sorted({j.hub_repo for j in jobs if j.hub_push and j.hub_repo})
     if owners:
         hub_can_write(owners)
@@ -50,10 +69,6 @@ def preflight(jobs: list[BotJob], storage: Storage | None) -> None:
         wandb_key(mode)
     if jobs:
         hf_home_writable()
-    for job in jobs:
-        host_memory(job)
-    if jobs:
-        log.info("preflight passed: %s", ", ".join(j.bot for j in jobs))
 
 
 def output_writable(storage: Storage) -> None:

@@ -23,7 +23,7 @@ import yaml
 
 from job.cloud.status import write_status
 from job.cloud.storage import open_storage
-from job.config import jobs, parse_manifest
+from job.config import jobs, parse_manifest, tasks
 from job.data.handles import validate_handle
 from job.errors import BadConfig, InputNotFound, TransientError
 
@@ -74,6 +74,7 @@ def build_manifest(
     hub_owner: str | None,
     wandb_mode: str = "offline",
     contact: str | None = None,
+    bots_per_task: int = 1,
 ) -> dict[str, Any]:
     handles = [validate_handle(u) for u in users]
     if not handles:
@@ -92,6 +93,7 @@ def build_manifest(
         # (preflight checks it before any work).
         "wandb": {"mode": wandb_mode},
         "bots": [{"users": [{"handle": h, "source": "api"} for h in g]} for g in groups],
+        **({"bots_per_task": bots_per_task} if bots_per_task != 1 else {}),
     }
     parse_manifest(yaml.safe_dump(manifest))  # the same checks the job will make
     return manifest
@@ -113,6 +115,7 @@ def submit(
     cache_claim: str | None = None,
     wandb_mode: str = "offline",
     contact: str | None = None,
+    bots_per_task: int = 1,
     dry_run: bool = False,
 ) -> Submission:
     if target not in TARGETS:
@@ -134,11 +137,18 @@ def submit(
         hub_owner=hub_owner,
         wandb_mode=wandb_mode,
         contact=contact,
+        bots_per_task=bots_per_task,
     )
     sid = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
     bucket = output[len("s3://") :].split("/", 1)[0]
     uri = f"s3://{bucket}/jobs/{sid}.yaml"
-    n = len(manifest["bots"])
+    n = tasks(parse_manifest(yaml.safe_dump(manifest)))  # array size: bots / bots per task
+    if target == "batch" and n > MAX_BATCH_ARRAY:
+        need = -(-len(manifest["bots"]) // MAX_BATCH_ARRAY)
+        raise BadConfig(
+            f"{len(manifest['bots'])} bots at {bots_per_task} per task is {n:,} tasks; an AWS"
+            f" Batch array holds at most {MAX_BATCH_ARRAY:,}: give --bots-per-task {need} or more"
+        )
     name = f"huggingtweets-{sid}"
     if target == "k8s":
         assert image is not None
@@ -187,7 +197,12 @@ def submit(
         raise
 
 
+# AWS Batch's limit on an array job's size (arrayProperties.size: 2 to 10,000).
+MAX_BATCH_ARRAY = 10_000
+
+
 def submit_batch(manifest_uri: str, bots: int, name: str, queue: str, definition: str) -> str:
+    """``bots``: the array's size, one task per index (a task makes bots_per_task bots)."""
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 

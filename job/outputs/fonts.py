@@ -149,7 +149,7 @@ class Chain:
     def runs(self, text: str) -> list[tuple[str, Face | None]]:
         """``text`` cut where the face changes; ``None`` where no face has the character."""
         out: list[tuple[str, Face | None]] = []
-        for char in text:
+        for char in _printable(text):
             if out:
                 last, face = out[-1]
                 # A space stays with text (an emoji font's space is as wide as an emoji).
@@ -176,6 +176,12 @@ class Chain:
             for c in text
             if not c.isascii() and not _joins(c) and not c.isspace() and self.face_for(c) is None
         )
+
+
+def _printable(text: str) -> str:
+    """Control characters and line separators as spaces: a sampled tweet can hold a "\r",
+    which raqm refuses to lay out (RuntimeError), and none of them draws anything."""
+    return "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
 
 
 def _right_to_left(text: str) -> bool:

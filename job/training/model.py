@@ -1,7 +1,9 @@
 """Base models: GPT-2 by name or path, or a tiny random GPT-2 built locally.
 
 Every model, tiny included, is loaded through ``from_pretrained``: the tiny one is written to a
-folder first, so smoke runs and tests take the same code path as real runs. Nothing here
+folder first, so smoke runs and tests take the same code path as real runs. A task that makes
+several bots (a manifest's ``bots_per_task``) loads a base once that way and restores it from a
+copy in host memory for the next bots of the same base (``bases_kept``). Nothing here
 downloads weights on its own: a name (``gpt2``...) resolves through the Hugging Face cache
 (``HF_HOME``), which the Docker image keeps on a volume.
 """
@@ -9,6 +11,8 @@ downloads weights on its own: a name (``gpt2``...) resolves through the Hugging 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,6 +98,67 @@ def resolve_base(
     if base_model == "tiny":
         return str(build_random(workdir / "base-tiny", texts, tokenizer, seed))
     return GPT2[base_model].hub_id if base_model in GPT2 else base_model
+
+
+@dataclass
+class _Pristine:
+    """A base model as loaded from disk, kept in host memory for the next bot of a task."""
+
+    name: str
+    config: Any
+    state: dict[str, Any]  # CPU tensors
+    generation: Any
+    tokenizer: Any
+
+
+_kept: list[_Pristine] = []  # at most one: the base of the bots of this task
+
+
+@contextmanager
+def bases_kept() -> Iterator[None]:
+    """Inside, ``load_base`` keeps the base it loads in host memory, and later calls for the
+    same base restore it from there instead of from disk (a task making several bots)."""
+    _kept.append(_Pristine("", None, {}, None, None))  # a marker: keeping is on
+    try:
+        yield
+    finally:
+        _kept.clear()
+
+
+def load_base(name_or_path: str, *, device: str) -> tuple[PreTrainedModel, Any]:
+    """``load``, or inside ``bases_kept`` the same weights restored from host memory: the
+    model is built on the meta device and takes a copy of the kept tensors (no random init,
+    no disk, no parsing), then moves to ``device``."""
+    import copy
+
+    if not _kept:
+        return load(name_or_path, device=device)
+    kept = _kept[0]
+    if kept.name != name_or_path:
+        model, tokenizer = load(name_or_path, device=device)
+        state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        _kept[0] = _Pristine(
+            name_or_path,
+            copy.deepcopy(model.config),
+            state,
+            copy.deepcopy(model.generation_config),
+            copy.deepcopy(tokenizer),
+        )
+        return model, tokenizer
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(
+            copy.deepcopy(kept.config), attn_implementation="sdpa"
+        )
+    model.load_state_dict({k: v.clone() for k, v in kept.state.items()}, assign=True)
+    model.tie_weights()  # the copies broke GPT-2's shared input and output embedding
+    model.generation_config = copy.deepcopy(kept.generation)
+    model.loss_type = "ForCausalLM"
+    model.to(device)
+    log.info("base %s restored from host memory", name_or_path)
+    return model, copy.deepcopy(kept.tokenizer)
 
 
 def load(

@@ -33,6 +33,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+ORIGINAL_RATE = 1.372e-4  # the notebook's rate, for one block of the model's context per step
+# How the rate follows the tokens in an optimizer step, against the original's one block of the
+# model's full context: rate = ORIGINAL_RATE * (tokens per step / context) ** RATE_SCALING.
+# Measured on the CPU bench (docs/benchmarks.md, "The learning rate"): linear scaling (1.0)
+# ends at a better held-out perplexity than the square root (0.5) and than no scaling.
+RATE_SCALING = 1.0
+
+
+def learning_rate(config: TrainConfig, tokens_per_step: int, context: int) -> float:
+    """The configured rate, or the original's scaled to this run's tokens per optimizer step
+    (all processes and accumulation together)."""
+    if config.learning_rate is not None:
+        return config.learning_rate
+    return ORIGINAL_RATE * (tokens_per_step / context) ** RATE_SCALING
+
+
 @dataclass
 class TrainResult:
     base_val_loss: float
@@ -54,6 +70,7 @@ class TrainResult:
     # the run was too short to have any.
     steady_tokens_per_second: float = 0.0
     steady_steps: int = 0
+    learning_rate: float = 0.0  # the peak rate used (configured, or scaled: learning_rate())
 
     @property
     def base_perplexity(self) -> float:
@@ -122,11 +139,14 @@ def finetune(
     blocks = make_blocks(texts, tokenizer, block_size, config.val_fraction, config.seed)
     steps_per_epoch = math.ceil(len(blocks.train) / (config.batch_size * config.grad_accum * world))
     total_steps = math.ceil(steps_per_epoch * config.epochs)
+    tokens_per_step = config.batch_size * config.grad_accum * world * block_size
+    rate = learning_rate(config, tokens_per_step, model.config.n_positions)
+    log.info("learning rate %.3g (%d tokens per step)", rate, tokens_per_step)
 
     args = TrainingArguments(
         output_dir=str(checkpoints.folder if checkpoints else workdir / "trainer"),
         num_train_epochs=config.epochs,
-        learning_rate=config.learning_rate,
+        learning_rate=rate,
         lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_ratio,  # a float < 1 is a ratio of the total steps
         weight_decay=config.weight_decay,
@@ -226,6 +246,7 @@ def finetune(
         resumed_from_step=int(resume.name.split("-")[1]) if resume else 0,
         steady_tokens_per_second=clock.tokens_per_second,
         steady_steps=clock.steps,
+        learning_rate=rate,
     ), trainer
 
 

@@ -132,6 +132,40 @@ def test_submit_three_users_to_aws_batch(batch) -> None:
         assert status["state"] == "queued" and status["manifest"] == uri
 
 
+def test_bots_per_task_sizes_the_array_and_goes_in_the_manifest(batch) -> None:
+    users = [f"baker_{i}" for i in range(5)]
+    result = invoke(
+        *("submit", *users, "--target", "batch", "--bots-per-task", "2", "--no-push"),
+        *("--output", "s3://results/bots"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("submitted 5 bots to batch: ")
+    (job,) = batch.describe_jobs(jobs=[result.stdout.split("\n")[0].rsplit(": ", 1)[1]])["jobs"]
+    assert job["arrayProperties"]["size"] == 3  # 5 bots at 2 per task: tasks 0, 1 and 2
+    key = job["parameters"]["manifest"][len("s3://results/") :]
+    text = boto3.client("s3").get_object(Bucket="results", Key=key)["Body"].read().decode()
+    assert parse(text).bots_per_task == 2
+    # Kubernetes: one index per task too.
+    manifest = build_manifest(users, "s3://b", base_model="tiny", together=False, hub_owner=None)
+    assert "bots_per_task" not in manifest  # 1, the default, is not written
+    rendered = invoke(
+        *("submit", *users, "--target", "k8s", "--image", "reg/ht:1", "--no-push"),
+        *("--bots-per-task", "4", "--output", "s3://results/bots", "--dry-run"),
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    job = next(iter(yaml.safe_load_all(rendered.stdout.split("---\n", 1)[1])))
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 2
+
+
+def test_an_array_over_aws_batchs_limit_asks_for_more_bots_per_task(s3) -> None:
+    users = [f"b{i}" for i in range(10_001)]
+    result = invoke(
+        *("submit", *users, "--target", "batch", "--no-push", "--output", "s3://results/bots")
+    )
+    assert result.returncode == 10
+    assert "at most 10,000: give --bots-per-task 2 or more" in result.stderr
+
+
 def test_a_failed_submit_leaves_no_queued_bots_nor_manifest(batch) -> None:
     storage = open_storage("s3://results/bots")
     earlier = {"bot": "a_one", "state": "succeeded", "run_id": "r1"}

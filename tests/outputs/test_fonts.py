@@ -81,6 +81,17 @@ def test_the_cjk_face_follows_the_bots_language(chain: Chain) -> None:
     assert Chain(language="ko").face_for("直").index == 1  # type: ignore[union-attr]
 
 
+def test_control_characters_in_a_sampled_tweet_draw_as_spaces(chain: Chain, tmp_path: Path) -> None:
+    # raqm refuses to lay out a "\r" (RuntimeError: raqm_layout() failed): seen in the image
+    # test, where the tiny model sampled one.
+    controls = "".join(chr(c) for c in [*range(0x20), 0x7F, 0x85, 0x2028, 0x2029])
+    text = f"bread{controls}is good\r\n"
+    writer = Writer(chain, 26)
+    assert writer.width(text) > 0 and writer.wrap(text, 600, lines=3)
+    users = [{"handle": "sam", "display_name": "Sam\r", "avatar": None}]
+    assert render(tmp_path / "p.png", users, [text, "\r", controls], tmp_path).is_file()
+
+
 def test_lines_are_wrapped_by_width_in_scripts_without_spaces(chain: Chain) -> None:
     writer = Writer(chain, 26)
     lines = writer.wrap("你好世界今天天气很好" * 20, 600, lines=3)

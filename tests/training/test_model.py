@@ -105,3 +105,31 @@ def test_resolve_base(tmp_path: Path) -> None:
         resolve_base("tiny", tmp_path, [], tmp_path / "empty", 0)
     (tmp_path / "empty" / "config.json").write_text("{}")
     assert resolve_base(str(tmp_path / "empty"), tmp_path, [], None, 0) == str(tmp_path / "empty")
+
+
+def test_a_task_restores_its_base_from_host_memory(tmp_path: Path) -> None:
+    """Several bots in one task: the second gets the base's weights from the kept copy, equal
+    to a fresh from_pretrained load, whatever training did to the first's."""
+    import torch
+
+    from job.training.model import bases_kept, load, load_base
+
+    base = str(build_random(tmp_path / "base", ["bread and butter"] * 40, None, 42))
+    ids = torch.randint(0, 100, (2, 12))
+    fresh, _ = load(base, device="cpu")
+    fresh.eval()
+    with bases_kept():
+        first, _ = load_base(base, device="cpu")
+        with torch.no_grad():
+            for p in first.parameters():  # what a bot's training does to it
+                p.add_(1.0)
+        second, tokenizer = load_base(base, device="cpu")
+    second.eval()
+    assert torch.equal(second(ids).logits, fresh(ids).logits)
+    assert second.lm_head.weight is second.transformer.wte.weight  # still tied
+    assert second.generation_config.pad_token_id == tokenizer.pad_token_id is not None
+    assert second.config.activation_function == "gelu_pytorch_tanh"
+    # Outside a task of several bots, nothing is kept: each load comes from disk.
+    from job.training import model as model_module
+
+    assert model_module._kept == []

@@ -9,7 +9,7 @@ import pytest
 
 from job.config import TrainConfig
 from job.training.model import build_random, load
-from job.training.train import TrainResult, mean_loss, pick_strategy
+from job.training.train import ORIGINAL_RATE, TrainResult, learning_rate, mean_loss, pick_strategy
 
 HOST = 64 * 2**30  # bytes of host memory: enough for anything these tests pick
 
@@ -57,3 +57,12 @@ def test_result_reports_both_perplexities() -> None:
     assert summary["perplexity"] == pytest.approx(math.e)
     assert summary["base_perplexity"] == pytest.approx(math.e**2)
     assert summary["steps"] == 10 and summary["strategy"] == "ddp"
+
+
+def test_the_default_rate_is_the_originals_scaled_to_the_tokens_per_step() -> None:
+    # The original: batch 1 of one 1024-token block at 1.372e-4. gpt2 here: 8 blocks of 256,
+    # twice the tokens per step; tiny: 8 blocks of its whole 128-token context, eight times.
+    assert learning_rate(TrainConfig(), 8 * 256, 1024) == pytest.approx(2 * ORIGINAL_RATE)
+    assert learning_rate(TrainConfig(), 8 * 128, 128) == pytest.approx(8 * ORIGINAL_RATE)
+    assert learning_rate(TrainConfig(), 1024, 1024) == pytest.approx(ORIGINAL_RATE)
+    assert learning_rate(TrainConfig(learning_rate=3e-5), 8 * 256, 1024) == 3e-5  # given wins

@@ -200,6 +200,15 @@ class ArchiveSource:
                 )
             log.warning("archive %s: %s have no id or text (keys: %s)", self.path.name, what, keys)
         _attach_notes(tweets, self._notes(files))
+        fetched, size = getattr(self.file, "fetched", None), getattr(self.file, "size", None)
+        if fetched is not None and size:  # an archive on S3: what its ranged reads moved
+            log.info(
+                "archive %s: read %.1f MB of its %.1f MB by ranged GETs (%.1f%%)",
+                self.path.name,
+                fetched / 1e6,
+                size / 1e6,
+                100 * fetched / size,
+            )
         return UserTweets(profile=profile, tweets=tweets, source=f"archive {self.path.name}")
 
     # -- the files ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import zipfile
 from pathlib import Path
 
@@ -176,10 +177,11 @@ def test_folder_without_tweets(tmp_path: Path) -> None:
 
 
 def test_an_archive_on_s3_is_read_by_ranges_without_its_media(
-    s3, real_archive: Path, tmp_path: Path
+    s3, real_archive: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The real export zipped with 24 MiB of (incompressible) media beside its data/*.js: the
-    job reads the tweets and the avatar through ranged GETs and leaves the media on S3."""
+    """The real export zipped with 200 MB of (incompressible) media beside its data/*.js: the
+    job reads the tweets and the avatar through ranged GETs, under 5% of the object's bytes,
+    and leaves the media on S3."""
     import os
 
     import boto3
@@ -191,17 +193,22 @@ def test_an_archive_on_s3_is_read_by_ranges_without_its_media(
         for file in sorted(real_archive.rglob("*")):
             if file.is_file():
                 z.write(file, file.relative_to(real_archive).as_posix())
-        z.writestr("data/tweets_media/video.mp4", os.urandom(24 << 20), zipfile.ZIP_STORED)
+        for i in range(8):  # 8 x 25 MB: 200 MB of media
+            z.writestr(
+                f"data/tweets_media/video{i}.mp4", os.urandom(25_000_000), zipfile.ZIP_STORED
+            )
     boto3.client("s3").create_bucket(Bucket="inputs")
     boto3.client("s3").upload_file(str(path), "inputs", "archives/export.zip")
 
     remote = S3RangeFile("s3://inputs/archives/export.zip")
-    got = ArchiveSource(remote).fetch("andreruffert")
+    with caplog.at_level(logging.INFO, logger="job"):
+        got = ArchiveSource(remote).fetch("andreruffert")
     local = ArchiveSource(path).fetch("andreruffert")
     assert [t.text for t in got.tweets] == [t.text for t in local.tweets]
     assert got.profile.avatar is not None and local.profile.avatar is not None
     assert got.profile.avatar.image == local.profile.avatar.image
-    assert remote.size == path.stat().st_size > 24 << 20
-    assert remote.fetched < 4 << 20, remote.fetched  # the media stayed on S3
+    assert remote.size == path.stat().st_size > 200_000_000
+    assert remote.fetched < 0.05 * remote.size, remote.fetched  # the media stayed on S3
+    assert f"read {remote.fetched / 1e6:.1f} MB of its {remote.size / 1e6:.1f} MB" in caplog.text
     with pytest.raises(InputNotFound):
         S3RangeFile("s3://inputs/archives/gone.zip")

@@ -1,0 +1,108 @@
+"""Benchmark: amortized seconds per bot, K bots in one task against K tasks of one bot each.
+
+A task is one process, as AWS Batch or Kubernetes starts it: ``huggingtweets run --manifest M
+--index I``. With ``bots_per_task: 1`` each bot pays the whole fixed cost (start-up, imports,
+loading); with ``bots_per_task: K`` one process makes K bots in turn and pays it once
+(job/batch.py, job/training/model.py ``bases_kept``). Both sides make the same K bots, from the
+same tweets, into their own local output; each side's figure is its wall time over K. The
+sides alternate over ``--repeats`` and each figure is the median.
+
+    python bench/many_bots.py                      # 10 bots, tiny model, CPU, our sample
+    python bench/many_bots.py --bots 10 --base-model FOLDER   # a real base, kept in memory
+
+Written: OUT/many_bots.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from statistics import median
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "job" / "samples" / "sourdough_sam.jsonl"
+
+
+def manifest(out: Path, tweets: list[Path], per_task: int, base: str, epochs: float) -> Path:
+    bots = "".join(f"  - users: [{{handle: {p.stem}, source: jsonl, uri: {p}}}]\n" for p in tweets)
+    path = out.with_suffix(".yaml")
+    path.write_text(
+        f"version: 1\noutput: {out}\nwandb: {{mode: disabled}}\nbots_per_task: {per_task}\n"
+        f"defaults:\n  base_model: {base}\n  train: {{epochs: {epochs}}}\n"
+        f"bots:\n{bots}"
+    )
+    return path
+
+
+def timed(commands: list[list[str]], env: dict[str, str], log: Path) -> float:
+    start = time.perf_counter()
+    with open(log, "w") as err:
+        for command in commands:
+            done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
+            if done.returncode != 0:
+                sys.exit(f"failed ({done.returncode}): {' '.join(command)}; see {log}")
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bots", type=int, default=10)
+    parser.add_argument("--base-model", default="tiny")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=REPO / "bench-out" / "many-bots")
+    args = parser.parse_args()
+
+    shutil.rmtree(args.out, ignore_errors=True)
+    args.out.mkdir(parents=True)
+    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+    tweets = []
+    for i in range(args.bots):  # the sample's tweets under K handles: K bots, same work each
+        path = args.out / "inputs" / f"baker{i}.jsonl"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("".join(json.dumps({**r, "user": path.stem}) + "\n" for r in rows))
+        tweets.append(path)
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    run = [sys.executable, "-m", "job", "run", "--manifest"]
+    seconds: dict[str, list[float]] = {"one task": [], "separate tasks": []}
+    for i in range(args.repeats):
+        out = args.out / f"together-{i}"
+        together = manifest(out, tweets, args.bots, args.base_model, args.epochs)
+        seconds["one task"].append(
+            timed([[*run, str(together), "--index", "0"]], env, out.with_suffix(".log"))
+        )
+        out = args.out / f"apart-{i}"
+        apart = manifest(out, tweets, 1, args.base_model, args.epochs)
+        commands = [[*run, str(apart), "--index", str(k)] for k in range(args.bots)]
+        seconds["separate tasks"].append(timed(commands, env, out.with_suffix(".log")))
+        for side in ("together", "apart"):  # every bot made, on both sides
+            made = [p for p in (args.out / f"{side}-{i}").glob("*/latest.json")]
+            assert len(made) == args.bots, (side, made)
+
+    per_bot = {side: median(s) / args.bots for side, s in seconds.items()}
+    results = {
+        "bots": args.bots,
+        "base_model": args.base_model,
+        "epochs": args.epochs,
+        "repeats": args.repeats,
+        "seconds": seconds,
+        "seconds_per_bot": per_bot,
+        "ratio": per_bot["one task"] / per_bot["separate tasks"],
+    }
+    (args.out / "many_bots.json").write_text(json.dumps(results, indent=2))
+    print(
+        f"{args.bots} bots ({args.base_model}, {args.epochs:g} epoch(s)), median of"
+        f" {args.repeats}: one task {per_bot['one task']:.2f} s per bot, separate tasks"
+        f" {per_bot['separate tasks']:.2f} s per bot: x{results['ratio']:.2f} the seconds"
+    )
+
+
+if __name__ == "__main__":
+    main()
