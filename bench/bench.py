@@ -80,6 +80,29 @@ def perplexity(model_dir: str, texts: list[str]) -> float:
     return math.exp(loss)
 
 
+def pretrain(base: str, files: list[Path], epochs: float, out: Path, env: dict[str, str]) -> str:
+    """``base`` trained first on other text (the paragraphs of ``files``), by the job itself:
+    a stand-in, where no pretrained GPT-2 can be had, for fine-tuning pretrained weights."""
+    paragraphs = [
+        " ".join(p.split())
+        for f in files
+        for p in f.read_text(encoding="utf-8").split("\n\n")
+        if len(p.split()) >= 5
+    ]
+    corpus = out / "pretrain.jsonl"
+    corpus.write_text(
+        "".join(json.dumps({"user": "pretrain", "text": p}) + "\n" for p in paragraphs)
+    )
+    command = [
+        *[sys.executable, "-m", "job", "run", "pretrain", "--jsonl", str(corpus)],
+        *["--base-model", base, "--out", str(out / "pretrained"), "--epochs", str(epochs)],
+        *["--no-dedupe", "--min-words", "1"],
+    ]
+    seconds, _ = timed(command, env, out / "pretrain")
+    print(f"pre-trained the base on {len(paragraphs)} paragraphs in {seconds:.1f} s")
+    return str(out / "pretrained" / "pretrain" / "model")
+
+
 def flops_per_token(config: dict, block: int) -> tuple[float, int]:
     """nanoGPT's estimate: 6N for the weights plus 12 L d T for attention (PaLM, appendix B)."""
     from job.training.strategy import shape_of
@@ -135,6 +158,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each, interleaved")
     parser.add_argument("--help-runs", type=int, default=5, help="`--help` timings (best of)")
     parser.add_argument(
+        "--pretrain-on",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="text files (their paragraphs) to pre-train the tiny/random base on first, with"
+        " the job itself, so both sides fine-tune a model that already knows some English",
+    )
+    parser.add_argument("--pretrain-epochs", type=float, default=8.0)
+    parser.add_argument(
         "--quality-epochs",
         default="1,2,3",
         help="shorter runs of ours (epochs, comma-separated) for time-to-quality; '' for none",
@@ -167,6 +199,8 @@ def main() -> None:
         base = str(build_random(args.out / f"base-{base}", texts, args.tokenizer, 42, arch))
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": path}  # keep a caller's path
+    if args.pretrain_on:
+        base = pretrain(base, args.pretrain_on, args.pretrain_epochs, args.out, env)
     rate = ["--learning-rate", str(args.learning_rate)] if args.learning_rate else []
     ours_rate = ["--learning-rate", str(args.our_learning_rate)] if args.our_learning_rate else rate
     commands = {
@@ -244,6 +278,7 @@ def main() -> None:
         "ours": {**summary("ours"), "strategy": ours["strategy"], "precision": ours["precision"]},
         "baseline": summary("baseline"),
         "help_s": help_s,
+        "pretrained_on": [str(f) for f in args.pretrain_on],
         # (epochs, time-to-bot s, held-out perplexity) of ours at each length tried
         "quality_runs": sorted(quality),
         "time_to_quality_s": reached[0][0] if reached else None,

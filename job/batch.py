@@ -20,8 +20,8 @@ from pathlib import Path
 
 from job.cloud.runs import latest_complete, new_run_id, upload_run
 from job.cloud.status import HubStatus, Status, heartbeat, read_status, write_status
-from job.cloud.storage import Storage, download, open_storage, read_uri
-from job.config import BotJob, Manifest, jobs, parse_manifest, tasks
+from job.cloud.storage import Storage, download, open_storage
+from job.config import BotJob, jobs, load_manifest, tasks
 from job.data.sources import sources_for
 from job.errors import BadConfig, InputNotFound, JobError, OptedOut, TransientError, classify
 from job.training.model import bases_kept
@@ -29,14 +29,6 @@ from job.training.model import bases_kept
 log = logging.getLogger(__name__)
 
 INDEX_VARIABLES = ("AWS_BATCH_JOB_ARRAY_INDEX", "JOB_COMPLETION_INDEX")
-
-
-def load_manifest(uri: str) -> Manifest:
-    try:
-        text = read_uri(uri).decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadConfig(f"{uri}: not UTF-8 text") from e
-    return parse_manifest(text, uri)
 
 
 def output_of(manifest: str | None, output: str | None) -> tuple[str, list[str] | None]:

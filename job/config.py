@@ -52,7 +52,7 @@ from pydantic import (
     model_validator,
 )
 
-from job.cloud.storage import check_uri
+from job.cloud.storage import check_uri, read_uri
 from job.data.handles import bot_name, validate_handle
 from job.errors import BadConfig, JobError
 from job.training.model import GPT2
@@ -476,6 +476,15 @@ class Manifest(Section):
 def tasks(manifest: Manifest) -> int:
     """How many array tasks make the manifest's bots."""
     return -(-len(manifest.bots) // manifest.bots_per_task)
+
+
+def load_manifest(uri: str) -> Manifest:
+    """The manifest at ``uri`` (s3:// or a path), read and checked."""
+    try:
+        text = read_uri(uri).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadConfig(f"{uri}: not UTF-8 text") from e
+    return parse_manifest(text, uri)
 
 
 def parse_manifest(text: str, source: str = "manifest") -> Manifest:

@@ -19,6 +19,7 @@ def test_bench_on_sample_data(tmp_path: Path) -> None:
         [
             *[sys.executable, str(REPO / "bench" / "bench.py"), "--epochs", "3"],
             *["--repeats", "1", "--help-runs", "1"],  # medians: test_summary_takes_medians
+            *["--quality-epochs", "2"],
             *["--out", str(tmp_path)],
         ],
         capture_output=True,
@@ -52,6 +53,16 @@ def test_bench_on_sample_data(tmp_path: Path) -> None:
         results["baseline"]["time_to_bot_s"] / results["ours"]["time_to_bot_s"]
     )
     assert "ratios: training tokens/s x" in result.stdout
+    # Time-to-quality: ours again at 2 epochs; the first run of ours (any length) whose
+    # held-out perplexity reaches the baseline's final one gives it.
+    quality = results["quality_runs"]
+    assert [epochs for epochs, _, _ in quality] == [2.0, 3.0]
+    assert quality[1][2] == pytest.approx(results["ours"]["perplexity"])
+    reached = sorted(s for _, s, p in quality if p <= results["baseline"]["perplexity"])
+    assert results["time_to_quality_s"] == (reached[0] if reached else None)
+    assert ratios["perplexity"] == pytest.approx(
+        results["ours"]["perplexity"] / results["baseline"]["perplexity"]
+    )
 
 
 def test_random_init_needs_a_gpt2_size_and_its_tokenizer(tmp_path: Path) -> None:
@@ -103,3 +114,30 @@ def test_summary_takes_medians_and_peaks() -> None:
     # steady-state: per GPU (2 processes), with its own MFU
     assert s["steady_tokens_per_second_per_gpu"] == 300.0 and s["steady_mfu"] == pytest.approx(0.3)
     assert summarize(runs[:2], lambda tps, block: None)["time_to_bot_s"] == pytest.approx(2.0)
+
+
+@pytest.mark.integration
+def test_many_bots_bench_makes_every_bot_on_both_sides(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            *[sys.executable, str(REPO / "bench" / "many_bots.py")],
+            "--bots",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "many_bots.json").read_text())
+    per_bot = results["seconds_per_bot"]
+    assert results["ratio"] == pytest.approx(per_bot["one task"] / per_bot["separate tasks"])
+    # One process made both bots; each was published on its own (its own latest.json).
+    for side in ("together-0", "apart-0"):
+        assert sorted(p.parent.name for p in (tmp_path / side).glob("*/latest.json")) == [
+            "baker0",
+            "baker1",
+        ]
+    assert "s per bot" in result.stdout

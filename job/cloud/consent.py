@@ -171,8 +171,7 @@ def _inputs(storage: Storage, manifest: str | None, bot: str, handle: str) -> li
     in the bot ``bot``, where they lie under the output; other people's inputs stay."""
     if manifest is None:
         return []
-    from job.batch import load_manifest
-    from job.config import jobs
+    from job.config import jobs, load_manifest
     from job.errors import JobError
 
     try:

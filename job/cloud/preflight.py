@@ -40,7 +40,6 @@ def preflight(jobs: list[BotJob], storage: Storage | None) -> None:
         output_writable(storage)
     for job in jobs:
         inputs_readable(job)
-        twitter_token(job)
     shared(jobs, storage=None)
     for job in jobs:
         host_memory(job)
@@ -49,17 +48,19 @@ def preflight(jobs: list[BotJob], storage: Storage | None) -> None:
 
 
 def per_bot(job: BotJob) -> None:
-    """The checks of one bot alone (its inputs, its source's token, its model's memory): in a
-    task of several bots, a failure here fails that bot only."""
+    """The checks of one bot alone (its inputs, its model's memory): in a task of several
+    bots, a failure here fails that bot only."""
     inputs_readable(job)
-    twitter_token(job)
     host_memory(job)
 
 
 def shared(jobs: list[BotJob], storage: Storage | None) -> None:
-    """The checks every bot of a task shares: the output, the Hub and W&B tokens, HF_HOME."""
+    """The checks of what every bot of a task shares, a deployment's set-up: the output, the
+    Twitter, Hub and W&B tokens, HF_HOME. A failure here fails the task's every bot."""
     if storage is not None:
         output_writable(storage)
+    for job in jobs:
+        twitter_token(job)
     owners = sorted({j.hub_repo for j in jobs if j.hub_push and j.hub_repo})
     if owners:
         hub_can_write(owners)

@@ -17,7 +17,7 @@ from job.cloud.storage import get_json, open_storage
 from tests.helpers import SAMPLE
 from tests.helpers.cli import Result, invoke
 from tests.helpers.s3 import FaultProxy
-from tests.helpers.twitter_api import TwitterAPI
+from tests.helpers.twitter_api import FakeUser, TwitterAPI, v2_tweet
 
 TOKEN = "tw-preflight-token"
 MANIFEST = """
@@ -102,10 +102,19 @@ def test_wandb_online_needs_a_key(api) -> None:
     failed_fast(run(wandb="online"), errors.CREDENTIALS, "W&B is online but no key", api, started)
 
 
-def test_a_missing_input_is_found_before_any_work(api) -> None:
-    started = time.monotonic()
+def test_a_missing_input_fails_its_bot_before_any_work_and_not_the_others(api) -> None:
+    tweets = [v2_tweet(9000 - i, f"talker thinks thought {i} about the bread") for i in range(150)]
+    api.add(FakeUser(id="5", username="talker", tweets=tweets))
     result = run("s3://inputs/tweets/gone.jsonl")
-    failed_fast(result, errors.INPUT_NOT_FOUND, "gone.jsonl: no such object", api, started)
+    assert result.returncode == errors.INPUT_NOT_FOUND
+    assert "gone.jsonl: no such object" in result.stderr
+    storage = open_storage("s3://results/bots")
+    status = get_json(storage, "sourdough_sam/status.json")
+    assert status["state"] == "failed" and "gone.jsonl: no such object" in status["reason"]
+    assert storage.list("sourdough_sam/") == ["sourdough_sam/status.json"]  # nothing made
+    # The manifest's other bot, whose input is fine, was made all the same.
+    talker = get_json(storage, "talker/status.json")
+    assert talker["state"] == "succeeded", talker
 
 
 def test_an_unwritable_output_and_a_403_input(api, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -146,7 +146,9 @@ def test_bots_per_task_sizes_the_array_and_goes_in_the_manifest(batch) -> None:
     text = boto3.client("s3").get_object(Bucket="results", Key=key)["Body"].read().decode()
     assert parse(text).bots_per_task == 2
     # Kubernetes: one index per task too.
-    manifest = build_manifest(users, "s3://b", base_model="tiny", together=False, hub_owner=None)
+    manifest = build_manifest(
+        users, "s3://results/bots", base_model="tiny", together=False, hub_owner=None
+    )
     assert "bots_per_task" not in manifest  # 1, the default, is not written
     rendered = invoke(
         *("submit", *users, "--target", "k8s", "--image", "reg/ht:1", "--no-push"),
