@@ -213,6 +213,12 @@ class TrainConfig(Section):
     # bf16 weights are half the bytes: gpt2-xl's model.safetensors goes from 6.2 to 3.1 GB,
     # and so do its upload to S3 and the Hub and every later download. fp32 is what the
     # original HuggingTweets published; bf16 is what the GPU trained in anyway.
+    # torch.compile's first step costs ~1 min (54 s for the tiny model on CPU, where it never
+    # paid back: docs/benchmarks.md); a long gpt2-xl run on a GPU can win it back. Its caches
+    # go under HF_HOME, the volume the fleet shares, so one task compiles and the rest reuse.
+    compile: bool = Field(
+        False, description="torch.compile training and sampling (for GPUs; caches on HF_HOME)."
+    )
     save_precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="Precision of the saved weights: fp32, or bf16 (half the size)."
     )
@@ -238,6 +244,18 @@ class SamplingConfig(Section):
         160, ge=8, description="Tokens per prediction, prompt included (the original's 160)."
     )
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    # On a GPU, sampling is decode-bound: each new token reads every weight once. bf16 halves
+    # those bytes; a static KV cache keeps one shape for the whole generation, so that with
+    # --compile the decode step is captured once. On a CPU neither pays (bf16 matmuls are slow
+    # there), and the static and dynamic caches sample the same tokens (tests/outputs).
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto",
+        description="Sampling precision; auto: bf16 on a GPU that has it, else fp32.",
+        json_schema_extra={"flag": "sampling-precision"},
+    )
+    kv_cache: Literal["auto", "static", "dynamic"] = Field(
+        "auto", description="KV cache while sampling; auto: static on a GPU, else dynamic."
+    )
     # Long enough that common phrases don't match, short enough to catch a copied sentence.
     ngram: int = Field(
         8,

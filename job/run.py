@@ -134,6 +134,12 @@ def run(
     Under a multi-process launcher every rank calls this; rank 0 gets the result, the others
     None once they have trained and saved.
     """
+    if job.config.train.compile:
+        # Before anything compiles: Inductor's worker processes read their cache folder from
+        # the environment they start with.
+        from job.training.train import compile_caches
+
+        compile_caches()
     state = setup(job, out)
     state.progress = progress
     with bot_writer(out, job.bot) if state.main else nullcontext():
@@ -318,6 +324,7 @@ def predict(state: State) -> None:
             sampling,
             seed=state.job.config.train.seed,
             on_token=state.progress("sampling") if state.progress else None,
+            compile=state.job.config.train.compile,
         )
         state.flagged = flag_memorized(
             state.predictions, [asdict(t) for t in state.data.tweets], sampling.ngram

@@ -33,14 +33,32 @@ class Prediction:
     match: dict[str, str] = field(default_factory=dict)  # the training tweet it repeats
 
 
+def fast_paths(config: SamplingConfig, device: str, bf16_supported: bool) -> tuple[bool, bool]:
+    """(bf16, static KV cache) for sampling on ``device`` ("cuda" or "cpu")."""
+    gpu = device == "cuda"
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and gpu and bf16_supported)
+    static = config.kv_cache == "static" or (config.kv_cache == "auto" and gpu)
+    return bf16, static
+
+
 def sample(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     config: SamplingConfig,
     seed: int,
     on_token: Callable[[int, int], None] | None = None,  # (tokens sampled, at most)
+    compile: bool = False,
 ) -> list[Prediction]:
+    """``config.per_prompt`` predictions per start text, all in one batched ``generate``. In
+    bf16 (``config.precision``) the model is cast in place: the job samples after saving it.
+    With a static KV cache on a GPU, ``compile`` lets transformers compile the decode step."""
     import torch
+
+    bf16, static = fast_paths(
+        config, model.device.type, torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    )
+    if bf16 and model.dtype != torch.bfloat16:
+        model.bfloat16()
 
     prompts = [p for p in config.start_texts for _ in range(config.per_prompt)]
     tokenizer.padding_side = "left"  # decoder-only: pad on the left to generate in a batch
@@ -69,6 +87,8 @@ def sample(
             max_length=max(max_length, batch["input_ids"].shape[1] + 1),  # prompt included
             pad_token_id=tokenizer.pad_token_id,
             stopping_criteria=ticks,
+            cache_implementation="static" if static else None,
+            disable_compile=not compile,
         )
     if on_token:
         on_token(total, total)  # done, even when every sequence ended early

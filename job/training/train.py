@@ -171,6 +171,7 @@ def finetune(
         disable_tqdm=True,
         dataloader_num_workers=0,
         deepspeed=choice.deepspeed_config(cpu=not cuda),
+        torch_compile=config.compile,  # its caches: compile_caches(), called by run()
     )
 
     preemption = Preemption()
@@ -248,6 +249,20 @@ def finetune(
         steady_steps=clock.steps,
         learning_rate=rate,
     ), trainer
+
+
+def compile_caches() -> Path:
+    """torch.compile's caches (Inductor's compiled graphs, Triton's kernels) under HF_HOME, the
+    volume a fleet shares (docs/deploy.md): the first task compiles, later ones load. A cache
+    folder already set in the environment wins. Returns Inductor's."""
+    import os
+
+    from huggingface_hub import constants
+
+    home = Path(constants.HF_HOME)
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(home / "torchinductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", str(home / "triton"))
+    return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
 
 
 def pick_strategy(

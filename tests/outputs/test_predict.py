@@ -6,7 +6,7 @@ import pytest
 
 from job.config import SamplingConfig, validate
 from job.errors import BadConfig
-from job.outputs.predict import Prediction, flag_memorized, sample
+from job.outputs.predict import Prediction, fast_paths, flag_memorized, sample
 from job.training.model import build_random, load
 
 # Loads transformers and builds models through it: ~5 s of imports, so not the unit tier.
@@ -70,3 +70,38 @@ def test_sampling_reports_its_tokens_for_a_progress_bar(tmp_path: Path) -> None:
     done = [d for d, _ in ticks]
     assert done == sorted(done) and {t for _, t in ticks} == {total}
     assert [p.text for p in with_bar] == [p.text for p in sample(model, tok, config, seed=42)]
+
+
+def test_the_gpu_fast_paths_are_chosen_by_device_and_can_be_switched() -> None:
+    auto = SamplingConfig()
+    assert fast_paths(auto, "cpu", bf16_supported=False) == (False, False)
+    assert fast_paths(auto, "cuda", bf16_supported=True) == (True, True)
+    assert fast_paths(auto, "cuda", bf16_supported=False) == (False, True)  # a V100: fp32
+    off = SamplingConfig(precision="fp32", kv_cache="dynamic")
+    assert fast_paths(off, "cuda", bf16_supported=True) == (False, False)
+    on = SamplingConfig(precision="bf16", kv_cache="static")
+    assert fast_paths(on, "cpu", bf16_supported=False) == (True, True)
+
+
+@MODEL
+def test_a_static_kv_cache_samples_the_same_tokens(tmp_path: Path) -> None:
+    texts = ["my dream is bread\nand more bread", "i think that code is fun"] * 40
+    model, tok = load(str(build_random(tmp_path / "t", texts, None, seed=0)), device="cpu")
+    config = SamplingConfig(start_texts=["My dream is", "I think"], per_prompt=3, max_length=40)
+    dynamic = sample(model, tok, config.model_copy(update={"kv_cache": "dynamic"}), seed=42)
+    static = sample(model, tok, config.model_copy(update={"kv_cache": "static"}), seed=42)
+    assert [p.text for p in static] == [p.text for p in dynamic]
+    assert len({p.text for p in static}) > 1  # sampled, not one text repeated
+
+
+@MODEL
+def test_bf16_sampling_casts_the_saved_model_and_samples(tmp_path: Path) -> None:
+    import torch
+
+    texts = ["my dream is bread\nand more bread", "i think that code is fun"] * 40
+    model, tok = load(str(build_random(tmp_path / "t", texts, None, seed=0)), device="cpu")
+    assert model.dtype == torch.float32
+    config = SamplingConfig(start_texts=["My dream is"], per_prompt=2, max_length=24)
+    preds = sample(model, tok, config.model_copy(update={"precision": "bf16"}), seed=42)
+    assert model.dtype == torch.bfloat16 and len(preds) == 2
+    assert all(p.text.startswith("My dream is") for p in preds)

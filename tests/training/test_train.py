@@ -66,3 +66,37 @@ def test_the_default_rate_is_the_originals_scaled_to_the_tokens_per_step() -> No
     assert learning_rate(TrainConfig(), 8 * 128, 128) == pytest.approx(8 * ORIGINAL_RATE)
     assert learning_rate(TrainConfig(), 1024, 1024) == pytest.approx(ORIGINAL_RATE)
     assert learning_rate(TrainConfig(learning_rate=3e-5), 8 * 256, 1024) == 3e-5  # given wins
+
+
+@MODEL
+def test_compile_trains_and_keeps_its_caches_on_hf_home(tmp_path: Path) -> None:
+    """--compile on the CPU (slow: ~1 min to compile the tiny model, never worth it here, but
+    the same code path as on a GPU): it trains, and Inductor's compiled graphs land under
+    HF_HOME, where the next task of a fleet finds them."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO, SAMPLE
+
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "WANDB_MODE": "disabled"}
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "job", "run", "sourdough_sam", "--jsonl", str(SAMPLE)),
+            *("--base-model", "tiny", "--epochs", "1", "--compile", "--out", str(tmp_path / "o")),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    job = json.loads((tmp_path / "o" / "sourdough_sam" / "job.json").read_text())
+    assert job["config"]["train"]["compile"] is True
+    assert job["result"]["val_loss"] < job["result"]["base_val_loss"]  # it learned
+    graphs = list((tmp_path / "hf" / "torchinductor").rglob("*"))
+    assert any(p.is_file() for p in graphs), "no compiled graph cached under HF_HOME"
