@@ -136,7 +136,7 @@ def takedown(
             for project in sorted(projects | {wandb_project}):
                 done.wandb += wandb_remove(project, group)
         for key in _inputs(storage, status.manifest if status else None, group, handle):
-            if key in storage.list(key):  # deleted by an earlier, interrupted takedown
+            if key in storage.list(key):  # else gone: an earlier takedown stopped after it
                 storage.delete(key)
                 done.inputs.append(f"{storage.uri}{key}")
         # Readers first lose latest.json, then the runs; the status, which names the Hub
