@@ -11,7 +11,7 @@ run() {  # model repeats limit
   local m=$1 r=$2 limit=$3 start=$SECONDS
   echo "== $m, repeats $r" | tee -a "$OUT"/log.txt
   timeout $limit python3 bench/bench.py --base-model $m --random-init --tokenizer .gpu/tokenizer \
-    --archive .gpu/archive --handle andreruffert --out /tmp/b-$m --repeats $r --help-runs 2 \
+    --archive .gpu/archive --handle andreruffert --out /tmp/b-$m --repeats $r --help-runs 2 --quality-epochs "" \
     2>&1 | grep -v "Warning\|warn(" | tail -25 | tee -a "$OUT"/log.txt
   echo "== $m took $((SECONDS - start)) s" | tee -a "$OUT"/log.txt
   if [ -f /tmp/b-$m/results.json ]; then cp /tmp/b-$m/results.json "$OUT"/$m.json

@@ -1,0 +1,51 @@
+#!/bin/bash
+# The GPU fast paths of sampling and training, each against its switch turned off, on the
+# device (docs/benchmarks.md, "How to take them again"; carry [".gpu", ".whl"] as bench/gpu.sh).
+# One model (MODEL, default gpt2-xl at random weights), one job run per setting, the predict
+# and train phases of each from its job.json. About 4 minutes for gpt2-xl on one H100/H200;
+# MODEL=tiny runs the same on a CPU in about 2 minutes (a check of the script, not a figure).
+# Writes "$OUT"/fast_paths.txt.
+set -u
+MODEL=${MODEL:-gpt2-xl}
+OUT=${OUT:-/tmp/fast-paths}
+mkdir -p "$OUT"
+rm -rf /tmp/fp-hf  # a fresh HF_HOME: the first --compile run compiles, the second reuses
+if ! python3 -c "import pydantic, tenacity, fontTools" 2>/dev/null; then  # the device's image
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONUNBUFFERED=1 WANDB_MODE=disabled HF_HOME=/tmp/fp-hf
+ARCHIVE=${ARCHIVE:-.gpu/archive}
+TOKENIZER=${TOKENIZER:-.gpu/tokenizer}
+python3 - "$MODEL" "$ARCHIVE" "$TOKENIZER" <<'PY'
+import sys
+from pathlib import Path
+from job.config import JobConfig
+from job.data.sources import ArchiveSource
+from job.prepare import prepare
+from job.training.model import GPT2, build_random
+model, archive, tokenizer = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+data = prepare({"andreruffert": ArchiveSource(archive)}, Path("/tmp/fp-p"), JobConfig())
+if model != "tiny":
+    build_random(Path("/tmp/fp-base"), [t.text for t in data.tweets], tokenizer, 42, GPT2[model].arch)
+PY
+BASE=/tmp/fp-base
+[ "$MODEL" = tiny ] && BASE=tiny
+one() {  # name, then the run's extra flags
+  local name=$1; shift
+  rm -rf /tmp/fp-o
+  if timeout 240 python3 -m job run andreruffert --jsonl /tmp/fp-p/andreruffert/data/clean.jsonl \
+      --base-model "$BASE" --epochs 1 --out /tmp/fp-o "$@" > "/tmp/fp-$name.log" 2>&1; then
+    python3 -c "
+import json; j=json.load(open('/tmp/fp-o/andreruffert/job.json')); t=j['timings']; r=j['result']
+print('$name: train %.1f s, predict %.1f s, steady %.0f tok/s, perplexity %.1f' % (t['train'], t['predict'], r['steady_tokens_per_second'], r['val_loss'] and __import__('math').exp(r['val_loss'])))
+" | tee -a "$OUT"/fast_paths.txt
+  else
+    { echo "$name: failed"; tail -8 "/tmp/fp-$name.log"; } | tee -a "$OUT"/fast_paths.txt
+  fi
+}
+one plain --sampling-precision fp32 --kv-cache dynamic
+one bf16 --sampling-precision bf16 --kv-cache dynamic
+one bf16-static --sampling-precision bf16 --kv-cache static
+one compile --compile
+one compile-again --compile   # the caches on HF_HOME: a second task compiles nothing
