@@ -143,6 +143,7 @@ def main() -> None:
     result = {
         "timings": timings,
         "model_dir": str(args.out / "model"),
+        "base_model": args.base_model,
         "block_size": block,
         "steps": len(blocks),
         "train_tokens": tokens,

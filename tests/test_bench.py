@@ -12,6 +12,8 @@ import pytest
 
 from tests.helpers import REPO
 
+DOCS = [str(REPO / "README.md"), str(REPO / "docs" / "batch.md")]  # over 6,000 characters
+
 
 @pytest.mark.integration
 def test_bench_on_sample_data(tmp_path: Path) -> None:
@@ -20,6 +22,8 @@ def test_bench_on_sample_data(tmp_path: Path) -> None:
             *[sys.executable, str(REPO / "bench" / "bench.py"), "--epochs", "3"],
             *["--repeats", "1", "--help-runs", "1"],  # medians: test_summary_takes_medians
             *["--quality-epochs", "2"],
+            # the base pre-trained on other text first (our docs), as a stand-in for GPT-2's
+            *["--pretrain-on", *DOCS, "--pretrain-epochs", "1"],
             *["--out", str(tmp_path)],
         ],
         capture_output=True,
@@ -53,6 +57,12 @@ def test_bench_on_sample_data(tmp_path: Path) -> None:
         results["baseline"]["time_to_bot_s"] / results["ours"]["time_to_bot_s"]
     )
     assert "ratios: training tokens/s x" in result.stdout
+    # Both sides started from the pre-trained base, the job's own model of the docs.
+    pretrained = tmp_path / "pretrained" / "pretrain" / "model"
+    assert results["pretrained_on"] == DOCS
+    assert ours["config"]["train"]["base_model"] == str(pretrained)
+    assert baseline["base_model"] == str(pretrained)
+    assert "pre-trained the base on" in result.stdout
     # Time-to-quality: ours again at 2 epochs; the first run of ours (any length) whose
     # held-out perplexity reaches the baseline's final one gives it.
     quality = results["quality_runs"]
