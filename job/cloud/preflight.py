@@ -21,7 +21,6 @@ import netrc
 import os
 import secrets
 import tempfile
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -156,7 +155,9 @@ def wandb_key(mode: str) -> None:
 
 def hf_home_writable() -> None:
     """Base weights are cached in HF_HOME; a root-owned volume there fails the first download."""
-    home = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+    from job.training.model import hf_home
+
+    home = hf_home()
     try:
         home.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=home, prefix=".huggingtweets-probe-"):

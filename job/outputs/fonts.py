@@ -31,7 +31,6 @@ import functools
 import logging
 import os
 import unicodedata
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,10 +107,10 @@ def _joins(char: str) -> bool:
 
 
 class Chain:
-    """The fallback chain of faces found in ``dirs``, for a bot's ``language``."""
+    """The fallback chain of the faces in ``font_dirs()``, for a bot's ``language``."""
 
-    def __init__(self, dirs: Iterable[Path] | None = None, language: str | None = None) -> None:
-        self.files = _files(tuple(font_dirs() if dirs is None else dirs))
+    def __init__(self, language: str | None = None) -> None:
+        self.files = _files(tuple(font_dirs()))
         cjk = CJK_FACE.get((language or "").lower(), 0)
         head = [(name, cjk if name.startswith("NotoSansCJK") else 0) for name in HEAD]
         self.head = self._load(head)
@@ -213,7 +212,7 @@ class Writer:
         return self._fonts[key]
 
     def _scale(self, face: Face | None) -> float:
-        # Emoji a little taller than the text's x-height, as they sit on a line of text.
+        # A bitmap face (colour emoji) is drawn at its one size and scaled to the line's.
         return self.size / face.strike if face is not None and face.strike else 1.0
 
     def width(self, text: str) -> float:

@@ -100,6 +100,15 @@ def resolve_base(
     return GPT2[base_model].hub_id if base_model in GPT2 else base_model
 
 
+def hf_home() -> Path:
+    """The Hugging Face cache folder, read now, as huggingface_hub reads it when imported:
+    ``HF_HOME``, else ``$XDG_CACHE_HOME/huggingface``, else ``~/.cache/huggingface``."""
+    import os
+
+    cache = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(os.environ.get("HF_HOME") or Path(cache) / "huggingface").expanduser()
+
+
 @dataclass
 class _Pristine:
     """A base model as loaded from disk, kept in host memory for the next bot of a task."""
@@ -111,18 +120,20 @@ class _Pristine:
     tokenizer: Any
 
 
-_kept: list[_Pristine] = []  # at most one: the base of the bots of this task
+_keeping = False  # inside bases_kept()
+_kept: _Pristine | None = None  # the base of this task's bots, once the first has loaded it
 
 
 @contextmanager
 def bases_kept() -> Iterator[None]:
     """Inside, ``load_base`` keeps the base it loads in host memory, and later calls for the
     same base restore it from there instead of from disk (a task making several bots)."""
-    _kept.append(_Pristine("", None, {}, None, None))  # a marker: keeping is on
+    global _keeping, _kept
+    _keeping = True
     try:
         yield
     finally:
-        _kept.clear()
+        _keeping, _kept = False, None
 
 
 def load_base(name_or_path: str, *, device: str) -> tuple[PreTrainedModel, Any]:
@@ -131,13 +142,14 @@ def load_base(name_or_path: str, *, device: str) -> tuple[PreTrainedModel, Any]:
     no disk, no parsing), then moves to ``device``."""
     import copy
 
-    if not _kept:
+    global _kept
+    if not _keeping:
         return load(name_or_path, device=device)
-    kept = _kept[0]
-    if kept.name != name_or_path:
+    kept = _kept
+    if kept is None or kept.name != name_or_path:
         model, tokenizer = load(name_or_path, device=device)
         state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        _kept[0] = _Pristine(
+        _kept = _Pristine(
             name_or_path,
             copy.deepcopy(model.config),
             state,

@@ -251,18 +251,17 @@ def finetune(
     ), trainer
 
 
-def compile_caches() -> Path:
+def compile_caches() -> None:
     """torch.compile's caches (Inductor's compiled graphs, Triton's kernels) under HF_HOME, the
     volume a fleet shares (docs/deploy.md): the first task compiles, later ones load. A cache
-    folder already set in the environment wins. Returns Inductor's."""
+    folder already set in the environment wins."""
     import os
 
-    from huggingface_hub import constants
+    from job.training.model import hf_home
 
-    home = Path(constants.HF_HOME)
+    home = hf_home()
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(home / "torchinductor"))
     os.environ.setdefault("TRITON_CACHE_DIR", str(home / "triton"))
-    return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
 
 
 def pick_strategy(

@@ -132,4 +132,16 @@ def test_a_task_restores_its_base_from_host_memory(tmp_path: Path) -> None:
     # Outside a task of several bots, nothing is kept: each load comes from disk.
     from job.training import model as model_module
 
-    assert model_module._kept == []
+    assert model_module._kept is None and not model_module._keeping
+
+
+def test_hf_home_is_read_as_the_hub_client_reads_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from job.training.model import hf_home
+
+    monkeypatch.setenv("HF_HOME", "/data/hf")
+    monkeypatch.setenv("XDG_CACHE_HOME", "/xdg")
+    assert hf_home() == Path("/data/hf")
+    monkeypatch.delenv("HF_HOME")
+    assert hf_home() == Path("/xdg/huggingface")  # where huggingface_hub would look
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert hf_home() == Path.home() / ".cache" / "huggingface"
