@@ -176,6 +176,7 @@ class TrainConfig(Section):
     epochs: float = Field(4.0, gt=0, description="Passes over the tweets (original recipe).")
     # The original trained batch 1 of one full-context block at 1.372e-4; this job's steps hold
     # more tokens (8 blocks of 256), so fewer steps at that rate end worse (benchmarks.md).
+    # Scaled, it stays at most the rate the base's size was pre-trained at (model.py).
     learning_rate: float | None = Field(
         None,
         gt=0,
@@ -186,7 +187,14 @@ class TrainConfig(Section):
         0.0, ge=0, lt=1, description="Share of steps warming up; fine-tuning needs none."
     )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    batch_size: int = Field(8, ge=1, description="Blocks per step, per device.")
+    # None: 8 blocks; on a GPU, doubled up to 8 k tokens a step while the memory and the data
+    # allow (train.py batch_size(): a small data set keeps its optimizer steps). The learning
+    # rate follows the tokens a step (learning_rate above).
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Blocks per step, per device; None: 8, more on a GPU (train.py).",
+    )
     grad_accum: int = Field(1, ge=1, description="Steps to accumulate before an update.")
     # Tweets are ~20-40 tokens; a 256-token block holds ~10, and shorter blocks give small data
     # sets more optimizer steps. Capped by the model's context (tiny: 128).
@@ -210,15 +218,15 @@ class TrainConfig(Section):
     )
     checkpoint_minutes: float = Field(10.0, gt=0, description="Training minutes per checkpoint.")
     keep_checkpoints: int = Field(3, ge=1, description="Newest complete checkpoints kept.")
-    # bf16 weights are half the bytes: gpt2-xl's model.safetensors goes from 6.2 to 3.1 GB,
-    # and so do its upload to S3 and the Hub and every later download. fp32 is what the
-    # original HuggingTweets published; bf16 is what the GPU trained in anyway.
     # torch.compile's first step costs ~1 min (54 s for the tiny model on CPU, where it never
     # paid back: docs/benchmarks.md); a long gpt2-xl run on a GPU can win it back. Its caches
     # go under HF_HOME, the volume the fleet shares, so one task compiles and the rest reuse.
     compile: bool = Field(
         False, description="torch.compile training and sampling (for GPUs; caches on HF_HOME)."
     )
+    # bf16 weights are half the bytes: gpt2-xl's model.safetensors goes from 6.2 to 3.1 GB,
+    # and so do its upload to S3 and the Hub and every later download. fp32 is what the
+    # original HuggingTweets published; bf16 is what the GPU trained in anyway.
     save_precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="Precision of the saved weights: fp32, or bf16 (half the size)."
     )

@@ -129,6 +129,8 @@ def test_card_numbers_match_stats_and_card_is_valid(archive_run) -> None:
     # tiny: 8 blocks of its whole 128-token context per step, 8x the original's 1024/1024
     assert result.train.learning_rate == pytest.approx(8 * 1.372e-4)
     assert "| Learning rate | 0.0011 (the original's 1.372e-4 scaled" in card.text
+    assert result.train.batch_size == 8  # no GPU: the default batch, not sized to one
+    assert "| Batch size | 8 × 1 accumulation, blocks of 128 tokens |" in card.text
     assert "André Ruffert" in card.text and "avatar-andreruffert.jpg" in card.text
     snippet = card.text.split("```python", 1)[1].split("```", 1)[0]
     compile(snippet, "card-snippet", "exec")  # the How-to-use code is valid Python

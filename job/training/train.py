@@ -1,6 +1,10 @@
 """Fine-tuning with the HF Trainer: the original HuggingTweets recipe, on modern defaults.
 
-- Defaults from the original recipe (lr 1.372e-4, cosine schedule, 4 epochs), all overridable.
+- Defaults from the original recipe (cosine schedule, 4 epochs), all overridable; its rate,
+  1.372e-4 for one 1,024-token block a step, scaled to this job's tokens a step and held at
+  most at the rate the base's size was pre-trained at (``learning_rate``).
+- 8 blocks a step; on a GPU, up to 8 k tokens a step where memory and data allow
+  (``batch_size``: gpt2-xl's MFU goes from 17% to 41%).
 - bf16 autocast where the GPU has it (fp32 on CPU), fused AdamW, SDPA attention, fused GELU.
 - Validation loss and perplexity of the base model and of the fine-tuned one.
 - Seeded: the same seed and data give the same losses on CPU.
@@ -25,7 +29,16 @@ from job.errors import BadConfig, TransientError
 from job.training.blocks import BlockDataset, make_blocks
 from job.training.checkpoints import Cadence, Checkpoints, Preemption
 from job.training.distributed import as_one_process_group, ranks
-from job.training.strategy import Choice, choose, host_memory_bytes, shape_of
+from job.training.model import Shape, pretraining_rate
+from job.training.strategy import (
+    GIB,
+    HEADROOM,
+    Choice,
+    choose,
+    host_memory_bytes,
+    per_gpu_bytes,
+    shape_of,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -41,12 +54,73 @@ ORIGINAL_RATE = 1.372e-4  # the notebook's rate, for one block of the model's co
 RATE_SCALING = 1.0
 
 
-def learning_rate(config: TrainConfig, tokens_per_step: int, context: int) -> float:
+def learning_rate(
+    config: TrainConfig, tokens_per_step: int, context: int, ceiling: float | None = None
+) -> float:
     """The configured rate, or the original's scaled to this run's tokens per optimizer step
-    (all processes and accumulation together)."""
+    (all processes and accumulation together), at most ``ceiling``: the rate the base model's
+    size was pre-trained at (model.py ``pretraining_rate``), where it is known. Linear
+    scaling was measured from small models; a fine-tune of gpt2-xl at 8 k tokens a step would
+    get 1.1e-3, five times what its size was pre-trained at."""
     if config.learning_rate is not None:
         return config.learning_rate
-    return ORIGINAL_RATE * (tokens_per_step / context) ** RATE_SCALING
+    rate = ORIGINAL_RATE * (tokens_per_step / context) ** RATE_SCALING
+    return min(rate, ceiling) if ceiling else rate
+
+
+# Blocks per step and device, where --batch-size is not given (batch_size()).
+BATCH = 8  # on a CPU, tokens/s is flat from 8 blocks up (compute-bound; benchmarks.md)
+# On a GPU, as many as a step of this many tokens per device holds: gpt2-xl's steady MFU on an
+# H200 was 17% at 2,048 tokens a step and 41% at 8,192 (docs/benchmarks.md).
+GPU_TOKENS = 8192
+# ...but only while the run keeps this many optimizer steps, because the rate cannot follow the
+# batch far. On the CPU bench (bench/rate_sweep.py, a pre-trained tiny model, 963 tweets),
+# twice the tokens a step at twice the rate held the held-out perplexity (618 against 614),
+# four times at four times the rate did not (776; 600 against 450 even at equal steps), and at
+# the rate held 20 larger steps ended at 856. A GPT-2's rate stops at its size's pre-training
+# rate (learning_rate()), so a larger step must come with many steps: 200 is more than any run
+# where fewer steps cost quality there, and a single user's tweets (~150 steps at 8 blocks for
+# 3,000 tweets) keep the default; a bot of many users gets the GPU-sized step.
+MIN_STEPS = 200
+
+
+def batch_size(
+    config: TrainConfig,
+    shape: Shape,
+    blocks: int,
+    block_size: int,
+    world: int,
+    choice: Choice,
+    gpu_bytes: int,
+    ceiling: float | None,
+) -> tuple[int, str]:
+    """Blocks per step and device, and why: ``--batch-size`` where given; else BATCH, doubled on
+    a GPU while a step holds at most GPU_TOKENS per device, the strategy ``choice`` (made at
+    BATCH) still fits the GPU's memory, and ``blocks`` training blocks still make MIN_STEPS
+    optimizer steps over the run. Only for a base whose pre-training rate (``ceiling``) bounds
+    the scaled rate: another (the tiny model) keeps BATCH."""
+    if config.batch_size is not None:
+        return config.batch_size, "asked for"
+    if gpu_bytes == 0:
+        return BATCH, "no GPU"
+    if ceiling is None:
+        return BATCH, "not a GPT-2 size: no pre-training rate bounds a larger step's rate"
+    batch, why = BATCH, f"{GPU_TOKENS:,} tokens a step is the most sized to a GPU"
+    while 2 * batch * block_size <= GPU_TOKENS:
+        more = 2 * batch
+        steps = math.ceil(blocks / (more * config.grad_accum * world)) * config.epochs
+        need = per_gpu_bytes(shape, world, more * block_size)[choice.strategy]
+        if steps < MIN_STEPS:
+            why = f"{more} would leave {steps:.0f} optimizer steps, under {MIN_STEPS}"
+            break
+        if need > gpu_bytes * HEADROOM:
+            why = (
+                f"{more} would need ~{need / GIB:.1f} GiB per GPU with {choice.strategy}, over"
+                f" the {gpu_bytes * HEADROOM / GIB:.1f} GiB usable"
+            )
+            break
+        batch = more
+    return batch, why
 
 
 @dataclass
@@ -71,6 +145,7 @@ class TrainResult:
     steady_tokens_per_second: float = 0.0
     steady_steps: int = 0
     learning_rate: float = 0.0  # the peak rate used (configured, or scaled: learning_rate())
+    batch_size: int = BATCH  # blocks per step and device (configured, or batch_size())
 
     @property
     def base_perplexity(self) -> float:
@@ -125,22 +200,30 @@ def finetune(
     block_size = min(config.block_size, model.config.n_positions)
     world = ranks().world
     gpu_bytes = torch.cuda.get_device_properties(0).total_memory if cuda else 0
+    model_config = model.config.to_dict()
     choice = pick_strategy(
-        config,
-        model.config.to_dict(),
-        block_size,
-        world if cuda else 0,
-        gpu_bytes,
-        host_memory_bytes(),
+        config, model_config, block_size, world if cuda else 0, gpu_bytes, host_memory_bytes()
     )
     log.info("strategy %s: %s", choice.strategy, choice.reason)
     if choice.strategy.startswith("zero"):
         as_one_process_group()
     blocks = make_blocks(texts, tokenizer, block_size, config.val_fraction, config.seed)
-    steps_per_epoch = math.ceil(len(blocks.train) / (config.batch_size * config.grad_accum * world))
+    ceiling = pretraining_rate(model_config)
+    batch, why = batch_size(
+        config,
+        shape_of(config.base_model, model_config),
+        len(blocks.train),
+        block_size,
+        world,
+        choice,
+        gpu_bytes,
+        ceiling,
+    )
+    log.info("batch %d blocks of %d tokens per device: %s", batch, block_size, why)
+    tokens_per_step = batch * config.grad_accum * world * block_size
+    steps_per_epoch = math.ceil(len(blocks.train) / (batch * config.grad_accum * world))
     total_steps = math.ceil(steps_per_epoch * config.epochs)
-    tokens_per_step = config.batch_size * config.grad_accum * world * block_size
-    rate = learning_rate(config, tokens_per_step, model.config.n_positions)
+    rate = learning_rate(config, tokens_per_step, model.config.n_positions, ceiling)
     log.info("learning rate %.3g (%d tokens per step)", rate, tokens_per_step)
 
     args = TrainingArguments(
@@ -150,8 +233,8 @@ def finetune(
         lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_ratio,  # a float < 1 is a ratio of the total steps
         weight_decay=config.weight_decay,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
+        per_device_train_batch_size=batch,
+        per_device_eval_batch_size=batch,
         gradient_accumulation_steps=config.grad_accum,
         bf16=bf16,
         # One kernel for every parameter, on CPU too (torch >= 2.4): ~6x faster than the
@@ -201,7 +284,7 @@ def finetune(
 
     from job.training.clock import SteadyClock
 
-    clock = SteadyClock(config.batch_size * config.grad_accum * block_size * world)
+    clock = SteadyClock(tokens_per_step)
     trainer = Trainer(
         model=model,
         args=args,
@@ -214,7 +297,7 @@ def finetune(
     # Validation loss by a plain loop, before and after: evaluating through the Trainer before
     # training starts DeepSpeed's inference engine (ZeRO-2 refuses it, ZeRO-3 then cannot
     # train), and the Trainer's eval_loss divides by the unshifted label count (~1/block low).
-    base_loss = mean_loss(model, blocks.val, config.batch_size)
+    base_loss = mean_loss(model, blocks.val, batch)
     log.info("base model: validation loss %.3f (perplexity %.1f)", base_loss, math.exp(base_loss))
     start = time.perf_counter()
     if resume:
@@ -227,7 +310,7 @@ def finetune(
             f"stopped by SIGTERM at step {stopped_at[0]}; the checkpoint is saved and a rerun"
             " resumes from it"
         )
-    val_loss = _final_loss(model, blocks.val, config.batch_size, choice.strategy)
+    val_loss = _final_loss(model, blocks.val, batch, choice.strategy)
     tokens = int(blocks.train_tokens * config.epochs)
     return TrainResult(
         base_val_loss=base_loss,
@@ -236,6 +319,7 @@ def finetune(
         steps=int(output.global_step),
         train_tokens=blocks.train_tokens,
         block_size=block_size,
+        batch_size=batch,
         seconds=seconds,
         tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
         precision="bf16" if bf16 else "fp32",
@@ -273,13 +357,13 @@ def pick_strategy(
     host_bytes: int,
 ) -> Choice:
     """The strategy for ``gpus`` GPUs of ``gpu_bytes`` each (0 GPUs: the CPU), on a host of
-    ``host_bytes`` of memory."""
+    ``host_bytes`` of memory, at the configured batch or else the least batch_size() gives."""
     return choose(
         config.strategy,
         shape_of(config.base_model, model_config),
         gpus=gpus,
         gpu_bytes=gpu_bytes,
-        tokens_per_gpu=config.batch_size * block_size,
+        tokens_per_gpu=(config.batch_size or BATCH) * block_size,
         host_bytes=host_bytes,
     )
 

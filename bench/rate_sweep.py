@@ -1,0 +1,135 @@
+"""Sweep: held-out perplexity of the job at several tokens per step and learning rates.
+
+What it answers: when an optimizer step holds more tokens (a larger batch, as a GPU's
+memory would allow), how must the learning rate follow for the fine-tuned model to be no
+worse? Each run is the job at its defaults except ``--batch-size B`` and a rate: the
+original's 1.372e-4 scaled by (tokens per step / context) to the power 0 (none), 0.5
+(square root) or 1 (linear), or a rate given outright. The bench's held-out tweets and
+perplexity (bench/bench.py) measure every run alike; the baseline runs once, as the mark.
+
+    python bench/rate_sweep.py --archive ../shared/data/archives/andreruffert \
+        --handle andreruffert --pretrain-on README.md docs/*.md --batch-sizes 8,32
+
+Written: OUT/rate_sweep.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO))
+
+from bench import perplexity, pretrain, split_tweets, timed  # noqa: E402
+
+SCALINGS = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--archive", type=Path, help="a Twitter archive (else our sample)")
+    parser.add_argument("--handle", default="sourdough_sam")
+    parser.add_argument("--epochs", type=float, default=4.0)
+    parser.add_argument("--batch-sizes", default="8,32", help="comma-separated")
+    parser.add_argument(
+        "--rates", default="none,sqrt,linear", help="none|sqrt|linear or a number, comma-separated"
+    )
+    parser.add_argument("--pretrain-on", type=Path, nargs="*", default=[])
+    parser.add_argument("--pretrain-epochs", type=float, default=8.0)
+    parser.add_argument("--out", type=Path, default=REPO / "bench-out" / "rate-sweep")
+    args = parser.parse_args()
+    args.out = args.out.resolve()  # the job takes a base folder as /... or ./...
+
+    from job.config import JobConfig
+    from job.data.sources import ArchiveSource, FileSource
+    from job.prepare import prepare
+    from job.training.model import build_random
+    from job.training.train import ORIGINAL_RATE
+
+    shutil.rmtree(args.out, ignore_errors=True)
+    args.out.mkdir(parents=True)
+    source = (
+        ArchiveSource(args.archive)
+        if args.archive
+        else FileSource(REPO / "job" / "samples" / "sourdough_sam.jsonl")
+    )
+    data = prepare({args.handle: source}, args.out / "prepared", JobConfig())
+    train_file, heldout = split_tweets(data.data_dir / "clean.jsonl", args.out, 0.1)
+    base = str(build_random(args.out / "base", [t.text for t in data.tweets], None, 42, None))
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": path}
+    if args.pretrain_on:
+        base = pretrain(base, args.pretrain_on, args.pretrain_epochs, args.out, env)
+    context = json.loads(Path(base, "config.json").read_text())["n_positions"]
+    block = min(JobConfig().train.block_size, context)
+
+    out = args.out / "baseline"
+    timed(
+        [
+            *[sys.executable, str(REPO / "bench" / "baseline.py"), "--tweets", str(train_file)],
+            *["--base-model", base, "--out", str(out), "--epochs", str(round(args.epochs))],
+        ],
+        env,
+        out,
+    )
+    baseline = json.loads((out / "baseline.json").read_text())
+    mark = perplexity(baseline["model_dir"], heldout)
+    print(f"baseline: held-out perplexity {mark:.1f}")
+
+    runs = []
+    for batch in [int(b) for b in args.batch_sizes.split(",")]:
+        for name in args.rates.split(","):
+            tokens = batch * block
+            rate = (
+                ORIGINAL_RATE * (tokens / context) ** SCALINGS[name]
+                if name in SCALINGS
+                else float(name)
+            )
+            out = args.out / f"b{batch}-{name}"
+            seconds, _ = timed(
+                [
+                    *[sys.executable, "-m", "job", "run", args.handle],
+                    *["--jsonl", str(train_file), "--base-model", base, "--out", str(out)],
+                    *["--epochs", str(args.epochs), "--batch-size", str(batch)],
+                    *["--learning-rate", f"{rate:.4g}"],
+                ],
+                env,
+                out,
+            )
+            result = json.loads((out / args.handle / "job.json").read_text())["result"]
+            ppl = perplexity(result["model_dir"], heldout)
+            runs.append(
+                {
+                    "batch_size": batch,
+                    "tokens_per_step": tokens,
+                    "scaling": name,
+                    "learning_rate": rate,
+                    "steps": result["steps"],
+                    "perplexity": ppl,
+                    "process_s": seconds,
+                }
+            )
+            print(
+                f"batch {batch:>3} ({tokens:>5} tokens/step, {result['steps']:>3} steps),"
+                f" rate {rate:.3g} ({name}): held-out perplexity {ppl:.1f}"
+            )
+    (args.out / "rate_sweep.json").write_text(
+        json.dumps(
+            {
+                "baseline_perplexity": mark,
+                "pretrained_on": [str(f) for f in args.pretrain_on],
+                "runs": runs,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
