@@ -151,3 +151,39 @@ def test_many_bots_bench_makes_every_bot_on_both_sides(tmp_path: Path) -> None:
             "baker1",
         ]
     assert "s per bot" in result.stdout
+
+
+@pytest.mark.integration
+def test_rate_sweep_trains_each_batch_at_its_scaled_rate(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            *[sys.executable, str(REPO / "bench" / "rate_sweep.py"), "--epochs", "1"],
+            *["--batch-sizes", "4,8", "--rates", "linear,2e-3", "--out", str(tmp_path)],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = json.loads((tmp_path / "rate_sweep.json").read_text())
+    assert sweep["baseline_perplexity"] > 1
+    runs = {(r["batch_size"], r["scaling"]): r for r in sweep["runs"]}
+    assert set(runs) == {(4, "linear"), (8, "linear"), (4, "2e-3"), (8, "2e-3")}
+    # tiny: 128-token blocks and context, so linear scaling is the original's x batch
+    assert runs[4, "linear"]["learning_rate"] == pytest.approx(4 * 1.372e-4)
+    assert runs[8, "linear"]["learning_rate"] == pytest.approx(8 * 1.372e-4)
+    assert runs[4, "2e-3"]["learning_rate"] == 2e-3
+    for (batch, scaling), r in runs.items():
+        job = json.loads(
+            (tmp_path / f"b{batch}-{scaling}" / "sourdough_sam" / "job.json").read_text()
+        )
+        # the job trained at the batch and rate the sweep asked for, and was measured
+        assert job["result"]["batch_size"] == batch
+        assert job["result"]["learning_rate"] == pytest.approx(r["learning_rate"], rel=1e-3)
+        assert r["perplexity"] > 1 and r["tokens_per_step"] == batch * 128
+    # half the batch, twice the optimizer steps over the same tweets
+    assert runs[4, "linear"]["steps"] in (
+        2 * runs[8, "linear"]["steps"] - 1,
+        2 * runs[8, "linear"]["steps"],
+    )
