@@ -141,6 +141,15 @@ class Checkpoints:
         (self.folder / name / MARKER).write_text(json.dumps(marker))
 
     @staticmethod
+    def batch_of(checkpoint: Path) -> int | None:
+        """The blocks per device the checkpoint's run trained at, where its marker says."""
+        try:
+            batch = json.loads((checkpoint / MARKER).read_text()).get("batch_size")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return batch if isinstance(batch, int) else None
+
+    @staticmethod
     def _remote_steps(keys: list[str]) -> list[int]:
         """Steps of the complete checkpoints among the keys, oldest first."""
         return sorted(
@@ -149,8 +158,9 @@ class Checkpoints:
 
     # -- during training ---------------------------------------------------------------------
 
-    def saved(self, step: int) -> None:
-        """Called on every rank after the Trainer wrote ``checkpoint-<step>``."""
+    def saved(self, step: int, batch: int | None = None) -> None:
+        """Called on every rank after the Trainer wrote ``checkpoint-<step>``, trained at
+        ``batch`` blocks per device (kept in the marker: batch_of)."""
         path = self.folder / f"checkpoint-{step}"
         r = distributed.ranks()
         if self.storage is not None and r.local_rank == 0:
@@ -162,7 +172,9 @@ class Checkpoints:
             put_json(self.storage, f"{self.prefix}checkpoint-{step}/{LISTING}{r.rank}", listing)
         distributed.barrier()
         if r.main:
-            marker = {"step": step, "fingerprint": self.fingerprint}
+            marker: dict[str, Any] = {"step": step, "fingerprint": self.fingerprint}
+            if batch is not None:
+                marker["batch_size"] = batch
             (path / MARKER).write_text(json.dumps(marker))
             if self.storage is not None:
                 put_json(self.storage, f"{self.prefix}checkpoint-{step}/{MARKER}", marker)

@@ -54,6 +54,16 @@ ORIGINAL_RATE = 1.372e-4  # the notebook's rate, for one block of the model's co
 RATE_SCALING = 1.0
 
 
+def resumed_batch(config: TrainConfig, resume: Path, batch: int, why: str) -> tuple[int, str]:
+    """A resumed run keeps its checkpoint's batch: the one batch_size() picks depends on the
+    GPU, and a retry may land on another; with another batch the Trainer would skip the wrong
+    number of blocks and stretch the schedule. A batch asked for is part of the fingerprint."""
+    kept = Checkpoints.batch_of(resume)
+    if config.batch_size is not None or kept is None or kept == batch:
+        return batch, why
+    return kept, f"the checkpoint's, to resume its steps (this GPU would take {batch})"
+
+
 def learning_rate(
     config: TrainConfig, tokens_per_step: int, context: int, ceiling: float | None = None
 ) -> float:
@@ -219,6 +229,8 @@ def finetune(
         gpu_bytes,
         ceiling,
     )
+    if resume is not None:
+        batch, why = resumed_batch(config, resume, batch, why)
     log.info("batch %d blocks of %d tokens per device: %s", batch, block_size, why)
     tokens_per_step = batch * config.grad_accum * world * block_size
     steps_per_epoch = math.ceil(len(blocks.train) / (batch * config.grad_accum * world))
@@ -280,7 +292,7 @@ def finetune(
 
         def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if checkpoints is not None:
-                checkpoints.saved(state.global_step)
+                checkpoints.saved(state.global_step, args.per_device_train_batch_size)
 
     from job.training.clock import SteadyClock
 

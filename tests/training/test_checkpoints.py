@@ -58,7 +58,7 @@ def test_mirror_to_storage_and_fetch_on_a_fresh_machine(tmp_path: Path) -> None:
     first.remember(wandb_train_run="abc")
     for step in (10, 20, 30):
         write_checkpoint(tmp_path / "m1", step, complete=False)
-        first.saved(step)
+        first.saved(step, batch=32)
     remote = store.list("bot/checkpoints/")
     assert not any("checkpoint-10/" in k for k in remote)  # only the last two are kept
     assert "bot/checkpoints/checkpoint-30/_COMPLETE" in remote
@@ -68,6 +68,7 @@ def test_mirror_to_storage_and_fetch_on_a_fresh_machine(tmp_path: Path) -> None:
     assert latest is not None and latest.name == "checkpoint-30"
     assert (latest / "model.safetensors").read_bytes() == b"w" * 30
     assert fresh.recall("wandb_train_run") == "abc"
+    assert Checkpoints.batch_of(latest) == 32  # the batch it trained at came along
     fresh.clear()
     assert store.list("bot/checkpoints/") == [] and not (tmp_path / "m2").exists()
 

@@ -20,6 +20,7 @@ from job.training.train import (
     learning_rate,
     mean_loss,
     pick_strategy,
+    resumed_batch,
 )
 
 HOST = 64 * 2**30  # bytes of host memory: enough for anything these tests pick
@@ -174,3 +175,22 @@ def test_compile_trains_and_keeps_its_caches_on_hf_home(tmp_path: Path) -> None:
     assert job["result"]["val_loss"] < job["result"]["base_val_loss"]  # it learned
     graphs = list((tmp_path / "hf" / "torchinductor").rglob("*"))
     assert any(p.is_file() for p in graphs), "no compiled graph cached under HF_HOME"
+
+
+def test_a_resumed_run_keeps_its_checkpoints_batch(tmp_path: Path) -> None:
+    """A retry on another GPU would size another batch; the checkpoint's wins, so the Trainer
+    skips the blocks it trained and keeps its schedule."""
+    import json
+
+    from job.training.checkpoints import MARKER
+
+    checkpoint = tmp_path / "checkpoint-40"
+    checkpoint.mkdir()
+    (checkpoint / MARKER).write_text(json.dumps({"step": 40, "fingerprint": "f", "batch_size": 32}))
+    batch, why = resumed_batch(TrainConfig(), checkpoint, 8, "memory")
+    assert batch == 32 and "checkpoint" in why and "would take 8" in why
+    assert resumed_batch(TrainConfig(), checkpoint, 32, "fits") == (32, "fits")
+    # asked for: it is in the fingerprint, so the checkpoint had it too
+    assert resumed_batch(TrainConfig(batch_size=8), checkpoint, 8, "asked for")[0] == 8
+    (checkpoint / MARKER).write_text(json.dumps({"step": 40, "fingerprint": "f"}))  # older
+    assert resumed_batch(TrainConfig(), checkpoint, 8, "memory") == (8, "memory")
