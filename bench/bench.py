@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -59,6 +60,29 @@ def split_tweets(clean: Path, out: Path, share: float) -> tuple[Path, list[str]]
     train = out / "train.jsonl"
     train.write_text("".join(lines[i] + "\n" for i in sorted(order[cut:])))
     return train, [json.loads(lines[i])["text"] for i in order[:cut]]
+
+
+def prepare_split(archive: Path | None, handle: str, out: Path) -> tuple[Any, Path, list[str]]:
+    """A fresh ``out`` with the tweets cleaned by the job (``archive``, else our sample), and
+    a training file for both sides with HELDOUT of them held out, unseen by either: both final
+    models are measured on those alike. Returns the prepared data, the file, the held-out."""
+    from job.config import JobConfig
+    from job.data.sources import ArchiveSource, FileSource
+    from job.prepare import prepare
+
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    sample = REPO / "job" / "samples" / "sourdough_sam.jsonl"
+    source = ArchiveSource(archive) if archive else FileSource(sample)
+    data = prepare({handle: source}, out / "prepared", JobConfig())
+    train_file, heldout = split_tweets(data.data_dir / "clean.jsonl", out, HELDOUT)
+    return data, train_file, heldout
+
+
+def child_env() -> dict[str, str]:
+    """The environment of the runs: W&B off, this checkout importable (a caller's path kept)."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": path}
 
 
 def perplexity(model_dir: str, texts: list[str]) -> float:
@@ -172,33 +196,21 @@ def main() -> None:
         help="shorter runs of ours (epochs, comma-separated) for time-to-quality; '' for none",
     )
     args = parser.parse_args()
+    args.out = args.out.resolve()  # the job takes a base folder as /... or ./...
 
     from job.training.model import GPT2, GPT2_NAMES, build_random
 
     if args.random_init and (args.base_model not in GPT2_NAMES or args.tokenizer is None):
         parser.error("--random-init needs a GPT-2 size as --base-model, and --tokenizer")
-    from job.config import JobConfig
-    from job.data.sources import ArchiveSource, FileSource
-    from job.prepare import prepare
     from job.training.clock import WARMUP_STEPS
 
-    shutil.rmtree(args.out, ignore_errors=True)
-    args.out.mkdir(parents=True)
-    source = (
-        ArchiveSource(args.archive)
-        if args.archive
-        else FileSource(REPO / "job" / "samples" / "sourdough_sam.jsonl")
-    )
-    data = prepare({args.handle: source}, args.out / "prepared", JobConfig())
-    # Held out by the bench, unseen by both sides; both final models are measured on it alike.
-    train_file, heldout = split_tweets(data.data_dir / "clean.jsonl", args.out, HELDOUT)
+    data, train_file, heldout = prepare_split(args.archive, args.handle, args.out)
     base = args.base_model
     if base == "tiny" or args.random_init:  # one base for both: the same starting weights
         arch = GPT2[base].arch if args.random_init else None
         texts = [t.text for t in data.tweets]
         base = str(build_random(args.out / f"base-{base}", texts, args.tokenizer, 42, arch))
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": path}  # keep a caller's path
+    env = child_env()
     if args.pretrain_on:
         base = pretrain(base, args.pretrain_on, args.pretrain_epochs, args.out, env)
     rate = ["--learning-rate", str(args.learning_rate)] if args.learning_rate else []

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -26,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
-from bench import perplexity, pretrain, split_tweets, timed  # noqa: E402
+from bench import child_env, perplexity, prepare_split, pretrain, timed  # noqa: E402
 
 SCALINGS = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
 
@@ -47,23 +45,12 @@ def main() -> None:
     args.out = args.out.resolve()  # the job takes a base folder as /... or ./...
 
     from job.config import JobConfig
-    from job.data.sources import ArchiveSource, FileSource
-    from job.prepare import prepare
     from job.training.model import build_random
     from job.training.train import ORIGINAL_RATE
 
-    shutil.rmtree(args.out, ignore_errors=True)
-    args.out.mkdir(parents=True)
-    source = (
-        ArchiveSource(args.archive)
-        if args.archive
-        else FileSource(REPO / "job" / "samples" / "sourdough_sam.jsonl")
-    )
-    data = prepare({args.handle: source}, args.out / "prepared", JobConfig())
-    train_file, heldout = split_tweets(data.data_dir / "clean.jsonl", args.out, 0.1)
+    data, train_file, heldout = prepare_split(args.archive, args.handle, args.out)
     base = str(build_random(args.out / "base", [t.text for t in data.tweets], None, 42, None))
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": path}
+    env = child_env()
     if args.pretrain_on:
         base = pretrain(base, args.pretrain_on, args.pretrain_epochs, args.out, env)
     context = json.loads(Path(base, "config.json").read_text())["n_positions"]

@@ -15,23 +15,29 @@ from tests.helpers import REPO
 DOCS = [str(REPO / "README.md"), str(REPO / "docs" / "batch.md")]  # over 6,000 characters
 
 
-@pytest.mark.integration
-def test_bench_on_sample_data(tmp_path: Path) -> None:
+def run_bench(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """One of bench/'s scripts, in its own process as a user runs it; it must succeed."""
     result = subprocess.run(
-        [
-            *[sys.executable, str(REPO / "bench" / "bench.py"), "--epochs", "3"],
-            *["--repeats", "1", "--help-runs", "1"],  # medians: test_summary_takes_medians
-            *["--quality-epochs", "2"],
-            # the base pre-trained on other text first (our docs), as a stand-in for GPT-2's
-            *["--pretrain-on", *DOCS, "--pretrain-epochs", "1"],
-            *["--out", str(tmp_path)],
-        ],
+        [sys.executable, str(REPO / "bench" / script), *args],
         capture_output=True,
         text=True,
         timeout=600,
         env={**os.environ, "WANDB_MODE": "disabled"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.integration
+def test_bench_on_sample_data(tmp_path: Path) -> None:
+    result = run_bench(
+        "bench.py",
+        *["--epochs", "3", "--repeats", "1", "--help-runs", "1"],  # medians: test_summary_...
+        *["--quality-epochs", "2"],
+        # the base pre-trained on other text first (our docs), as a stand-in for GPT-2's
+        *["--pretrain-on", *DOCS, "--pretrain-epochs", "1"],
+        *["--out", str(tmp_path)],
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["device"] == "cpu" and results["tweets"] == 111
     for side in ("ours", "baseline"):
@@ -128,19 +134,7 @@ def test_summary_takes_medians_and_peaks() -> None:
 
 @pytest.mark.integration
 def test_many_bots_bench_makes_every_bot_on_both_sides(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            *[sys.executable, str(REPO / "bench" / "many_bots.py")],
-            "--bots",
-            "2",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_bench("many_bots.py", "--bots", "2", "--out", str(tmp_path))
     results = json.loads((tmp_path / "many_bots.json").read_text())
     per_bot = results["seconds_per_bot"]
     assert results["ratio"] == pytest.approx(per_bot["one task"] / per_bot["separate tasks"])
@@ -155,17 +149,11 @@ def test_many_bots_bench_makes_every_bot_on_both_sides(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_rate_sweep_trains_each_batch_at_its_scaled_rate(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            *[sys.executable, str(REPO / "bench" / "rate_sweep.py"), "--epochs", "1"],
-            *["--batch-sizes", "4,8", "--rates", "linear,2e-3", "--out", str(tmp_path)],
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "WANDB_MODE": "disabled"},
+    run_bench(
+        "rate_sweep.py",
+        *["--epochs", "1", "--batch-sizes", "4,8", "--rates", "linear,2e-3"],
+        *["--out", str(tmp_path)],
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     sweep = json.loads((tmp_path / "rate_sweep.json").read_text())
     assert sweep["baseline_perplexity"] > 1
     runs = {(r["batch_size"], r["scaling"]): r for r in sweep["runs"]}
