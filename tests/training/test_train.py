@@ -1,4 +1,5 @@
-"""Fine-tuning's own logic: the strategy on CPU, the loss measurement, the result."""
+"""Fine-tuning's own logic: the strategy on CPU, the batch and the rate, the loss measurement, the
+result."""
 
 from __future__ import annotations
 
