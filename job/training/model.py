@@ -163,7 +163,10 @@ def load_base(name_or_path: str, *, device: str) -> tuple[PreTrainedModel, Any]:
         return load(name_or_path, device=device)
     kept = _kept
     if kept is None or kept.name != name_or_path:
+        _kept = None  # another base: the last one's copy goes
         model, tokenizer = load(name_or_path, device=device)
+        if not _copy_fits(model):
+            return model, tokenizer
         state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         _kept = _Pristine(
             name_or_path,
@@ -180,13 +183,34 @@ def load_base(name_or_path: str, *, device: str) -> tuple[PreTrainedModel, Any]:
         model = AutoModelForCausalLM.from_config(
             copy.deepcopy(kept.config), attn_implementation="sdpa"
         )
-    model.load_state_dict({k: v.clone() for k, v in kept.state.items()}, assign=True)
+    # Copied straight to the device: a copy on the host first would hold the base twice in
+    # host memory for a moment (gpt2-xl: 12 GB of a 15 GB Batch job).
+    model.load_state_dict({k: v.to(device, copy=True) for k, v in kept.state.items()}, assign=True)
     model.tie_weights()  # the copies broke GPT-2's shared input and output embedding
     model.generation_config = copy.deepcopy(kept.generation)
     model.loss_type = "ForCausalLM"
     model.to(device)
     log.info("base %s restored from host memory", name_or_path)
     return model, copy.deepcopy(kept.tokenizer)
+
+
+def _copy_fits(model: PreTrainedModel) -> bool:
+    """Whether a host copy of ``model``'s weights fits beside what this process holds, within
+    the host's (or the container's) memory less the strategy's headroom. If not, each bot of
+    the task loads the base from disk: slower, never killed for memory."""
+    from job.training.strategy import GIB, HEADROOM, host_memory_bytes, process_memory_bytes
+
+    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    usable = host_memory_bytes() * HEADROOM - process_memory_bytes()
+    if size <= usable:
+        return True
+    log.warning(
+        "base not kept in host memory: its copy needs %.1f GiB and %.1f GiB is free here; each"
+        " bot loads it from disk",
+        size / GIB,
+        max(usable, 0) / GIB,
+    )
+    return False
 
 
 def load(

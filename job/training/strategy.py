@@ -99,6 +99,15 @@ def host_memory_bytes() -> int:
     return total
 
 
+def process_memory_bytes() -> int:
+    """This process's resident memory now (Linux; 0 where /proc is not there)."""
+    try:
+        resident = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return resident * os.sysconf("SC_PAGE_SIZE")
+
+
 def choose(
     requested: str,
     shape: Shape,

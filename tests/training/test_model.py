@@ -135,6 +135,34 @@ def test_a_task_restores_its_base_from_host_memory(tmp_path: Path) -> None:
     assert model_module._kept is None and not model_module._keeping
 
 
+def test_a_base_too_large_for_the_hosts_memory_is_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A container with no room for a second copy (gpt2-xl: 6 GB beside the process) loads the
+    base from disk for each bot rather than be killed for memory."""
+    import torch
+
+    from job.training import model as model_module
+    from job.training import strategy
+    from job.training.model import bases_kept, load_base
+
+    base = str(build_random(tmp_path / "base", ["bread and butter"] * 40, None, 42))
+    # the host's limit: this process as it stands, and nothing more
+    monkeypatch.setattr(strategy, "host_memory_bytes", lambda: strategy.process_memory_bytes())
+    with bases_kept(), caplog.at_level("WARNING"):
+        first, _ = load_base(base, device="cpu")
+        assert model_module._kept is None and "base not kept in host memory" in caplog.text
+        with torch.no_grad():
+            for p in first.parameters():
+                p.add_(1.0)
+        second, _ = load_base(base, device="cpu")  # from disk again: the pristine weights
+    assert not torch.equal(first.lm_head.weight, second.lm_head.weight)
+    monkeypatch.undo()
+    with bases_kept():
+        load_base(base, device="cpu")
+        assert model_module._kept is not None  # with the host's real memory, it is kept
+
+
 def test_hf_home_is_read_as_the_hub_client_reads_it(monkeypatch: pytest.MonkeyPatch) -> None:
     from job.training.model import hf_home
 
