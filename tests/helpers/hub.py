@@ -18,10 +18,12 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import yaml
+
+from tests.helpers import QuietServer
 
 
 @dataclass
@@ -30,16 +32,6 @@ class Commit:
     message: str
     files: dict[str, bytes]
     oid: str
-
-
-class _QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that hangs up on an error answer (huggingface_hub on a 401) is no error of
-        the server's: socketserver's default prints a traceback into the test's stderr."""
-        import sys
-
-        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
-            super().handle_error(request, client_address)
 
 
 NOT_FOUND = {"error": "Repository not found"}
@@ -234,7 +226,7 @@ class FakeHub:
                     },
                 )
 
-        self.server = _QuietServer(("127.0.0.1", 0), Handler)
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

@@ -11,9 +11,11 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from tests.helpers import QuietServer
 
 
 @dataclass
@@ -34,16 +36,6 @@ class Fault:
     body: bytes | None = None  # a raw body instead of JSON
     echo_auth: bool = False  # the body quotes the request's Authorization header, as some do
     stall: float = 0.0  # seconds to say nothing before answering
-
-
-class _Server(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that left while a fault stalled it is the point of the test, not an error
-        to print (it would land in whatever test runs next)."""
-        import sys
-
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
 
 
 class TwitterAPI:
@@ -105,7 +97,7 @@ class TwitterAPI:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = _Server(("127.0.0.1", 0), Handler)
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

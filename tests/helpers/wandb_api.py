@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.helpers.hub import _QuietServer
+from tests.helpers import QuietServer
 
 FAULT_BODY = "fake-wandb-fault-body"  # what a fault answers: it must not reach the job's words
 
@@ -132,7 +132,7 @@ class FakeWandb:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = _QuietServer(("127.0.0.1", 0), Handler)
+        self.server = QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def reset(self) -> None:
