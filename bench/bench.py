@@ -85,6 +85,15 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": path}
 
 
+def baseline_command(train_file: Path, base: str, out: Path, epochs: float) -> list[str]:
+    """The original recipe (bench/baseline.py) on the bench's training tweets: its epochs are
+    whole copies of the tweets, so ``epochs`` is rounded."""
+    return [
+        *[sys.executable, str(REPO / "bench" / "baseline.py"), "--tweets", str(train_file)],
+        *["--base-model", base, "--out", str(out), "--epochs", str(round(epochs))],
+    ]
+
+
 def perplexity(model_dir: str, texts: list[str]) -> float:
     """One measurement for both sides: the job's own loss (training/train.py ``mean_loss``)
     over the held-out tweets packed into blocks of 128 tokens, fp32."""
@@ -221,11 +230,7 @@ def main() -> None:
             *["--jsonl", str(train_file), "--base-model", base],
             *["--out", str(out), "--epochs", str(args.epochs), *ours_rate],
         ],
-        "baseline": lambda out: [
-            *[sys.executable, str(REPO / "bench" / "baseline.py"), "--tweets", str(train_file)],
-            *["--base-model", base, "--out", str(out), "--epochs", str(round(args.epochs))],
-            *rate,
-        ],
+        "baseline": lambda out: [*baseline_command(train_file, base, out, args.epochs), *rate],
     }
     # Interleaved (ours, baseline, ours, ...) so a slow spell of a shared machine hits both;
     # each figure below is the median over the repeats.

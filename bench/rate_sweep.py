@@ -24,7 +24,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
-from bench import child_env, perplexity, prepare_split, pretrain, timed  # noqa: E402
+from bench import (  # noqa: E402
+    baseline_command,
+    child_env,
+    perplexity,
+    prepare_split,
+    pretrain,
+    timed,
+)
 
 SCALINGS = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
 
@@ -57,14 +64,7 @@ def main() -> None:
     block = min(JobConfig().train.block_size, context)
 
     out = args.out / "baseline"
-    timed(
-        [
-            *[sys.executable, str(REPO / "bench" / "baseline.py"), "--tweets", str(train_file)],
-            *["--base-model", base, "--out", str(out), "--epochs", str(round(args.epochs))],
-        ],
-        env,
-        out,
-    )
+    timed(baseline_command(train_file, base, out, args.epochs), env, out)
     baseline = json.loads((out / "baseline.json").read_text())
     mark = perplexity(baseline["model_dir"], heldout)
     print(f"baseline: held-out perplexity {mark:.1f}")

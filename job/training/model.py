@@ -154,8 +154,8 @@ def bases_kept() -> Iterator[None]:
 
 def load_base(name_or_path: str, *, device: str) -> tuple[PreTrainedModel, Any]:
     """``load``, or inside ``bases_kept`` the same weights restored from host memory: the
-    model is built on the meta device and takes a copy of the kept tensors (no random init,
-    no disk, no parsing), then moves to ``device``."""
+    model is built on the meta device and takes a copy of the kept tensors on ``device`` (no
+    random init, no disk, no parsing)."""
     import copy
 
     global _kept
@@ -189,7 +189,6 @@ def load_base(name_or_path: str, *, device: str) -> tuple[PreTrainedModel, Any]:
     model.tie_weights()  # the copies broke GPT-2's shared input and output embedding
     model.generation_config = copy.deepcopy(kept.generation)
     model.loss_type = "ForCausalLM"
-    model.to(device)
     log.info("base %s restored from host memory", name_or_path)
     return model, copy.deepcopy(kept.tokenizer)
 
