@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from job import __version__, errors
-from job.config import PREPARE_SECTIONS, RUN_SECTIONS
+from job.config import PREPARE_SECTIONS, RUN_SECTIONS, WANDB_PROJECT
 from job.options import (
     Api,
     Archive,
@@ -227,7 +227,7 @@ def takedown(
     ] = False,
     wandb_project: Annotated[
         str, typer.Option(help="W&B project searched besides those the runs name.")
-    ] = "huggingtweets",
+    ] = WANDB_PROJECT,
     wandb_entity: Annotated[
         str | None,
         typer.Option(envvar="WANDB_ENTITY", help="W&B entity (default: the key's own)."),

@@ -290,6 +290,9 @@ class SamplingConfig(Section):
         }
 
 
+WANDB_PROJECT = "huggingtweets"  # the default; a takedown also searches it (cloud/consent.py)
+
+
 class WandbConfig(Section):
     """Weights & Biases (job/outputs/tracking.py)."""
 
@@ -297,7 +300,7 @@ class WandbConfig(Section):
     mode: Literal["online", "offline", "disabled"] | None = Field(
         None, description="online | offline | disabled (default: $WANDB_MODE, else offline)."
     )
-    project: str = Field("huggingtweets", description="W&B project.")
+    project: str = Field(WANDB_PROJECT, description="W&B project.")
     log_model: bool = Field(
         True, description="Upload the model as an artifact (online: GBs for gpt2-xl)."
     )

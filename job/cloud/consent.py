@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from job.cloud.runs import now
 from job.cloud.status import read_status
 from job.cloud.storage import Storage, get_json
+from job.config import WANDB_PROJECT
 from job.data.handles import validate_handle
 from job.errors import CredentialsError, OptedOut
 
@@ -109,7 +110,7 @@ def takedown(
     keep_private: bool = False,
     hub_remove: Callable[[str, bool], str] | None = None,
     wandb_remove: Callable[[str, str], list[str]] | None = None,
-    wandb_project: str = "huggingtweets",
+    wandb_project: str = WANDB_PROJECT,
 ) -> Takedown:
     """Opt ``handle`` out and remove every bot that holds it (see the module's docstring).
     ``hub_remove(repo, keep_private)`` deletes (or hides) a Hub repo and says what it did;
@@ -161,7 +162,7 @@ def _wandb_projects(storage: Storage, keys: list[str]) -> tuple[set[str], bool]:
             record = get_json(storage, key)
             if isinstance(record, dict):
                 config = record.get("config", {}).get("wandb", {})
-                projects.add(str(config.get("project") or "huggingtweets"))
+                projects.add(str(config.get("project") or WANDB_PROJECT))
                 online |= record.get("wandb", {}).get("mode") == "online"
     return projects, online
 
