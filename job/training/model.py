@@ -244,6 +244,40 @@ def load(
     return model, tokenizer
 
 
+# Training and its loss measurements see only full blocks, no padding and no attention mask
+# (blocks.py), so causal attention is all the mask there is. transformers' "sdpa" still builds
+# one per forward, and without an attention mask it first checks the position ids for packed
+# sequences with an ``.all()`` read back to the host (masking_utils.find_packed_sequence_indices,
+# transformers 5): on a GPU a sync in every step. An attention function that the mask interface
+# does not know gets no mask built, and drops any it is given (the path transformers keeps for
+# vLLM-style backends); SDPA then runs with ``is_causal=True``: the kernel "sdpa" ends up with
+# for these blocks anyway.
+CAUSAL_ONLY = "sdpa_causal_only"
+
+
+def _no_mask(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+    if kwargs.get("attention_mask") is not None:  # it would be dropped: padding unmasked
+        raise ValueError("causal_only() takes unpadded blocks: no attention mask")
+
+
+@contextmanager
+def causal_only(model: PreTrainedModel) -> Iterator[None]:
+    """Inside, ``model`` attends causally over unpadded blocks without building a mask, and
+    refuses an attention mask; its attention is put back on the way out (sampling pads)."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    AttentionInterface.register(CAUSAL_ONLY, sdpa_attention_forward)
+    before = model.config._attn_implementation
+    model.set_attn_implementation(CAUSAL_ONLY)
+    guard = model.register_forward_pre_hook(_no_mask, with_kwargs=True)
+    try:
+        yield
+    finally:
+        guard.remove()
+        model.set_attn_implementation(before)
+
+
 def build_random(
     folder: Path,
     texts: list[str],

@@ -29,7 +29,7 @@ from job.errors import BadConfig, TransientError
 from job.training.blocks import BlockDataset, make_blocks
 from job.training.checkpoints import Cadence, Checkpoints, Preemption
 from job.training.distributed import as_one_process_group, ranks
-from job.training.model import Shape, pretraining_rate
+from job.training.model import Shape, causal_only, pretraining_rate
 from job.training.strategy import (
     GIB,
     HEADROOM,
@@ -265,6 +265,11 @@ def finetune(
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
+        # Each batch goes to the GPU from pinned memory without waiting: a blocking copy
+        # (accelerate's default) synchronizes the stream, so every step the CPU would wait for
+        # the last one to finish before it could queue the next. On CPU there is no copy.
+        dataloader_pin_memory=cuda,
+        accelerator_config={"non_blocking": cuda},
         deepspeed=choice.deepspeed_config(cpu=not cuda),
         torch_compile=config.compile,  # its caches: compile_caches(), called by run()
     )
@@ -309,20 +314,25 @@ def finetune(
     # Validation loss by a plain loop, before and after: evaluating through the Trainer before
     # training starts DeepSpeed's inference engine (ZeRO-2 refuses it, ZeRO-3 then cannot
     # train), and the Trainer's eval_loss divides by the unshifted label count (~1/block low).
-    base_loss = mean_loss(model, blocks.val, batch)
-    log.info("base model: validation loss %.3f (perplexity %.1f)", base_loss, math.exp(base_loss))
-    start = time.perf_counter()
-    if resume:
-        log.info("resuming from %s", resume.name)
-    with preemption:
-        output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    seconds = time.perf_counter() - start
-    if stopped_at:
-        raise TransientError(
-            f"stopped by SIGTERM at step {stopped_at[0]}; the checkpoint is saved and a rerun"
-            " resumes from it"
+    with causal_only(model):  # no mask built, no read back to the host, in every forward
+        base_loss = mean_loss(model, blocks.val, batch)
+        log.info(
+            "base model: validation loss %.3f (perplexity %.1f)",
+            base_loss,
+            math.exp(base_loss),
         )
-    val_loss = _final_loss(model, blocks.val, batch, choice.strategy)
+        start = time.perf_counter()
+        if resume:
+            log.info("resuming from %s", resume.name)
+        with preemption:
+            output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        seconds = time.perf_counter() - start
+        if stopped_at:
+            raise TransientError(
+                f"stopped by SIGTERM at step {stopped_at[0]}; the checkpoint is saved and a rerun"
+                " resumes from it"
+            )
+        val_loss = _final_loss(model, blocks.val, batch, choice.strategy)
     tokens = int(blocks.train_tokens * config.epochs)
     return TrainResult(
         base_val_loss=base_loss,

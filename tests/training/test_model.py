@@ -9,6 +9,7 @@ from job.training.model import (
     GPT2,
     GPT2_NAMES,
     build_random,
+    causal_only,
     gpt2_tokenizer,
     load,
     resolve_base,
@@ -72,6 +73,27 @@ def test_gelu_is_fused_without_changing_the_model(tmp_path: Path) -> None:
     ids = tok(["<|endoftext|>bread and butter and code"] * 2, return_tensors="pt")["input_ids"]
     with torch.no_grad():
         torch.testing.assert_close(fast(ids).logits, plain(ids).logits, rtol=1e-5, atol=1e-5)
+
+
+@MODEL
+def test_causal_only_attention_is_sdpas_own_on_full_blocks(tmp_path: Path) -> None:
+    """Training's attention builds no mask: the same logits as "sdpa" on unpadded blocks,
+    a padded batch is refused inside, and the model gets "sdpa" back on the way out."""
+    import torch
+
+    folder = build_random(tmp_path / "m", ["rye and spelt"] * 50, None, seed=0)
+    model, _ = load(str(folder), device="cpu")
+    model.eval()
+    blocks = torch.randint(0, model.config.vocab_size, (3, 64))
+    with torch.no_grad():
+        expected = model(input_ids=blocks).logits
+        with causal_only(model):
+            assert model.config._attn_implementation != "sdpa"
+            got = model(input_ids=blocks).logits
+            with pytest.raises(ValueError, match="no attention mask"):  # it would be dropped
+                model(input_ids=blocks, attention_mask=torch.ones_like(blocks))
+    assert torch.equal(got, expected)
+    assert model.config._attn_implementation == "sdpa"
 
 
 @MODEL

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -195,3 +196,60 @@ def test_a_resumed_run_keeps_its_checkpoints_batch(tmp_path: Path) -> None:
     assert resumed_batch(TrainConfig(batch_size=8), checkpoint, 8, "asked for")[0] == 8
     (checkpoint / MARKER).write_text(json.dumps({"step": 40, "fingerprint": "f"}))  # older
     assert resumed_batch(TrainConfig(), checkpoint, 8, "memory") == (8, "memory")
+
+
+@MODEL
+def test_a_training_step_reads_nothing_back_to_the_host_unless_it_logs(tmp_path: Path) -> None:
+    """On a GPU every read of a tensor's value on the host (``.item()``, ``float()``, ``bool()``)
+    waits for every queued kernel: the CPU stops running ahead. The steps between two logged
+    ones must read nothing back: no nan/inf check of the loss, no per-step agreement on
+    checkpoints or SIGTERM. Seen on the CPU as the op every such read goes through."""
+    import itertools
+    import json
+    import traceback
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from job.training.checkpoints import Checkpoints
+    from job.training.train import finetune
+    from tests.helpers import SAMPLE
+
+    class Reads(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None):
+            # The data loader draws each epoch's seed from a CPU generator: no sync on any
+            # device, so not counted.
+            if func is torch.ops.aten._local_scalar_dense.default and not any(
+                "torch/utils/data/" in frame.filename for frame in traceback.extract_stack()
+            ):
+                self.count += 1
+            return func(*args, **(kwargs or {}))
+
+    texts = [json.loads(line)["text"] for line in SAMPLE.read_text().splitlines()]
+    model, tokenizer = load(str(build_random(tmp_path / "m", texts, None, seed=0)), device="cpu")
+    config = TrainConfig(base_model="tiny", epochs=8, batch_size=2)
+    marks: list[tuple[str, int, int]] = []
+    reads = Reads()
+    with reads:
+        result, _ = finetune(
+            model,
+            tokenizer,
+            texts,
+            config,
+            tmp_path,
+            on_log=lambda logs, step: marks.append(("log", step, reads.count)),
+            on_step=lambda step, total: marks.append(("step", step, reads.count)),
+            checkpoints=Checkpoints(tmp_path / "checkpoints", "f"),
+        )
+    steps = [(i, step, count) for i, (kind, step, count) in enumerate(marks) if kind == "step"]
+    assert len(steps) == result.steps >= 20
+    quiet = [
+        (step, count - before)
+        for (i0, _, before), (i1, step, count) in itertools.pairwise(steps)
+        if all(kind == "step" for kind, _, _ in marks[i0 + 1 : i1])  # no log in between
+    ]
+    assert len(quiet) >= result.steps // 2, marks  # most steps log nothing
+    assert [r for r in quiet if r[1]] == [], "steps that read a value back to the host"
+    assert any(kind == "log" for kind, _, _ in marks) and reads.count > 0  # the probe sees reads
