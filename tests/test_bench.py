@@ -175,3 +175,22 @@ def test_rate_sweep_trains_each_batch_at_its_scaled_rate(tmp_path: Path) -> None
         2 * runs[8, "linear"]["steps"] - 1,
         2 * runs[8, "linear"]["steps"],
     )
+
+
+@pytest.mark.integration
+def test_host_per_layer_fits_the_step_time_of_each_depth(tmp_path: Path) -> None:
+    run_bench("host_per_layer.py", "--layers", "2,4", "--epochs", "1", "--out", str(tmp_path))
+    fit = json.loads((tmp_path / "host_per_layer.json").read_text())
+    assert [r["layers"] for r in fit["runs"]] == [2, 4]
+    for r in fit["runs"]:
+        job = json.loads(
+            (tmp_path / f"run-{r['layers']}" / "sourdough_sam" / "job.json").read_text()
+        )
+        # each depth trained as asked: batch 1 of 16 tokens, steady steps measured
+        assert job["result"]["batch_size"] == 1 and job["result"]["block_size"] == 16
+        assert r["steady_steps"] == job["result"]["steady_steps"] > 0
+        assert r["ms_per_step"] == pytest.approx(16_000 / job["result"]["steady_tokens_per_second"])
+        # two depths: the line goes through both
+        assert fit["ms_fixed"] + fit["ms_per_layer"] * r["layers"] == pytest.approx(
+            r["ms_per_step"]
+        )
