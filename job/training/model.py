@@ -251,7 +251,9 @@ def load(
 # transformers 5): on a GPU a sync in every step. An attention function that the mask interface
 # does not know gets no mask built, and drops any it is given (the path transformers keeps for
 # vLLM-style backends); SDPA then runs with ``is_causal=True``: the kernel "sdpa" ends up with
-# for these blocks anyway.
+# for these blocks anyway. A base whose config names a pad token gets a second read in every
+# forward (``warn_if_padding_and_no_attention_mask`` looks for it in the first and last column):
+# inside, the config names none.
 CAUSAL_ONLY = "sdpa_causal_only"
 
 
@@ -268,13 +270,15 @@ def causal_only(model: PreTrainedModel) -> Iterator[None]:
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     AttentionInterface.register(CAUSAL_ONLY, sdpa_attention_forward)
-    before = model.config._attn_implementation
+    before, pad = model.config._attn_implementation, model.config.pad_token_id
     model.set_attn_implementation(CAUSAL_ONLY)
+    model.config.pad_token_id = None
     guard = model.register_forward_pre_hook(_no_mask, with_kwargs=True)
     try:
         yield
     finally:
         guard.remove()
+        model.config.pad_token_id = pad
         model.set_attn_implementation(before)
 
 

@@ -229,6 +229,7 @@ def test_a_training_step_reads_nothing_back_to_the_host_unless_it_logs(tmp_path:
 
     texts = [json.loads(line)["text"] for line in SAMPLE.read_text().splitlines()]
     model, tokenizer = load(str(build_random(tmp_path / "m", texts, None, seed=0)), device="cpu")
+    model.config.pad_token_id = tokenizer.eos_token_id  # as many GPT-2 fine-tunes' configs say
     config = TrainConfig(base_model="tiny", epochs=8, batch_size=2)
     marks: list[tuple[str, int, int]] = []
     reads = Reads()
@@ -253,3 +254,4 @@ def test_a_training_step_reads_nothing_back_to_the_host_unless_it_logs(tmp_path:
     assert len(quiet) >= result.steps // 2, marks  # most steps log nothing
     assert [r for r in quiet if r[1]] == [], "steps that read a value back to the host"
     assert any(kind == "log" for kind, _, _ in marks) and reads.count > 0  # the probe sees reads
+    assert model.config.pad_token_id == tokenizer.eos_token_id  # given back for sampling
