@@ -398,13 +398,16 @@ def mean_loss(model: Any, blocks: Any, batch_size: int) -> float:
         return float("nan")
     was_training = model.training
     model.eval()
-    total = 0.0
+    # One copy to the device and one read back at the end, not one of each per batch: on a
+    # GPU each of those waits for the queued batches.
+    on_device = blocks.to(model.device)
+    total = torch.zeros((), dtype=torch.float64, device=model.device)
     with torch.inference_mode():
         for i in range(0, len(blocks), batch_size):
-            batch = blocks[i : i + batch_size].to(model.device)
-            total += float(model(input_ids=batch, labels=batch).loss) * len(batch)
+            batch = on_device[i : i + batch_size]
+            total += model(input_ids=batch, labels=batch).loss.double() * len(batch)
     model.train(was_training)
-    return total / len(blocks)
+    return float(total) / len(blocks)
 
 
 def _final_loss(model: Any, blocks: Any, batch_size: int, strategy: str) -> float:
