@@ -15,6 +15,7 @@ own kernels still run, so it is an upper bound of this host's dispatch cost, and
 
     python bench/host_per_layer.py                       # 12 and 48 layers: gpt2, gpt2-xl
     python bench/host_per_layer.py --layers 12,24,36,48
+    python bench/host_per_layer.py --compile      # the same, each model compiled (slow)
 
 Written: OUT/host_per_layer.json.
 """
@@ -41,6 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--layers", default="12,48", help="comma-separated; at least two")
     parser.add_argument("--epochs", type=float, default=4.0, help="~150 steps an epoch")
+    parser.add_argument("--compile", action="store_true", help="the job's --compile, each run")
     parser.add_argument("--out", type=Path, default=REPO / "bench-out" / "host-per-layer")
     args = parser.parse_args()
     args.out = args.out.resolve()  # the job takes a base folder as /... or ./...
@@ -63,8 +65,9 @@ def main() -> None:
                 *(sys.executable, "-m", "job", "run", "sourdough_sam", "--jsonl", str(SAMPLE)),
                 *("--base-model", str(base), "--batch-size", "1", "--block-size", str(BLOCK)),
                 *("--epochs", str(args.epochs), "--out", str(out)),
+                *(["--compile"] if args.compile else []),
             ],
-            child_env(),
+            {**child_env(), "HF_HOME": str(args.out / "hf")},  # --compile caches: in OUT
             args.out / f"run-{layers}",
         )
         result = json.loads((out / "sourdough_sam" / "job.json").read_text())["result"]
@@ -82,7 +85,10 @@ def main() -> None:
     fixed = my - per_layer * mx
     print(f"host time a step: {fixed:.1f} ms + {per_layer:.2f} ms per layer")
     (args.out / "host_per_layer.json").write_text(
-        json.dumps({"runs": runs, "ms_per_layer": per_layer, "ms_fixed": fixed}, indent=1)
+        json.dumps(
+            {"compile": args.compile, "runs": runs, "ms_per_layer": per_layer, "ms_fixed": fixed},
+            indent=1,
+        )
     )
 
 
