@@ -131,7 +131,8 @@ class _Pristine:
 
     name: str
     config: Any
-    state: dict[str, Any]  # CPU tensors
+    state: dict[str, Any]  # CPU tensors, each once
+    shared: frozenset[str]  # names left out of state: tied to another's tensor
     generation: Any
     tokenizer: Any
 
@@ -167,11 +168,12 @@ def load_base(name_or_path: str, *, device: str) -> tuple[PreTrainedModel, Any]:
         model, tokenizer = load(name_or_path, device=device)
         if not _copy_fits(model):
             return model, tokenizer
-        state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        unshared, shared = _unshared(model)
         _kept = _Pristine(
             name_or_path,
             copy.deepcopy(model.config),
-            state,
+            {k: v.detach().to("cpu", copy=True) for k, v in unshared.items()},
+            shared,
             copy.deepcopy(model.generation_config),
             copy.deepcopy(tokenizer),
         )
@@ -185,12 +187,31 @@ def load_base(name_or_path: str, *, device: str) -> tuple[PreTrainedModel, Any]:
         )
     # Copied straight to the device: a copy on the host first would hold the base twice in
     # host memory for a moment (gpt2-xl: 12 GB of a 15 GB Batch job).
-    model.load_state_dict({k: v.to(device, copy=True) for k, v in kept.state.items()}, assign=True)
-    model.tie_weights()  # the copies broke GPT-2's shared input and output embedding
+    missing, unexpected = model.load_state_dict(
+        {k: v.to(device, copy=True) for k, v in kept.state.items()}, assign=True, strict=False
+    )
+    if set(missing) != kept.shared or unexpected:  # cannot be, from the same config
+        raise RuntimeError(f"kept base {name_or_path}: {missing=} {unexpected=}")
+    model.tie_weights()  # GPT-2's output embedding is its input one, kept once
     model.generation_config = copy.deepcopy(kept.generation)
     model.loss_type = "ForCausalLM"
     log.info("base %s restored from host memory", name_or_path)
     return model, copy.deepcopy(kept.tokenizer)
+
+
+def _unshared(model: PreTrainedModel) -> tuple[dict[str, Any], frozenset[str]]:
+    """The state dict with each tensor once, and the names left out: GPT-2's tied output
+    embedding is the input embedding's tensor listed under a second name (0.3 GB for gpt2-xl)."""
+    seen: set[tuple[int, Any, Any]] = set()
+    state, shared = {}, set()
+    for name, tensor in model.state_dict().items():
+        key = (tensor.data_ptr(), tensor.shape, tensor.dtype)
+        if tensor.numel() and key in seen:
+            shared.add(name)
+        else:
+            seen.add(key)
+            state[name] = tensor
+    return state, frozenset(shared)
 
 
 def _copy_fits(model: PreTrainedModel) -> bool:
@@ -199,7 +220,7 @@ def _copy_fits(model: PreTrainedModel) -> bool:
     the task loads the base from disk: slower, never killed for memory."""
     from job.training.strategy import GIB, HEADROOM, host_memory_bytes, process_memory_bytes
 
-    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    size = sum(t.numel() * t.element_size() for t in _unshared(model)[0].values())
     usable = host_memory_bytes() * HEADROOM - process_memory_bytes()
     if size <= usable:
         return True

@@ -134,6 +134,7 @@ def test_a_task_restores_its_base_from_host_memory(tmp_path: Path) -> None:
     to a fresh from_pretrained load, whatever training did to the first's."""
     import torch
 
+    from job.training import model as model_module
     from job.training.model import bases_kept, load, load_base
 
     base = str(build_random(tmp_path / "base", ["bread and butter"] * 40, None, 42))
@@ -146,14 +147,15 @@ def test_a_task_restores_its_base_from_host_memory(tmp_path: Path) -> None:
             for p in first.parameters():  # what a bot's training does to it
                 p.add_(1.0)
         second, tokenizer = load_base(base, device="cpu")
+        kept = model_module._kept
+        assert kept is not None and kept.shared == {"lm_head.weight"}  # the tied one, once
+        assert set(kept.state) | kept.shared == set(fresh.state_dict())
     second.eval()
     assert torch.equal(second(ids).logits, fresh(ids).logits)
     assert second.lm_head.weight is second.transformer.wte.weight  # still tied
     assert second.generation_config.pad_token_id == tokenizer.pad_token_id is not None
     assert second.config.activation_function == "gelu_pytorch_tanh"
     # Outside a task of several bots, nothing is kept: each load comes from disk.
-    from job.training import model as model_module
-
     assert model_module._kept is None and not model_module._keeping
 
 
