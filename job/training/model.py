@@ -166,9 +166,9 @@ def load_base(name_or_path: str, *, device: str) -> tuple[PreTrainedModel, Any]:
     if kept is None or kept.name != name_or_path:
         _kept = None  # another base: the last one's copy goes
         model, tokenizer = load(name_or_path, device=device)
-        if not _copy_fits(model):
-            return model, tokenizer
         unshared, shared = _unshared(model)
+        if not _copy_fits(unshared):
+            return model, tokenizer
         _kept = _Pristine(
             name_or_path,
             copy.deepcopy(model.config),
@@ -214,13 +214,13 @@ def _unshared(model: PreTrainedModel) -> tuple[dict[str, Any], frozenset[str]]:
     return state, frozenset(shared)
 
 
-def _copy_fits(model: PreTrainedModel) -> bool:
-    """Whether a host copy of ``model``'s weights fits beside what this process holds, within
+def _copy_fits(state: dict[str, Any]) -> bool:
+    """Whether a host copy of these weights fits beside what this process holds, within
     the host's (or the container's) memory less the strategy's headroom. If not, each bot of
     the task loads the base from disk: slower, never killed for memory."""
     from job.training.strategy import GIB, HEADROOM, host_memory_bytes, process_memory_bytes
 
-    size = sum(t.numel() * t.element_size() for t in _unshared(model)[0].values())
+    size = sum(t.numel() * t.element_size() for t in state.values())
     usable = host_memory_bytes() * HEADROOM - process_memory_bytes()
     if size <= usable:
         return True
