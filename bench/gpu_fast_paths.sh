@@ -2,19 +2,23 @@
 # The GPU fast paths of sampling and training, each against its switch turned off, on the
 # device (docs/benchmarks.md, "How to take them again"; carry [".gpu", ".whl"] as bench/gpu.sh).
 # One model (MODEL, default gpt2-xl at random weights), one job run per setting, the predict
-# and train phases of each from its job.json. About 4 minutes for gpt2-xl on one H100/H200;
+# and train phases of each from its job.json. About 4.5 minutes for gpt2-xl on one H100/H200;
 # MODEL=tiny runs the same on a CPU in about 2 minutes (a check of the script, not a figure).
-# Writes "$OUT"/fast_paths.txt.
+# Writes "$OUT"/fast_paths.txt, and "$OUT"/syncs.txt: the training step's reads back to the
+# host, CUDA's own syncs included (tests/training/test_train.py, run on the device's GPU).
 set -u
 MODEL=${MODEL:-gpt2-xl}
 OUT=${OUT:-/tmp/fast-paths}
 mkdir -p "$OUT"
 rm -rf /tmp/fp-hf  # a fresh HF_HOME: the first --compile run compiles, the second reuses
-if ! python3 -c "import pydantic, tenacity, fontTools" 2>/dev/null; then  # the device's image
+if ! python3 -c "import pydantic, tenacity, fontTools, pytest" 2>/dev/null; then  # the device's image
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
   export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONUNBUFFERED=1 WANDB_MODE=disabled HF_HOME=/tmp/fp-hf
+# --noconftest: the suite's conftest starts loopback servers this test does not need
+timeout 120 python3 -m pytest --noconftest -q -p no:cacheprovider tests/training/test_train.py \
+  -k reads_nothing_back 2>&1 | tail -15 | tee "$OUT"/syncs.txt
 ARCHIVE=${ARCHIVE:-.gpu/archive}
 TOKENIZER=${TOKENIZER:-.gpu/tokenizer}
 python3 - "$MODEL" "$ARCHIVE" "$TOKENIZER" <<'PY'
