@@ -278,3 +278,30 @@ def test_a_training_step_reads_nothing_back_to_the_host_unless_it_logs(tmp_path:
     assert [r for r in quiet if r[1]] == [], "steps that read a value back to the host"
     assert any(kind == "log" for kind, _, _ in marks) and reads.count > 0  # the probe sees reads
     assert model.config.pad_token_id == tokenizer.eos_token_id  # given back for sampling
+
+
+@MODEL
+def test_the_flop_count_walks_the_model_once_not_every_step(tmp_path: Path) -> None:
+    """The Trainer counts FLOPs every step; ``num_parameters`` walks every module and parameter
+    to do it (host time a GPU's step waits for), so the job counts the parameters once."""
+    import json
+
+    from job.training.train import finetune
+    from tests.helpers import SAMPLE
+
+    texts = [json.loads(line)["text"] for line in SAMPLE.read_text().splitlines()]
+    model, tokenizer = load(str(build_random(tmp_path / "m", texts, None, seed=0)), device="cpu")
+    count = model.num_parameters
+    calls: list[bool] = []
+
+    def counted(*args: Any, **kw: Any) -> int:
+        calls.append(True)
+        return count(*args, **kw)
+
+    model.num_parameters = counted  # type: ignore[method-assign]
+    config = TrainConfig(base_model="tiny", epochs=2, batch_size=4)
+    result, trainer = finetune(model, tokenizer, texts, config, tmp_path)
+    assert result.steps >= 10 and len(calls) == 1
+    # the same count the Trainer's own would give: 6 x tokens x non-embedding parameters
+    params = count(exclude_embeddings=True)
+    assert trainer.state.total_flos == 6 * result.train_tokens * config.epochs * params
