@@ -33,6 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 H100_BF16_DENSE = 989e12  # FLOP/s, H100 SXM datasheet
+SAMPLE = REPO / "job" / "samples" / "sourdough_sam.jsonl"  # our own sample tweets
 
 
 def timed(cmd: list[str], env: dict[str, str], logs: Path) -> tuple[float, int]:
@@ -72,8 +73,7 @@ def prepare_split(archive: Path | None, handle: str, out: Path) -> tuple[Any, Pa
 
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    sample = REPO / "job" / "samples" / "sourdough_sam.jsonl"
-    source = ArchiveSource(archive) if archive else FileSource(sample)
+    source = ArchiveSource(archive) if archive else FileSource(SAMPLE)
     data = prepare({handle: source}, out / "prepared", JobConfig())
     train_file, heldout = split_tweets(data.data_dir / "clean.jsonl", out, HELDOUT)
     return data, train_file, heldout

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -31,9 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
-from bench import child_env, timed  # noqa: E402
+from bench import SAMPLE, child_env, timed  # noqa: E402
 
-SAMPLE = REPO / "job" / "samples" / "sourdough_sam.jsonl"
 BLOCK = 16  # tokens a block, batch 1: a kernel's arithmetic is negligible against its launch
 WIDTH = {"n_head": 2, "n_embd": 64, "n_positions": 128}  # GPT-2's depth, not its width
 
@@ -76,13 +76,9 @@ def main() -> None:
         print(f"{layers:3d} layers: {ms:6.1f} ms a step ({result['steady_steps']} steady steps)")
 
     # least squares: ms = fixed + per_layer * layers
-    n = len(runs)
-    mx = sum(r["layers"] for r in runs) / n
-    my = sum(r["ms_per_step"] for r in runs) / n
-    per_layer = sum((r["layers"] - mx) * (r["ms_per_step"] - my) for r in runs) / sum(
-        (r["layers"] - mx) ** 2 for r in runs
+    per_layer, fixed = statistics.linear_regression(
+        [r["layers"] for r in runs], [r["ms_per_step"] for r in runs]
     )
-    fixed = my - per_layer * mx
     print(f"host time a step: {fixed:.1f} ms + {per_layer:.2f} ms per layer")
     (args.out / "host_per_layer.json").write_text(
         json.dumps(
