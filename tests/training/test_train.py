@@ -31,6 +31,16 @@ HOST = 64 * 2**30  # bytes of host memory: enough for anything these tests pick
 MODEL = pytest.mark.integration
 
 
+def sample_model(folder: Path, device: str = "cpu") -> tuple[list[str], Any, Any]:
+    """Our sample's tweets, and a tiny random model with its tokenizer built on them."""
+    import json
+
+    from tests.helpers import SAMPLE
+
+    texts = [json.loads(line)["text"] for line in SAMPLE.read_text().splitlines()]
+    return texts, *load(str(build_random(folder, texts, None, seed=0)), device=device)
+
+
 def test_cpu_trains_plain_data_parallel() -> None:
     choice = pick_strategy(TrainConfig(base_model="gpt2-xl"), {}, 256, 0, 0, HOST)
     assert choice.strategy == "ddp" and "no GPU" in choice.reason
@@ -207,7 +217,6 @@ def test_a_training_step_reads_nothing_back_to_the_host_unless_it_logs(tmp_path:
     (bench/gpu_fast_paths.sh runs this test there) CUDA's own count too: a blocking copy to
     the device, any other call that waits for the queue."""
     import itertools
-    import json
     import traceback
     import warnings
 
@@ -216,7 +225,6 @@ def test_a_training_step_reads_nothing_back_to_the_host_unless_it_logs(tmp_path:
 
     from job.training.checkpoints import Checkpoints
     from job.training.train import finetune
-    from tests.helpers import SAMPLE
 
     def counted() -> bool:
         # Not counted: the data loader's seed for each epoch, drawn from a CPU generator (no
@@ -242,9 +250,7 @@ def test_a_training_step_reads_nothing_back_to_the_host_unless_it_logs(tmp_path:
             reads.count += 1
 
     cuda = torch.cuda.is_available()
-    texts = [json.loads(line)["text"] for line in SAMPLE.read_text().splitlines()]
-    folder = build_random(tmp_path / "m", texts, None, seed=0)
-    model, tokenizer = load(str(folder), device="cuda" if cuda else "cpu")
+    texts, model, tokenizer = sample_model(tmp_path / "m", "cuda" if cuda else "cpu")
     model.config.pad_token_id = tokenizer.eos_token_id  # as many GPT-2 fine-tunes' configs say
     config = TrainConfig(base_model="tiny", epochs=8, batch_size=2)
     marks: list[tuple[str, int, int]] = []
@@ -284,13 +290,9 @@ def test_a_training_step_reads_nothing_back_to_the_host_unless_it_logs(tmp_path:
 def test_the_flop_count_walks_the_model_once_not_every_step(tmp_path: Path) -> None:
     """The Trainer counts FLOPs every step; ``num_parameters`` walks every module and parameter
     to do it (host time a GPU's step waits for), so the job counts the parameters once."""
-    import json
-
     from job.training.train import finetune
-    from tests.helpers import SAMPLE
 
-    texts = [json.loads(line)["text"] for line in SAMPLE.read_text().splitlines()]
-    model, tokenizer = load(str(build_random(tmp_path / "m", texts, None, seed=0)), device="cpu")
+    texts, model, tokenizer = sample_model(tmp_path / "m")
     count = model.num_parameters
     calls: list[bool] = []
 
