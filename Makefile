@@ -119,8 +119,11 @@ push: image
 # make inherits USER from the login environment: only a USER given on the command line counts.
 BASE_MODEL ?= gpt2
 TARGET ?= batch
+# Where people ask for a bot's removal (an e-mail or a URL): every card names it, and a public
+# push is refused without one. CONTACT=... here, or HUGGINGTWEETS_CONTACT in the environment.
+CONTACT ?=
 submit: install
 	@if [ "$(origin USER)" != "command line" ]; then \
 		echo "make submit needs the Twitter handle on the command line: make submit USER=__wmww" \
 			"(USER=$(USER) here comes from your login environment)" >&2; exit 2; fi
-	$(BIN)/huggingtweets submit $(USER) --base-model $(BASE_MODEL) --target $(TARGET) $(SUBMIT_FLAGS)
+	$(BIN)/huggingtweets submit $(USER) --base-model $(BASE_MODEL) --target $(TARGET) $(if $(CONTACT),--contact "$(CONTACT)") $(SUBMIT_FLAGS)

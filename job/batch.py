@@ -18,8 +18,17 @@ import os
 import tempfile
 from pathlib import Path
 
+from job.cloud.consent import Guard
 from job.cloud.runs import latest_complete, new_run_id, upload_run
-from job.cloud.status import HubStatus, Status, heartbeat, read_status, write_status
+from job.cloud.status import (
+    HubStatus,
+    Status,
+    heartbeat,
+    hub_of,
+    inputs_of,
+    read_status,
+    write_status,
+)
 from job.cloud.storage import Storage, download, open_storage
 from job.config import BotJob, jobs, load_manifest, tasks
 from job.data.sources import sources_for
@@ -73,14 +82,21 @@ def run_manifest(uri: str, *, index: int | None = None, force: bool = False) -> 
     if index is None:  # this process will do them all: say so before starting the first
         for job in chosen:
             if not _done(storage, job) or force:
-                write_status(storage, job.bot, "queued", manifest=uri)
+                write_status(
+                    storage,
+                    job.bot,
+                    "queued",
+                    manifest=uri,
+                    inputs=inputs_of(job.users),
+                    hub=hub_of(job),
+                )
     records: list[Status] = []
     errors: list[JobError] = [refused] if refused else []
     errors += failed.values()
     with bases_kept() if len(chosen) > 1 else contextlib.nullcontext():
         for job in chosen:
             try:
-                record = run_bot(job, storage, force=force)
+                record = run_bot(job, storage, force=force, manifest=uri)
                 if record is not None:
                     records.append(record)
             except Exception as e:  # one bot's failure is recorded; the others still run
@@ -159,8 +175,11 @@ def _done(storage: Storage, job: BotJob) -> bool:
     return bool(marker and marker["fingerprint"] == job.fingerprint())
 
 
-def run_bot(job: BotJob, storage: Storage, *, force: bool = False) -> Status | None:
-    """Make one bot and publish it; None on ranks other than 0, which only train."""
+def run_bot(
+    job: BotJob, storage: Storage, *, force: bool = False, manifest: str | None = None
+) -> Status | None:
+    """Make one bot and publish it; None on ranks other than 0, which only train. After each
+    thing it writes, it checks the opt-out list (cloud/consent.py, ``Guard``)."""
     from job.run import run
     from job.training.distributed import ranks
 
@@ -185,11 +204,7 @@ def run_bot(job: BotJob, storage: Storage, *, force: bool = False) -> Status | N
             return push_to_hub(storage, job.bot, job.hub_repo, job.hub_private)
         return status
     run_id = new_run_id(fingerprint)
-    hub = (
-        HubStatus(repo=job.hub_repo, private=job.hub_private, state="pending")
-        if job.hub_push
-        else HubStatus()
-    )
+    guard = Guard(storage, job.bot, [u.handle for u in job.users])
     earlier = read_status(storage, job.bot)
     write_status(  # a fresh record: nothing of an earlier attempt's carries over
         storage,
@@ -197,19 +212,27 @@ def run_bot(job: BotJob, storage: Storage, *, force: bool = False) -> Status | N
         "running",
         fresh=True,
         run_id=run_id,
-        hub=hub,
-        manifest=earlier.manifest if earlier else None,
+        hub=hub_of(job),
+        manifest=manifest or (earlier.manifest if earlier else None),
+        inputs=inputs_of(job.users),
         attempt=os.environ.get("AWS_BATCH_JOB_ATTEMPT", "1"),
     )
     try:
+        guard.check("the running status")
         with tempfile.TemporaryDirectory(prefix="huggingtweets-") as tmp:
             work = Path(tmp)
-            with heartbeat(storage, job.bot, run_id):
+            with heartbeat(storage, job.bot, run_id, still=guard.quiet):
                 result = run(
-                    job, sources_for(job.users, work / "inputs"), work / "out", None, checkpoints
+                    job,
+                    sources_for(job.users, work / "inputs"),
+                    work / "out",
+                    None,
+                    checkpoints,
+                    guard=guard.check,
                 )
                 assert result is not None  # rank 0
-                upload_run(storage, job.bot, run_id, work / "out" / job.bot, fingerprint)
+                bot_dir = work / "out" / job.bot
+                upload_run(storage, job.bot, run_id, bot_dir, fingerprint, guard.check)
             record = write_status(
                 storage,
                 job.bot,
@@ -218,9 +241,10 @@ def run_bot(job: BotJob, storage: Storage, *, force: bool = False) -> Status | N
                 perplexity=result.train.perplexity,
                 memorized=result.flagged,
             )
+            guard.check("the succeeded status")
             if job.hub_push and job.hub_repo:
                 return _push(
-                    storage, job.bot, result.model_dir, run_id, job.hub_repo, job.hub_private
+                    storage, job.bot, bot_dir, run_id, job.hub_repo, job.hub_private, guard
                 )
             return record
     except Exception as e:  # whatever it was, the status says failed, with one line
@@ -234,9 +258,14 @@ def run_bot(job: BotJob, storage: Storage, *, force: bool = False) -> Status | N
 def push_to_hub(
     storage: Storage, bot: str, repo: str | None = None, private: bool | None = None
 ) -> Status:
-    """Push the latest complete run of ``bot`` to the Hub (again), from the output prefix."""
+    """Push the latest complete run of ``bot`` to the Hub (again), from the output prefix. Its
+    card is rendered for the repo it goes to; every repo it was pushed to stays recorded."""
+    from job.cloud.consent import check_not_opted_out
     from job.config import check_repo
+    from job.data.handles import is_bot_name
 
+    if is_bot_name(bot):  # its people's opt-outs first: a takedown may have come since
+        check_not_opted_out(storage, bot.split("-"))
     marker = latest_complete(storage, bot)
     if marker is None:
         raise InputNotFound(f"{bot}: no complete run under {storage.uri}")
@@ -248,29 +277,46 @@ def push_to_hub(
     check_repo(repo, "--repo")
     private = hub.private if private is None else private
     listed = {
-        rel.removeprefix("model/"): meta["sha256"]
+        rel: meta["sha256"]
         for rel, meta in marker["files"].items()
-        if rel.startswith("model/")
+        if rel.startswith("model/") or rel == "card.json"
     }
     with tempfile.TemporaryDirectory(prefix="huggingtweets-publish-") as tmp:
-        folder = Path(tmp) / "model"
-        download(storage, f"{bot}/{marker['run_id']}/model/", folder, expected=listed)
-        return _push(storage, bot, folder, marker["run_id"], repo, private)
+        run_dir = Path(tmp) / "run"
+        download(storage, f"{bot}/{marker['run_id']}/", run_dir, expected=listed)
+        return _push(storage, bot, run_dir, marker["run_id"], repo, private)
 
 
 def _push(
-    storage: Storage, bot: str, folder: Path, run_id: str, repo: str, private: bool
+    storage: Storage,
+    bot: str,
+    run_dir: Path,
+    run_id: str,
+    repo: str,
+    private: bool,
+    guard: Guard | None = None,
 ) -> Status:
+    """Push ``run_dir/model`` (its card rendered for ``repo``) and record it; the guard, when
+    given, is checked before and after (cloud/consent.py)."""
     from job.cloud import hub
+    from job.outputs.card import for_repo
 
+    for_repo(run_dir, repo, private)
     status = read_status(storage, bot)
     state = status.state if status and status.state != "unknown" else "succeeded"
+    # recorded first: should the push half-happen, a takedown still finds the repo
+    write_status(storage, bot, state, hub=HubStatus(repo=repo, private=private, state="pending"))
+    if guard is not None:
+        guard.check("the Hub push was recorded")
     try:
-        url = hub.push_to_hub(folder, repo, private=private, run_id=run_id)
+        url = hub.push_to_hub(run_dir / "model", repo, private=private, run_id=run_id)
     except Exception as e:
         error = classify(e)
         failed = HubStatus(repo=repo, private=private, state="failed", reason=str(error))
         write_status(storage, bot, state, hub=failed)
         raise error from e
     pushed = HubStatus(repo=repo, private=private, state="pushed", run_id=run_id, commit_url=url)
-    return write_status(storage, bot, state, hub=pushed)
+    record = write_status(storage, bot, state, hub=pushed)
+    if guard is not None:
+        guard.check("the Hub push")
+    return record

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,6 +53,12 @@ def _command(verbose: bool = False) -> Iterator[None]:
     setup_logging(verbose)
     try:
         yield
+    except BrokenPipeError:
+        # stdout's reader left (`status | head`): what it wanted, it has; end quietly, and
+        # keep the interpreter's last flush from failing on the closed pipe too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(0) from None
     except Exception as e:
         error = errors.classify(e)
         if verbose and not isinstance(e, errors.JobError):
@@ -95,9 +102,16 @@ def prepare(
         from job.prepare import prepare as prepare_bot
 
         job = bot_job_from_args(users, archive or [], jsonl or [], api, config, overrides or {})
-        _check_consent(out, job)
+        guard = _check_consent(out, job)
         with progress() as bars:
-            prepared = prepare_bot(sources_for(job.users, bars=bars), out, job.config)
+            try:
+                prepared = prepare_bot(sources_for(job.users, bars=bars), out, job.config)
+            except errors.OptedOut:
+                raise
+            except Exception:
+                guard.check("a failure")  # a takedown meanwhile removed what it wrote
+                raise
+        guard.check("the data was written")
         typer.echo(prepared.line())
 
 
@@ -115,8 +129,9 @@ def run(
     index: Annotated[
         int | None,
         typer.Option(
-            help="The manifest's bot to run (default: $AWS_BATCH_JOB_ARRAY_INDEX or "
-            "$JOB_COMPLETION_INDEX, else all in turn)."
+            help="The manifest's task to run: task i makes bots i*K to i*K+K-1, K being its"
+            " bots_per_task (1: task i is bot i). Default: $AWS_BATCH_JOB_ARRAY_INDEX or"
+            " $JOB_COMPLETION_INDEX, else every bot in turn."
         ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Rerun bots already published.")] = False,
@@ -155,23 +170,27 @@ def run(
         )
         from job.cloud.preflight import preflight
 
-        _check_consent(out, job)
+        guard = _check_consent(out, job)
         preflight([job], None)  # credentials and HF_HOME: before any download
         with progress() as bars:
             sources = sources_for(job.users, bars=bars)  # paths checked: before the imports
             from job.run import run as run_bot
 
-            result = run_bot(job, sources, out, progress=bars)
+            result = run_bot(job, sources, out, progress=bars, guard=guard.check)
     if result is not None:  # None: a rank other than 0 of a multi-process run
         typer.echo(result.line())
 
 
-def _check_consent(out: Path, job: Any) -> None:
-    """The output folder's opt-out list (cloud/consent.py), before any download."""
-    from job.cloud.consent import check_not_opted_out
-    from job.cloud.storage import LocalStorage
+def _check_consent(out: Path, job: Any) -> Any:
+    """The output folder's opt-out list (cloud/consent.py), before any download; the guard
+    the command checks again after it writes (a takedown may come while it works)."""
+    from job.cloud.consent import Guard, check_not_opted_out
+    from job.cloud.storage import LocalStorage, check_out_folder
 
-    check_not_opted_out(LocalStorage(out), [u.handle for u in job.users])
+    check_out_folder(str(out), "--out")
+    handles = [u.handle for u in job.users]
+    check_not_opted_out(LocalStorage(out), handles)
+    return Guard(LocalStorage(out), job.bot, handles)
 
 
 OutputUri = Annotated[
@@ -185,12 +204,24 @@ def status(manifest: ManifestUri = None, output: OutputUri = None) -> None:
     """Status of each bot: queued, running, succeeded or failed (with the reason)."""
     with _command():
         from job.batch import output_of
-        from job.cloud.status import statuses
+        from job.cloud.status import COLUMNS, statuses
         from job.cloud.storage import open_storage
 
         uri, bots = output_of(manifest, output)
-        for record in statuses(open_storage(uri), bots):
-            typer.echo(record.line())
+        records = statuses(open_storage(uri), bots)
+        if sys.stdout.isatty():  # a person reads it: a table
+            from rich.console import Console
+            from rich.table import Table
+
+            table = Table(*COLUMNS, box=None, header_style="bold")
+            for record in records:
+                table.add_row(*record.row(), end_section=False)
+            Console(markup=False, highlight=False).print(table)
+            return
+        # a program reads it: tab-separated, with a header line, a record a line
+        typer.echo("\t".join(COLUMNS))
+        for record in records:
+            typer.echo("\t".join(" ".join(cell.split()) for cell in record.row()))
 
 
 @app.command()

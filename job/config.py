@@ -575,6 +575,22 @@ M = TypeVar("M", bound=BaseModel)
 YAML_FRAMES = 400
 
 
+def _loader() -> Any:
+    """PyYAML's safe loader, reading numbers as people write them: YAML 1.1 takes ``5e-5`` and
+    ``1e3`` (no dot) for strings; YAML 1.2 and JSON, as here, for numbers."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+        list("-+0123456789."),
+    )
+    return Loader
+
+
 def load_yaml(text: str, source: str) -> Any:
     import sys
 
@@ -586,7 +602,7 @@ def load_yaml(text: str, source: str) -> Any:
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(min(limit, depth + YAML_FRAMES))
     try:
-        return yaml.safe_load(text)  # YAML is a superset of JSON: one parser for both
+        return yaml.load(text, Loader=_loader())  # a SafeLoader; JSON too
     except yaml.YAMLError as e:
         raise BadConfig(f"{source}: not valid JSON or YAML: {' '.join(str(e).split())}") from e
     except RecursionError:

@@ -33,10 +33,12 @@ from typing import Any
 
 from job import __version__
 from job.atomic import replace_dir, write_json
+from job.cloud.status import inputs_of
 from job.cloud.storage import Storage
 from job.config import BotJob, SamplingConfig
 from job.data.clean import Prepared
 from job.data.tweets import TweetSource
+from job.errors import OptedOut
 from job.outputs.predict import Prediction
 from job.outputs.tracking import Tracker, default_mode
 from job.prepare import bot_writer, check_out, prepare, scratch_of
@@ -77,12 +79,17 @@ class Phases:
         self.start = time.perf_counter()
 
     @contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
+    def __call__(self, name: str, part: str | None = None) -> Iterator[None]:
+        """Time ``name``; a phase may run in parts (load: build the tiny base, then load it on
+        every rank), each logged with its ``part`` label, the last with the phase's total."""
         start = time.perf_counter()
         yield
-        # a phase may run in parts (load: build the tiny base, then load it on every rank)
-        self.seconds[name] = round(self.seconds.get(name, 0) + time.perf_counter() - start, 3)
-        log.info("%s: %.1f s", name, self.seconds[name])
+        took = time.perf_counter() - start
+        self.seconds[name] = round(self.seconds.get(name, 0) + took, 3)
+        if part:
+            log.info("%s (%s): %.1f s", name, part, took)
+        else:
+            log.info("%s: %.1f s", name, self.seconds[name])
 
 
 @dataclass
@@ -128,11 +135,15 @@ def run(
     out: Path,
     progress: Progress | None = None,
     checkpoint_storage: tuple[Storage, str] | None = None,
+    guard: Callable[[str], None] | None = None,
 ) -> RunResult | None:
     """Prepare, fine-tune, sample, write the card; see the module docstring.
 
     Under a multi-process launcher every rank calls this; rank 0 gets the result, the others
-    None once they have trained and saved.
+    None once they have trained and saved. ``guard(after)`` raises OptedOut once one of the
+    bot's people has opted out (cloud/consent.py): it is called after each checkpoint written
+    to storage, before the result is put in place, and on any failure (a local takedown
+    removes the files the run is writing).
     """
     if job.config.train.compile:
         # Before anything compiles: Inductor's worker processes read their cache folder from
@@ -144,10 +155,13 @@ def run(
     state.progress = progress
     with bot_writer(out, job.bot) if state.main else nullcontext():
         try:
-            return _run(state, sources, checkpoint_storage)
-        except Exception:
+            return _run(state, sources, checkpoint_storage, guard)
+        except Exception as e:
             if state.main:  # a full disk stays full otherwise; complete checkpoints stay
                 _tidy(state)
+                if guard is not None and not isinstance(e, OptedOut):
+                    # the failure may be a takedown's doing (it removed these files): say so
+                    guard("a failure")
             raise
 
 
@@ -162,15 +176,19 @@ def _run(
     state: State,
     sources: dict[str, TweetSource],
     checkpoint_storage: tuple[Storage, str] | None,
+    guard: Callable[[str], None] | None,
 ) -> RunResult | None:
     job = state.job
     prepare_data(state, sources)
     load_base(state)
+    remote, prefix = checkpoint_storage or (None, "")
     checkpoints = Checkpoints(
         state.scratch / "checkpoints",
         _fingerprint(job, state.texts),
         job.config.train.keep_checkpoints,
-        *(checkpoint_storage or (None, "")),
+        remote,
+        prefix,
+        guard=guard if state.main else None,
     )
     resume = checkpoints.latest()  # fetched from S3 if an earlier attempt left one there
     previous_run = checkpoints.recall("wandb_train_run")
@@ -188,7 +206,12 @@ def _run(
         predict(state)
         write_card(state)
         log_results(state, wb)
-    return finish(state)
+    if guard is not None:
+        guard("training")
+    result = finish(state)
+    if guard is not None:
+        guard("the result was written")
+    return result
 
 
 def setup(job: BotJob, out: Path) -> State:
@@ -260,7 +283,7 @@ def load_base(state: State) -> None:
         state.work.mkdir(parents=True)
         texts = [t.text for t in state.data.tweets]
         train = state.job.config.train
-        with state.phases("load"):  # the tiny base is built once, by rank 0
+        with state.phases("load", "the base resolved"):  # the tiny base is built once, by rank 0
             tokenizer = Path(train.tokenizer) if train.tokenizer else None
             name = resolve_base(train.base_model, state.work, texts, tokenizer, train.seed)
     name, texts = distributed.share((name, texts))  # also the barrier after rank 0's prepare
@@ -295,6 +318,9 @@ def train(state: State, wb: Any, checkpoints: Checkpoints, resume: Path | None) 
     with state.phases("save"):
         trainer.save_model(str(state.staged))  # consolidated on every strategy (ZeRO-3 gathers)
         distributed.barrier()
+        # The Trainer's arguments, pickled: nothing a user of the model needs, and the Hub
+        # flags every pickle it is given.
+        (state.staged / "training_args.bin").unlink(missing_ok=True)
         if state.main and state.job.config.train.save_precision == "bf16":
             _to_bf16(state.staged)
 
@@ -309,6 +335,11 @@ def predict(state: State) -> None:
     # The default prompts follow the tweets' main language; the card, its widget and job.json
     # then show the prompts that were used.
     sampling = state.job.config.sampling.in_language(languages(state.data.stats))
+    # Never longer than the model's context (tiny: 128 positions; the default asks 160): the
+    # generation config, the card's "How to use" and the Hub widget would fail past it.
+    context = int(getattr(state.model.config, "n_positions", 0) or sampling.max_length)
+    if sampling.max_length > context:
+        sampling = sampling.model_copy(update={"max_length": context})
     config = state.job.config.model_copy(update={"sampling": sampling})
     state.job = state.job.model_copy(update={"config": config})
     _finish_model_folder(state.staged, state.tokenizer, sampling)
@@ -348,7 +379,7 @@ def write_card(state: State) -> None:
             versions=versions(),
             model_dir=state.bot_dir / "model",
         )
-        card.write(state.staged, context, state.data.data_dir)
+        card.write(state.staged, context, state.data.data_dir)  # and card.json beside it
         shutil.rmtree(state.work, ignore_errors=True)
 
 
@@ -398,6 +429,8 @@ def finish(state: State) -> RunResult:
         staging / "job.json",
         {
             "bot": job.bot,
+            # whose tweets, from where: a takedown deletes the person's inputs (consent.py)
+            "inputs": [i.model_dump() for i in inputs_of(job.users)],
             "config": job.config.model_dump(),
             "versions": versions(),
             "timings": phases.seconds,
@@ -515,3 +548,9 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_warning()
     disable_progress_bars()
+    # huggingface_hub's logger prints through a handler of its own and then, propagating,
+    # through the job's too: each retry line came out twice. The job's handler (console.py)
+    # is the one.
+    hub_logger = logging.getLogger("huggingface_hub")
+    for handler in list(hub_logger.handlers):
+        hub_logger.removeHandler(handler)

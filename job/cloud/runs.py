@@ -5,6 +5,7 @@ Layout under OUTPUT (an S3 prefix or a folder)::
     <bot>/<run-id>/model/...          the model folder, card included
     <bot>/<run-id>/predictions.json
     <bot>/<run-id>/job.json
+    <bot>/<run-id>/card.json          the card's context: publish --repo renders it again
     <bot>/<run-id>/data/stats.json, data/clean.jsonl
     <bot>/<run-id>/_COMPLETE          written last: the run is whole (lists every file)
     <bot>/latest.json                 moved after the marker: the run readers should use
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,19 +46,29 @@ def files_to_publish(bot_dir: Path) -> list[Path]:
         bot_dir / "data" / "stats.json",
         bot_dir / "data" / "clean.jsonl",
     ]
-    return sorted(p for p in (bot_dir / "model").rglob("*") if p.is_file()) + wanted
+    # The card's context (outputs/card.py), from which a push to another repo renders it
+    card = [bot_dir / "card.json"] if (bot_dir / "card.json").is_file() else []
+    return sorted(p for p in (bot_dir / "model").rglob("*") if p.is_file()) + wanted + card
 
 
 def upload_run(
-    storage: Storage, bot: str, run_id: str, bot_dir: Path, fingerprint: str
+    storage: Storage,
+    bot: str,
+    run_id: str,
+    bot_dir: Path,
+    fingerprint: str,
+    guard: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Upload a run's files, then its marker, then move ``latest``; return the marker."""
+    """Upload a run's files, then its marker, then move ``latest``; return the marker.
+    ``guard(after)`` is called after the files, the marker and ``latest`` (consent.Guard)."""
+    check = guard or (lambda after: None)
     prefix = f"{bot}/{run_id}/"
     listing = {}
     for path in files_to_publish(bot_dir):
         rel = path.relative_to(bot_dir).as_posix()
         storage.put_file(prefix + rel, path)
         listing[rel] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    check("the run's files")  # before the marker: an opted-out run is never whole
     marker = {
         "bot": bot,
         "run_id": run_id,
@@ -65,6 +77,7 @@ def upload_run(
         "files": listing,
     }
     put_json(storage, prefix + MARKER, marker)
+    check("the run's marker")
     # Forward only: two attempts at once (a retry while the first still runs) must not move
     # latest back to the earlier-started one. Run ids begin with their start time, so they
     # sort in time. (A read, then a write: two writers within the same moment can still race.)
@@ -77,6 +90,7 @@ def upload_run(
         f"{bot}/latest.json",
         {"run_id": run_id, "fingerprint": fingerprint, "completed_at": marker["completed_at"]},
     )
+    check("latest.json")
     log.info("published %s to %s%s", bot, storage.uri, prefix)
     return marker
 

@@ -3,7 +3,10 @@
 States: ``queued`` (submitted), ``running`` (an attempt has started; ``run_id`` names it),
 ``succeeded`` (its run is published), ``failed`` (``reason`` says why). ``hub`` tracks the push
 to the Hugging Face Hub separately: ``off``, ``pending``, ``pushed`` (with ``commit_url``) or
-``failed`` (with ``reason``), because a model can be safe on S3 while the Hub is down.
+``failed`` (with ``reason``), because a model can be safe on S3 while the Hub is down;
+``hub.repos`` keeps every repo the bot was ever pushed to (a ``publish --repo`` moves it), so
+a takedown removes them all. ``inputs`` names each person's input files (their URIs), so a
+takedown can delete them, or name those it may not, whatever manifest or index made the bot.
 
 A running attempt touches ``heartbeat_at`` every ``HEARTBEAT_SECONDS``. A process killed
 without a word (the OOM killer, a lost host) cannot write ``failed``; ``statuses`` shows its
@@ -15,9 +18,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -44,6 +48,47 @@ class HubStatus(BaseModel):
     run_id: str | None = None  # the run that was pushed
     commit_url: str | None = None
     reason: str | None = None
+    repos: list[str] = []  # every repo this bot was pushed (or set to be pushed) to
+
+    def every_repo(self) -> list[str]:
+        """The repos a takedown must remove: those recorded, and the current one unless off."""
+        named = [self.repo] if self.repo and self.state != "off" else []
+        return sorted({*self.repos, *named})
+
+    def shown(self, state: str) -> str:
+        """The Hub column of ``status``: a failed bot's pending push will not happen."""
+        if self.state == "pending" and state not in ("queued", "running"):
+            return "-"
+        return self.state
+
+
+class Input(BaseModel):
+    """One person's tweets as a bot was given them (cloud/consent.py deletes them)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    handle: str
+    source: str
+    uri: str | None = None
+
+
+def hub_of(job: Any) -> HubStatus:
+    """The Hub record of a bot (a BotJob) about to be made: pending where it will be pushed."""
+    if job.hub_push and job.hub_repo:
+        return HubStatus(repo=job.hub_repo, private=job.hub_private, state="pending")
+    return HubStatus()
+
+
+def inputs_of(users: list[Any]) -> list[Input]:
+    """Each person's input as a takedown needs it: a local path made absolute, so the command
+    it names works from any folder."""
+    out = []
+    for user in users:
+        uri = user.uri
+        if uri and not uri.startswith("s3://"):
+            uri = str(Path(uri).expanduser().resolve())
+        out.append(Input(handle=user.handle, source=user.source, uri=uri))
+    return out
 
 
 class Status(BaseModel):
@@ -61,18 +106,27 @@ class Status(BaseModel):
     memorized: int | None = None
     reason: str | None = None
     hub: HubStatus = HubStatus()
+    inputs: list[Input] = []
 
     def line(self) -> str:
-        """What ``huggingtweets status`` prints for the bot."""
-        parts = [
+        """What ``run --manifest`` and ``publish`` print for the bot."""
+        bot, state, run_id, updated, hub, reason = self.row()
+        line = f"{bot}  {state}  {run_id}  {updated}  hub:{hub}"
+        return line + (f"  ({reason})" if reason else "")
+
+    def row(self) -> list[str]:
+        """The record as ``huggingtweets status`` shows it: one cell per column of COLUMNS."""
+        return [
             self.bot,
             self.state,
             self.run_id or "-",
             self.updated_at or "-",
-            f"hub:{self.hub.state}",
+            self.hub.shown(self.state),
+            self.reason or self.hub.reason or "",
         ]
-        reason = self.reason or self.hub.reason
-        return "  ".join(parts) + (f"  ({reason})" if reason else "")
+
+
+COLUMNS = ["bot", "state", "run", "updated", "hub", "reason"]
 
 
 def read_status(storage: Storage, bot: str) -> Status | None:
@@ -88,10 +142,16 @@ def write_status(
     perplexity or Hub fields)."""
     if state in ("unknown", "stale"):
         raise ValueError(f"{state} is derived when reading, never written")
-    current = None if fresh else read_status(storage, bot)
+    previous = read_status(storage, bot)
+    current = None if fresh else previous
     fields = {**(current.model_dump() if current else {}), **changes}
-    if isinstance(fields.get("hub"), HubStatus):
-        fields["hub"] = fields["hub"].model_dump()
+    hub = fields.get("hub") or {}
+    hub = HubStatus.model_validate(hub.model_dump() if isinstance(hub, HubStatus) else hub)
+    # Even a fresh record keeps every repo the bot was pushed to: a takedown needs them all.
+    known = previous.hub.every_repo() if previous else []
+    fields["hub"] = {**hub.model_dump(), "repos": sorted({*known, *hub.every_repo()})}
+    if "inputs" not in changes and previous is not None and not fields.get("inputs"):
+        fields["inputs"] = [i.model_dump() for i in previous.inputs]
     if state != "failed":
         fields.pop("reason", None)
     stamp = now()
@@ -137,10 +197,16 @@ def _staled(record: Status, at: float) -> Status:
 
 @contextmanager
 def heartbeat(
-    storage: Storage, bot: str, run_id: str, every: float = HEARTBEAT_SECONDS
+    storage: Storage,
+    bot: str,
+    run_id: str,
+    every: float = HEARTBEAT_SECONDS,
+    still: Callable[[], bool] = lambda: True,
 ) -> Iterator[None]:
     """Touch the running record every ``every`` seconds while the block runs; stopped (and
-    joined) before the block's caller writes the final state, so a late beat cannot undo it."""
+    joined) before the block's caller writes the final state, so a late beat cannot undo it.
+    ``still()`` is asked after each beat: False (the bot's person opted out meanwhile) stops
+    the beats and takes back the beat's record, which a takedown may have deleted just before."""
     stop = threading.Event()
 
     def beat() -> None:
@@ -150,6 +216,9 @@ def heartbeat(
                 if current is None or current.run_id != run_id or current.state != "running":
                     return
                 write_status(storage, bot, "running")
+                if not still():
+                    storage.delete(f"{bot}/status.json")
+                    return
             except Exception as e:  # a missed beat is not worth failing the run for
                 log.warning("%s: heartbeat not written (%s)", bot, type(e).__name__)
 

@@ -24,6 +24,8 @@ from job.errors import BadConfig, CorruptInput, CredentialsError, InputNotFound,
 
 # S3's bucket naming rules: 3-63 lowercase letters, digits, dots and hyphens.
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# A URI's scheme (RFC 3986): what a value that is not a local path starts with.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 # Seconds to connect, and between bytes: botocore's defaults are 60 and 60. An S3 that stops
 # answering then costs at most AWS_MAX_ATTEMPTS x (10 + 60) s before the transient exit code.
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0
@@ -107,9 +109,24 @@ def check_uri(uri: str) -> str:
             raise BadConfig(f"{uri}: not an S3 bucket name")
         if {".", ".."} & set(parsed.path.split("/")):
             raise BadConfig(f"{uri}: '.' and '..' are not folders on S3")
-    elif "://" in uri:
-        raise BadConfig(f"{uri}: only s3:// URIs and local folders are supported")
+    elif _SCHEME.match(uri):  # s3:/bucket (one slash), https://, file:...: not a folder
+        hint = " (an S3 URI is s3://bucket/prefix)" if uri[:3].lower() == "s3:" else ""
+        raise BadConfig(
+            f"{uri}: only s3:// URIs and local folders are supported{hint}; a folder whose name"
+            " has a ':' is given as ./name"
+        )
     return uri
+
+
+def check_out_folder(value: str, flag: str) -> str:
+    """A local output folder (``--out``): S3 output is a manifest's (run --manifest, submit)."""
+    check_uri(value)
+    if value.startswith("s3://"):
+        raise BadConfig(
+            f"{flag} {value}: a local folder; to write to S3, give it as a manifest's output"
+            " (run --manifest) or use submit"
+        )
+    return value
 
 
 def open_storage(uri: str, multipart_threshold: int = MULTIPART_THRESHOLD) -> Storage:

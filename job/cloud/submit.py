@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from job.cloud.status import write_status
+from job.cloud.status import hub_of, write_status
 from job.cloud.storage import open_storage
 from job.config import jobs, parse_manifest, tasks
 from job.data.handles import validate_handle
@@ -129,6 +129,17 @@ def submit(
         )
     if not output.startswith("s3://"):
         raise BadConfig("submit needs an s3:// output (--output or HUGGINGTWEETS_OUTPUT)")
+    handles = [validate_handle(u) for u in users]
+    if hub_owner is not None and not contact:
+        raise BadConfig(
+            "a public Hub push needs a contact for removal requests, named on every card: give"
+            " --contact EMAIL_OR_URL (or set HUGGINGTWEETS_CONTACT; make submit ... CONTACT=...),"
+            " or --no-push"
+        )
+    from job.cloud.consent import check_not_opted_out
+
+    results = open_storage(output)
+    check_not_opted_out(results, handles)  # before anything is written or started, dry run too
     manifest = build_manifest(
         users,
         output,
@@ -168,18 +179,14 @@ def submit(
     elif dry_run:
         return Submission(sid, uri, manifest, target, "(dry run)")
 
-    from job.cloud.consent import check_not_opted_out
-
-    results = open_storage(output)
-    check_not_opted_out(results, users)  # before anything is written or started
     text = yaml.safe_dump(manifest, sort_keys=False).encode()
     inputs = open_storage(f"s3://{bucket}")
     inputs.put_bytes(f"jobs/{sid}.yaml", text)
-    bots = [job.bot for job in jobs(parse_manifest(text.decode()))]
-    before = {bot: results.get_bytes(f"{bot}/status.json") for bot in bots}
+    made = jobs(parse_manifest(text.decode()))
+    before = {bot.bot: results.get_bytes(f"{bot.bot}/status.json") for bot in made}
     try:
-        for bot in bots:
-            write_status(results, bot, "queued", manifest=uri)
+        for bot in made:
+            write_status(results, bot.bot, "queued", manifest=uri, hub=hub_of(bot))
         if target == "batch":
             job_id = submit_batch(uri, n, name, job_queue, job_definition)
             return Submission(sid, uri, manifest, target, job_id)

@@ -3,13 +3,22 @@
 Structured like the original HuggingTweets cards (front matter, avatar header, how it works,
 training data table, training procedure, how to use, limitations), plus what they lacked:
 validation perplexity before and after, the memorization figure, the exact config and versions.
-The front matter is produced by ``yaml.safe_dump`` and every user-given string is escaped, so a
-display name cannot break the YAML, the HTML header or a table.
+
+Every value that comes from an archive, the API or a server (names, handles, dates, tweets and
+the predictions learnt from them, language codes, avatar and W&B addresses) is inert wherever
+the card shows it: text goes through ``inert`` (one line, Markdown's and HTML's punctuation as
+character references, so it starts no heading, link, image, emphasis or tag); addresses are
+shown only in the form their source gives them (``AVATAR_URL``, ``WANDB_URL``); language codes
+only as codes. The front matter is produced by ``yaml.safe_dump``.
+
+The card's context is saved as ``card.json`` beside the model folder: a push to another repo
+renders the card again for that repo (``for_repo``), so a card always names its own repo.
 """
 
 from __future__ import annotations
 
-import html
+import json
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from job import __version__
-from job.errors import BadConfig
+from job.errors import BadConfig, CorruptInput
 from job.training.model import GPT2
 
 if TYPE_CHECKING:
@@ -38,14 +47,33 @@ ROWS = [  # the original card's table, plus what our cleaning adds
 ]
 
 
-def md_cell(value: Any) -> str:
-    """Safe inside a Markdown table cell: HTML-escaped, pipes and newlines neutralised."""
-    text = html.escape(str(value if value is not None else ""))
-    return " ".join(text.replace("|", "&#124;").split())
+# Markdown's and HTML's punctuation, and what starts an autolink (':' of a scheme, '.' of a
+# host, '@' of an address): as numeric character references each renders as itself and
+# starts nothing. ('-', '+', '=' start a list or a heading only at a line's start, where no
+# value stands: they stay, and dates read as dates.)
+_INERT = {c: f"&#{ord(c)};" for c in "\\`*_{}[]()#!|<>&\"':~.@$"}
+# An avatar address as the Twitter API gives them; anything else is not shown.
+AVATAR_URL = re.compile(r"https://pbs\.twimg\.com/[A-Za-z0-9_./-]{1,200}")
+# A W&B run's address, as W&B gives it (wandb.ai or a server's https host).
+WANDB_URL = re.compile(r"https://[A-Za-z0-9.-]{1,100}(?::\d{1,5})?/[A-Za-z0-9_./-]{1,300}")
+# BCP-47-like codes, as the API and archives tag tweets; the Hub's front matter expects them.
+LANGUAGE = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})?")
+TABLE_ROWS = 10  # predictions the card shows
+
+
+def inert(value: Any) -> str:
+    """Text that renders as itself anywhere in the card: on one line (a newline could start a
+    heading or end the HTML header), every character that means something to Markdown or
+    HTML as a character reference."""
+    text = " ".join(str(value if value is not None else "").split())
+    return "".join(_INERT.get(c, c) for c in text)
+
+
+md_cell = inert  # inside a table cell too: '|' is among the referenced characters
 
 
 def front_matter(context: dict[str, Any]) -> dict[str, Any]:
-    languages = context["languages"] or ["en"]
+    languages = [c for c in context["languages"] if LANGUAGE.fullmatch(c)] or ["en"]
     meta: dict[str, Any] = {
         "language": languages if len(languages) > 1 else languages[0],
         "thumbnail": context["thumbnail"],
@@ -60,43 +88,86 @@ def front_matter(context: dict[str, Any]) -> dict[str, Any]:
 
 
 def render(context: dict[str, Any]) -> str:
-    """The card's Markdown, from ``context()``."""
+    """The card's Markdown, from ``context()`` placed by ``placed()``."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
         undefined=StrictUndefined,  # a missing value is a bug, not an empty string
         keep_trailing_newline=True,
-        autoescape=False,  # Markdown, not HTML: escaping is explicit (| e, | md)
+        autoescape=False,  # Markdown, not HTML: every outside value goes through | inert
     )
-    env.filters["md"] = md_cell
+    env.filters["inert"] = inert
     env.filters["prefix"] = lambda value, p: f"{p}{value}"
     template = env.get_template("model_card.md.j2")
     return template.render(
         **context,
         rows=ROWS,
+        table_rows=TABLE_ROWS,
         front_matter=yaml.safe_dump(front_matter(context), sort_keys=False, allow_unicode=True),
         config_yaml=yaml.safe_dump(context["config"], sort_keys=False, allow_unicode=True),
     )
 
 
+def placed(context: dict[str, Any], repo: str | None) -> dict[str, Any]:
+    """The context with what depends on where the model lives: on the Hub at ``repo``
+    (absolute addresses), or in the folder ``context["model_dir"]`` (relative names)."""
+    hub = f"https://huggingface.co/{repo}/resolve/main/" if repo else ""
+    users = []
+    for user in context["users"]:
+        src = f"{hub}{user['avatar_file']}" if user.get("avatar_file") else user.get("avatar_url")
+        users.append({**user, "avatar_src": src or ""})
+    return {
+        **context,
+        "repo": repo,
+        "users": users,
+        "thumbnail": f"{hub}predictions.png",
+        "model_ref": repo or context["model_dir"],
+    }
+
+
 def write(folder: Path, context: dict[str, Any], data_dir: Path) -> None:
-    """The card (``README.md``) and ``predictions.png`` into the model folder."""
+    """The card (``README.md``) and ``predictions.png`` into the model folder, and the card's
+    context as ``card.json`` beside it."""
+    from job.atomic import write_json
     from job.outputs import thumbnail
 
     predictions, per = context["predictions"], context["sampling"]["per_prompt"]
     # One prediction per start text first, then the rest; never a memorized one if avoidable.
     ordered = predictions[::per] + [p for i, p in enumerate(predictions) if i % per]
     said = [p for p in ordered if not empty(p)]  # a prompt with nothing after it says nothing
-    shown = [p.text for p in said if not p.memorized] or [p.text for p in said]
+    shown = [p["text"] for p in said if not p["memorized"]] or [p["text"] for p in said]
     language = (context["languages"] or [None])[0]
-    thumbnail.render(folder / "predictions.png", context["users"], shown, data_dir, language)
-    (folder / "README.md").write_text(render(context), encoding="utf-8")
+    pictured = [{**u, "avatar": u["stats"].get("avatar")} for u in context["users"]]
+    thumbnail.render(folder / "predictions.png", pictured, shown, data_dir, language)
+    (folder / "README.md").write_text(render(placed(context, context["repo"])), encoding="utf-8")
+    write_json(folder.parent / "card.json", context)
 
 
-def empty(prediction: Prediction) -> bool:
+def for_repo(run_dir: Path, repo: str, private: bool) -> None:
+    """Render ``run_dir/model/README.md`` again for ``repo`` from ``run_dir/card.json``: the
+    card names the repo it is pushed to (its thumbnail, avatars and ``pipeline(model=...)``)."""
+    saved = run_dir / "card.json"
+    if not saved.is_file():  # a run made before cards were saved: only its own repo will do
+        return
+    try:
+        context = json.loads(saved.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise CorruptInput(f"{saved.name}: not JSON") from e
+    if not private and not context.get("contact"):
+        raise BadConfig(
+            "a public Hub push needs a contact for removal requests on its card; this run was"
+            " made without one: push it --private, or make the bot again with a contact"
+        )
+    (run_dir / "model" / "README.md").write_text(
+        render(placed({**context, "repo": repo}, repo)), encoding="utf-8"
+    )
+
+
+def empty(prediction: dict[str, Any]) -> bool:
     """Nothing sampled after the prompt (the model ended the tweet at once)."""
-    return not prediction.text.strip() or prediction.text.strip() == prediction.prompt.strip()
+    text, prompt = prediction["text"].strip(), prediction["prompt"].strip()
+    return not text or text == prompt
 
 
 # What each kind of source means for the person (data/sources: each source's ``kind``).
@@ -118,42 +189,46 @@ def context(
     versions: dict[str, str],
     model_dir: Path,
 ) -> dict[str, Any]:
-    """Everything the template shows. Archive avatars are copied into ``folder``, the staged
-    model folder; ``model_dir`` is where it will be once the run is done."""
-    repo, config = job.hub_repo, job.config
+    """Everything the template shows, as plain JSON data (``card.json``). Archive avatars are
+    copied into ``folder``, the staged model folder; ``model_dir`` is where it will be once the
+    run is done."""
+    from dataclasses import asdict
+
+    config = job.config
     if job.hub_push and not job.hub_private and not job.contact:
         raise BadConfig("a public Hub push needs a contact for removal requests on its card")
     users = []
     for handle, stats in data.stats["users"].items():
-        avatar = stats.get("avatar")
+        avatar = stats.get("avatar") or ""
+        avatar_file = avatar_url = None
         if avatar and not avatar.startswith("http"):
-            name = f"avatar-{handle}{Path(avatar).suffix}"
-            shutil.copy(data.data_dir / avatar, folder / name)
-            avatar = f"https://huggingface.co/{repo}/resolve/main/{name}" if repo else name
+            avatar_file = f"avatar-{handle}{Path(avatar).suffix}"
+            shutil.copy(data.data_dir / avatar, folder / avatar_file)
+        elif AVATAR_URL.fullmatch(avatar):
+            avatar_url = avatar
         users.append(
             {
                 "handle": stats.get("handle") or handle,
                 "display_name": stats.get("display_name") or stats.get("handle") or handle,
-                "avatar_src": avatar or "",
-                "avatar": stats.get("avatar"),
+                "avatar_file": avatar_file,
+                "avatar_url": avatar_url,
                 "stats": stats,
             }
         )
     base = config.train.base_model
     gpt2 = GPT2.get(base)
+    hub_id = gpt2.hub_id if gpt2 else (base if base != "tiny" and not _folder(base) else None)
+    shown = [asdict(p) for p in predictions]
     return {
         "users": users,
         "version": __version__,
-        "base_model_label": "a tiny GPT-2 (random init)" if base == "tiny" else base,
-        "base_model_url": f"https://huggingface.co/{(gpt2 or GPT2['gpt2']).hub_id}",
-        "base_model_id": gpt2.hub_id
-        if gpt2
-        else (base if "/" in base and not Path(base).exists() else None),
-        "thumbnail": f"https://huggingface.co/{repo}/resolve/main/predictions.png"
-        if repo
-        else "predictions.png",
-        "model_ref": repo or str(model_dir),
-        "wandb_url": wandb_url,
+        "repo": job.hub_repo,
+        "model_dir": str(model_dir),
+        "base_model_label": "a tiny GPT-2 built locally (random init)" if base == "tiny" else base,
+        "base_model_url": f"https://huggingface.co/{hub_id}" if hub_id else None,
+        "base_model_id": hub_id,
+        "random_base": base == "tiny",
+        "wandb_url": wandb_url if wandb_url and WANDB_URL.fullmatch(wandb_url) else None,
         "languages": languages(data.stats),
         "clean": config.clean.model_dump(),
         "balance_ratio": config.prepare.balance_ratio,
@@ -161,14 +236,36 @@ def context(
         "train": config.train.model_dump(),
         "result": result.summary(),
         "sampling": config.sampling.model_dump(),
-        "predictions": predictions,
-        "shown": [p for p in predictions if not empty(p)],
+        "predictions": shown,
+        "shown": [p for p in shown if not empty(p)],
         "flagged": flagged,
-        "config": config.model_dump(),
+        "config": resolved(config.model_dump(), result),
         "versions": versions,
         "contact": job.contact,
         "provenance": PROVENANCE,
     }
+
+
+def resolved(config: dict[str, Any], result: TrainResult) -> dict[str, Any]:
+    """The config as the run used it: what ``auto`` and the defaults became (the block the
+    model's context allowed, the batch and rate picked for the hardware, the strategy and
+    precision), so that running it again makes the same training."""
+    train = {
+        **config["train"],
+        "block_size": result.block_size,
+        "batch_size": result.batch_size,
+        "learning_rate": float(f"{result.learning_rate:.6g}"),
+        "strategy": result.strategy if result.strategy in STRATEGY_NAMES else "auto",
+        "precision": result.precision if result.precision in ("bf16", "fp32") else "auto",
+    }
+    return {**config, "train": train}
+
+
+STRATEGY_NAMES = ("ddp", "zero2", "zero3", "zero3-offload")
+
+
+def _folder(base: str) -> bool:
+    return base.startswith(("/", "./", "../", "~"))
 
 
 def languages(stats: dict[str, Any]) -> list[str]:

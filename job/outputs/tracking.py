@@ -44,6 +44,16 @@ class Tracker:
         self.urls: dict[str, str] = {}
         # Before wandb is imported: its artifact messages ignore Settings(silent=True).
         os.environ.setdefault("WANDB_SILENT", "true")
+        if mode != "disabled":
+            # W&B copies every artifact's files (the raw tweets, the dataset, the model) into
+            # its staging folder, and online into its cache: by default under ~/.local/share
+            # and ~/.cache, where they would outlive the bot's takedown. Under the bot's own
+            # scratch folder instead, which a takedown removes (cloud/consent.py). wandb reads
+            # these from the environment whenever it stages or caches a file.
+            files = workdir / "wandb-files"
+            os.environ["WANDB_DATA_DIR"] = str(files / "data")
+            os.environ["WANDB_CACHE_DIR"] = str(files / "cache")
+            os.environ["WANDB_ARTIFACT_DIR"] = str(files / "artifacts")
         self.run_ids: dict[str, str] = {}
         self.skipped: list[str] = []  # stages W&B did not answer for: they went on without it
 

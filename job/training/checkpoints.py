@@ -23,6 +23,7 @@ import re
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -76,9 +77,12 @@ class Checkpoints:
         keep: int = 3,
         storage: Storage | None = None,
         prefix: str = "",
+        guard: Callable[[str], None] | None = None,
     ) -> None:
         self.folder, self.fingerprint, self.keep = folder, fingerprint, keep
         self.storage, self.prefix = storage, prefix.rstrip("/") + "/" if prefix else ""
+        # Called after each write to storage: a takedown meanwhile stops the run (consent.py)
+        self.guard = guard
 
     # -- before training ---------------------------------------------------------------------
 
@@ -179,6 +183,8 @@ class Checkpoints:
             if self.storage is not None:
                 put_json(self.storage, f"{self.prefix}checkpoint-{step}/{MARKER}", marker)
                 self._prune_remote()
+                if self.guard is not None:
+                    self.guard(f"checkpoint {step}")
             log.info("checkpoint at step %d", step)
 
     def _prune_remote(self) -> None:
@@ -197,6 +203,8 @@ class Checkpoints:
         self._write_meta(meta)
         if self.storage is not None:
             put_json(self.storage, self.prefix + "meta.json", meta)
+            if self.guard is not None:
+                self.guard("the checkpoints' metadata")
 
     def recall(self, key: str) -> Any:
         meta = self._read_meta()

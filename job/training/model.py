@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from job.errors import BadConfig, InputNotFound
+from job.errors import BadConfig, CredentialsError, InputNotFound, JobError, TransientError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -255,7 +255,7 @@ def load(
             device_map=device,
         )
     except OSError as e:
-        raise InputNotFound(f"cannot load base model {name_or_path!r}: {e}") from e
+        raise load_error(name_or_path, e) from e
     # transformers picks the loss by class name, and "GPT2LMHeadModel" names none: it warns
     # on every run, then uses the causal LM loss. Name that loss so it need not guess.
     model.loss_type = "ForCausalLM"
@@ -263,6 +263,59 @@ def load(
         tokenizer.pad_token = tokenizer.eos_token
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def load_error(name: str, error: BaseException) -> JobError:
+    """What a failed ``from_pretrained`` means, from the errors under transformers' OSError:
+    the Hub saying the model or a file does not exist is the input (exit 4), gated is the
+    token (9); a Hub that cannot be reached or fails (connection, timeout, 5xx, 429) is
+    transient (75), which the platforms retry. The servers' words are not quoted."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    chain, seen = [], set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for cause in chain:
+        if isinstance(cause, GatedRepoError):
+            return CredentialsError(
+                f"base model {name!r} is gated on the Hub: HF_TOKEN must be of an account that"
+                " accepted its terms"
+            )
+        if isinstance(cause, RepositoryNotFoundError):
+            return InputNotFound(
+                f"base model {name!r}: no such model on the Hub (or a private one HF_TOKEN may"
+                " not read)"
+            )
+        if isinstance(cause, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
+            break  # the Hub was not reached: below
+        if isinstance(cause, (RevisionNotFoundError, EntryNotFoundError)):
+            return InputNotFound(f"base model {name!r}: the Hub has no such file or revision")
+        if isinstance(cause, HfHubHTTPError):
+            status = cause.response.status_code if cause.response is not None else 0
+            if status in (401, 403):
+                return CredentialsError(f"the Hub refused HF_TOKEN for base model {name!r}")
+            if status and status < 500 and status != 429:
+                return InputNotFound(f"base model {name!r}: the Hub said {status}")
+    hub = any(isinstance(c, (LocalEntryNotFoundError, OfflineModeIsEnabled)) for c in chain)
+    wire = [c for c in chain if type(c).__module__.startswith(("httpx", "httpcore"))]
+    if hub or wire or any(isinstance(c, (HfHubHTTPError, TimeoutError)) for c in chain):
+        kind = type(wire[0]).__name__ if wire else "not reached"
+        return TransientError(
+            f"base model {name!r}: the Hub could not be reached ({kind}) and the model is not"
+            " in the cache (HF_HOME); a retry fetches it"
+        )
+    return InputNotFound(f"cannot load base model {name!r}: not a model folder or Hub model")
 
 
 # Training and its loss measurements see only full blocks, no padding and no attention mask

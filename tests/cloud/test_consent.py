@@ -20,15 +20,33 @@ from tests.helpers.wandb_api import FAULT_BODY, FakeWandb
 TOKEN = "tw-consent-token"
 
 
-def publish(storage: Storage, hub, bot: str, manifest: str | None = None) -> None:
+RUN = "20261201T120000123456Z-abcdef12"  # as runs.new_run_id makes them
+
+
+def publish(
+    storage: Storage,
+    hub,
+    bot: str,
+    manifest: str | None = None,
+    inputs: list[dict] | None = None,
+    state: str = "succeeded",
+) -> None:
     """A bot as a finished run leaves it: a run with its marker, latest.json, checkpoints,
-    a status naming its Hub repo (and the manifest it came from), and the repo on the Hub."""
-    for key in ("r1/model/model.safetensors", "r1/_COMPLETE", "latest.json", "checkpoints/c"):
+    a status naming its Hub repo (and the manifest and inputs it came from), and the repo on
+    the Hub."""
+    for key in (
+        f"{RUN}/model/model.safetensors",
+        f"{RUN}/_COMPLETE",
+        "latest.json",
+        "checkpoints/c",
+    ):
         storage.put_bytes(f"{bot}/{key}", b"x")
     repo = f"huggingtweets/{bot}"
     hub.state.repos[repo] = {"private": False}
-    pushed = HubStatus(repo=repo, state="pushed", run_id="r1")
-    write_status(storage, bot, "succeeded", run_id="r1", hub=pushed, manifest=manifest)
+    pushed = HubStatus(repo=repo, state="pushed", run_id=RUN)
+    write_status(
+        storage, bot, state, run_id=RUN, hub=pushed, manifest=manifest, inputs=inputs or []
+    )
 
 
 @pytest.fixture
@@ -157,7 +175,7 @@ def wandb_api(_wandb_server: FakeWandb, monkeypatch: pytest.MonkeyPatch) -> Fake
 def logged_online(storage: Storage, bot: str, project: str) -> None:
     """The published run's job.json, as a run with W&B online writes it."""
     record = {"config": {"wandb": {"project": project}}, "wandb": {"mode": "online"}}
-    storage.put_bytes(f"{bot}/r1/job.json", json.dumps(record).encode())
+    storage.put_bytes(f"{bot}/{RUN}/job.json", json.dumps(record).encode())
 
 
 def test_takedown_deletes_the_bots_wandb_runs_with_their_artifacts(api, hub, wandb_api) -> None:
@@ -191,7 +209,7 @@ def test_without_a_wandb_key_an_online_bot_is_refused_before_anything_goes(
     result = invoke("takedown", "alice", "--output", "s3://results/bots")
     assert result.returncode == errors.CREDENTIALS
     assert "logged to W&B online" in result.stderr and "WANDB_API_KEY" in result.stderr
-    assert "huggingtweets/alice" in hub.state.repos and "alice/r1/job.json" in storage.list("")
+    assert "huggingtweets/alice" in hub.state.repos and f"alice/{RUN}/job.json" in storage.list("")
     assert get_json(storage, opt_out_key("alice")) is not None  # the opt-out holds already
 
 
@@ -220,3 +238,159 @@ def test_a_wandb_failure_leaves_what_a_rerun_finishes(
     result = invoke("takedown", "alice", "--output", "s3://results/bots")
     assert result.returncode == 0, result.stderr
     assert storage.list("alice/") == [] and not wandb_api.state.runs
+
+
+# --- Which folders are a person's bots ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("handle", ["__wmww", "_x", "a_", "_"])
+def test_takedown_finds_handles_that_start_with_an_underscore_on_s3(api, hub, handle) -> None:
+    """README's own @__wmww: `_opt-out` is the job's folder, but a handle may start with '_'."""
+    storage = open_storage("s3://results/bots")
+    for bot in (handle, f"dril-{handle}", "dril"):
+        publish(storage, hub, bot)
+    result = invoke("takedown", handle, "--output", "s3://results/bots")
+    assert result.returncode == 0, result.stderr
+    assert f"removed 2 bot folder(s): {handle}, dril-{handle}" in result.stdout
+    assert sorted({k.split("/")[0] for k in storage.list("")}) == ["_opt-out", "dril"]
+    assert set(hub.state.repos) == {"huggingtweets/dril"}
+
+
+def test_takedown_finds_a_local_bots_result_scratch_and_a_killed_runs_leftover(
+    api, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    for folder in ("__wmww/model", ".__wmww/work", ".__wmww.old/model", "dril/model"):
+        (out / folder).mkdir(parents=True)
+        (out / folder / "f").write_text("a tweet")
+    result = invoke("takedown", "__wmww", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "removed 3 bot folder(s): .__wmww, .__wmww.old, __wmww" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["_opt-out", "dril"]
+
+
+def test_the_jobs_own_folders_and_other_files_are_never_taken_for_a_bot(api, hub) -> None:
+    # The opt-out folder is `_opt-out`: the name of a bot of @_opt and @out, were it allowed.
+    with pytest.raises(errors.InvalidHandle, match="folder of the job's own"):
+        from job.data.handles import bot_name
+
+        bot_name(["_opt", "out"])
+    storage = open_storage("s3://results")  # an output at the bucket's root
+    assert invoke("takedown", "status", "--output", "s3://results").returncode == 0
+    assert storage.list("_opt-out/") == ["_opt-out/status.json"]  # @status opted out
+    storage.put_bytes("inputs/alice.zip", b"alice's archive")  # where docs/batch.md puts them
+    result = invoke("takedown", "out", "--output", "s3://results")  # `_opt-out` holds "out"
+    assert result.returncode == 0 and "nothing to remove" in result.stdout
+    result = invoke("takedown", "inputs", "--output", "s3://results")
+    assert result.returncode == 0, result.stderr
+    assert "left: inputs/ is named like a bot of @inputs but holds other files" in result.stdout
+    assert storage.get_bytes("inputs/alice.zip") == b"alice's archive"
+    assert storage.list("_opt-out/") == [
+        "_opt-out/inputs.json",
+        "_opt-out/out.json",
+        "_opt-out/status.json",
+    ]
+
+
+# --- The person's inputs ---------------------------------------------------------------------
+
+
+def test_takedown_deletes_the_inputs_it_may_and_names_those_it_may_not(
+    api, hub, tmp_path: Path
+) -> None:
+    """Inputs are recorded in the status whatever made the bot (a manifest, an --index, a CLI
+    run): those under the output or the bucket's inputs/ go; any other is named, with the
+    command that removes it, quoted for a shell."""
+    import boto3
+
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="elsewhere")
+    storage = open_storage("s3://results/bots")
+    kept_local = tmp_path / "alice's archive.zip"
+    kept_local.write_bytes(b"x")
+    inputs = {
+        "s3://results/bots/in/alice.jsonl": "deleted",  # under the output
+        "s3://results/inputs/alice.zip": "deleted",  # the bucket's inputs/, as docs/batch.md
+        "s3://results/secret/alice.zip": "NOT deleted",  # elsewhere in the bucket
+        "s3://elsewhere/alice.zip": "NOT deleted",  # another bucket
+        str(kept_local): "NOT deleted",  # a local file
+    }
+    for uri in inputs:
+        if uri.startswith("s3://"):
+            bucket, key = uri[5:].split("/", 1)
+            client.put_object(Bucket=bucket, Key=key, Body=b"x")
+    client.put_object(Bucket="results", Key="inputs/carol.zip", Body=b"x")
+    given = [{"handle": "alice", "source": "archive", "uri": u} for u in inputs]
+    given.append({"handle": "carol", "source": "archive", "uri": "s3://results/inputs/carol.zip"})
+    publish(storage, hub, "alice-carol", inputs=given)
+
+    result = invoke("takedown", "ALICE", "--output", "s3://results/bots")
+    assert result.returncode == 0, result.stderr
+    for uri, what in inputs.items():
+        assert f"input: {what} {uri}" in result.stdout
+    assert "aws s3 rm s3://elsewhere/alice.zip" in result.stdout
+    assert f"rm -- '{kept_local}'".replace("'s", "'\"'\"'s") in result.stdout
+    left = {o["Key"] for o in client.list_objects_v2(Bucket="results").get("Contents", [])}
+    assert "inputs/alice.zip" not in left and "bots/in/alice.jsonl" not in left
+    assert {"inputs/carol.zip", "secret/alice.zip"} <= left  # carol's, and what it may not
+    assert kept_local.exists()
+
+
+def test_an_input_the_takedown_may_not_delete_is_named_not_fatal(
+    api, hub, s3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = open_storage("s3://results/bots")
+    storage.put_bytes("in/alice.zip", b"x")
+    publish(
+        storage,
+        hub,
+        "alice",
+        inputs=[{"handle": "alice", "source": "archive", "uri": "s3://results/bots/in/alice.zip"}],
+    )
+    from tests.helpers.s3 import FaultProxy
+
+    with FaultProxy(s3.url) as proxy:
+        proxy.hook = lambda method, path: 403 if method == "DELETE" and "in/alice" in path else None
+        result = invoke(
+            "takedown",
+            "alice",
+            "--output",
+            "s3://results/bots",
+            env={"AWS_ENDPOINT_URL": proxy.url},
+        )
+    assert result.returncode == 0, result.stderr
+    assert "input: NOT deleted s3://results/bots/in/alice.zip: access denied" in result.stdout
+    assert storage.list("alice/") == []
+
+
+# --- Every repo it was pushed to, and a run in progress ---------------------------------------
+
+
+def test_takedown_removes_every_repo_the_bot_was_pushed_to(api, hub) -> None:
+    storage = open_storage("s3://results/bots")
+    publish(storage, hub, "alice")
+    hub.state.repos["someone/alice-moved"] = {"private": False}
+    moved = HubStatus(repo="someone/alice-moved", state="pushed", run_id=RUN)
+    write_status(storage, "alice", "succeeded", hub=moved)  # `publish --repo` does this
+    result = invoke("takedown", "alice", "--output", "s3://results/bots")
+    assert result.returncode == 0, result.stderr
+    assert "deleted huggingtweets/alice" in result.stdout
+    assert "deleted someone/alice-moved" in result.stdout
+    assert hub.state.repos == {}
+
+
+def test_takedown_says_a_bot_is_running(api, hub) -> None:
+    storage = open_storage("s3://results/bots")
+    publish(storage, hub, "alice", state="running")
+    result = invoke("takedown", "alice", "--output", "s3://results/bots")
+    assert result.returncode == 0, result.stderr
+    assert f"alice: was running (run {RUN}" in result.stdout
+    assert "finds the opt-out before it publishes" in result.stdout
+
+
+def test_publish_refuses_an_opted_out_bot(api, hub) -> None:
+    storage = open_storage("s3://results/bots")
+    storage.put_bytes(opt_out_key("alice"), b"{}")  # even an empty record opts out
+    result = invoke("publish", "carol-alice", "--output", "s3://results/bots")
+    assert result.returncode == errors.OPTED_OUT, result.stderr
+    assert "@alice asked not to be made into a bot" in result.stderr

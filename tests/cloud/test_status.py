@@ -100,9 +100,15 @@ def test_the_heartbeat_beats_and_stops_before_the_final_state(tmp_path: Path) ->
     assert final is not None and final.state == "succeeded" and final.heartbeat_at is None
 
 
-def test_a_fresh_record_carries_nothing_of_the_last_attempt(tmp_path: Path) -> None:
+def test_a_fresh_record_carries_nothing_of_the_last_attempt_but_its_repos(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path)
     failed = HubStatus(state="failed", reason="the Hub said 503", repo="o/r")
     write_status(storage, "fay", "failed", run_id="r1", perplexity=9.0, reason="x", hub=failed)
     record = write_status(storage, "fay", "running", fresh=True, run_id="r2")
-    assert (record.perplexity, record.reason, record.hub) == (None, None, HubStatus())
+    assert (record.perplexity, record.reason) == (None, None)
+    # Only the repos it was pushed to carry over: a takedown must find every one of them.
+    assert record.hub == HubStatus(repos=["o/r"])
+    moved = write_status(storage, "fay", "succeeded", hub=HubStatus(repo="o/s", state="pushed"))
+    assert moved.hub.repos == ["o/r", "o/s"] and moved.hub.every_repo() == ["o/r", "o/s"]
+    off = write_status(storage, "fay", "running", fresh=True, run_id="r3")
+    assert off.hub.every_repo() == ["o/r", "o/s"]
