@@ -248,6 +248,10 @@ def run_bot(
                 )
             return record
     except Exception as e:  # whatever it was, the status says failed, with one line
+        if not isinstance(e, OptedOut):
+            # A takedown meanwhile may be why it failed (a Hub repo deleted under its push):
+            # then that is what it was, and what the run wrote goes (consent.Guard).
+            guard.check("a failure")
         error = classify(e)
         current = read_status(storage, job.bot)
         if current and current.run_id == run_id and current.state == "running":

@@ -19,6 +19,7 @@ from job.cloud import hub as hub_module
 from job.cloud.runs import MARKER
 from job.cloud.storage import get_json, open_storage
 from job.errors import TransientError
+from job.outputs.card import inert
 from tests.helpers import SAMPLE
 from tests.helpers.cli import Result, invoke, process
 from tests.helpers.jobs import TINY_MANIFEST
@@ -139,7 +140,8 @@ def test_three_bots_by_array_index(inputs, hub) -> None:
         card = commit.files["README.md"].decode()
         assert f"huggingface.co/{commit.repo}/resolve/main/predictions.png" in card
         # Provenance and the removal contact, on every card that is pushed.
-        assert "write to **takedown@example.org**" in card and "## Request removal" in card
+        assert f"write to **{inert('takedown@example.org')}**" in card
+        assert "## Request removal" in card
         where = {
             "sourdough_sam": "tweet files given by the operator",
             "andreruffert": "their own Twitter archive export",
@@ -149,12 +151,21 @@ def test_three_bots_by_array_index(inputs, hub) -> None:
 
     status = cli("status", "--manifest", uri)
     assert status.returncode == 0
-    assert [line.split()[:2] for line in status.stdout.splitlines()] == [
-        [b, "succeeded"] for b in bots
-    ]
+    header, *rows = [line.split("\t") for line in status.stdout.splitlines()]
+    assert header == ["bot", "state", "run", "updated", "hub", "reason"]
+    assert [row[:2] + row[4:5] for row in rows] == [[b, "succeeded", "pushed"] for b in bots]
 
     listed = cli("status", "--output", "s3://results/bots")  # no manifest: every bot found
-    assert sorted(line.split()[0] for line in listed.stdout.splitlines()) == sorted(bots)
+    assert sorted(line.split()[0] for line in listed.stdout.splitlines()[1:]) == sorted(bots)
+
+    # Each bot's status names its manifest and its people's inputs, whatever index ran it:
+    # a takedown deletes the inputs, or names those it may not (another bucket, here).
+    storage = open_storage("s3://results/bots")
+    sam = get_json(storage, "sourdough_sam/status.json")
+    assert sam["manifest"] == uri
+    assert sam["inputs"] == [
+        {"handle": "sourdough_sam", "source": "jsonl", "uri": "s3://inputs/tweets/sam.jsonl"}
+    ]
 
     again = cli("run", "--manifest", uri, AWS_BATCH_JOB_ARRAY_INDEX="0")  # a retried attempt
     assert again.returncode == 0, again.stderr
@@ -222,6 +233,21 @@ def test_hub_outage_keeps_s3_and_publish_alone_retries(inputs, hub) -> None:
     assert r.returncode == 0, r.stderr
     assert hub.state.repos[repo]["private"] is True
     assert get_json(storage, "sourdough_sam/status.json")["hub"]["private"] is True
+
+    # To another repo: its card names that repo, and both repos stay recorded...
+    r = cli("publish", "sourdough_sam", "--output", "s3://results/bots", "--repo", "someone/sam")
+    assert r.returncode == 0, r.stderr
+    card = hub.state.files("someone/sam")["README.md"].decode()
+    assert "huggingface.co/someone/sam/resolve/main/predictions.png" in card
+    assert 'model="someone/sam"' in card and repo not in card
+    assert get_json(storage, "sourdough_sam/status.json")["hub"]["repos"] == [repo, "someone/sam"]
+    # ...so the takedown removes both, and names the input it may not delete (another bucket).
+    r = cli("takedown", "sourdough_sam", "--output", "s3://results/bots")
+    assert r.returncode == 0, r.stderr
+    assert f"deleted {repo}" in r.stdout and "deleted someone/sam" in r.stdout
+    assert "input: NOT deleted s3://inputs/tweets/sam.jsonl" in r.stdout
+    assert "aws s3 rm s3://inputs/tweets/sam.jsonl" in r.stdout
+    assert not {repo, "someone/sam"} & set(hub.state.repos)
 
 
 def test_rerun_after_hub_failure_pushes_without_retraining(inputs, hub) -> None:

@@ -35,6 +35,7 @@ import json
 import logging
 import re
 import shlex
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,6 +260,8 @@ def remove_bot(
     )
     for key in ordered:
         storage.delete(key)
+    if isinstance(storage, LocalStorage):  # what a listing leaves: empty folders, *.tmp files
+        shutil.rmtree(storage.root / bot, ignore_errors=True)
     done.objects = len(keys)
     log.info("took down %s (%d objects)", bot, len(keys))
     return done
@@ -270,6 +273,8 @@ def _running(storage: Storage, bot: str, status: Status | None) -> str | None:
         (shown,) = statuses(storage, [bot])
         if shown.state == "running":
             return f"run {status.run_id}, heartbeat {status.heartbeat_at}"
+        if status.hub.state == "pending" and shown.state == "succeeded" and _recent(status):
+            return f"run {status.run_id}, pushing to the Hub since {status.updated_at}"
         return None
     if isinstance(storage, LocalStorage) and bot.startswith("."):
         try:
@@ -279,6 +284,19 @@ def _running(storage: Storage, bot: str, status: Status | None) -> str | None:
             return None
         return f"pid {pid}" if _alive(pid) else None
     return None
+
+
+def _recent(status: Status) -> bool:
+    """Written within the time a live run's heartbeat allows (a push is under way)."""
+    from datetime import datetime, timezone
+
+    from job.cloud.status import STALE_AFTER_SECONDS
+
+    try:
+        written = datetime.fromisoformat(status.updated_at or "")
+    except ValueError:
+        return False
+    return (datetime.now(timezone.utc) - written).total_seconds() <= STALE_AFTER_SECONDS
 
 
 def _published(storage: Storage, keys: list[str]) -> tuple[set[str], bool, list[Any]]:
