@@ -195,11 +195,11 @@ def submit(
     except BaseException:
         # Nothing was started: put each bot's record back as it was and drop the manifest, so
         # `status` does not show bots queued forever for a job that never ran.
-        for bot, record in before.items():
+        for name, record in before.items():
             if record is None:
-                results.delete(f"{bot}/status.json")
+                results.delete(f"{name}/status.json")
             else:
-                results.put_bytes(f"{bot}/status.json", record)
+                results.put_bytes(f"{name}/status.json", record)
         inputs.delete(f"jobs/{sid}.yaml")
         raise
 
