@@ -14,12 +14,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from job import __version__, errors
 from job.config import PREPARE_SECTIONS, RUN_SECTIONS, WANDB_PROJECT
@@ -35,7 +37,47 @@ from job.options import (
     with_config_options,
 )
 
+
+class _Group(TyperGroup):
+    """The commands, with Click's placeholders for values (TEXT, INTEGER, FLOAT, PATH) where
+    Typer would print Python's types (``<list[str]>``), and none for flags (``--api``)."""
+
+    NAMES: typing.ClassVar[dict[Any, str]] = {
+        str: "TEXT",
+        int: "INTEGER",
+        float: "NUMBER",
+        Path: "PATH",
+        bool: "",
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for command in [self, *self.commands.values()]:
+            for param in command.params:
+                if param.param_type_name == "argument":  # its name says what it is
+                    param.display_type_rich = lambda ctx: None  # type: ignore[attr-defined]
+                elif param.metavar is None:
+                    annotation = param.type_descriptor.annotation  # type: ignore[attr-defined]
+                    inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+                    listed = typing.get_origin(annotation) is list and inner
+                    param.metavar = self.NAMES.get(inner[0] if listed else annotation, "TEXT")
+            command.get_help_option = self._flag(command.get_help_option)  # type: ignore[method-assign]
+
+    @staticmethod
+    def _flag(made: Any) -> Any:
+        """--help, which Click makes anew for each use: a flag, with no placeholder."""
+
+        def help_option(ctx: Any) -> Any:
+            option = made(ctx)
+            if option is not None:
+                option.metavar = ""
+            return option
+
+        return help_option
+
+
 app = typer.Typer(
+    cls=_Group,
     name="huggingtweets",
     help="Turn a person's tweets into a fine-tuned GPT-2 tweet generator.",
     no_args_is_help=True,
@@ -230,7 +272,10 @@ def publish(
     output: OutputUri = None,
     manifest: ManifestUri = None,
     repo: Annotated[str | None, typer.Option(help="owner/name (default: as recorded).")] = None,
-    private: Annotated[bool | None, typer.Option("--private/--public")] = None,
+    private: Annotated[
+        bool | None,
+        typer.Option("--private/--public", help="The repo's visibility (default: as recorded)."),
+    ] = None,
 ) -> None:
     """Push a bot's latest published run to the Hub again (after a Hub failure)."""
     with _command():
@@ -290,22 +335,29 @@ def takedown(
 def submit(
     users: Annotated[list[str], typer.Argument(help="Twitter handles: one bot each.")],
     target: Annotated[str, typer.Option(help="batch (AWS Batch) | k8s (Kubernetes).")] = "batch",
-    base_model: Annotated[str, typer.Option()] = "gpt2",
+    base_model: Annotated[
+        str, typer.Option(help="The base of every bot (as run's --base-model).")
+    ] = "gpt2",
     output: Annotated[
         str | None, typer.Option(help="s3://bucket/prefix (default: $HUGGINGTWEETS_OUTPUT).")
     ] = None,
     together: Annotated[bool, typer.Option(help="One bot of all the users.")] = False,
     hub_owner: Annotated[str, typer.Option(help="Hub owner of the repos.")] = "huggingtweets",
     push: Annotated[bool, typer.Option(help="Push the models to the Hub.")] = True,
-    job_queue: Annotated[str, typer.Option(envvar="HUGGINGTWEETS_JOB_QUEUE")] = "huggingtweets",
+    job_queue: Annotated[
+        str, typer.Option(envvar="HUGGINGTWEETS_JOB_QUEUE", help="batch: the AWS Batch job queue.")
+    ] = "huggingtweets",
     job_definition: Annotated[
-        str, typer.Option(envvar="HUGGINGTWEETS_JOB_DEFINITION")
+        str,
+        typer.Option(
+            envvar="HUGGINGTWEETS_JOB_DEFINITION", help="batch: the AWS Batch job definition."
+        ),
     ] = "huggingtweets",
     image: Annotated[
         str | None,
         typer.Option(envvar="HUGGINGTWEETS_IMAGE", help="k8s: the image, in a registry."),
     ] = None,
-    namespace: Annotated[str, typer.Option()] = "default",
+    namespace: Annotated[str, typer.Option(help="k8s: the namespace of the Job.")] = "default",
     overlay: Annotated[
         str | None, typer.Option(help="k8s: resources of infra/k8s/overlays/NAME (gpt2-xl).")
     ] = None,

@@ -180,7 +180,7 @@ class TrainConfig(Section):
     learning_rate: float | None = Field(
         None,
         gt=0,
-        description="None: the original's 1.372e-4 scaled by tokens per step (train.py).",
+        description="Peak rate. Default: the original's 1.372e-4 scaled by tokens per step.",
     )
     lr_scheduler: Scheduler = Field("cosine", description="Learning-rate schedule.")
     warmup_ratio: float = Field(
@@ -193,7 +193,7 @@ class TrainConfig(Section):
     batch_size: int | None = Field(
         None,
         ge=1,
-        description="Blocks per step, per device; None: 8, more on a GPU (train.py).",
+        description="Blocks per step, per device. Default: 8, more on a GPU (train.py).",
     )
     grad_accum: int = Field(1, ge=1, description="Steps to accumulate before an update.")
     # Tweets are ~20-40 tokens; a 256-token block holds ~10, and shorter blocks give small data

@@ -111,7 +111,9 @@ ConfigFile = Annotated[
     Path | None,
     typer.Option("--config", help="YAML with config sections (as in a manifest); flags win."),
 ]
-Verbose = Annotated[bool, typer.Option("--verbose", "-v")]
+Verbose = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Debug log lines, and a failure's traceback.")
+]
 
 
 def bot_job_from_args(

@@ -406,10 +406,10 @@ def test_a_task_makes_its_slice_of_bots_each_on_its_own(inputs, hub, monkeypatch
     # after another bot's bad input; the retry skips what is published (sam, by fingerprint).
     real = batch.run_bot
 
-    def flaky(job, storage, *, force=False):
+    def flaky(job, storage, *, force=False, manifest=None):
         if job.bot == "sourdough_sam" and force:
             raise TransientError("S3 went away")
-        return real(job, storage, force=force)
+        return real(job, storage, force=force, manifest=manifest)
 
     monkeypatch.setattr(batch, "run_bot", flaky)
     with pytest.raises(TransientError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from job import errors
+from tests.helpers import SAMPLE
 from tests.helpers.archives import sentences, write_archive
 from tests.helpers.cli import Result, process
 from tests.helpers.cli import invoke as cli
@@ -272,3 +274,100 @@ def test_sigterm_while_fetching_is_one_line_and_transient(tmp_path: Path) -> Non
         _, err = proc.communicate(timeout=60)
     result = Result(proc.returncode, "", err)
     assert "stopped by SIGTERM" in assert_one_line_error(result, errors.TRANSIENT)
+
+
+@pytest.mark.parametrize(
+    "command", ["prepare", "run", "status", "publish", "takedown", "submit", None]
+)
+def test_every_option_has_help_and_a_placeholder_people_read(command: str | None) -> None:
+    import typer.main
+
+    from job.cli import app
+
+    group = typer.main.get_command(app)
+    made = group if command is None else group.commands[command]  # type: ignore[attr-defined]
+    for param in made.params:
+        if param.param_type_name == "option":
+            assert param.help, f"{command} --{param.name} has no help"  # type: ignore[attr-defined]
+    shown = cli(*([command] if command else []), "--help", env={"COLUMNS": "200"}).stdout
+    assert not re.search(r"<(bool|str|int|float|path|list\[\w+\])>", shown), shown
+    assert "None:" not in shown  # a default is said in words, not as Python's None
+
+
+def test_status_piped_to_a_reader_that_leaves_ends_quietly(tmp_path: Path) -> None:
+    """`status | head -1`: the reader closes the pipe; no 'internal error: BrokenPipeError'."""
+    from job.cloud.status import write_status
+    from job.cloud.storage import LocalStorage
+
+    storage = LocalStorage(tmp_path)
+    for i in range(3000):  # more than a pipe's buffer holds
+        write_status(storage, f"bot{i}", "queued")
+    script = f"{sys.executable} -m job status --output {tmp_path} | head -1"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True, text=True)
+    assert done.stdout == "bot\tstate\trun\tupdated\thub\treason\n"
+    assert done.stderr == "" and done.returncode == 0
+
+
+def test_status_is_a_header_and_a_row_a_bot_with_what_will_happen_on_the_hub(
+    tmp_path: Path,
+) -> None:
+    from job.cloud.status import HubStatus, write_status
+    from job.cloud.storage import LocalStorage
+
+    storage = LocalStorage(tmp_path)
+    pending = HubStatus(repo="huggingtweets/a", state="pending")
+    write_status(storage, "a", "queued", hub=pending)  # submit: it will push
+    write_status(storage, "b", "failed", hub=pending, reason="bad\tinput\nhere")
+    result = cli("status", "--output", str(tmp_path))
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert rows[0] == ["bot", "state", "run", "updated", "hub", "reason"]
+    assert [r[:2] + r[4:] for r in rows[1:]] == [
+        ["a", "queued", "pending", ""],
+        ["b", "failed", "-", "bad input here"],  # a failed bot's push will not happen
+    ]
+
+
+@pytest.mark.parametrize("out", ["s3://results/x", "s3:/results/x", "https://e.vil/x"])
+@pytest.mark.parametrize("command", ["prepare", "run"])
+def test_out_is_a_local_folder_and_a_uri_there_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, out: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = cli(command, "alice", "--jsonl", str(SAMPLE), "--out", out)
+    assert_one_line_error(result, errors.BAD_CONFIG)
+    assert list(tmp_path.iterdir()) == []  # no folder named `s3:` or `https:`
+
+
+@pytest.mark.parametrize("output", ["s3:/results/x", "s3:results", "file:///tmp/x"])
+def test_a_manifest_output_that_is_not_a_uri_nor_a_folder_is_refused(
+    tmp_path: Path, output: str
+) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(f"version: 1\noutput: {output}\nbots:\n  - users: [{{handle: a}}]\n")
+    result = cli("run", "--manifest", str(manifest))
+    assert "only s3:// URIs and local folders" in assert_one_line_error(result, errors.BAD_CONFIG)
+
+
+@pytest.mark.parametrize(
+    ("written", "value"),
+    [("5e-5", 5e-5), ("1E-3", 1e-3), ("3.0e-4", 3e-4), (".5e-2", 0.005), ("2e0", 2.0)],
+)
+def test_numbers_as_people_write_them_load_in_config_files_and_manifests(
+    tmp_path: Path, written: str, value: float
+) -> None:
+    from job.config import parse_manifest
+    from job.options import bot_job_from_args
+
+    config = tmp_path / "my-run.yaml"
+    config.write_text(f"train: {{epochs: 2, learning_rate: {written}}}\n")
+    job = bot_job_from_args(["a"], [], [str(SAMPLE)], False, config, {})
+    assert job.config.train.learning_rate == value
+    manifest = parse_manifest(
+        f"version: 1\noutput: out\ndefaults: {{train: {{learning_rate: {written}}}}}\n"
+        "bots:\n  - users: [{handle: a}]\n"
+    )
+    assert manifest.defaults.train["learning_rate"] == value
+    quoted = tmp_path / "quoted.yaml"  # a string stays one: the loader does not guess
+    quoted.write_text(f"train: {{learning_rate: '{written}'}}\n")
+    with pytest.raises(errors.BadConfig, match="expected a number"):
+        bot_job_from_args(["a"], [], [str(SAMPLE)], False, quoted, {})

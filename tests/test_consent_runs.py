@@ -150,6 +150,8 @@ def test_after_a_takedown_no_copy_of_a_tweet_is_left_anywhere_the_job_wrote(tmp_
         timeout=600,
     )
     assert made.returncode == 0, made.stderr
+    logged = [line for line in made.stderr.splitlines() if line.startswith("INFO")]
+    assert len(logged) == len(set(logged)), logged  # no line twice (the load phase was)
     tweets = [json.loads(line)["text"] for line in SAMPLE.read_text().splitlines()]
     probes = [t[:40] for t in tweets if len(t) >= 40][:20]
 

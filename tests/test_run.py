@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from job.data.sources import ArchiveSource, FileSource
+from job.outputs.card import inert
 from job.run import run
 from tests.helpers import SAMPLE
 from tests.helpers.jobs import SECRETS, TINY_FLAGS, tiny_job
@@ -68,13 +69,37 @@ def test_outputs(sample_run) -> None:
     assert len(preds["predictions"]) == 10 and preds["memorized"] == result.flagged
     assert all({"prompt", "text", "memorized"} <= set(p) for p in preds["predictions"])
     scratch = out / ".sourdough_sam"  # the lock, work, checkpoints and W&B's files
-    assert sorted(p.name for p in scratch.iterdir()) == ["wandb"]  # work and lock are gone
+    # work and lock are gone; W&B's run files, and its staged and cached artifacts (which a
+    # takedown removes with the scratch: not under ~/.local/share/wandb)
+    assert sorted(p.name for p in scratch.iterdir()) == ["wandb", "wandb-files"]
     assert sorted(p.name for p in bot.iterdir()) == [
+        "card.json",  # the card's context: a push to another repo renders it for that repo
         "data",
         "job.json",
         "model",
         "predictions.json",
     ]  # the result, put in place as one unit
+    # The Trainer's pickled arguments are nobody's business (and the Hub flags pickles).
+    assert not [p for p in (bot / "model").rglob("*") if p.suffix in (".bin", ".pkl", ".pt")]
+    assert job["inputs"] == [{"handle": "sourdough_sam", "source": "jsonl", "uri": str(SAMPLE)}]
+
+
+def test_the_cards_own_code_runs_at_the_default_length(tmp_path: Path) -> None:
+    """The default 160 tokens exceed the tiny model's 128 positions: the generation config, the
+    card and job.json say the length that was used, and the card's "How to use" code runs."""
+    job = tiny_job(train={"epochs": 1}, sampling={"max_length": 160}, wandb={"mode": "disabled"})
+    result = run(job, {"sourdough_sam": FileSource(SAMPLE)}, tmp_path)
+    config = json.loads((result.model_dir / "config.json").read_text())
+    generation = json.loads((result.model_dir / "generation_config.json").read_text())
+    assert generation["max_length"] == config["n_positions"] == 128
+    made = json.loads((result.model_dir.parent / "job.json").read_text())
+    assert made["config"]["sampling"]["max_length"] == 128
+    card = (result.model_dir / "README.md").read_text()
+    assert "at most 128 tokens" in card
+    snippet = card.split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(snippet, "card-snippet", "exec"), namespace)  # as a reader would run it
+    assert namespace["generator"] is not None
 
 
 def test_fine_tuning_lowers_validation_loss(sample_run) -> None:
@@ -125,7 +150,7 @@ def test_card_numbers_match_stats_and_card_is_valid(archive_run) -> None:
     assert meta["pipeline_tag"] == "text-generation"
     assert f"{result.train.base_perplexity:.1f}" in card.text
     assert f"{result.train.perplexity:.1f}" in card.text
-    assert f"{result.flagged} of {len(result.predictions)} sampled predictions" in card.text
+    assert f"{result.flagged} of the {len(result.predictions)} sampled predictions" in card.text
     # tiny: 8 blocks of its whole 128-token context per step, 8x the original's 1024/1024
     assert result.train.learning_rate == pytest.approx(8 * 1.372e-4)
     assert "| Learning rate | 0.0011 (the original's 1.372e-4 scaled" in card.text
@@ -143,7 +168,7 @@ def test_card_numbers_match_stats_and_card_is_valid(archive_run) -> None:
     )
     assert "@andreruffert: their own Twitter archive export" in card.text
     assert "tweets written from 2010-10-25 to 2022-11-02" in card.text
-    assert "write to **https://example.org/takedown**" in card.text
+    assert f"write to **{inert('https://example.org/takedown')}**" in card.text
     assert "not written by the person" in card.text
     # Markdown tables end each row at its last cell: no trailing separator or space.
     rows = [ln for ln in card.text.splitlines() if ln.startswith("|")]
@@ -159,10 +184,10 @@ def test_card_escapes_hostile_display_names(tmp_path: Path) -> None:
     job = tiny_job(path=path, train={"epochs": 1}, wandb={"mode": "disabled"})
     result = run(job, {"sourdough_sam": FileSource(path)}, tmp_path)
     card = (result.model_dir / "README.md").read_text()
-    assert "<img src=x" not in card and "&lt;img src=x onerror=alert(1)&gt;" in card
+    assert "<img src=x" not in card and inert("<img src=x onerror=alert(1)>") in card
     assert not (tmp_path / ".sourdough_sam" / "wandb").exists()  # W&B disabled: no files
     header = card_table(card)["Data"]
-    assert header == ["&lt;img src=x onerror=alert(1)&gt; &#124; &quot;Evil&quot;"]
+    assert header == [inert(hostile)]
 
 
 def test_same_seed_reproduces_the_loss(sample_run, tmp_path: Path) -> None:

@@ -254,7 +254,7 @@ def load(
             attn_implementation="sdpa",
             device_map=device,
         )
-    except OSError as e:
+    except (OSError, ValueError) as e:  # ValueError: a repo or folder without a tokenizer
         raise load_error(name_or_path, e) from e
     # transformers picks the loss by class name, and "GPT2LMHeadModel" names none: it warns
     # on every run, then uses the causal LM loss. Name that loss so it need not guess.

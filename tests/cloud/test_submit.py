@@ -130,6 +130,8 @@ def test_submit_three_users_to_aws_batch(batch) -> None:
     for b in bots:
         status = get_json(storage, f"{b.bot}/status.json")
         assert status["state"] == "queued" and status["manifest"] == uri
+        # it will push: `status` says pending, not off
+        assert status["hub"]["state"] == "pending" and status["hub"]["repo"] == b.hub_repo
 
 
 def test_bots_per_task_sizes_the_array_and_goes_in_the_manifest(batch) -> None:

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -81,17 +82,22 @@ class FakeHub:
             def body(self) -> bytes:
                 return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-            def reply(self, status: int, body: Any = None, text: str | None = None) -> None:
+            def reply(
+                self, status: int, body: Any = None, text: str | None = None, code: str = ""
+            ) -> None:
                 data = text.encode() if text is not None else json.dumps(body or {}).encode()
                 self.send_response(status)
                 if body == NOT_FOUND:  # as the Hub: huggingface_hub reads the error's kind here
-                    self.send_header("X-Error-Code", "RepoNotFound")
+                    code = "RepoNotFound"
+                if code:
+                    self.send_header("X-Error-Code", code)
                 self.send_header(
                     "Content-Type", "text/plain" if text is not None else "application/json"
                 )
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                if self.command != "HEAD":
+                    self.wfile.write(data)
 
             def handle_any(self, method: str) -> None:
                 path = self.path.split("?", 1)[0]
@@ -108,6 +114,16 @@ class FakeHub:
                     state.lfs[oid] = data
                     return self.reply(200, {})
                 payload = data
+                parts = path.strip("/").split("/")
+                if method in ("GET", "HEAD") and len(parts) >= 5 and parts[2] == "resolve":
+                    # a file download, as from_pretrained asks: the Hub's own 404s
+                    repo, name = f"{parts[0]}/{parts[1]}", "/".join(parts[4:])
+                    if repo not in state.repos:
+                        return self.reply(404, NOT_FOUND)
+                    files = state.files(repo)
+                    if name not in files:
+                        return self.reply(404, {"error": "Entry not found"}, code="EntryNotFound")
+                    return self.download(repo, files[name])
                 if method == "POST" and path == "/api/validate-yaml":  # anonymous, as on the Hub
                     return self.validate(json.loads(payload))
                 if self.headers.get("Authorization") != f"Bearer {state.token}":
@@ -156,6 +172,21 @@ class FakeHub:
 
             def do_GET(self) -> None:
                 self.handle_any("GET")
+
+            def do_HEAD(self) -> None:
+                self.handle_any("HEAD")
+
+            def download(self, repo: str, data: bytes) -> None:
+                """A file as the Hub serves it: the headers huggingface_hub's cache keys on."""
+                commits = [c.oid for c in state.commits if c.repo == repo]
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+                self.send_header("X-Repo-Commit", commits[-1] if commits else "0" * 40)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
 
             def create(self, body: dict[str, Any]) -> None:
                 repo = f"{body.get('organization') or 'me'}/{body['name']}"
@@ -239,6 +270,17 @@ class FakeHub:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def serve(self, repo: str, folder: Path) -> None:
+        """``folder``'s files as the public model ``repo``, as from_pretrained downloads it."""
+        files = {
+            p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in folder.rglob("*")
+            if p.is_file()
+        }
+        self.state.repos[repo] = {"private": False}
+        oid = hashlib.sha1(repo.encode()).hexdigest()
+        self.state.commits.append(Commit(repo, "the stand-in model", files, oid))
 
     def reset(self) -> None:
         token = self.state.token

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from job import errors
 from job.errors import BadConfig, InputNotFound
 from job.training.model import (
     GPT2,
@@ -197,3 +200,60 @@ def test_hf_home_is_read_as_the_hub_client_reads_it(monkeypatch: pytest.MonkeyPa
     assert hf_home() == Path("/xdg/huggingface")  # where huggingface_hub would look
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert hf_home() == Path.home() / ".cache" / "huggingface"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("where", "code"),
+    [
+        ("a model the Hub does not have", errors.INPUT_NOT_FOUND),
+        ("a file the Hub's model lacks", errors.INPUT_NOT_FOUND),
+        ("the Hub answering 503", errors.TRANSIENT),
+        ("a Hub that cannot be reached", errors.TRANSIENT),
+    ],
+)
+def test_a_failed_base_download_says_whether_a_retry_can_help(
+    hub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, where: str, code: int
+) -> None:
+    """Only a model (or file) the Hub says does not exist is the input's fault (4); a Hub that
+    is down or unreachable is transient (75), which the platforms retry. The servers' words
+    are not quoted. huggingface_hub's own backoff sleeps are skipped: the answers are real."""
+    import huggingface_hub.constants
+    import huggingface_hub.utils._http as http
+
+    monkeypatch.setattr(http.time, "sleep", lambda seconds: None)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # nothing cached
+    if where == "a file the Hub's model lacks":
+        hub.state.repos["someone/model"] = {"private": False}
+    elif where == "the Hub answering 503":
+        hub.state.faults.append(lambda m, p: 503 if "/resolve/" in p else None)
+    elif where == "a Hub that cannot be reached":
+        import socket
+
+        with socket.socket() as s:  # a port nothing listens on
+            s.bind(("127.0.0.1", 0))
+            closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+        constants = huggingface_hub.constants
+        for name in ("HUGGINGFACE_CO_URL_TEMPLATE", "ENDPOINT"):  # the template names ENDPOINT
+            value = getattr(constants, name).replace(constants.ENDPOINT, closed)
+            monkeypatch.setattr(constants, name, value)
+    with pytest.raises(errors.JobError) as raised:
+        load("someone/model", device="cpu")
+    assert raised.value.exit_code == code, raised.value
+    message = str(raised.value)
+    assert "someone/model" in message and "\n" not in message
+    assert "injected fault" not in message and "Entry not found" not in message
+
+
+@MODEL
+def test_a_hub_client_line_is_printed_once() -> None:
+    """huggingface_hub's retry lines went out through its own handler and the job's."""
+    script = (
+        "from job.console import setup_logging; setup_logging(False)\n"
+        "from job.run import _quiet_libraries; _quiet_libraries()\n"
+        "import logging; logging.getLogger('huggingface_hub.utils._http')"
+        ".warning('Retrying in 1s [Retry 1/5].')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("Retrying in 1s") == 1, done.stderr

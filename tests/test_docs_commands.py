@@ -1,0 +1,89 @@
+"""The README's and the docs' commands, run exactly as printed, against the stand-ins: the
+Twitter API and the Hub on loopback (the Hub serving a tiny GPT-2 as `openai-community/gpt2`,
+through the same from_pretrained download a real run makes), moto's S3 and Batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import boto3
+import pytest
+
+from job.training.model import build_random
+from tests.cloud.test_submit import batch  # noqa: F401 (a fixture: moto's Batch, as deployed)
+from tests.helpers import REPO, SAMPLE
+from tests.helpers.twitter_api import FakeUser, TwitterAPI, v2_tweet
+
+pytestmark = pytest.mark.integration
+VENV_BIN = REPO / ".venv" / "bin"
+
+
+def printed(page: str, first: str) -> list[str]:
+    """The lines of the fenced code block of ``page`` that holds a line starting ``first``,
+    from that line to the block's end, as printed."""
+    lines = (REPO / page).read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(first))
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("```"))
+    return lines[start:end]
+
+
+def shell(lines: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    script = "set -e\n" + "\n".join(lines) + "\n"
+    return subprocess.run(
+        ["bash", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
+
+
+@pytest.fixture
+def stand_ins(hub, tmp_path: Path):
+    """The Twitter API with @__wmww (its token is the README's own `...`), and gpt2 on the Hub."""
+    texts = [json.loads(line)["text"] for line in SAMPLE.read_text().splitlines()]
+    hub.serve("openai-community/gpt2", build_random(tmp_path / "gpt2", texts, None, 42))
+    tweets = [v2_tweet(10_000 - i, f"{text} #{i}") for i, text in enumerate(texts * 2)]
+    with TwitterAPI(token="...") as api:
+        api.add(FakeUser(id="42", username="__wmww", name="wmww", tweets=tweets))
+        env = {
+            **os.environ,
+            "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+            "TWITTER_API_URL": api.url,
+            "TWITTER_BEARER_TOKEN": "...",
+            "HF_HOME": str(tmp_path / "hf"),
+            "WANDB_MODE": "offline",
+        }
+        yield env
+
+
+def test_the_config_example_and_the_readmes_second_use_run_as_printed(
+    stand_ins: dict[str, str], tmp_path: Path
+) -> None:
+    usage = printed("docs/usage.md", "# Options from a YAML file")
+    readme = printed("README.md", "# 2. From the Twitter API v2")[:2]
+    assert any("5e-5" in line for line in usage)  # the number YAML 1.1 read as a string
+    work = tmp_path / "work"
+    work.mkdir()
+    done = shell([*usage, *readme], work, stand_ins)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("done __wmww: validation perplexity") == 2
+    made = json.loads((work / "out" / "__wmww" / "job.json").read_text())
+    assert made["config"]["train"]["learning_rate"] == 5e-5
+    assert made["config"]["train"]["epochs"] == 2  # the README's flag wins over the file
+    assert made["config"]["sampling"]["per_prompt"] == 5
+
+
+def test_the_readmes_cloud_use_runs_as_printed(batch, stand_ins: dict[str, str]) -> None:  # noqa: F811
+    boto3.client("s3").create_bucket(Bucket="my-bucket")
+    lines = printed("README.md", "# 3. In the cloud")
+    assert "make submit USER=__wmww" in lines
+    done = shell(lines, REPO, stand_ins)
+    assert done.returncode == 0, done.stderr
+    assert "submitted 1 bot to batch: " in done.stdout
+    header, row = done.stdout.strip().splitlines()[-2:]
+    assert header.split("\t")[:2] == ["bot", "state"]
+    assert row.split("\t")[:2] == ["__wmww", "queued"] and row.split("\t")[4] == "pending"
+    job_id = done.stdout.split("submitted 1 bot to batch: ", 1)[1].split()[0]
+    (job,) = batch.describe_jobs(jobs=[job_id])["jobs"]
+    assert job["jobQueue"].endswith("huggingtweets")
+    assert job["parameters"]["manifest"].startswith("s3://my-bucket/jobs/")
