@@ -140,16 +140,20 @@ def test_after_a_takedown_no_copy_of_a_tweet_is_left_anywhere_the_job_wrote(tmp_
     for folder in ("home", "hf", "tmp"):
         (root / folder).mkdir(parents=True)
     out = root / "out"
-    command = [sys.executable, "-m", "job"]
-    made = subprocess.run(
-        [*command, "run", "sourdough_sam", "--jsonl", str(SAMPLE), *TINY_FLAGS, "--out", str(out)],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert made.returncode == 0, made.stderr
+
+    def job(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "job", *args],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr
+        return done
+
+    made = job("run", "sourdough_sam", "--jsonl", str(SAMPLE), *TINY_FLAGS, "--out", str(out))
     logged = [line for line in made.stderr.splitlines() if line.startswith("INFO")]
     assert len(logged) == len(set(logged)), logged  # no line twice (the load phase was)
     tweets = [json.loads(line)["text"] for line in SAMPLE.read_text().splitlines()]
@@ -167,14 +171,6 @@ def test_after_a_takedown_no_copy_of_a_tweet_is_left_anywhere_the_job_wrote(tmp_
     before = copies()
     assert any("wandb" in f for f in before), before  # W&B staged them: it is tested here
     assert not [f for f in before if not f.startswith("out/")], before  # all under the output
-    gone = subprocess.run(
-        [*command, "takedown", "sourdough_sam", "--output", str(out)],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert gone.returncode == 0, gone.stderr
+    job("takedown", "sourdough_sam", "--output", str(out))
     assert copies() == []
     assert sorted(p.name for p in out.iterdir()) == ["_opt-out"]

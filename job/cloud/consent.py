@@ -66,8 +66,17 @@ def opt_out_key(handle: str) -> str:
     return f"{OPT_OUT}{validate_handle(handle).lower()}.json"
 
 
+# Past this many handles (a submit of thousands), one listing of the opt-out folder costs less
+# than a read per handle (10,000 reads: ~30 s against moto here).
+LIST_ABOVE = 20
+
+
 def opted_out(storage: Storage, handles: list[str]) -> tuple[str, dict[str, Any]] | None:
     """The first of ``handles`` with an opt-out record under ``storage``, with the record."""
+    keys = [opt_out_key(h) for h in handles]
+    if len(handles) > LIST_ABOVE:
+        listed = set(storage.list(OPT_OUT))
+        handles = [h for h, k in zip(handles, keys, strict=True) if k in listed]
     for handle in handles:
         data = storage.get_bytes(opt_out_key(handle))
         if data is not None:

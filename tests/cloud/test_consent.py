@@ -394,3 +394,14 @@ def test_publish_refuses_an_opted_out_bot(api, hub) -> None:
     result = invoke("publish", "carol-alice", "--output", "s3://results/bots")
     assert result.returncode == errors.OPTED_OUT, result.stderr
     assert "@alice asked not to be made into a bot" in result.stderr
+
+
+def test_many_handles_are_checked_against_one_listing_of_the_opt_outs(api, hub) -> None:
+    from job.cloud.consent import LIST_ABOVE, check_not_opted_out
+
+    storage = open_storage("s3://results/bots")
+    storage.put_bytes(opt_out_key("user_17"), b'{"at": "2026-12-01"}')
+    handles = [f"user_{i}" for i in range(LIST_ABOVE + 10)]
+    with pytest.raises(errors.OptedOut, match="@user_17 asked not to be made"):
+        check_not_opted_out(storage, handles)
+    check_not_opted_out(storage, handles[:17] + handles[18:])  # the others may be made
