@@ -405,3 +405,15 @@ def test_many_handles_are_checked_against_one_listing_of_the_opt_outs(api, hub) 
     with pytest.raises(errors.OptedOut, match="@user_17 asked not to be made"):
         check_not_opted_out(storage, handles)
     check_not_opted_out(storage, handles[:17] + handles[18:])  # the others may be made
+
+
+@pytest.mark.parametrize("target", [["--target", "batch"], ["--target", "k8s", "--image", "r/i:1"]])
+def test_a_dry_run_of_submit_checks_the_opt_outs_like_a_real_one(api, hub, target) -> None:
+    storage = open_storage("s3://results/bots")
+    storage.put_bytes(opt_out_key("alice"), b'{"at": "2026-12-01"}')
+    result = invoke(
+        *("submit", "bob", "Alice", "--output", "s3://results/bots", "--no-push", "--dry-run"),
+        *target,
+    )
+    assert result.returncode == errors.OPTED_OUT, result.stdout
+    assert result.stdout == "" and "@Alice asked not to be made" in result.stderr
