@@ -39,13 +39,34 @@ def main() -> None:
     except SystemExit as e:  # how Typer ends every command
         exit_code[0] = e.code if isinstance(e.code, int) else int(e.code is not None)
         raise
-    except KeyboardInterrupt:
-        exit_code[0] = 130  # the shell's code for SIGINT
-        raise
+    except (KeyboardInterrupt, errors.Terminated) as e:  # before a command's boundary
+        stop = errors.stopped(e)
+        typer.echo(f"error: {stop}", err=True)
+        exit_code[0] = stop.exit_code
+        sys.exit(stop.exit_code)
+
+
+# After SIGTERM, the seconds the command has to end by itself: its boundary writes the line
+# and the status. A thread stuck in a read (a download's worker) can hold the interpreter's
+# exit, which joins such threads, for as long as the read lasts; this bounds it. Well inside
+# the platforms' grace (AWS Batch and Kubernetes: 30 s by default).
+EXIT_GRACE_SECONDS = 15.0
 
 
 def _terminated(signum: int, frame: object) -> None:
-    raise errors.TransientError("stopped by SIGTERM; a rerun starts this step again")
+    import os
+    import threading
+
+    def force() -> None:
+        sys.stderr.write("error: stopped by SIGTERM; the process did not end by itself\n")
+        sys.stderr.flush()
+        os._exit(errors.TRANSIENT)
+
+    timer = threading.Timer(EXIT_GRACE_SECONDS, force)
+    timer.daemon = True
+    timer.start()
+    signal.signal(signal.SIGTERM, lambda s, f: os._exit(errors.TRANSIENT))  # a second: now
+    raise errors.Terminated()
 
 
 def _exit_without_teardown(exit_code: list[int]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -31,8 +32,17 @@ from job.cloud.status import (
 )
 from job.cloud.storage import Storage, download, open_storage
 from job.config import BotJob, jobs, load_manifest, tasks
+from job.data.handles import bot_name
 from job.data.sources import sources_for
-from job.errors import BadConfig, InputNotFound, JobError, OptedOut, TransientError, classify
+from job.errors import (
+    BadConfig,
+    InputNotFound,
+    JobError,
+    OptedOut,
+    Terminated,
+    TransientError,
+    classify,
+)
 from job.training.model import bases_kept
 
 log = logging.getLogger(__name__)
@@ -47,8 +57,8 @@ def output_of(manifest: str | None, output: str | None) -> tuple[str, list[str] 
     if manifest is None:
         assert output is not None
         return output, None
-    loaded = load_manifest(manifest)
-    return loaded.output, [j.bot for j in jobs(loaded)]
+    loaded = load_manifest(manifest, resolve=False)
+    return loaded.output, [bot_name([u.handle for u in b.users]) for b in loaded.bots]
 
 
 def array_index(given: int | None) -> int | None:
@@ -57,25 +67,25 @@ def array_index(given: int | None) -> int | None:
     for name in INDEX_VARIABLES:
         value = os.environ.get(name)
         if value not in (None, ""):
-            if not value.isdigit():
-                raise BadConfig(f"{name}={value!r} is not an index")
+            # ASCII digits only ("²".isdigit() holds, and int("²") fails), and few of them
+            if not re.fullmatch(r"[0-9]{1,9}", value):
+                raise BadConfig(f"{name}={value[:20]!r} is not an index")
             return int(value)
     return None
 
 
 def run_manifest(uri: str, *, index: int | None = None, force: bool = False) -> list[Status]:
     """Make the manifest's bots (one, or all in turn); return their status records."""
-    manifest = load_manifest(uri)
+    manifest = load_manifest(uri, resolve=False)  # this task resolves only its own bots
     storage = open_storage(manifest.output)
-    all_jobs = jobs(manifest)
     index = array_index(index)
     count, per = tasks(manifest), manifest.bots_per_task
     if index is not None and not 0 <= index < count:
         raise BadConfig(
-            f"array index {index} is out of range: the manifest has {len(all_jobs)} bots,"
+            f"array index {index} is out of range: the manifest has {len(manifest.bots)} bots,"
             f" {per} per task: {count} task(s)"
         )
-    chosen = all_jobs if index is None else all_jobs[index * per : (index + 1) * per]
+    chosen = jobs(manifest, None if index is None else range(index * per, (index + 1) * per))
     refused, chosen = _opted_out(chosen, storage)
     failed = _preflight([j for j in chosen if force or not _done(storage, j)], storage, uri)
     chosen = [j for j in chosen if j.bot not in failed]
@@ -247,8 +257,8 @@ def run_bot(
                     storage, job.bot, bot_dir, run_id, job.hub_repo, job.hub_private, guard
                 )
             return record
-    except Exception as e:  # whatever it was, the status says failed, with one line
-        if not isinstance(e, OptedOut):
+    except (Exception, Terminated, KeyboardInterrupt) as e:  # the status says failed, one line
+        if isinstance(e, Exception) and not isinstance(e, OptedOut):
             # A takedown meanwhile may be why it failed (a Hub repo deleted under its push):
             # then that is what it was, and what the run wrote goes (consent.Guard).
             guard.check("a failure")
@@ -256,6 +266,8 @@ def run_bot(
         current = read_status(storage, job.bot)
         if current and current.run_id == run_id and current.state == "running":
             write_status(storage, job.bot, "failed", reason=str(error))
+        if not isinstance(e, Exception):
+            raise  # a stop ends the task, not just this bot: the boundary says it
         raise error from e
 
 

@@ -95,6 +95,10 @@ def _command(verbose: bool = False) -> Iterator[None]:
     setup_logging(verbose)
     try:
         yield
+    except (errors.Terminated, KeyboardInterrupt) as e:  # SIGTERM (75), SIGINT (130)
+        stop = errors.stopped(e)
+        typer.echo(f"error: {stop}", err=True)
+        raise typer.Exit(stop.exit_code) from None
     except BrokenPipeError:
         # stdout's reader left (`status | head`): what it wanted, it has; end quietly, and
         # keep the interpreter's last flush from failing on the closed pipe too.

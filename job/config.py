@@ -37,11 +37,12 @@ Gotchas: section overrides merge key by key with the defaults, they do not repla
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -107,7 +108,11 @@ class Section(BaseModel):
     """A strict, frozen part of the config. ``cli_prefix`` goes before its fields' flags."""
 
     # defer_build: validators are built on first use, not at import (``--help`` needs none)
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
+    # allow_inf_nan: no field takes inf or NaN (an epoch count, a ratio, a rate): each would
+    # pass its bounds and fail after the data stage
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, defer_build=True, allow_inf_nan=False
+    )
     cli_prefix: ClassVar[str] = ""
 
 
@@ -131,6 +136,7 @@ class PrepareConfig(Section):
 
     balance_ratio: float = Field(
         1.0,
+        le=1_000_000,
         description="Cap each user at R x the smallest user's tweets (newest kept); 0 = off.",
     )
     min_chars: int = Field(
@@ -173,13 +179,18 @@ class TrainConfig(Section):
             " (owner/name)"
         )
 
-    epochs: float = Field(4.0, gt=0, description="Passes over the tweets (original recipe).")
+    # 1,000 passes over a person's tweets would only learn them by heart (and a huge count
+    # overflows the step count after the data stage)
+    epochs: float = Field(
+        4.0, gt=0, le=1000, description="Passes over the tweets (original recipe)."
+    )
     # The original trained batch 1 of one full-context block at 1.372e-4; this job's steps hold
     # more tokens (8 blocks of 256), so fewer steps at that rate end worse (benchmarks.md).
     # Scaled, it stays at most the rate the base's size was pre-trained at (model.py).
     learning_rate: float | None = Field(
         None,
         gt=0,
+        le=1,  # past 1 every step diverges
         description="Peak rate. Default: the original's 1.372e-4 scaled by tokens per step.",
     )
     lr_scheduler: Scheduler = Field("cosine", description="Learning-rate schedule.")
@@ -203,7 +214,10 @@ class TrainConfig(Section):
         0.1, ge=0, lt=0.5, description="Share of whole tweets held out for validation."
     )
     seed: int = Field(
-        42, description="Seeds the split, init, data order and sampling: CPU runs repeat."
+        42,
+        ge=0,
+        le=2**32 - 1,  # numpy's seeds, which the Trainer sets too, are 32-bit
+        description="Seeds the split, init, data order and sampling: CPU runs repeat.",
     )
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="auto: bf16 where the GPU supports it, else fp32."
@@ -235,15 +249,19 @@ class TrainConfig(Section):
 class SamplingConfig(Section):
     """Predictions (job/outputs/predict.py), sampled as the original HuggingTweets did."""
 
-    start_texts: list[str] = Field(
+    # All prompts are sampled in one batch (predict.py): their count and length bound its
+    # memory. A prompt past the model's context keeps its last tokens.
+    start_texts: list[Annotated[str, Field(max_length=1000)]] = Field(
         default_factory=lambda: list(START_TEXTS),
         min_length=1,
+        max_length=100,
         description="Prompts, each sampled as <|endoftext|> + text.",
         json_schema_extra={"flag": "start-text"},
     )
     per_prompt: int = Field(
         3,
         ge=1,
+        le=100,
         description="Predictions per prompt.",
         json_schema_extra={"flag": "predictions-per-prompt"},
     )
@@ -454,6 +472,12 @@ def check_repo(repo: str, where: str) -> str:
 # --- Manifests ------------------------------------------------------------------------------
 
 
+# A manifest's bounds: the bots a task reads past (each task loads the whole manifest), and its
+# size. 50,000 bots are ~2 MB of YAML and load in ~5 s here; more go in more manifests.
+MAX_BOTS = 50_000
+MAX_MANIFEST_BYTES = 32 << 20
+
+
 class Overrides(Section):
     base_model: str | None = None
     clean: dict[str, Any] = Field(default_factory=dict)
@@ -479,7 +503,7 @@ class HubSpec(Section):
 class Manifest(Section):
     version: int
     output: str
-    bots: list[BotSpec] = Field(min_length=1)
+    bots: list[BotSpec] = Field(min_length=1, max_length=MAX_BOTS)
     # Bots made by one task (one array index) in turn, in one process: for small models the
     # fixed cost of a task (start-up, imports, loading the base) is most of a bot's time, and
     # K bots pay it once (docs/benchmarks.md). Task i makes bots i*K .. i*K+K-1; submit sizes
@@ -507,22 +531,26 @@ def tasks(manifest: Manifest) -> int:
     return -(-len(manifest.bots) // manifest.bots_per_task)
 
 
-def load_manifest(uri: str) -> Manifest:
-    """The manifest at ``uri`` (s3:// or a path), read and checked."""
+def load_manifest(uri: str, resolve: bool = True) -> Manifest:
+    """The manifest at ``uri`` (s3:// or a path), read and checked; every bot's config too
+    unless ``resolve`` is False (a task resolves only its own: ``jobs(manifest, only=...)``)."""
     try:
-        text = read_uri(uri).decode("utf-8")
+        text = read_uri(uri, MAX_MANIFEST_BYTES, "manifest").decode("utf-8")
     except UnicodeDecodeError as e:
         raise BadConfig(f"{uri}: not UTF-8 text") from e
-    return parse_manifest(text, uri)
+    return parse_manifest(text, uri, resolve)
 
 
-def parse_manifest(text: str, source: str = "manifest") -> Manifest:
+def parse_manifest(text: str, source: str = "manifest", resolve: bool = True) -> Manifest:
     manifest = validate(Manifest, load_yaml(text, source), "manifest")
-    jobs(manifest)  # resolve every bot now: a bad override fails before any work starts
+    if resolve:  # every bot now: a bad override fails before any work starts
+        jobs(manifest)
     return manifest
 
 
-def jobs(manifest: Manifest) -> list[BotJob]:
+def jobs(manifest: Manifest, only: range | None = None) -> list[BotJob]:
+    """The manifest's bots, resolved; with ``only``, those of these indices (every bot's name
+    is still checked: two bots of one name would write one folder)."""
     hub = manifest.hub
     if hub.push and not hub.private and not hub.contact:
         raise BadConfig(
@@ -538,6 +566,8 @@ def jobs(manifest: Manifest) -> list[BotJob]:
         if name.lower() in seen:
             raise BadConfig(f"{path}: bot {name} appears twice")
         seen.add(name.lower())
+        if only is not None and i not in only:
+            continue
         sections: dict[str, Any] = {
             key: {**getattr(d, key), **getattr(spec, key)} for key in PREPARE_SECTIONS + TRAINING
         }
@@ -575,12 +605,14 @@ M = TypeVar("M", bound=BaseModel)
 YAML_FRAMES = 400
 
 
+@functools.cache
 def _loader() -> Any:
     """PyYAML's safe loader, reading numbers as people write them: YAML 1.1 takes ``5e-5`` and
     ``1e3`` (no dot) for strings; YAML 1.2 and JSON, as here, for numbers."""
     import yaml
 
-    class Loader(yaml.SafeLoader):
+    # libyaml's parser where PyYAML has it (4 s for a 50,000-bot manifest, 13 s without)
+    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
         pass
 
     Loader.add_implicit_resolver(

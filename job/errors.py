@@ -7,6 +7,8 @@ numbers stable; they are documented in the README.
 
 from __future__ import annotations
 
+import os
+
 # Exit codes. 1 is an unexpected bug, 2 is a usage error (Typer/Click's own).
 INTERNAL = 1
 USAGE = 2
@@ -37,14 +39,38 @@ BAD_INPUT_CODES = (
 )
 
 
+# The secrets the job may be given, all from the environment. No line, log record or status
+# may hold one, whatever path its text came by (a server that echoes the request, an
+# exception's message): ``redact`` replaces each value with the variable's name.
+SECRET_VARIABLES = (
+    "TWITTER_BEARER_TOKEN",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "WANDB_API_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+)
+MIN_SECRET_CHARS = 8  # shorter values ("x", "test") would blank ordinary words
+
+
+def redact(text: str) -> str:
+    """``text`` without the value of any secret the process was given."""
+    for name in SECRET_VARIABLES:
+        value = os.environ.get(name, "")
+        if len(value) >= MIN_SECRET_CHARS and value in text:
+            text = text.replace(value, f"<{name}>")
+    return text
+
+
 class JobError(Exception):
     """An error with a one-line message for the user and an exit code for the platform."""
 
     exit_code = INTERNAL
 
     def __init__(self, message: str) -> None:
-        # One line, always: logs on Batch/K8s are read line by line.
-        super().__init__(" ".join(message.split()))
+        # One line, always: logs on Batch/K8s are read line by line. No secret, ever.
+        super().__init__(redact(" ".join(message.split())))
 
 
 class InvalidHandle(JobError):
@@ -95,6 +121,33 @@ class TransientError(JobError):
     exit_code = TRANSIENT
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (the platform stops the job). A BaseException, as KeyboardInterrupt is:
+    no ``except Exception`` on the way up (W&B's start, a picture's check) may swallow it; the
+    command's boundary turns it into its line and exit 75."""
+
+
+def stopped(signal: BaseException) -> JobError:
+    """The line and code of a stop: SIGTERM is transient (75), SIGINT the shell's 130."""
+    if isinstance(signal, KeyboardInterrupt):
+        return Interrupted("interrupted (SIGINT); a rerun starts this step again")
+    return TransientError("stopped by SIGTERM; a rerun starts this step again")
+
+
+class Interrupted(JobError):
+    exit_code = 130  # the shell's code for SIGINT
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and the errors it was raised from or during, each once."""
+    seen: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and all(current is not e for e in seen):
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
 class InternalError(JobError):
     """Something the job did not expect: a bug. Never retried (a rerun would fail the same)."""
 
@@ -113,9 +166,30 @@ def classify(error: BaseException) -> JobError:
 
     if isinstance(error, JobError):
         return error
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+    if isinstance(error, (Terminated, KeyboardInterrupt)):
+        return stopped(error)
+    chain = _chain(error)
+    full = (errno.ENOSPC, errno.EDQUOT)
+    if any(isinstance(e, OSError) and e.errno in full for e in chain) or any(
+        # a library's own error that wraps the OS's (safetensors' SafetensorError)
+        "No space left on device" in str(e) or "Disk quota exceeded" in str(e)
+        for e in chain
+    ):
         # Another host (the platform's retry) has its own disk.
-        return TransientError(f"no space left on the device ({error.strerror})")
+        return TransientError("no space left on the device")
+    if isinstance(error, (FileExistsError, NotADirectoryError, IsADirectoryError)):
+        return NotWritable(
+            f"{error.filename}: {error.strerror}: a file or folder stands where the job writes"
+            " (remove it, or use another --out)"
+        )
+    if isinstance(error, PermissionError):
+        return NotWritable(f"{error.filename}: permission denied to uid {os.getuid()}")
+    if isinstance(error, OSError) and error.errno == errno.ENAMETOOLONG:
+        return BadConfig(f"a path the job makes is too long: {str(error.filename)[:120]}...")
+    if isinstance(error, UnicodeEncodeError):
+        return CorruptInput("an input holds text that is not Unicode (a lone surrogate)")
+    if isinstance(error, RuntimeError) and "home directory" in str(error):
+        return BadConfig("no home folder: this user has none; set HOME (or HF_HOME)")
     if isinstance(error, (zlib.error, EOFError)):
         return CorruptInput(f"a compressed input is damaged ({type(error).__name__})")
     if isinstance(error, UnicodeDecodeError):

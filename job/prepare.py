@@ -31,6 +31,7 @@ from job.config import JobConfig
 from job.data.clean import CleanTweet, Prepared, UserStats, clean
 from job.data.handles import bot_name
 from job.data.tweets import TweetSource, UserTweets
+from job.deadline import deadline
 from job.errors import BadConfig, NotEnoughData, NotWritable
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,9 @@ def prepare(
     kept: dict[str, list[CleanTweet]] = {}
     stats: dict[str, UserStats] = {}
     for handle, source in sources.items():
-        fetched[handle] = source.fetch(handle)
+        limit = "twitter_api" if getattr(source, "kind", "") == "api" else "input"
+        with deadline(limit, f"reading @{handle}'s tweets"):
+            fetched[handle] = source.fetch(handle)
         kept[handle], stats[handle] = clean(fetched[handle].tweets, job.clean)
         chars = sum(len(t.text) for t in kept[handle])
         log.info(

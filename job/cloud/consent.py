@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shlex
 import shutil
 from collections.abc import Callable
@@ -42,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from job.atomic import _alive
-from job.cloud.runs import now
+from job.cloud.runs import RUN_ID, now
 from job.cloud.status import Status, read_status, statuses, write_status
 from job.cloud.storage import LocalStorage, S3Storage, Storage, get_json, open_storage
 from job.config import WANDB_PROJECT
@@ -57,7 +56,6 @@ OPT_OUT = "_opt-out/"
 # taken for one: the takedown names it and leaves it.
 BOT_FILES = {"status.json", "latest.json", "job.json", "predictions.json", "card.json"}
 BOT_FOLDERS = {"data", "model", "checkpoints"}
-RUN_ID = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{8}")
 HubRemove = Callable[[str, bool], str]
 WandbRemove = Callable[[str, str], list[str]]
 

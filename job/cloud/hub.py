@@ -18,14 +18,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from job.deadline import deadline, hub_timeouts
 from job.errors import BadConfig, CredentialsError
 from job.retry import Retry, with_retries
 
 log = logging.getLogger(__name__)
-# huggingface_hub's own HTTP client has no timeout at all (httpx, timeout=None): a Hub that
-# stops answering mid-commit would hold the job until the platform kills it. 10 s to connect,
-# 60 s between bytes.
-CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0
 BACKOFF_SECONDS = 2.0  # first retry after 2 s, then 4, 8, 16: a Hub hiccup, not an outage
 
 
@@ -53,7 +50,7 @@ def push_to_hub(
 
     token = token or hf_token("pushing to the Hub")
     disable_progress_bars()
-    _with_timeouts()
+    hub_timeouts()
     api = HfApi(token=token)
     files = sorted(p for p in folder.rglob("*") if p.is_file())
 
@@ -74,21 +71,25 @@ def push_to_hub(
                 info = api.create_commit(
                     repo_id, operations=operations, commit_message=f"huggingtweets run {run_id}"
                 )
-        except ValueError as e:  # the Hub's card validation said no
-            raise BadConfig(f"the Hub rejected the model card: {e}") from e
+        except ValueError as e:  # the Hub's card validation said no; its words are not shown
+            raise BadConfig(
+                "the Hub rejected the model card's metadata (its validate-yaml check); see the"
+                " card's front matter"
+            ) from e
         log.info("pushed %s to the Hub: %s", run_id, info.commit_url)
         return str(info.commit_url)
 
-    return with_retries(
-        once,
-        what="Hub push failed:",
-        give_up=lambda why, tries: (
-            f"Hub push of {repo_id} still failing ({why}); retry with publish"
-        ),
-        retries=retries,
-        backoff=BACKOFF_SECONDS,
-        sleep=sleep,
-    )
+    with deadline("hub_push", f"pushing to {repo_id}"):
+        return with_retries(
+            once,
+            what="Hub push failed:",
+            give_up=lambda why, tries: (
+                f"Hub push of {repo_id} still failing ({why}); retry with publish"
+            ),
+            retries=retries,
+            backoff=BACKOFF_SECONDS,
+            sleep=sleep,
+        )
 
 
 def remove_repo(repo_id: str, keep_private: bool = False, retries: int = 4) -> str:
@@ -98,7 +99,7 @@ def remove_repo(repo_id: str, keep_private: bool = False, retries: int = 4) -> s
     from huggingface_hub.errors import RepositoryNotFoundError
 
     token = hf_token(f"removing {repo_id} from the Hub")
-    _with_timeouts()
+    hub_timeouts()
     api = HfApi(token=token)
 
     def once() -> str:
@@ -112,36 +113,38 @@ def remove_repo(repo_id: str, keep_private: bool = False, retries: int = 4) -> s
                 return f"not on the Hub: {repo_id}"
             return f"made private {repo_id}"
 
-    return with_retries(
-        once,
-        what="Hub removal failed:",
-        give_up=lambda why, tries: (
-            f"removing {repo_id} from the Hub still failing ({why}); run the takedown again"
-        ),
-        retries=retries,
-        backoff=BACKOFF_SECONDS,
-        sleep=time.sleep,
-    )
+    with deadline("hub_call", f"removing {repo_id} from the Hub"):
+        return with_retries(
+            once,
+            what="Hub removal failed:",
+            give_up=lambda why, tries: (
+                f"removing {repo_id} from the Hub still failing ({why}); run the takedown again"
+            ),
+            retries=retries,
+            backoff=BACKOFF_SECONDS,
+            sleep=time.sleep,
+        )
 
 
 def whoami(token: str, retries: int = 2, sleep: Callable[[float], None] = time.sleep) -> dict:
     """The Hub's ``whoami-v2`` for ``token``: its user, organizations and role."""
     from huggingface_hub import HfApi
 
-    _with_timeouts()
+    hub_timeouts()
 
     def once() -> dict:
         with _hub_errors("whoami"):
             return dict(HfApi(token=token).whoami())
 
-    return with_retries(
-        once,
-        what="Hub whoami failed:",
-        give_up=lambda why, tries: f"the Hub did not answer whoami ({why})",
-        retries=retries,
-        backoff=BACKOFF_SECONDS,
-        sleep=sleep,
-    )
+    with deadline("hub_call", "the Hub's whoami"):
+        return with_retries(
+            once,
+            what="Hub whoami failed:",
+            give_up=lambda why, tries: f"the Hub did not answer whoami ({why})",
+            retries=retries,
+            backoff=BACKOFF_SECONDS,
+            sleep=sleep,
+        )
 
 
 @contextmanager
@@ -162,18 +165,3 @@ def _hub_errors(subject: str) -> Iterator[None]:
         raise Retry(f"HTTP {status}") from e
     except httpx2.HTTPError as e:  # timeouts and connection failures
         raise Retry(type(e).__name__) from e
-
-
-def _with_timeouts() -> None:
-    """huggingface_hub's client, with the timeouts above (its factory builds it per thread)."""
-    import httpx2
-    from huggingface_hub import close_session, set_client_factory
-    from huggingface_hub.utils._http import default_client_factory
-
-    def client() -> httpx2.Client:
-        made = default_client_factory()  # its event hooks and redirects, and our timeouts
-        made.timeout = httpx2.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
-        return made
-
-    set_client_factory(client)
-    close_session()  # a session made before now has no timeout

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +30,7 @@ from job.cloud.storage import Storage, get_json, put_json
 log = logging.getLogger(__name__)
 
 MARKER = "_COMPLETE"  # a run, or a checkpoint, is whole once this exists
+RUN_ID = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{8}")  # new_run_id's form
 
 
 def now() -> str:
@@ -81,9 +83,10 @@ def upload_run(
     # Forward only: two attempts at once (a retry while the first still runs) must not move
     # latest back to the earlier-started one. Run ids begin with their start time, so they
     # sort in time. (A read, then a write: two writers within the same moment can still race.)
-    current = get_json(storage, f"{bot}/latest.json")
-    if isinstance(current, dict) and str(current.get("run_id", "")) > run_id:
-        log.info("%s: run %s is newer; latest.json stays on it", bot, current["run_id"])
+    current = (get_json(storage, f"{bot}/latest.json") or {}).get("run_id")
+    # (a damaged latest.json names no run: it is not kept for one)
+    if isinstance(current, str) and RUN_ID.fullmatch(current) and current > run_id:
+        log.info("%s: run %s is newer; latest.json stays on it", bot, current)
         return marker
     put_json(
         storage,
@@ -97,11 +100,18 @@ def upload_run(
 
 def latest_complete(storage: Storage, bot: str) -> dict[str, Any] | None:
     """The marker of the run ``latest.json`` names, if that run is complete."""
-    latest = get_json(storage, f"{bot}/latest.json")
-    if not latest:
+    latest = get_json(storage, f"{bot}/latest.json") or {}
+    run_id = latest.get("run_id")
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):  # damaged: no run named
         return None
-    marker = get_json(storage, f"{bot}/{latest['run_id']}/{MARKER}")
-    return marker if isinstance(marker, dict) else None
+    marker = get_json(storage, f"{bot}/{run_id}/{MARKER}")
+    if (
+        marker is None
+        or marker.get("run_id") != run_id
+        or not isinstance(marker.get("files"), dict)
+    ):
+        return None
+    return marker
 
 
 def sha256_file(path: Path) -> str:

@@ -130,8 +130,18 @@ COLUMNS = ["bot", "state", "run", "updated", "hub", "reason"]
 
 
 def read_status(storage: Storage, bot: str) -> Status | None:
+    """The bot's record; None when it has none. A record this version cannot read (a state it
+    does not know, a field of the wrong type) reads as ``unknown``, saying so; the next
+    attempt writes a whole new one."""
+    from pydantic import ValidationError
+
     data = get_json(storage, f"{bot}/status.json")
-    return Status.model_validate(data) if isinstance(data, dict) else None
+    if data is None:
+        return None
+    try:
+        return Status.model_validate({**data, "bot": bot})
+    except ValidationError:
+        return Status(bot=bot, state="unknown", reason="its status record cannot be read")
 
 
 def write_status(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -43,27 +44,48 @@ class Storage(Protocol):
     def head(self, key: str, name: str) -> int: ...
 
 
-def get_json(storage: Storage, key: str) -> Any:
+def get_json(storage: Storage, key: str) -> dict[str, Any] | None:
+    """A JSON record (an object) the job keeps in storage: a status, a marker, ``latest.json``.
+    Anyone who can write to the output can damage one: a record that is not JSON, or not an
+    object, reads as absent (with a warning naming it), and the job goes on as without it."""
     data = storage.get_bytes(key)
-    return json.loads(data) if data is not None else None
+    if data is None:
+        return None
+    try:
+        record = json.loads(data)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested past reading
+        record = None
+    if not isinstance(record, dict):
+        logging.getLogger(__name__).warning(
+            "%s%s: not a JSON object (damaged?); read as absent", storage.uri, key
+        )
+        return None
+    return record
 
 
 def put_json(storage: Storage, key: str, value: Any) -> None:
     storage.put_bytes(key, json_bytes(value))
 
 
-def read_uri(uri: str) -> bytes:
-    """The bytes of an ``s3://bucket/key`` object or a local file."""
+def read_uri(uri: str, max_bytes: int | None = None, what: str = "file") -> bytes:
+    """The bytes of an ``s3://bucket/key`` object or a local file; one over ``max_bytes`` is
+    refused by its size, before any of it is read (CorruptInput: not ``what``)."""
     if uri.startswith("s3://"):
         bucket, _, key = uri[len("s3://") :].partition("/")
-        data = open_storage(f"s3://{bucket}").get_bytes(key)
-        if data is None:
-            raise InputNotFound(f"{uri}: no such object")
-        return data
-    path = Path(uri)
-    if not path.is_file():
-        raise InputNotFound(f"{uri}: no such file")
-    return path.read_bytes()
+        storage = open_storage(f"s3://{bucket}")
+        size = storage.head(key, uri) if max_bytes is not None else 0
+        data = None if size > (max_bytes or 0) else storage.get_bytes(key)
+    else:
+        path = Path(uri)
+        if not path.is_file():
+            raise InputNotFound(f"{uri}: no such file")
+        size = path.stat().st_size
+        data = None if max_bytes is not None and size > max_bytes else path.read_bytes()
+    if max_bytes is not None and size > max_bytes:
+        raise CorruptInput(f"{uri}: {size:,} bytes, over {max_bytes >> 20} MiB: not a {what}")
+    if data is None:
+        raise InputNotFound(f"{uri}: no such object")
+    return data
 
 
 def download(

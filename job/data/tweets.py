@@ -1,10 +1,51 @@
-"""What every tweet source returns: one person's profile and tweets, in one shape."""
+"""What every tweet source returns: one person's profile and tweets, in one shape.
+
+The one boundary for what the sources read: every ``Tweet``, ``Profile`` and ``Avatar`` is
+made here, so each field is made safe to write, compare and show once, whatever source it came
+from (an archive, a JSONL or CSV file, the API): text holds no lone surrogate (UTF-8 cannot
+write one: JSON's ``"\\ud800"`` is valid JSON, not text), ids and language codes are short
+strings, an avatar's suffix is an image's. ``loads`` reads the sources' JSON with integers of
+any length kept as text (Python refuses to turn 4,300 digits or more into an int).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
+
+# Snowflake ids are 19-20 digits; other sources' ids are short too. A longer one is made short.
+MAX_ID_CHARS = 64
+MAX_NAME_CHARS = 200  # Twitter's display names are at most 50 characters
+AVATAR_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp")
+MAX_INT_DIGITS = 40  # past this, JSON's integers stay text (``loads``)
+
+
+def text_of(value: str) -> str:
+    """``value`` as text UTF-8 can hold: a lone surrogate becomes U+FFFD."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def short_id(value: str) -> str:
+    value = text_of(value)
+    if len(value) <= MAX_ID_CHARS:
+        return value
+    return "h" + hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+def _int(digits: str) -> int | str:
+    return int(digits) if len(digits) <= MAX_INT_DIGITS else digits
+
+
+def loads(text: str) -> Any:
+    """JSON as the sources give it; an integer too long for Python stays a string."""
+    return json.loads(text, parse_int=_int)
 
 
 @dataclass(frozen=True)
@@ -18,6 +59,15 @@ class Tweet:
     is_reply: bool = False
     urls: tuple[str, ...] = ()  # short links the source lists (t.co), removed when cleaning
 
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: set once, here
+        set_(self, "user", text_of(self.user))
+        set_(self, "id", short_id(self.id))
+        set_(self, "text", text_of(self.text))
+        lang = self.lang
+        set_(self, "lang", text_of(lang) if lang and len(lang) <= 16 else None)
+        set_(self, "urls", tuple(text_of(u) for u in self.urls if len(u) <= 2048))
+
 
 @dataclass(frozen=True)
 class Avatar:
@@ -27,12 +77,25 @@ class Avatar:
     image: bytes | None = None
     suffix: str = ".jpg"
 
+    def __post_init__(self) -> None:
+        suffix = self.suffix.lower()
+        object.__setattr__(self, "suffix", suffix if suffix in AVATAR_SUFFIXES else ".jpg")
+        if self.url is not None and (len(self.url) > 2048 or text_of(self.url) != self.url):
+            object.__setattr__(self, "url", None)
+
 
 @dataclass(frozen=True)
 class Profile:
     handle: str
     display_name: str | None = None
     avatar: Avatar | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "handle", text_of(self.handle)[:MAX_NAME_CHARS])
+        name = self.display_name
+        object.__setattr__(
+            self, "display_name", text_of(name)[:MAX_NAME_CHARS] if name is not None else None
+        )
 
 
 @dataclass

@@ -12,6 +12,7 @@ don't match, short enough to catch a copied sentence).
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from job.config import SamplingConfig
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+log = logging.getLogger(__name__)
 _WORDS = re.compile(r"\w+", re.UNICODE)
 
 
@@ -39,6 +41,9 @@ def fast_paths(config: SamplingConfig, device: str, bf16_supported: bool) -> tup
     bf16 = config.precision == "bf16" or (config.precision == "auto" and gpu and bf16_supported)
     static = config.kv_cache == "static" or (config.kv_cache == "auto" and gpu)
     return bf16, static
+
+
+MIN_NEW_TOKENS = 16  # room a prompt leaves for its prediction, at the least
 
 
 def sample(
@@ -62,13 +67,22 @@ def sample(
 
     prompts = [p for p in config.start_texts for _ in range(config.per_prompt)]
     tokenizer.padding_side = "left"  # decoder-only: pad on the left to generate in a batch
+    context = int(model.config.n_positions)
+    # A prompt longer than the model's context leaves no room to sample (and past it, the
+    # position embeddings end): it keeps its last tokens, with MIN_NEW_TOKENS of room after.
+    room = max(context - MIN_NEW_TOKENS, 1)
+    tokenizer.truncation_side = "left"
     batch = tokenizer(
         [tokenizer.eos_token + p for p in prompts],
         return_tensors="pt",
         padding=True,
         add_special_tokens=False,
+        truncation=True,
+        max_length=room,
     ).to(model.device)
-    max_length = min(config.max_length, model.config.n_positions)
+    if batch["input_ids"].shape[1] == room and room < context:
+        log.warning("a start text is longer than the model's context: its last tokens are used")
+    max_length = min(config.max_length, context)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     was_training = model.training

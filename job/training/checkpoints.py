@@ -114,10 +114,10 @@ class Checkpoints:
         self.folder.mkdir(parents=True, exist_ok=True)
         if self.storage is None:
             return
-        remote = get_json(self.storage, self.prefix + "meta.json") or {}
-        if remote.get("fingerprint") != self.fingerprint:
+        meta_remote = get_json(self.storage, self.prefix + "meta.json") or {}
+        if meta_remote.get("fingerprint") != self.fingerprint:
             return
-        self._write_meta(remote)
+        self._write_meta(meta_remote)
         steps = self._remote_steps(self.storage.list(self.prefix))
         ours = [
             s

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from job.errors import BadConfig, CredentialsError, InputNotFound, JobError, TransientError
+from job.errors import (
+    BadConfig,
+    CorruptInput,
+    CredentialsError,
+    InputNotFound,
+    JobError,
+    TransientError,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -83,6 +90,7 @@ EOS = "<|endoftext|>"
 # something from a few thousand tweets. 2 layers x 64 wide is nanoGPT's "baby" scale.
 TINY: dict[str, Any] = {"n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 128}
 TINY_VOCAB = 2000  # BPE vocabulary when no GPT-2 tokenizer files are given
+MAX_BPE_BYTES = 64 << 20  # GPT-2's vocab.json is 1 MB: 64 is no tokenizer
 
 
 def check_base(base_model: str, tokenizer: Path | None) -> None:
@@ -236,26 +244,37 @@ def _copy_fits(state: dict[str, Any]) -> bool:
 def load(
     name_or_path: str, *, device: str, dtype: Any = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Model and tokenizer, straight onto the device, with SDPA attention."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    """Model and tokenizer, straight onto the device, with SDPA attention; from the Hub with
+    per-request timeouts and a total deadline (job/deadline.py)."""
+    from job.deadline import deadline, hub_timeouts
 
+    hub_timeouts()  # a download from the Hub: every request with a timeout
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        config = AutoConfig.from_pretrained(name_or_path)
-        if getattr(config, "activation_function", None) == "gelu_new":
-            # GPT-2's GELU as transformers writes it is 8 elementwise ops, each saving its
-            # input for the backward pass; PyTorch's tanh GELU is the same function in one
-            # kernel (max difference 2.4e-7 in fp32): 2x faster on CPU (docs/benchmarks.md).
-            config.activation_function = "gelu_pytorch_tanh"
-        model = AutoModelForCausalLM.from_pretrained(
-            name_or_path,
-            config=config,
-            dtype=dtype,
-            attn_implementation="sdpa",
-            device_map=device,
-        )
+        with deadline("base_model", f"loading the base model {name_or_path!r}"):
+            return _load(name_or_path, device, dtype)
     except (OSError, ValueError) as e:  # ValueError: a repo or folder without a tokenizer
         raise load_error(name_or_path, e) from e
+
+
+def _load(
+    name_or_path: str, device: str, dtype: Any
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    config = AutoConfig.from_pretrained(name_or_path)
+    if getattr(config, "activation_function", None) == "gelu_new":
+        # GPT-2's GELU as transformers writes it is 8 elementwise ops, each saving its
+        # input for the backward pass; PyTorch's tanh GELU is the same function in one
+        # kernel (max difference 2.4e-7 in fp32): 2x faster on CPU (docs/benchmarks.md).
+        config.activation_function = "gelu_pytorch_tanh"
+    model = AutoModelForCausalLM.from_pretrained(
+        name_or_path,
+        config=config,
+        dtype=dtype,
+        attn_implementation="sdpa",
+        device_map=device,
+    )
     # transformers picks the loss by class name, and "GPT2LMHeadModel" names none: it warns
     # on every run, then uses the causal LM loss. Name that loss so it need not guess.
     model.loss_type = "ForCausalLM"
@@ -287,6 +306,8 @@ def load_error(name: str, error: BaseException) -> JobError:
         chain.append(current)
         current = current.__cause__ or current.__context__
     for cause in chain:
+        if isinstance(cause, JobError):  # the job's own (a deadline, a stop): as it is
+            return cause
         if isinstance(cause, GatedRepoError):
             return CredentialsError(
                 f"base model {name!r} is gated on the Hub: HF_TOKEN must be of an account that"
@@ -390,13 +411,30 @@ def gpt2_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     vocab, merges = _bpe_files(folder)
     # transformers 5: pass the files' paths as vocab=/merges=; the old vocab_file=/merges_file=
     # names are ignored and give an empty tokenizer.
-    return GPT2Tokenizer(vocab=str(vocab), merges=str(merges))
+    try:
+        return GPT2Tokenizer(vocab=str(vocab), merges=str(merges))
+    except Exception as e:  # the Rust tokenizer's own errors: files it cannot read
+        kind = type(e).__name__
+        raise CorruptInput(f"--tokenizer {folder}: not GPT-2's BPE files ({kind})") from e
 
 
 def _bpe_files(folder: Path) -> tuple[Path, Path]:
+    """The folder's vocab.json and merges.txt, checked to be what their names say: a JSON
+    object of tokens to ids, and text (GPT-2's: 1 MB and 456 KB)."""
+    import json
+
     vocab, merges = folder / "vocab.json", folder / "merges.txt"
     if not (vocab.is_file() and merges.is_file()):
         raise InputNotFound(f"--tokenizer {folder}: needs vocab.json and merges.txt")
+    if max(vocab.stat().st_size, merges.stat().st_size) > MAX_BPE_BYTES:
+        raise CorruptInput(f"--tokenizer {folder}: files over {MAX_BPE_BYTES >> 20} MiB")
+    try:
+        table = json.loads(vocab.read_text(encoding="utf-8"))
+        merges.read_text(encoding="utf-8")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CorruptInput(f"--tokenizer {folder}: not GPT-2's BPE files") from e
+    if not isinstance(table, dict) or not all(isinstance(i, int) for i in table.values()):
+        raise CorruptInput(f"--tokenizer {folder}: vocab.json is not a table of token ids")
     return vocab, merges
 
 

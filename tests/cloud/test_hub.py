@@ -101,7 +101,9 @@ def test_a_hub_that_stops_answering_times_out(
     """huggingface_hub sets no timeout of its own: a commit the Hub never answers would hang."""
     import time
 
-    monkeypatch.setattr(hub_module, "READ_TIMEOUT", 0.3)
+    from job import deadline
+
+    monkeypatch.setattr(deadline, "READ_TIMEOUT", 0.3)
 
     def stall(method: str, path: str) -> None:
         if path.endswith("/commit/main"):

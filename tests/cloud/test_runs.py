@@ -7,6 +7,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from job.cloud.runs import MARKER, latest_complete, new_run_id, upload_run
 from job.cloud.storage import LocalStorage, get_json
 
@@ -29,9 +31,12 @@ def test_run_ids_are_new_each_attempt_and_name_the_fingerprint() -> None:
     assert a != b and re.fullmatch(r"\d{8}T\d{12}Z-ffffffff", a)
 
 
+R1 = "20261201T120000123456Z-abcdef12"  # as new_run_id makes them
+
+
 def test_upload_lists_every_file_in_the_marker_then_moves_latest(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "out")
-    marker = upload_run(storage, "alice", "r1", bot_folder(tmp_path / "work"), "fp")
+    marker = upload_run(storage, "alice", R1, bot_folder(tmp_path / "work"), "fp")
     assert set(marker["files"]) == {
         "model/model.safetensors",
         "model/README.md",
@@ -42,15 +47,15 @@ def test_upload_lists_every_file_in_the_marker_then_moves_latest(tmp_path: Path)
     }  # W&B's local files are not published
     weights = marker["files"]["model/model.safetensors"]
     assert weights == {"bytes": 7, "sha256": hashlib.sha256(b"weights").hexdigest()}
-    assert get_json(storage, f"alice/r1/{MARKER}") == marker
-    assert get_json(storage, "alice/latest.json")["run_id"] == "r1"
+    assert get_json(storage, f"alice/{R1}/{MARKER}") == marker
+    assert get_json(storage, "alice/latest.json")["run_id"] == R1
     assert latest_complete(storage, "alice") == marker
 
 
 def test_latest_without_its_marker_is_not_complete(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "out")
-    upload_run(storage, "alice", "r1", bot_folder(tmp_path / "work"), "fp")
-    storage.delete(f"alice/r1/{MARKER}")
+    upload_run(storage, "alice", R1, bot_folder(tmp_path / "work"), "fp")
+    storage.delete(f"alice/{R1}/{MARKER}")
     assert latest_complete(storage, "alice") is None
     assert latest_complete(storage, "nobody") is None
 
@@ -64,3 +69,19 @@ def test_latest_only_moves_forward(tmp_path: Path) -> None:
     marker = upload_run(storage, "alice", earlier, bot_folder(tmp_path / "w2"), "fp")
     assert get_json(storage, "alice/latest.json")["run_id"] == later
     assert get_json(storage, f"alice/{earlier}/{MARKER}") == marker  # still whole, still there
+
+
+@pytest.mark.parametrize(
+    "latest",
+    [b"", b"not json", b"[]", b'{"run_id": 7}', b'{"run_id": "../../x"}', b'{"run_id": null}'],
+)
+def test_a_damaged_latest_json_reads_as_no_published_run(tmp_path: Path, latest: bytes) -> None:
+    """Anyone who can write to the output can damage a record: the bot is made again (a new
+    run id, nothing overwritten), never a crash."""
+    storage = LocalStorage(tmp_path / "out")
+    upload_run(storage, "alice", R1, bot_folder(tmp_path / "work"), "fp")
+    storage.put_bytes("alice/latest.json", latest)
+    assert latest_complete(storage, "alice") is None
+    later = new_run_id("b" * 64)
+    upload_run(storage, "alice", later, bot_folder(tmp_path / "w2"), "fp")
+    assert latest_complete(storage, "alice")["run_id"] == later

@@ -92,12 +92,15 @@ def sources_for(
             continue
         if user.uri.startswith("s3://") and fetch:
             from job.cloud.storage import read_uri
+            from job.data.sources.files import MAX_FILE_BYTES
+            from job.deadline import deadline
 
             if inputs is None:
                 raise BadConfig(f"{user.uri}: S3 inputs are for manifests; download it first")
             path = inputs / user.handle / Path(user.uri).name
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(read_uri(user.uri))
+            with deadline("input", f"downloading {user.uri}"):
+                path.write_bytes(read_uri(user.uri, MAX_FILE_BYTES, "tweets file"))
         elif fetch and not path.exists():
             noun = "archive" if user.source == "archive" else "tweets file"
             raise InputNotFound(f"{noun} not found: {path}")

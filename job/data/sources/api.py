@@ -106,8 +106,7 @@ class ApiSource:
         answer = mapping(self._call(self.client.get_user, username=handle, user_fields=USER_FIELDS))
         user = mapping(answer.get("data"))
         if not user or not isinstance(user.get("id"), (str, int)):
-            detail = _error_detail(answer.get("errors"), "account not found")
-            raise AccountNotFound(f"@{handle}: {detail}")
+            raise AccountNotFound(f"@{handle}: {_gone(answer.get('errors'))}")
         if user.get("protected") is True:
             raise AccountProtected(f"@{handle} is a protected account: its tweets are private")
         avatar_url = user.get("profile_image_url")
@@ -136,10 +135,10 @@ class ApiSource:
         for page in pages:  # answers as plain JSON (return_type=dict): nothing is trusted
             page = mapping(page)
             if not page.get("data") and page.get("errors"):
-                detail = _error_detail(page.get("errors"), "cannot read tweets")
+                # The server's own words (errors[].detail) are not shown: it may echo anything
                 if _has_type(page.get("errors"), "not-authorized-for-resource"):
-                    raise AccountProtected(f"@{handle}: {detail}")
-                raise AccountNotFound(f"@{handle}: {detail}")
+                    raise AccountProtected(f"@{handle}: the Twitter API may not read its tweets")
+                raise AccountNotFound(f"@{handle}: {_gone(page.get('errors'))}")
             for t in mappings(page.get("data")):
                 tweet = _tweet(profile.handle, t)
                 if tweet is None:
@@ -159,7 +158,12 @@ class ApiSource:
     def _retrying(self, method: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(method)  # Paginator reads the method's __name__
         def call(*args: Any, **kwargs: Any) -> Any:
-            return self._call(method, *args, **kwargs)
+            page = self._call(method, *args, **kwargs)
+            # tweepy's Paginator reads page["meta"]["next_token"]: a meta that is not an
+            # object (null, a list) is read as none, and the pages end there.
+            if isinstance(page, dict) and not isinstance(page.get("meta"), dict):
+                page = {**page, "meta": {}}
+            return page
 
         return call
 
@@ -184,10 +188,12 @@ class ApiSource:
                     raise Retry("rate limited", max(0.0, e.reset_time - time.time()) + 1) from e
                 # no reset header: back off from 15 s instead of hammering the API
                 raise Retry("rate limited", scale=15.0) from e
-            except (tweepy.TwitterServerError, requests.ConnectionError, requests.Timeout) as e:
-                raise Retry("server error or network failure") from e
             except requests.JSONDecodeError as e:  # a 200 that is not JSON: a proxy's page
                 raise Retry("answering with something that is not JSON") from e
+            except (tweepy.TwitterServerError, requests.RequestException) as e:
+                # the network, a timeout, a redirect loop, a broken answer: the server's
+                # fault or the path's, which a later try may not meet
+                raise Retry("server error or network failure") from e
             except tweepy.HTTPException as e:  # any other status
                 raise Retry(f"answering {e.response.status_code}") from e
             except ValueError as e:  # tweepy reading a header it expected a number in
@@ -225,13 +231,13 @@ def _tweet(handle: str, data: dict[str, Any]) -> Tweet | None:
     )
 
 
-def _error_detail(errors: Any, default: str) -> str:
-    """The first error's detail, one short line (it is shown to the user)."""
-    for error in mappings(errors):
-        detail = error.get("detail") or error.get("title")
-        if isinstance(detail, str) and detail:
-            return " ".join(detail.split())[:200]
-    return default
+def _gone(errors: Any) -> str:
+    """Why the API has no account, in the job's words: its own (errors[].detail) may echo
+    anything, so they only choose between these."""
+    said = " ".join(str(e.get("detail", "")) for e in mappings(errors)).lower()
+    if "suspended" in said:
+        return "the account is suspended (the Twitter API says so)"
+    return "the Twitter API found no such account"
 
 
 def _has_type(errors: Any, kind: str) -> bool:

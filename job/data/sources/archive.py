@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import lzma
 import re
 import zipfile
 import zlib
@@ -30,6 +31,7 @@ from job.data.tweets import (
     Profile,
     Tweet,
     UserTweets,
+    loads,
     mapping,
     mappings,
     parse_date,
@@ -46,8 +48,24 @@ _URL = re.compile(r"https?://\S+")
 MAX_MEMBER_BYTES = 1 << 30
 MAX_RATIO = 100
 _MIB = MAX_MEMBER_BYTES >> 20
-# Profile pictures are 400x400 JPEGs of ~50 KB; anything over 5 MB is not one.
+# What zipfile and its decompressors raise for a member they cannot read: a damaged or
+# truncated one (BadZipFile, OSError, EOFError, zlib, lzma), an encrypted one (RuntimeError:
+# "password required"), a method it has no reader for (NotImplementedError: deflate64).
+UNREADABLE = (
+    zipfile.BadZipFile,
+    OSError,
+    EOFError,
+    zlib.error,
+    lzma.LZMAError,
+    RuntimeError,
+    NotImplementedError,
+    ValueError,
+)
+# Profile pictures are 400x400 JPEGs of ~50 KB; anything over 5 MB is not one. A small file
+# can still claim many pixels (a 97 KB PNG of 10,000 x 10,000 decodes to 400 MB when the card's
+# picture is drawn): past 4096 x 4096 it is not one either.
 MAX_AVATAR_BYTES = 5 << 20
+MAX_AVATAR_PIXELS = 4096 * 4096
 # A file a real archive is sure to have, used to find the archive's root inside a zip.
 _MARKERS = ("data/manifest.js", "data/account.js", "data/tweets.js", "data/tweet.js")
 
@@ -78,7 +96,7 @@ class _Files:
             try:
                 self._zip = zipfile.ZipFile(path)
                 names = self._zip.namelist()
-            except (zipfile.BadZipFile, OSError) as e:
+            except UNREADABLE as e:
                 raise CorruptInput(f"archive {self.label} is not a readable zip file: {e}") from e
             hits = [n for n in names for m in _MARKERS if n == m or n.endswith("/" + m)]
             if not hits:
@@ -103,8 +121,10 @@ class _Files:
             if path.stat().st_size > MAX_MEMBER_BYTES:
                 raise CorruptInput(f"archive {self.label}: {name} is over {_MIB} MiB")
             return path.read_bytes()
-        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
-            # A truncated zip lists its members but cannot inflate them.
+        except UNREADABLE as e:
+            # A truncated zip lists its members but cannot inflate them; an encrypted member
+            # needs a password, deflate64 (method 9) has no reader here, LZMA or bzip2 data
+            # can be damaged: each is a member this job cannot read.
             raise CorruptInput(f"archive {self.label}: cannot read {name}: {e}") from e
 
     def _inflate(self, name: str) -> bytes:
@@ -136,7 +156,7 @@ def parse_js(name: str, data: bytes) -> Any:
         raise CorruptInput(f"{name}: not a Twitter archive data file (no 'window.YTD' assignment)")
     body = text[match.end() :].strip().rstrip(";")
     try:
-        return json.loads(body)
+        return loads(body)
     except json.JSONDecodeError as e:
         raise CorruptInput(f"{name}: broken JSON at line {e.lineno}: {e.msg}") from e
 
@@ -318,7 +338,9 @@ def _picture(files: _Files, name: str) -> bytes | None:
     try:
         if len(data) > MAX_AVATAR_BYTES:
             raise ValueError(f"{len(data):,} bytes")
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header: the size, no pixels
+            if image.width * image.height > MAX_AVATAR_PIXELS:
+                raise ValueError(f"{image.width} x {image.height} pixels")
             image.verify()
     except Exception as e:  # Pillow raises many kinds; none is a reason to fail the job
         log.warning("archive %s: %s is not a usable picture (%s)", files.label, name, e)

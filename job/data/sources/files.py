@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from job.data.tweets import Profile, Tweet, UserTweets, parse_date
+from job.data.tweets import Profile, Tweet, UserTweets, loads, parse_date
 from job.errors import CorruptInput, InputNotFound, NotEnoughData
 
 _USER_KEYS = ("user", "username", "handle", "screen_name")
@@ -76,13 +76,15 @@ class FileSource:
         if suffix not in (".jsonl", ".ndjson", ".json"):
             raise CorruptInput(f"{self.path}: unknown format {suffix!r}; use .jsonl or .csv")
         out = []
-        for n, line in enumerate(text.splitlines(), start=1):
+        # Records end at "\n" alone: splitlines() would also split at U+2028 and the other
+        # separators JSON strings may hold raw (a valid record cut in two).
+        for n, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             if len(line) > MAX_RECORD_CHARS:
                 raise CorruptInput(f"{self.path}:{n}: a record of {len(line):,} characters")
             try:
-                record = json.loads(line)
+                record = loads(line)
             except json.JSONDecodeError as e:
                 raise CorruptInput(f"{self.path}:{n}: not a JSON object: {e.msg}") from e
             if not isinstance(record, dict):

@@ -92,7 +92,7 @@ def test_tweet_fields(api: TwitterAPI) -> None:
 
 
 def test_unknown_user(api: TwitterAPI) -> None:
-    with pytest.raises(AccountNotFound, match="Could not find user"):
+    with pytest.raises(AccountNotFound, match="found no such account"):  # not its words
         source(api).fetch("nobody")
 
 

@@ -1,0 +1,98 @@
+"""Waits that end: a total deadline for a whole network operation, and the Hub client's timeouts.
+
+Per-request timeouts (docs/exit-codes.md) end a server that stops answering, not one that
+answers slowly: a server that sends one byte every 2 s passes every "between bytes" timeout
+and never finishes. So each operation that talks to a server has a total deadline too
+(``DEADLINES``), past which it ends with the transient code (75), which the platforms retry.
+
+``deadline`` arms a real-time timer (SIGALRM) for the block: its signal interrupts a blocking
+read in the main thread as SIGTERM does, and the handler raises ``DeadlineExceeded``. Nested
+deadlines keep the sooner one. Off the main thread (where signals cannot go) it only measures.
+Each deadline can be changed with ``HUGGINGTWEETS_DEADLINE_<NAME>`` (seconds), for a slow link.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from job.errors import TransientError
+
+# Seconds, by operation. Each is many times what the operation takes on a working link, and
+# short enough that a stuck one gives its task back to the platform's retry within the hour.
+DEADLINES = {
+    # gpt2-xl's weights are 6.4 GB: 11 minutes at 10 MB/s, the slowest link a GPU host has.
+    "base_model": 1800.0,
+    # 3,200 tweets are 32 pages; a rate limit's wait is at most 15 minutes (api.py).
+    "twitter_api": 1800.0,
+    # an input on S3 or a file: a 1 GB archive at 10 MB/s is under 2 minutes
+    "input": 900.0,
+    # a gpt2-xl model folder is 6.4 GB up (fp32): the same 11 minutes at 10 MB/s
+    "hub_push": 1800.0,
+    # a takedown's calls to the Hub and W&B; the Hub's whoami and card check in preflight
+    "hub_call": 300.0,
+}
+# huggingface_hub's own HTTP client has no timeout at all (httpx, timeout=None): a Hub that
+# stops answering would hold the job until the platform kills it. 10 s to connect, 60 s
+# between bytes, for every request it makes: downloads of the base model and pushes alike.
+CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0
+
+
+class DeadlineExceeded(TransientError):
+    pass
+
+
+def seconds_for(name: str) -> float:
+    given = os.environ.get(f"HUGGINGTWEETS_DEADLINE_{name.upper()}")
+    try:
+        return float(given) if given else DEADLINES[name]
+    except ValueError:
+        return DEADLINES[name]
+
+
+@contextmanager
+def deadline(name: str, what: str) -> Iterator[None]:
+    """The block ends within ``DEADLINES[name]`` seconds, or raises DeadlineExceeded."""
+    seconds = seconds_for(name)
+    if threading.current_thread() is not threading.main_thread() or seconds <= 0:
+        yield
+        return
+    outer_left, _ = signal.getitimer(signal.ITIMER_REAL)
+    if outer_left and outer_left <= seconds:  # an enclosing deadline comes first: it rules
+        yield
+        return
+    started = time.monotonic()
+
+    def expired(signum: int, frame: object) -> None:
+        raise DeadlineExceeded(f"{what} took over {seconds:.0f} s (its total deadline)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if outer_left:  # the enclosing deadline, less the time this block took
+            signal.setitimer(
+                signal.ITIMER_REAL, max(outer_left - (time.monotonic() - started), 0.001)
+            )
+
+
+def hub_timeouts() -> None:
+    """huggingface_hub's client, with the timeouts above (its factory builds it per thread)."""
+    import httpx2
+    from huggingface_hub import close_session, set_client_factory
+    from huggingface_hub.utils._http import default_client_factory
+
+    def client() -> httpx2.Client:
+        made = default_client_factory()  # its event hooks and redirects, and our timeouts
+        made.timeout = httpx2.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
+        return made
+
+    set_client_factory(client)
+    close_session()  # a session made before now has no timeout
