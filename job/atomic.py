@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -46,8 +47,21 @@ def copy_file(source: Path, path: Path) -> None:
 
 
 def json_bytes(value: Any) -> bytes:
-    """The one JSON layout of every file the job writes: indented, UTF-8, a final newline."""
-    return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode()
+    """The one JSON layout of every file the job writes: indented, UTF-8, a final newline.
+    JSON has no NaN or infinity (Python writes them, and readers then fail): as null."""
+    return (
+        json.dumps(_finite(value), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    ).encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def write_json(path: Path, value: Any) -> None:

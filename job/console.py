@@ -35,6 +35,25 @@ def console() -> Any:
     return _CONSOLE
 
 
+def _redacted(record: logging.LogRecord) -> bool:
+    """A log record with the value of every secret the process was given taken out
+    (errors.redact): a library may log a server's answer that echoes a token."""
+    from job.errors import redact
+
+    message = record.getMessage()
+    cleaned = redact(message)
+    if cleaned != message:
+        record.msg, record.args = cleaned, ()
+    if record.exc_info and record.exc_info[1] is not None:  # --verbose's traceback: as text
+        import traceback
+
+        record.msg = redact(
+            record.getMessage() + "\n" + "".join(traceback.format_exception(*record.exc_info))
+        )
+        record.args, record.exc_info, record.exc_text = (), None, None
+    return True
+
+
 def setup_logging(verbose: bool) -> None:
     """The job's log lines on stderr: through the console on a terminal, else plain."""
     root = logging.getLogger()
@@ -51,6 +70,7 @@ def setup_logging(verbose: bool) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     handler._huggingtweets = True
+    handler.addFilter(_redacted)  # no secret in any line, whatever logger it came by
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     log.setLevel(logging.DEBUG if verbose else logging.INFO)

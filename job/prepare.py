@@ -144,6 +144,15 @@ def balance(kept: dict[str, list[CleanTweet]], ratio: float) -> dict[str, list[C
     return {handle: tweets[:cap] for handle, tweets in kept.items()}
 
 
+def jsonl(record: dict[str, Any]) -> str:
+    """One JSON Lines record: UTF-8 as it is, but U+0085, U+2028 and U+2029 escaped, which
+    JSON strings may hold raw and line readers (Python's splitlines among them) split at."""
+    line = json.dumps(record, ensure_ascii=False)
+    for separator in ("\x85", "\u2028", "\u2029"):
+        line = line.replace(separator, f"\\u{ord(separator):04x}")
+    return line + "\n"
+
+
 def _write(
     data_dir: Path,
     fetched: dict[str, UserTweets],
@@ -166,10 +175,10 @@ def _write(
         with open(tmp / "raw.jsonl", "w", encoding="utf-8") as f:
             for got in fetched.values():
                 for raw in got.tweets:
-                    f.write(json.dumps(asdict(raw), ensure_ascii=False) + "\n")
+                    f.write(jsonl(asdict(raw)))
         with open(tmp / "clean.jsonl", "w", encoding="utf-8") as f:
             for t in tweets:
-                f.write(json.dumps(asdict(t), ensure_ascii=False) + "\n")
+                f.write(jsonl(asdict(t)))
         write_json(tmp / "stats.json", summary)
         replace_dir(tmp, data_dir)
     finally:

@@ -16,6 +16,7 @@ without a word (the OOM killer, a lost host) cannot write ``failed``; ``statuses
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -86,7 +87,7 @@ def inputs_of(users: list[Any]) -> list[Input]:
     for user in users:
         uri = user.uri
         if uri and not uri.startswith("s3://"):
-            uri = str(Path(uri).expanduser().resolve())
+            uri = str(Path(os.path.expanduser(uri)).resolve())
         out.append(Input(handle=user.handle, source=user.source, uri=uri))
     return out
 

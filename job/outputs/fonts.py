@@ -68,7 +68,10 @@ class Face:
 def font_dirs() -> list[Path]:
     given = os.environ.get("HUGGINGTWEETS_FONT_DIRS")
     dirs = given.split(os.pathsep) if given is not None else SYSTEM_DIRS
-    return [Path(d).expanduser() for d in dirs if d]
+    # os.path's expanduser leaves "~" as it is for a user without a home (Path's raises)
+    return [
+        Path(os.path.expanduser(d)) for d in dirs if d and not os.path.expanduser(d).startswith("~")
+    ]
 
 
 @functools.cache

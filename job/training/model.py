@@ -129,8 +129,13 @@ def hf_home() -> Path:
     ``HF_HOME``, else ``$XDG_CACHE_HOME/huggingface``, else ``~/.cache/huggingface``."""
     import os
 
-    cache = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
-    return Path(os.environ.get("HF_HOME") or Path(cache) / "huggingface").expanduser()
+    given = os.environ.get("HF_HOME")
+    if given:
+        return Path(os.path.expanduser(given))
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    if cache.startswith("~"):  # no HOME, and no passwd entry for this uid (a bare container)
+        raise BadConfig(f"uid {os.getuid()} has no home folder: set HF_HOME (or HOME)")
+    return Path(cache) / "huggingface"
 
 
 @dataclass

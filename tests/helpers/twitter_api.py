@@ -36,6 +36,7 @@ class Fault:
     body: bytes | None = None  # a raw body instead of JSON
     echo_auth: bool = False  # the body quotes the request's Authorization header, as some do
     stall: float = 0.0  # seconds to say nothing before answering
+    redirect: bool = False  # a 302 to the very same URL: a redirect loop
 
 
 class TwitterAPI:
@@ -43,6 +44,8 @@ class TwitterAPI:
         self.token = token
         self.users: dict[str, FakeUser] = {}
         self.faults: list[Fault] = []  # served in order, one per request, before real answers
+        self.always: Fault | None = None  # served to every request, after the faults
+        self.meta: Any = ...  # the timeline's "meta" as given (None, a list...), not its own
         self.requests: list[tuple[str, dict[str, list[str]]]] = []
         self.auth_headers: list[str] = []
         api = self
@@ -62,14 +65,17 @@ class TwitterAPI:
                 api.auth_headers.append(self.headers.get("Authorization", ""))
                 if self.headers.get("Authorization") != f"Bearer {api.token}":
                     return self.reply(401, {"title": "Unauthorized", "status": 401})
-                if api.faults:
-                    fault = api.faults.pop(0)
+                if api.faults or api.always:
+                    fault = api.faults.pop(0) if api.faults else api.always
+                    assert fault is not None
                     time.sleep(fault.stall)
                     headers = {}
                     if fault.reset_in is not None:
                         headers["x-rate-limit-reset"] = str(int(time.time() + fault.reset_in))
                     if fault.reset_header is not None:
                         headers["x-rate-limit-reset"] = fault.reset_header
+                    if fault.redirect:
+                        headers["Location"] = self.path
                     body: Any = {"title": "fault"}
                     if fault.echo_auth:
                         body["detail"] = f"you sent {self.headers.get('Authorization')}"
@@ -178,7 +184,8 @@ class TwitterAPI:
             meta["newest_id"], meta["oldest_id"] = page[0]["id"], page[-1]["id"]
         if start + size < len(user.tweets):
             meta["next_token"] = str(start + size)
-        return {"data": page, "meta": meta} if page else {"meta": meta}
+        shown = meta if self.meta is ... else self.meta
+        return {"data": page, "meta": shown} if page else {"meta": shown}
 
 
 def v2_tweet(id: int, text: str, **fields: Any) -> dict[str, Any]:

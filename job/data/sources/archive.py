@@ -354,12 +354,22 @@ def _comparable(text: str) -> str:
     return " ".join(text.split()).rstrip("…").strip()
 
 
+PREFIX = 10  # a truncated tweet shorter than this matches too many notes to tell
+
+
 def _attach_notes(tweets: list[Tweet], notes: list[dict[str, Any]]) -> None:
     """Replace truncated tweets with the full text of their long post (note-tweet.js).
 
     Notes carry no tweet id, so a note belongs to the tweet whose text it starts with,
-    nearest in time when several do.
+    nearest in time when several do. The tweets are indexed by their first ``PREFIX``
+    characters, so each note looks at the few that could match: time grows with notes plus
+    tweets (300 notes and 20,000 tweets: 13 s when each note read every tweet).
     """
+    index: dict[str, list[tuple[int, str]]] = {}
+    for i, t in enumerate(tweets):
+        short = _comparable(t.text)
+        if len(short) >= PREFIX:
+            index.setdefault(short[:PREFIX], []).append((i, short))
     for note in notes:
         core = mapping(note.get("core"))
         full = core.get("text")
@@ -368,9 +378,9 @@ def _attach_notes(tweets: list[Tweet], notes: list[dict[str, Any]]) -> None:
         full_cmp = _comparable(full)
         created = parse_date(note.get("createdAt")) or ""
         candidates = [
-            (i, t)
-            for i, t in enumerate(tweets)
-            if len(_comparable(t.text)) >= 10 and full_cmp.startswith(_comparable(t.text))
+            (i, tweets[i])
+            for i, short in index.get(full_cmp[:PREFIX], [])
+            if full_cmp.startswith(short)
         ]
         if not candidates:
             continue
