@@ -11,8 +11,6 @@ import logging
 import signal
 import sys
 
-import typer
-
 from job import errors
 
 
@@ -33,7 +31,7 @@ def main() -> None:
 
         cli.app()  # looked up now: a test may wrap it
     except errors.JobError as e:  # raised outside a command's own handler
-        typer.echo(f"error: {e}", err=True)
+        errors.say(e)
         exit_code[0] = e.exit_code
         sys.exit(e.exit_code)
     except SystemExit as e:  # how Typer ends every command
@@ -41,9 +39,23 @@ def main() -> None:
         raise
     except (KeyboardInterrupt, errors.Terminated) as e:  # before a command's boundary
         stop = errors.stopped(e)
-        typer.echo(f"error: {stop}", err=True)
+        errors.say(stop)
         exit_code[0] = stop.exit_code
         sys.exit(stop.exit_code)
+    finally:
+        # The command is over; the interpreter now joins every worker thread before the exit
+        # handlers run, and one stuck in a read (a download's, a server's that drips) would
+        # hold the exit code back for as long as the read lasts.
+        _exit_within(EXIT_GRACE_SECONDS, exit_code)
+
+
+def _exit_within(seconds: float, exit_code: list[int]) -> None:
+    import os
+    import threading
+
+    timer = threading.Timer(seconds, lambda: os._exit(exit_code[0]))
+    timer.daemon = True
+    timer.start()
 
 
 # After SIGTERM, the seconds the command has to end by itself: its boundary writes the line
@@ -57,9 +69,8 @@ def _terminated(signum: int, frame: object) -> None:
     import os
     import threading
 
-    def force() -> None:
-        sys.stderr.write("error: stopped by SIGTERM; the process did not end by itself\n")
-        sys.stderr.flush()
+    def force() -> None:  # its line, unless the command's boundary said it already
+        errors.say(errors.TransientError("stopped by SIGTERM; the process did not end by itself"))
         os._exit(errors.TRANSIENT)
 
     timer = threading.Timer(EXIT_GRACE_SECONDS, force)

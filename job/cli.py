@@ -93,11 +93,12 @@ def _command(verbose: bool = False) -> Iterator[None]:
     from job.console import setup_logging
 
     setup_logging(verbose)
+    errors.SAID.clear()  # a new command: its own line (tests run many in one process)
     try:
         yield
     except (errors.Terminated, KeyboardInterrupt) as e:  # SIGTERM (75), SIGINT (130)
         stop = errors.stopped(e)
-        typer.echo(f"error: {stop}", err=True)
+        errors.say(stop)
         raise typer.Exit(stop.exit_code) from None
     except BrokenPipeError:
         # stdout's reader left (`status | head`): what it wanted, it has; end quietly, and
@@ -109,7 +110,7 @@ def _command(verbose: bool = False) -> Iterator[None]:
         error = errors.classify(e)
         if verbose and not isinstance(e, errors.JobError):
             logging.getLogger("job").debug("traceback", exc_info=e)
-        typer.echo(f"error: {error}", err=True)
+        errors.say(error)
         raise typer.Exit(error.exit_code) from None
 
 

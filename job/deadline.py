@@ -46,6 +46,12 @@ class DeadlineExceeded(TransientError):
     pass
 
 
+class _Expired(BaseException):
+    """What the timer raises inside the block: a BaseException, as SIGTERM's is, so that no
+    library's ``except Exception`` on the way up (a retry loop, a wrapper) can swallow it;
+    ``deadline`` turns it into DeadlineExceeded where the block ends."""
+
+
 def seconds_for(name: str) -> float:
     given = os.environ.get(f"HUGGINGTWEETS_DEADLINE_{name.upper()}")
     try:
@@ -68,12 +74,14 @@ def deadline(name: str, what: str) -> Iterator[None]:
     started = time.monotonic()
 
     def expired(signum: int, frame: object) -> None:
-        raise DeadlineExceeded(f"{what} took over {seconds:.0f} s (its total deadline)")
+        raise _Expired()
 
     previous = signal.signal(signal.SIGALRM, expired)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
+    except _Expired:
+        raise DeadlineExceeded(f"{what} took over {seconds:.0f} s (its total deadline)") from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)

@@ -8,6 +8,7 @@ numbers stable; they are documented in the README.
 from __future__ import annotations
 
 import os
+import threading
 
 # Exit codes. 1 is an unexpected bug, 2 is a usage error (Typer/Click's own).
 INTERNAL = 1
@@ -52,6 +53,7 @@ SECRET_VARIABLES = (
     "AWS_SESSION_TOKEN",
 )
 MIN_SECRET_CHARS = 8  # shorter values ("x", "test") would blank ordinary words
+SAID = threading.Event()  # the command's error line is out (``say``): never a second one
 
 
 def redact(text: str) -> str:
@@ -61,6 +63,16 @@ def redact(text: str) -> str:
         if len(value) >= MIN_SECRET_CHARS and value in text:
             text = text.replace(value, f"<{name}>")
     return text
+
+
+def say(error: JobError) -> None:
+    """The one ``error:`` line a command ends with, on stderr, once."""
+    import sys
+
+    if not SAID.is_set():
+        SAID.set()
+        sys.stderr.write(f"error: {error}\n")
+        sys.stderr.flush()
 
 
 class JobError(Exception):

@@ -1,0 +1,99 @@
+"""Every wait has an end: a server that accepts and never answers, one that answers a byte at a
+time, SIGTERM and SIGINT while the job waits on either. The job runs as a process, as the
+platforms run it; each case asserts the exit code, one ``error:`` line and how long it took."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from job import errors
+from job.__main__ import EXIT_GRACE_SECONDS
+from tests.helpers import SAMPLE
+from tests.helpers.stalls import Stall, wait_for
+
+pytestmark = pytest.mark.integration
+IMPORTS = 30.0  # seconds a process may take to start and reach the wait, on a loaded CI machine
+
+
+def start(tmp: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    """The job as a process; its stderr goes to a file: a child it starts (W&B's service) may
+    hold a pipe open after the job itself has ended."""
+    command = ["run", "sourdough_sam", "--jsonl", str(SAMPLE), "--min-chars", "10"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "job", *command, "--out", str(tmp), *args],
+        env={**os.environ, "HF_HOME": str(tmp / "hf"), "WANDB_MODE": "disabled", **env},
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp / "stderr").open("w"),
+        text=True,
+    )
+
+
+def ended(job: subprocess.Popen[str], code: int, within: float) -> str:
+    started = time.monotonic()
+    try:
+        job.wait(timeout=within + 60)
+    finally:
+        job.kill()
+    took = time.monotonic() - started
+    err = Path(job.args[job.args.index("--out") + 1], "stderr").read_text()
+    assert job.returncode == code, err
+    assert took <= within, f"{took:.0f} s: {err}"
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("drip", [None, 0.5], ids=["never answers", "a byte every 0.5 s"])
+def test_a_base_model_download_that_never_ends_meets_its_deadline(tmp_path, drip) -> None:
+    with Stall(drip) as hub:
+        job = start(
+            tmp_path,
+            "--base-model",
+            "someone/model",
+            HF_ENDPOINT=hub.url,
+            HUGGINGTWEETS_DEADLINE_BASE_MODEL="4",
+        )
+        line = ended(job, errors.TRANSIENT, IMPORTS + 4 + EXIT_GRACE_SECONDS)
+        assert hub.connections >= 1
+    assert "total deadline" in line
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_the_base_model_download_hangs_ends_the_job(tmp_path, stop) -> None:
+    """It once sat in recv, SIGTERM ignored, until SIGKILL (864 s)."""
+    with Stall() as hub:
+        job = start(tmp_path, "--base-model", "someone/model", HF_ENDPOINT=hub.url)
+        assert wait_for(lambda: hub.connections >= 1, IMPORTS), "the download never began"
+        time.sleep(0.5)
+        job.send_signal(stop)
+        code = errors.TRANSIENT if stop == signal.SIGTERM else 130
+        line = ended(job, code, EXIT_GRACE_SECONDS + 5)
+    assert ("SIGTERM" if stop == signal.SIGTERM else "SIGINT") in line
+
+
+def test_sigterm_while_wandb_starts_is_not_swallowed(tmp_path) -> None:
+    """W&B's start, online, against a server that never answers: the stage would go on
+    without W&B after 90 s; SIGTERM meanwhile once ended the run with exit 0."""
+    with Stall() as wandb:
+        job = start(
+            tmp_path,
+            "--base-model",
+            "tiny",
+            "--wandb-mode",
+            "online",
+            WANDB_MODE="online",
+            WANDB_BASE_URL=wandb.url,
+            WANDB_API_KEY="k" * 40,
+        )
+        assert wait_for(lambda: wandb.connections >= 1, IMPORTS + 30), "W&B never called"
+        time.sleep(0.5)
+        job.send_signal(signal.SIGTERM)
+        line = ended(job, errors.TRANSIENT, EXIT_GRACE_SECONDS + 5)
+    assert "SIGTERM" in line
