@@ -295,3 +295,16 @@ def test_a_real_full_disk_is_transient_and_leaves_nothing_half_written(
     assert not (small_disk / "andreruffert").exists()
     assert [p.name for p in small_disk.iterdir()] == [".andreruffert"]  # the lock's folder
     assert list((small_disk / ".andreruffert").iterdir()) == []  # and no lock left
+
+
+@pytest.mark.integration  # imports torch
+def test_safetensors_on_a_full_disk_is_transient(small_disk: Path) -> None:
+    """safetensors raises its own error for ENOSPC, with no OSError under it: it was exit 1."""
+    import torch
+    from safetensors.torch import save_file
+
+    with pytest.raises(Exception) as raised:
+        save_file({"w": torch.zeros(1_000_000)}, str(small_disk / "model.safetensors"))
+    assert not isinstance(raised.value, OSError)  # the case: a library's own type
+    error = errors.classify(raised.value)
+    assert error.exit_code == errors.TRANSIENT and "no space left" in str(error)

@@ -363,3 +363,150 @@ def test_an_api_that_loops_or_garbles_is_transient(fault: Fault) -> None:
         source = ApiSource(TOKEN, base_url=api.url, max_retries=1, sleep=lambda s: None)
         with pytest.raises(errors.TransientError, match="Twitter API still"):
             source.fetch("x")
+
+
+# --- Cost that input controls: bounded by the input's size ------------------------------------
+
+
+def test_notes_are_attached_in_time_that_grows_with_notes_plus_tweets(monkeypatch) -> None:
+    """300 notes and 20,000 tweets took 13 s when each note read every tweet: count the reads."""
+    from job.data.sources import archive as archive_module
+    from job.data.tweets import Tweet
+
+    tweets = [
+        Tweet(user="x", id=str(i), text=f"tweet {i} opens a long post about") for i in range(2000)
+    ]
+    notes = [
+        {"core": {"text": f"tweet {i} opens a long post about things, in full"}}
+        for i in range(0, 2000, 20)
+    ]
+    calls = [0]
+    real = archive_module._comparable
+
+    def counted(text: str) -> str:
+        calls[0] += 1
+        return real(text)
+
+    monkeypatch.setattr(archive_module, "_comparable", counted)
+    archive_module._attach_notes(tweets, notes)
+    assert calls[0] <= len(tweets) + len(notes)  # each text read once, not notes x tweets
+    assert tweets[20].text.endswith("in full") and tweets[21].text.endswith("about")
+
+
+def test_a_jsonl_on_s3_over_the_bound_is_refused_by_its_size_before_it_is_read(
+    s3, monkeypatch, tmp_path: Path
+) -> None:
+    import boto3
+
+    from job.data.sources import files
+    from tests.helpers.s3 import FaultProxy
+
+    monkeypatch.setattr(files, "MAX_FILE_BYTES", 1 << 10)  # as a 270 MB file is to 256 MiB
+    boto3.client("s3").put_object(Bucket="results", Key="in/x.jsonl", Body=b"{}\n" * 1000)
+    manifest = (
+        f"version: 1\noutput: {tmp_path / 'out'}\nwandb: {{mode: disabled}}\nbots:\n"
+        "  - users: [{handle: x, source: jsonl, uri: s3://results/in/x.jsonl}]\n"
+    )
+    (tmp_path / "m.yaml").write_text(manifest)
+    with FaultProxy(s3.url) as proxy:
+        result = cli(
+            "run", "--manifest", str(tmp_path / "m.yaml"), env={"AWS_ENDPOINT_URL": proxy.url}
+        )
+    assert "over 0 MiB: not a tweets file" in one_line(result, errors.CORRUPT_INPUT)
+    assert ("GET", "/results/in/x.jsonl") not in proxy.requests  # a HEAD, never the body
+
+
+def test_an_avatar_of_a_huge_size_in_a_small_file_is_left_out(tmp_path: Path) -> None:
+    """A 10,000 x 10,000 PNG is ~100 KB and would decode to 400 MB for the card's picture."""
+    import io
+
+    from PIL import Image
+
+    path = write_archive(tmp_path / "a", sentences(200), username="x")
+    (picture,) = list((path / "data" / "profile_media").iterdir())
+    buffer = io.BytesIO()
+    Image.new("1", (10_000, 10_000)).save(buffer, "PNG", optimize=True)
+    assert len(buffer.getvalue()) < 5 << 20
+    picture.write_bytes(buffer.getvalue())
+    out = tmp_path / "out"
+    result = cli("prepare", "x", "--archive", str(path), "--out", str(out))
+    assert result.returncode == 0 and "10000 x 10000 pixels" in result.stderr
+    assert (
+        json.loads((out / "x" / "data" / "stats.json").read_text())["users"]["x"]["avatar"] is None
+    )
+
+
+@pytest.mark.integration  # 2 MB of YAML: seconds to write and read
+def test_a_manifest_of_more_bots_than_its_bound_is_one_line(tmp_path: Path) -> None:
+    from job.config import MAX_BOTS
+
+    bots = "".join(f"  - users: [{{handle: u{i}}}]\n" for i in range(MAX_BOTS + 1))
+    (tmp_path / "m.yaml").write_text(f"version: 1\noutput: {tmp_path}\nbots:\n{bots}")
+    result = cli("run", "--manifest", str(tmp_path / "m.yaml"))
+    assert "manifest.bots" in one_line(result, errors.BAD_CONFIG)
+
+
+# --- Runs that train: values the job once wrote or crashed on after training -------------------
+
+
+@pytest.mark.integration
+def test_no_validation_share_and_a_prompt_past_the_context_end_in_a_valid_result(
+    tmp_path: Path,
+) -> None:
+    """--val-fraction 0 wrote NaN into job.json (not JSON); a start text longer than the tiny
+    model's 128 positions ran past its position embeddings."""
+    from tests.helpers.jobs import TINY_FLAGS
+
+    long_prompt = " ".join(["bread"] * 160)  # 960 characters, more tokens than 128
+    result = cli(
+        *("run", "sourdough_sam", "--jsonl", str(SAMPLE), *TINY_FLAGS, "--val-fraction", "0"),
+        *("--start-text", long_prompt, "--wandb-mode", "disabled", "--out", str(tmp_path)),
+    )
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "sourdough_sam" / "job.json").read_text()
+
+    def no_constants(name: str) -> None:
+        raise AssertionError(f"{name} in job.json")
+
+    made = json.loads(text, parse_constant=no_constants)  # strict JSON: no NaN, no Infinity
+    assert made["result"]["val_loss"] is None
+    assert "its last tokens are used" in result.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("hf_home", [True, False], ids=["HF_HOME set", "nothing set"])
+def test_a_user_with_no_home_folder_gets_a_line_or_a_bot(tmp_path: Path, hf_home: bool) -> None:
+    """A container's uid with no passwd entry and no HOME: the card's fonts once looked for
+    ~/.local/share/fonts after training (exit 1)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    from tests.helpers import REPO
+    from tests.helpers.jobs import TINY_FLAGS
+
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "setpriv (util-linux) is needed to run as a uid with no passwd entry"
+    # pytest's own folders are root's alone (0700): this user could not reach one
+    tmp_path = Path(tempfile.mkdtemp(prefix="no-home-", dir="/tmp"))
+    tmp_path.chmod(0o777)
+    env = {k: v for k, v in os.environ.items() if k not in ("HOME", "XDG_CACHE_HOME", "HF_HOME")}
+    env.update({"WANDB_MODE": "disabled", "TMPDIR": str(tmp_path)})
+    if hf_home:
+        env["HF_HOME"] = str(tmp_path / "hf")
+    try:
+        done = subprocess.run(
+            [setpriv, "--reuid=54321", "--regid=54321", "--clear-groups", sys.executable, "-m",
+             "job", "run", "sourdough_sam", "--jsonl", str(SAMPLE), *TINY_FLAGS,
+             "--out", str(tmp_path / "o")],
+            env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+    if hf_home:
+        assert done.returncode == 0, done.stderr
+    else:
+        assert done.returncode == errors.BAD_CONFIG, done.stderr
+        assert "no home folder: set HF_HOME" in done.stderr and "Traceback" not in done.stderr

@@ -356,6 +356,8 @@ def _errors(where: str) -> Iterator[None]:
         raise CredentialsError(f"{where}: no AWS credentials") from e
     except ClientError as e:
         code = str(e.response.get("Error", {}).get("Code", ""))
+        # the server's own word, shown only when it has the form of S3's codes (AccessDenied)
+        code = code if re.fullmatch(r"[A-Za-z][A-Za-z0-9.]{0,63}", code) else "?"
         status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
         if code == "NoSuchBucket":
             raise InputNotFound(f"{where}: no such bucket") from e

@@ -130,3 +130,20 @@ def test_hub_offline_at_push_time_is_a_configuration_error(
     error = errors.classify(info.value)
     assert error.exit_code == errors.BAD_CONFIG and "HF_HUB_OFFLINE" in str(error)
     assert hub.state.commits == []
+
+
+def test_the_job_switches_xet_off_before_the_hub_client_reads_it() -> None:
+    """hf_xet's uploads retry on their own, past every timeout and deadline of the job's (a 503
+    from its token endpoint held a push 277 s): the job sends through huggingface_hub's HTTP
+    client instead, unless HF_HUB_DISABLE_XET says otherwise (docs/exit-codes.md)."""
+    import os
+    import subprocess
+    import sys
+
+    script = "import job, huggingface_hub.constants as c; print(c.HF_HUB_DISABLE_XET)"
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_XET"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.stdout.strip() == "True", done.stderr
+    env["HF_HUB_DISABLE_XET"] = "0"  # an operator's choice stands
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr

@@ -54,6 +54,7 @@ class HubState:
     # (method, path) -> status code to answer instead, or None to answer normally
     faults: list[Callable[[str, str], int | None]] = field(default_factory=list)
     whoami: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(WRITE_TOKEN))
+    echo: bool = False  # validate-yaml answers 400 quoting the request's Authorization
 
     def files(self, repo: str) -> dict[str, bytes]:
         merged: dict[str, bytes] = {}
@@ -200,6 +201,9 @@ class FakeHub:
                 return self.reply(200, {"url": url, "name": repo})
 
             def validate(self, body: dict[str, Any]) -> None:
+                if state.echo:  # a 400 that quotes the request, as a broken server might
+                    said = f"bad card; you sent {self.headers.get('Authorization')}"
+                    return self.reply(400, {"error": said})
                 content = body.get("content", "")
                 if not content.startswith("---\n"):
                     return self.reply(400, text="no metadata block")

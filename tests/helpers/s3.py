@@ -104,6 +104,7 @@ class FaultProxy:
     def __init__(self, target: str) -> None:
         self.target = urlparse(target)
         self.hook: Callable[[str, str], int | None] = lambda method, path: None
+        self.echo = False  # injected errors quote the request's Authorization header
         self.requests: list[tuple[str, str]] = []
         proxy = self
 
@@ -123,7 +124,11 @@ class FaultProxy:
                 status = proxy.hook(self.command, self.path)
                 if status is not None:
                     code = {403: "AccessDenied", 404: "NoSuchKey"}.get(status, "InternalError")
-                    data = f"<Error><Code>{code}</Code><Message>injected</Message></Error>".encode()
+                    said = "injected"
+                    if proxy.echo:  # as a hostile or broken server might
+                        said = f"you sent {self.headers.get('Authorization')}"
+                        code = f"{code} {said}"
+                    data = f"<Error><Code>{code}</Code><Message>{said}</Message></Error>".encode()
                     self.send_response(status)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
@@ -141,7 +146,9 @@ class FaultProxy:
                 for k, v in response.getheaders():
                     if k.lower() not in HOP_BY_HOP and k.lower() != "content-length":
                         self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
+                # a HEAD's answer has no body, and says the object's own length
+                length = response.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
