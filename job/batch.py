@@ -34,6 +34,7 @@ from job.cloud.storage import Storage, download, open_storage
 from job.config import BotJob, jobs, load_manifest, tasks
 from job.data.handles import bot_name
 from job.data.sources import sources_for
+from job.deadline import deadline
 from job.errors import (
     BadConfig,
     InputNotFound,
@@ -242,7 +243,8 @@ def run_bot(
                 )
                 assert result is not None  # rank 0
                 bot_dir = work / "out" / job.bot
-                upload_run(storage, job.bot, run_id, bot_dir, fingerprint, guard.check)
+                with deadline("output", f"uploading {job.bot}'s run"):
+                    upload_run(storage, job.bot, run_id, bot_dir, fingerprint, guard.check)
             record = write_status(
                 storage,
                 job.bot,

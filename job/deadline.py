@@ -35,6 +35,9 @@ DEADLINES = {
     "hub_push": 1800.0,
     # a takedown's calls to the Hub and W&B; the Hub's whoami and card check in preflight
     "hub_call": 300.0,
+    # a run's files up to S3, or a checkpoint up or down: gpt2-xl's with its optimizer state
+    # is ~20 GB, 33 minutes at 10 MB/s
+    "output": 3600.0,
 }
 # huggingface_hub's own HTTP client has no timeout at all (httpx, timeout=None): a Hub that
 # stops answering would hold the job until the platform kills it. 10 s to connect, 60 s

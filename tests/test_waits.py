@@ -65,10 +65,14 @@ def test_a_base_model_download_that_never_ends_meets_its_deadline(tmp_path, drip
     assert "total deadline" in line
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_while_the_base_model_download_hangs_ends_the_job(tmp_path, stop) -> None:
+@pytest.mark.parametrize(
+    ("stop", "drip"),
+    [(signal.SIGTERM, None), (signal.SIGINT, None), (signal.SIGTERM, 0.5)],
+    ids=["SIGTERM, no answer", "SIGINT, no answer", "SIGTERM, a byte every 0.5 s"],
+)
+def test_a_signal_while_the_base_model_download_hangs_ends_the_job(tmp_path, stop, drip) -> None:
     """It once sat in recv, SIGTERM ignored, until SIGKILL (864 s)."""
-    with Stall() as hub:
+    with Stall(drip) as hub:
         job = start(tmp_path, "--base-model", "someone/model", HF_ENDPOINT=hub.url)
         assert wait_for(lambda: hub.connections >= 1, IMPORTS), "the download never began"
         time.sleep(0.5)

@@ -30,6 +30,7 @@ from typing import Any
 from job.atomic import write_json
 from job.cloud.runs import MARKER, sha256_file
 from job.cloud.storage import Storage, download, get_json, put_json
+from job.deadline import deadline
 from job.training import distributed
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,8 @@ class Checkpoints:
         """The newest complete checkpoint of this fingerprint, fetched from storage if needed."""
         r = distributed.ranks()
         if r.local_rank == 0:
-            self._sync_down()
+            with deadline("output", "fetching the latest checkpoint"):
+                self._sync_down()
         distributed.barrier()
         done = [p for p in self.folder.glob("checkpoint-*") if self._ours(p / MARKER)]
         return max(done, key=_step) if done else None
@@ -168,24 +170,35 @@ class Checkpoints:
         path = self.folder / f"checkpoint-{step}"
         r = distributed.ranks()
         if self.storage is not None and r.local_rank == 0:
-            listing = {}
-            for f in sorted(p for p in path.rglob("*") if p.is_file()):
-                self.storage.put_file(f"{self.prefix}{f.relative_to(self.folder).as_posix()}", f)
-                listing[f.relative_to(path).as_posix()] = sha256_file(f)
-            # this node's files, after them: a resume checks what it downloads against these
-            put_json(self.storage, f"{self.prefix}checkpoint-{step}/{LISTING}{r.rank}", listing)
+            with deadline("output", f"uploading checkpoint {step}"):
+                self._upload(path, step, r.rank)
         distributed.barrier()
-        if r.main:
-            marker: dict[str, Any] = {"step": step, "fingerprint": self.fingerprint}
-            if batch is not None:
-                marker["batch_size"] = batch
-            (path / MARKER).write_text(json.dumps(marker))
-            if self.storage is not None:
-                put_json(self.storage, f"{self.prefix}checkpoint-{step}/{MARKER}", marker)
-                self._prune_remote()
-                if self.guard is not None:
-                    self.guard(f"checkpoint {step}")
-            log.info("checkpoint at step %d", step)
+        self._mark(path, step, batch)
+
+    def _upload(self, path: Path, step: int, rank: int) -> None:
+        """This node's files of the checkpoint, then their listing."""
+        assert self.storage is not None
+        listing = {}
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            self.storage.put_file(f"{self.prefix}{f.relative_to(self.folder).as_posix()}", f)
+            listing[f.relative_to(path).as_posix()] = sha256_file(f)
+        # this node's files, after them: a resume checks what it downloads against these
+        put_json(self.storage, f"{self.prefix}checkpoint-{step}/{LISTING}{rank}", listing)
+
+    def _mark(self, path: Path, step: int, batch: int | None) -> None:
+        """Rank 0, once every node's files are up: the marker, here and in storage."""
+        if not distributed.ranks().main:
+            return
+        marker: dict[str, Any] = {"step": step, "fingerprint": self.fingerprint}
+        if batch is not None:
+            marker["batch_size"] = batch
+        (path / MARKER).write_text(json.dumps(marker))
+        if self.storage is not None:
+            put_json(self.storage, f"{self.prefix}checkpoint-{step}/{MARKER}", marker)
+            self._prune_remote()
+            if self.guard is not None:
+                self.guard(f"checkpoint {step}")
+        log.info("checkpoint at step %d", step)
 
     def _prune_remote(self) -> None:
         assert self.storage is not None
