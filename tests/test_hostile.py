@@ -315,7 +315,9 @@ def test_a_damaged_status_is_shown_as_unknown_not_a_crash(case: str, tmp_path: P
 def test_a_damaged_opt_out_still_opts_out_and_stops_no_other_bot(
     record: bytes, tmp_path: Path
 ) -> None:
-    from job.batch import run_manifest
+    from job.batch import _opted_out
+    from job.cloud.storage import LocalStorage
+    from job.config import jobs, parse_manifest
 
     out = tmp_path / "out"
     (out / "_opt-out").mkdir(parents=True)
@@ -325,7 +327,13 @@ def test_a_damaged_opt_out_still_opts_out_and_stops_no_other_bot(
     result = cli("run", "--manifest", str(manifest))
     assert "@a asked not to be made" in one_line(result, errors.OPTED_OUT)
     assert not (out / "a").exists()
-    del run_manifest
+    # It once stopped every bot of the task (a JSON error): the others are kept to be made.
+    two = parse_manifest(
+        f"version: 1\noutput: {out}\nbots:\n  - users: [{{handle: a}}]\n"
+        "  - users: [{handle: b}]\n"
+    )
+    refused, kept = _opted_out(jobs(two), LocalStorage(out))
+    assert refused is not None and [j.bot for j in kept] == ["b"]
 
 
 # --- API answers of the wrong shape --------------------------------------------------------------

@@ -329,6 +329,7 @@ def _picture(files: _Files, name: str) -> bytes | None:
     """An archive's profile picture, if it is one: small, and an image Pillow can read. It is
     published with the model, so anything else is left out (with a warning), not copied."""
     import io
+    import warnings
 
     from PIL import Image
 
@@ -338,7 +339,10 @@ def _picture(files: _Files, name: str) -> bytes | None:
     try:
         if len(data) > MAX_AVATAR_BYTES:
             raise ValueError(f"{len(data):,} bytes")
-        with Image.open(io.BytesIO(data)) as image:  # reads the header: the size, no pixels
+        with warnings.catch_warnings():  # Pillow's own bomb warning: the size is checked here
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))  # reads the header: the size, no pixels
+        with image:
             if image.width * image.height > MAX_AVATAR_PIXELS:
                 raise ValueError(f"{image.width} x {image.height} pixels")
             image.verify()
