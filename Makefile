@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS := requirements/constraints.txt
 TORCH_PIP_ARGS ?=
 
-.PHONY: fonts install test test-fast lint docs demo bench clean image image-test push submit lock
+.PHONY: fonts install test test-fast lint format docs demo bench clean image image-test push submit lock
 
 $(BIN)/huggingtweets: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,11 @@ lint: install
 	$(BIN)/ruff format --check job tests bench
 	$(BIN)/mypy
 
+# What lint checks, put right where a tool can: the format, and ruff's safe fixes.
+format: install
+	$(BIN)/ruff check --fix job tests bench
+	$(BIN)/ruff format job tests bench
+
 # Time-to-bot and training throughput against the original recipe, in one run (see bench/).
 BENCH_FLAGS ?= --archive ../shared/data/archives/andreruffert --handle andreruffert
 bench: install
@@ -84,7 +89,7 @@ demo: install
 
 # --- Shipping ------------------------------------------------------------------------------
 IMAGE ?= huggingtweets
-VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' job/__init__.py)
 REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # docker by default; CONTAINER=podman works too (podman can build here, not run)
 CONTAINER ?= docker

@@ -207,7 +207,8 @@ def main() -> None:
     args = parser.parse_args()
     args.out = args.out.resolve()  # the job takes a base folder as /... or ./...
 
-    from job.training.model import GPT2, GPT2_NAMES, build_random
+    from job.gpt2 import GPT2, GPT2_NAMES
+    from job.training.model import build_random
 
     if args.random_init and (args.base_model not in GPT2_NAMES or args.tokenizer is None):
         parser.error("--random-init needs a GPT-2 size as --base-model, and --tokenizer")

@@ -30,7 +30,6 @@ from job.cloud.status import (
     read_status,
     write_status,
 )
-from job.cloud.storage import Storage, download, open_storage
 from job.config import BotJob, jobs, load_manifest, tasks
 from job.data.handles import bot_name
 from job.data.sources import sources_for
@@ -44,6 +43,7 @@ from job.errors import (
     TransientError,
     classify,
 )
+from job.storage import Storage, download, open_storage
 from job.training.model import bases_kept
 
 log = logging.getLogger(__name__)
@@ -155,10 +155,10 @@ def _opted_out(chosen: list[BotJob], storage: Storage) -> tuple[OptedOut | None,
 
 def _preflight(todo: list[BotJob], storage: Storage, manifest: str) -> dict[str, JobError]:
     """Every credential and permission the bots to make need, before any of them starts
-    (cloud/preflight.py). A bot's own problem (its input, its memory) fails that bot: it is
+    (preflight.py). A bot's own problem (its input, its memory) fails that bot: it is
     recorded and returned by bot, to be left out. A shared one (the output, a token) fails
     every bot: it is recorded on each and raised."""
-    from job.cloud.preflight import per_bot, shared
+    from job.preflight import per_bot, shared
 
     kept, failed = [], {}
     for job in todo:

@@ -215,7 +215,7 @@ def run(
         job = bot_job_from_args(
             users, archive or [], jsonl or [], api, config, overrides or {}, hub_repo, contact
         )
-        from job.cloud.preflight import preflight
+        from job.preflight import preflight
 
         guard = _check_consent(out, job)
         preflight([job], None)  # credentials and HF_HOME: before any download
@@ -232,7 +232,7 @@ def _check_consent(out: Path, job: Any) -> Any:
     """The output folder's opt-out list (cloud/consent.py), before any download; the guard
     the command checks again after it writes (a takedown may come while it works)."""
     from job.cloud.consent import Guard, check_not_opted_out
-    from job.cloud.storage import LocalStorage, check_out_folder
+    from job.storage import LocalStorage, check_out_folder
 
     check_out_folder(str(out), "--out")
     handles = [u.handle for u in job.users]
@@ -252,7 +252,7 @@ def status(manifest: ManifestUri = None, output: OutputUri = None) -> None:
     with _command():
         from job.batch import output_of
         from job.cloud.status import COLUMNS, statuses
-        from job.cloud.storage import open_storage
+        from job.storage import open_storage
 
         uri, bots = output_of(manifest, output)
         records = statuses(open_storage(uri), bots)
@@ -285,8 +285,8 @@ def publish(
     """Push a bot's latest published run to the Hub again (after a Hub failure)."""
     with _command():
         from job.batch import output_of, push_to_hub
-        from job.cloud.storage import open_storage
         from job.data.handles import bot_name
+        from job.storage import open_storage
 
         name = bot_name(bot.split("-"))
         storage = open_storage(output_of(manifest, output)[0])
@@ -318,8 +318,8 @@ def takedown(
     With WANDB_API_KEY set, their W&B runs and artifacts go too."""
     with _command():
         from job.cloud.consent import takedown as take_down
-        from job.cloud.storage import open_storage
         from job.outputs.tracking import remove_group
+        from job.storage import open_storage
 
         def wandb_remove(project: str, group: str) -> list[str]:
             return remove_group(project, group, wandb_entity)

@@ -53,14 +53,14 @@ from pydantic import (
     model_validator,
 )
 
-from job.cloud.storage import check_uri, read_uri
 from job.data.handles import bot_name, validate_handle
 from job.errors import BadConfig, JobError
-from job.training.model import GPT2
+from job.gpt2 import GPT2
+from job.storage import check_uri, read_uri
 
 VERSION = 1
-STRATEGIES = ("auto", "ddp", "zero2", "zero3", "zero3-offload")
 Strategy = Literal["auto", "ddp", "zero2", "zero3", "zero3-offload"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)  # the names, once: from the type
 # transformers' schedulers that need no extra arguments (SchedulerType)
 Scheduler = Literal[
     "linear",
@@ -361,8 +361,10 @@ def options_markdown(root: type[JobConfig] | None = None) -> str:
         "# Options",
         "",
         "Generated from job/config.py by `make docs`; tests/test_config.py fails when it drifts.",
-        "Each option is a flag of `huggingtweets run` (`prepare` takes Cleaning and Data), a key",
-        "of a `--config` file and of a manifest's `defaults` or bot, in its section.",
+        "Each option is a flag of `huggingtweets run` (`prepare` takes Cleaning and Data)",
+        "and a key of a `--config` file, in its section. In a manifest, each is a key of its",
+        "`defaults` or of a bot, in its section, but for `wandb`: the manifest's own top-level",
+        "`wandb` section, for all its bots (where metrics go is the job's, not a bot's).",
     ]
     for section, info in root.model_fields.items():
         model = info.annotation

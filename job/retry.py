@@ -4,7 +4,7 @@ A call raises ``Retry`` for a failure worth another try: with the wait the serve
 (a rate limit's reset time), or none, for exponential backoff (``backoff`` x 2^n seconds).
 Past ``retries`` retries, or when a wait would exceed ``max_wait``, the job gives up with the
 transient exit code, so the platform retries the whole job later. S3 needs none of this:
-botocore retries on its own (job/cloud/storage.py).
+botocore retries on its own (job/storage.py).
 """
 
 from __future__ import annotations

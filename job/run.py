@@ -13,7 +13,8 @@ Features, and the options that control them (every option: docs/options.md):
   ``job.json`` (config, versions, timings per phase, result), written last.
 
 The phases, in order: ``setup``, ``prepare_data``, ``load_base``, ``train``, ``predict``,
-``write_card``, ``finish``. Each reads and fills one ``State``.
+``write_card``, ``log_results``, ``finish``. Each reads and fills one ``State``. After each
+write that publishes, and on failure, a ``guard`` checks the opt-out list (cloud/consent.py).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from typing import Any
 from job import __version__
 from job.atomic import replace_dir, write_json
 from job.cloud.status import inputs_of
-from job.cloud.storage import Storage
 from job.config import BotJob, SamplingConfig
 from job.data.clean import Prepared
 from job.data.tweets import TweetSource
@@ -42,6 +42,7 @@ from job.errors import OptedOut
 from job.outputs.predict import Prediction
 from job.outputs.tracking import Tracker, default_mode
 from job.prepare import bot_writer, check_out, prepare, scratch_of
+from job.storage import Storage
 from job.training.checkpoints import Checkpoints, discard_incomplete
 from job.training.model import EOS
 from job.training.train import TrainResult

@@ -17,9 +17,9 @@ import pytest
 from job import batch
 from job.cloud import hub as hub_module
 from job.cloud.runs import MARKER
-from job.cloud.storage import get_json, open_storage
 from job.errors import TransientError
 from job.outputs.card import inert
+from job.storage import get_json, open_storage
 from tests.helpers import SAMPLE
 from tests.helpers.cli import Result, invoke, process
 from tests.helpers.jobs import TINY_MANIFEST

@@ -297,7 +297,7 @@ def test_every_option_has_help_and_a_placeholder_people_read(command: str | None
 def test_status_piped_to_a_reader_that_leaves_ends_quietly(tmp_path: Path) -> None:
     """`status | head -1`: the reader closes the pipe; no 'internal error: BrokenPipeError'."""
     from job.cloud.status import write_status
-    from job.cloud.storage import LocalStorage
+    from job.storage import LocalStorage
 
     storage = LocalStorage(tmp_path)
     for i in range(3000):  # more than a pipe's buffer holds
@@ -312,7 +312,7 @@ def test_status_is_a_header_and_a_row_a_bot_with_what_will_happen_on_the_hub(
     tmp_path: Path,
 ) -> None:
     from job.cloud.status import HubStatus, write_status
-    from job.cloud.storage import LocalStorage
+    from job.storage import LocalStorage
 
     storage = LocalStorage(tmp_path)
     pending = HubStatus(repo="huggingtweets/a", state="pending")

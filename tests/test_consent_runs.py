@@ -18,9 +18,9 @@ import pytest
 
 from job import errors
 from job.cloud.consent import Guard, takedown
-from job.cloud.storage import LocalStorage, get_json, open_storage
 from job.data.sources import FileSource
 from job.run import run
+from job.storage import LocalStorage, get_json, open_storage
 from tests.helpers import REPO, SAMPLE
 from tests.helpers.cli import invoke
 from tests.helpers.jobs import TINY_FLAGS, TINY_MANIFEST, tiny_job

@@ -316,8 +316,8 @@ def test_a_damaged_opt_out_still_opts_out_and_stops_no_other_bot(
     record: bytes, tmp_path: Path
 ) -> None:
     from job.batch import _opted_out
-    from job.cloud.storage import LocalStorage
     from job.config import jobs, parse_manifest
+    from job.storage import LocalStorage
 
     out = tmp_path / "out"
     (out / "_opt-out").mkdir(parents=True)

@@ -44,3 +44,120 @@ def test_no_module_below_the_recipes_imports_one() -> None:
 def test_recipes_do_not_import_the_command_line() -> None:
     found = modules()
     assert all(not imports(found[r]) & TOP for r in RECIPES)
+
+
+def graph() -> dict[str, set[str]]:
+    """Each job module and the job modules it imports (anywhere in the file)."""
+    found = modules()
+    edges: dict[str, set[str]] = {}
+    for name, path in found.items():
+        edges[name] = set()
+        for imported in imports(path):
+            parts = imported.split(".")
+            for k in range(len(parts), 0, -1):  # the longest prefix that is a module
+                candidate = ".".join(parts[:k])
+                if candidate in found and candidate != name:
+                    edges[name].add(candidate)
+                    break
+    edges.pop("job", None)  # the package's __init__ holds only the version
+    for deps in edges.values():
+        deps.discard("job")
+    return edges
+
+
+def circles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles (Tarjan's strongly connected components of two or more)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(edges[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            part = []
+            while True:
+                w = stack.pop()
+                part.append(w)
+                if w == v:
+                    break
+            if len(part) > 1:
+                found.append(sorted(part))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+# The layers, lowest first: a module imports only its own layer and those below. Leaves are
+# what anything may import (errors, writing files, deadlines, storage, handles, the GPT-2
+# table); the typed config only leaves; data, training and outputs the config and leaves;
+# cloud (runs, status, consent, the Hub, submit) those; the recipes all of it; the command
+# line last.
+LAYERS = [
+    {"job.errors", "job.atomic", "job.deadline", "job.retry", "job.storage", "job.gpt2",
+     "job.data.handles", "job.console"},
+    {"job.config"},
+    {"job.data", "job.training", "job.outputs"},
+    {"job.cloud"},
+    {"job.prepare", "job.run", "job.batch", "job.preflight"},
+    {"job.cli", "job.options", "job.__main__"},
+]  # fmt: skip
+
+
+def layer(module: str) -> int:
+    for rank, members in enumerate(LAYERS):
+        if any(module == m or module.startswith(m + ".") for m in members):
+            return rank
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS")
+
+
+def test_no_import_circle() -> None:
+    assert circles(graph()) == []
+
+
+def test_the_rule_catches_a_circle() -> None:
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_every_import_points_down_or_across() -> None:
+    # data, training and outputs are one layer: a sibling package may use another's pieces
+    # (the card reads the data's stats), never a layer above.
+    up = {
+        name: sorted(d for d in deps if layer(d) > layer(name))
+        for name, deps in graph().items()
+        if any(layer(d) > layer(name) for d in deps)
+    }
+    assert up == {}
+
+
+def test_the_config_imports_only_leaves() -> None:
+    deps = graph()["job.config"]
+    assert deps and all(layer(d) == 0 for d in deps), sorted(deps)
+
+
+def test_the_habits_a_maintainer_expects() -> None:
+    """A license that says what pyproject says, and a pre-commit config that runs what
+    `make lint` runs."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "Apache License" in (REPO / "LICENSE").read_text()
+    assert project["project"]["license"]["text"] == "Apache-2.0"
+    hooks = (REPO / ".pre-commit-config.yaml").read_text()
+    lint = (REPO / "Makefile").read_text().split("\nlint: install\n", 1)[1].split("\n\n", 1)[0]
+    for command in ("ruff check", "ruff format --check", "mypy"):
+        assert command in lint and f".venv/bin/{command}" in hooks
+    # one version, and one Python floor for every tool
+    assert project["project"]["dynamic"] == ["version"]
+    floor = project["project"]["requires-python"].removeprefix(">=")
+    assert project["tool"]["mypy"]["python_version"] == floor
+    assert project["tool"]["ruff"]["target-version"] == "py" + floor.replace(".", "")

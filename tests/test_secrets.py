@@ -13,7 +13,7 @@ import pytest
 
 from job.cloud.runs import upload_run
 from job.cloud.status import HubStatus, write_status
-from job.cloud.storage import open_storage
+from job.storage import open_storage
 from tests.helpers.cli import Result, invoke
 from tests.helpers.s3 import FaultProxy
 from tests.helpers.twitter_api import FakeUser, Fault, TwitterAPI, v2_tweet

@@ -43,10 +43,10 @@ from typing import Any
 from job.atomic import _alive
 from job.cloud.runs import RUN_ID, now
 from job.cloud.status import Status, read_status, statuses, write_status
-from job.cloud.storage import LocalStorage, S3Storage, Storage, get_json, open_storage
 from job.config import WANDB_PROJECT
 from job.data.handles import is_bot_name, validate_handle
 from job.errors import CredentialsError, JobError, OptedOut
+from job.storage import LocalStorage, S3Storage, Storage, get_json, open_storage
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ earlier one, and ``latest.json`` only ever names a run whose marker exists.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from collections.abc import Callable
@@ -25,11 +24,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from job.cloud.storage import Storage, get_json, put_json
+from job.storage import MARKER, Storage, get_json, put_json, sha256_file
 
 log = logging.getLogger(__name__)
 
-MARKER = "_COMPLETE"  # a run, or a checkpoint, is whole once this exists
 RUN_ID = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{8}")  # new_run_id's form
 
 
@@ -112,11 +110,3 @@ def latest_complete(storage: Storage, bot: str) -> dict[str, Any] | None:
     ):
         return None
     return marker
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from job.cloud.runs import now
-from job.cloud.storage import Storage, get_json, put_json
+from job.storage import Storage, get_json, put_json
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from typing import Any
 import yaml
 
 from job.cloud.status import hub_of, write_status
-from job.cloud.storage import open_storage
 from job.config import jobs, parse_manifest, tasks
 from job.data.handles import validate_handle
 from job.errors import BadConfig, InputNotFound, TransientError
+from job.storage import open_storage
 
 K8S = Path(__file__).resolve().parents[2] / "infra" / "k8s"
 K8S_JOB = K8S / "base" / "job.yaml"

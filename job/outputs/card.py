@@ -27,7 +27,7 @@ import yaml
 
 from job import __version__
 from job.errors import BadConfig, CorruptInput
-from job.training.model import GPT2
+from job.gpt2 import GPT2
 
 if TYPE_CHECKING:
     from job.config import BotJob

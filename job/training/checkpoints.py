@@ -28,9 +28,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from job.atomic import write_json
-from job.cloud.runs import MARKER, sha256_file
-from job.cloud.storage import Storage, download, get_json, put_json
 from job.deadline import deadline
+from job.storage import MARKER, Storage, download, get_json, put_json, sha256_file
 from job.training import distributed
 
 log = logging.getLogger(__name__)

@@ -24,18 +24,16 @@ On a single GPU, ZeRO-2/3 save nothing, so only ddp or offload are candidates.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from job.config import STRATEGIES
 from job.errors import BadConfig
-from job.training.model import GPT2, Shape
+from job.gpt2 import GPT2, Shape
+from job.training.memory import GIB, HEADROOM
 
 CONFIGS = Path(__file__).parent / "deepspeed"
-HEADROOM = 0.85
-GIB = 1024**3
 
 
 @dataclass(frozen=True)
@@ -84,28 +82,6 @@ def per_gpu_bytes(shape: Shape, gpus: int, tokens_per_gpu: int) -> dict[str, flo
 def offload_host_bytes(shape: Shape, gpus: int) -> float:
     """Host memory that ZeRO-3 offload needs on one machine (see the module's docstring)."""
     return 16 * shape.params + 4 * shape.params * max(gpus, 1)
-
-
-def host_memory_bytes() -> int:
-    """This machine's memory, or the container's limit where that is lower (cgroup v2, v1)."""
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            value = Path(limit).read_text().strip()
-        except OSError:
-            continue
-        if value.isdigit():
-            total = min(total, int(value))
-    return total
-
-
-def process_memory_bytes() -> int:
-    """This process's resident memory now (Linux; 0 where /proc is not there)."""
-    try:
-        resident = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0
-    return resident * os.sysconf("SC_PAGE_SIZE")
 
 
 def choose(

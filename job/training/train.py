@@ -26,19 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from job.config import TrainConfig
 from job.errors import BadConfig, TransientError
+from job.gpt2 import Shape, pretraining_rate
 from job.training.blocks import BlockDataset, make_blocks
 from job.training.checkpoints import Cadence, Checkpoints, Preemption
 from job.training.distributed import as_one_process_group, ranks
-from job.training.model import Shape, causal_only, pretraining_rate
-from job.training.strategy import (
-    GIB,
-    HEADROOM,
-    Choice,
-    choose,
-    host_memory_bytes,
-    per_gpu_bytes,
-    shape_of,
-)
+from job.training.memory import GIB, HEADROOM, host_memory_bytes
+from job.training.model import causal_only
+from job.training.strategy import Choice, choose, per_gpu_bytes, shape_of
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

@@ -12,7 +12,7 @@ import pytest
 from job import errors
 from job.cloud.consent import opt_out_key
 from job.cloud.status import HubStatus, write_status
-from job.cloud.storage import Storage, get_json, open_storage
+from job.storage import Storage, get_json, open_storage
 from tests.helpers.cli import invoke
 from tests.helpers.twitter_api import TwitterAPI
 from tests.helpers.wandb_api import FAULT_BODY, FakeWandb

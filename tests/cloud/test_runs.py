@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from job.cloud.runs import MARKER, latest_complete, new_run_id, upload_run
-from job.cloud.storage import LocalStorage, get_json
+from job.storage import LocalStorage, get_json
 
 
 def bot_folder(root: Path) -> Path:

@@ -18,7 +18,7 @@ from job.cloud.status import (
     statuses,
     write_status,
 )
-from job.cloud.storage import LocalStorage
+from job.storage import LocalStorage
 
 
 def test_the_writer_keeps_what_it_is_not_told_to_change(tmp_path: Path) -> None:

@@ -14,11 +14,11 @@ import pytest
 import requests
 import yaml
 
-from job.cloud.storage import get_json, open_storage
 from job.cloud.submit import build_manifest, render_k8s
 from job.config import jobs
 from job.config import parse_manifest as parse
 from job.errors import BadConfig
+from job.storage import get_json, open_storage
 from tests.helpers import REPO
 from tests.helpers.cli import invoke
 

@@ -4,7 +4,7 @@ import json
 import time
 from pathlib import Path
 
-from job.cloud.storage import LocalStorage
+from job.storage import LocalStorage
 from job.training.checkpoints import MARKER, Cadence, Checkpoints
 
 

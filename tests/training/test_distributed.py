@@ -15,7 +15,7 @@ import boto3
 import pytest
 
 from job import errors
-from job.cloud.storage import get_json, open_storage
+from job.storage import get_json, open_storage
 from tests.helpers import SAMPLE
 from tests.helpers.cli import invoke
 from tests.helpers.jobs import TINY_FLAGS, TINY_MANIFEST

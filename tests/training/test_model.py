@@ -8,9 +8,8 @@ import pytest
 
 from job import errors
 from job.errors import BadConfig, InputNotFound
+from job.gpt2 import GPT2, GPT2_NAMES
 from job.training.model import (
-    GPT2,
-    GPT2_NAMES,
     build_random,
     causal_only,
     gpt2_tokenizer,
@@ -169,13 +168,13 @@ def test_a_base_too_large_for_the_hosts_memory_is_not_kept(
     base from disk for each bot rather than be killed for memory."""
     import torch
 
+    from job.training import memory
     from job.training import model as model_module
-    from job.training import strategy
     from job.training.model import bases_kept, load_base
 
     base = str(build_random(tmp_path / "base", ["bread and butter"] * 40, None, 42))
     # the host's limit: this process as it stands, and nothing more
-    monkeypatch.setattr(strategy, "host_memory_bytes", lambda: strategy.process_memory_bytes())
+    monkeypatch.setattr(memory, "host_memory_bytes", lambda: memory.process_memory_bytes())
     with bases_kept(), caplog.at_level("WARNING"):
         first, _ = load_base(base, device="cpu")
         assert model_module._kept is None and "base not kept in host memory" in caplog.text

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from job.errors import BadConfig
+from job.training.memory import GIB
 from job.training.model import build_random, load
-from job.training.strategy import GIB, choose, shape_of
+from job.training.strategy import choose, shape_of
 
 # Loads transformers and builds models through it: ~5 s of imports, so not the unit tier.
 MODEL = pytest.mark.integration
@@ -94,7 +95,7 @@ def test_auto_checks_the_host_before_it_picks_offload() -> None:
 
 
 def test_host_memory_is_read() -> None:
-    from job.training.strategy import host_memory_bytes
+    from job.training.memory import host_memory_bytes
 
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     assert 0 < host_memory_bytes() <= physical

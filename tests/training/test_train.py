@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from job.config import TrainConfig
-from job.training.model import GPT2, build_random, load, pretraining_rate
+from job.gpt2 import GPT2, pretraining_rate
+from job.training.model import build_random, load
 from job.training.strategy import shape_of
 from job.training.train import (
     BATCH,

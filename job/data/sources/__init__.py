@@ -86,14 +86,14 @@ def sources_for(
         if user.uri.startswith("s3://") and fetch and user.source == "archive":
             # Ranged reads: only the archive's data/*.js and avatar cross the network, not
             # its media (exports with media run to several GB).
-            from job.cloud.storage import S3RangeFile
+            from job.storage import S3RangeFile
 
             sources[user.handle] = ArchiveSource(cast(BinaryIO, S3RangeFile(user.uri)))
             continue
         if user.uri.startswith("s3://") and fetch:
-            from job.cloud.storage import read_uri
             from job.data.sources.files import MAX_FILE_BYTES
             from job.deadline import deadline
+            from job.storage import read_uri
 
             if inputs is None:
                 raise BadConfig(f"{user.uri}: S3 inputs are for manifests; download it first")

@@ -184,7 +184,7 @@ class ArchiveSource:
     kind = "archive"  # provenance, on the card: the person's own export
 
     def __init__(self, path: Path | str | BinaryIO) -> None:
-        # A folder, a zip on disk, or a zip as a seekable file (cloud/storage.py's
+        # A folder, a zip on disk, or a zip as a seekable file (storage.py's
         # S3RangeFile: an archive on S3 read by ranged GETs, its media never fetched).
         self.file: BinaryIO | None = None
         if isinstance(path, (str, Path)):

@@ -186,7 +186,7 @@ def test_an_archive_on_s3_is_read_by_ranges_without_its_media(
 
     import boto3
 
-    from job.cloud.storage import S3RangeFile
+    from job.storage import S3RangeFile
 
     path = tmp_path / "export.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:

@@ -24,9 +24,9 @@ import tempfile
 from typing import Any
 from urllib.parse import urlparse
 
-from job.cloud.storage import Storage, open_storage
 from job.config import BotJob
 from job.errors import CredentialsError, NotWritable
+from job.storage import Storage, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +175,9 @@ def host_memory(job: BotJob) -> None:
     train = job.config.train
     if train.strategy not in ("auto", "zero3-offload"):
         return
-    from job.training.model import GPT2
-    from job.training.strategy import HEADROOM, host_memory_bytes, offload_host_bytes, shape_of
+    from job.gpt2 import GPT2
+    from job.training.memory import HEADROOM, host_memory_bytes
+    from job.training.strategy import offload_host_bytes, shape_of
     from job.training.train import pick_strategy
 
     if train.base_model.removeprefix("openai-community/") not in GPT2:

@@ -31,6 +31,7 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 # answering then costs at most AWS_MAX_ATTEMPTS x (10 + 60) s before the transient exit code.
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0
 MULTIPART_THRESHOLD = 64 * 1024 * 1024  # S3's part limits make 8-64 MiB parts the usual choice
+MARKER = "_COMPLETE"  # a run, or a checkpoint, is whole once this exists (written last)
 
 
 class Storage(Protocol):
@@ -374,3 +375,11 @@ def _errors(where: str) -> Iterator[None]:
         raise TransientError(f"{where}: upload failed") from e
     except BotoCoreError as e:  # the network: connection refused, timeouts
         raise TransientError(f"{where}: {e}") from e
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -12,8 +12,8 @@ import boto3
 import pytest
 
 from job import errors
-from job.cloud.preflight import write_problem
-from job.cloud.storage import get_json, open_storage
+from job.preflight import write_problem
+from job.storage import get_json, open_storage
 from tests.helpers import SAMPLE
 from tests.helpers.cli import Result, invoke
 from tests.helpers.s3 import FaultProxy
@@ -139,8 +139,8 @@ def test_an_unwritable_output_and_a_403_input(api, monkeypatch: pytest.MonkeyPat
 def test_the_probe_is_removed_and_a_good_setup_passes(
     api, hub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from job.cloud.preflight import preflight
     from job.config import jobs, parse_manifest
+    from job.preflight import preflight
 
     manifest = MANIFEST.replace("URI", "s3://inputs/tweets/sam.jsonl").replace("WANDB", "online")
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
@@ -184,7 +184,7 @@ def test_a_local_run_checks_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 @pytest.mark.integration  # asks torch about the GPUs
 def test_offload_without_the_host_memory_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    from job.cloud import preflight
+    from job import preflight
     from job.config import BotJob, JobConfig, TrainConfig, UserSpec
     from job.training import strategy
 

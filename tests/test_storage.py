@@ -5,8 +5,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from job.cloud.storage import LocalStorage, download, get_json, open_storage, put_json
 from job.errors import BadConfig, CorruptInput, InputNotFound
+from job.storage import LocalStorage, download, get_json, open_storage, put_json
 
 
 def test_s3_roundtrip(s3, tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_an_s3_that_stops_answering_times_out(monkeypatch: pytest.MonkeyPatch) -
     import socket
     import time
 
-    from job.cloud import storage as storage_module
+    from job import storage as storage_module
     from job.errors import TransientError
 
     with socket.socket() as server:
