@@ -30,7 +30,6 @@ from job.cloud.status import (
     read_status,
     write_status,
 )
-from job.config import BotJob, jobs, load_manifest, tasks
 from job.data.handles import bot_name
 from job.data.sources import sources_for
 from job.deadline import deadline
@@ -43,6 +42,7 @@ from job.errors import (
     TransientError,
     classify,
 )
+from job.spec import BotJob, jobs, load_manifest, tasks
 from job.storage import Storage, download, open_storage
 from job.training.model import bases_kept
 
@@ -279,8 +279,8 @@ def push_to_hub(
     """Push the latest complete run of ``bot`` to the Hub (again), from the output prefix. Its
     card is rendered for the repo it goes to; every repo it was pushed to stays recorded."""
     from job.cloud.consent import check_not_opted_out
-    from job.config import check_repo
     from job.data.handles import is_bot_name
+    from job.spec import check_repo
 
     if is_bot_name(bot):  # its people's opt-outs first: a takedown may have come since
         check_not_opted_out(storage, bot.split("-"))

@@ -13,12 +13,13 @@ import inspect
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import typer
 
-from job import config, errors
-from job.config import BotJob, Section, UserSpec, describe, flag
+from job import config, errors, loading
+from job.config import Section
+from job.spec import BotJob, UserSpec, bot_job
 
 PANELS = {
     "clean": "Cleaning",
@@ -133,7 +134,7 @@ def bot_job_from_args(
     if config_file is not None:
         if not config_file.is_file():
             raise errors.InputNotFound(f"--config {config_file}: no such file")
-        loaded = config.load_yaml(config_file.read_text(encoding="utf-8"), str(config_file))
+        loaded = loading.load_yaml(config_file.read_text(encoding="utf-8"), str(config_file))
         if not isinstance(loaded, dict):
             raise errors.BadConfig(f"{config_file}: expected a mapping of config sections")
         data = loaded
@@ -141,6 +142,65 @@ def bot_job_from_args(
         base = data.get(section)
         data[section] = {**(base if isinstance(base, dict) else {}), **values}
     where = str(config_file) if config_file else "options"
-    job_config = config.validate(config.JobConfig, data, where)
+    job_config = loading.validate(config.JobConfig, data, where)
     specs: list[UserSpec] = user_specs(users, archives, jsonls, api)
-    return config.bot_job(specs, job_config, hub_repo, contact)
+    return bot_job(specs, job_config, hub_repo, contact)
+
+
+# --- docs/options.md: every option, from the same fields ---------------------------------------
+
+
+def flag(model: type[Section], name: str) -> str:
+    """The command-line flag of a field (without ``--``): its name, or what it says."""
+    extra = model.model_fields[name].json_schema_extra
+    given = extra.get("flag") if isinstance(extra, dict) else None
+    return str(given or model.cli_prefix + name.replace("_", "-"))
+
+
+def describe(field: Any) -> str:
+    """A field's help: its description, and its choices when the description lacks them."""
+    text = field.description or ""
+    args = [a for a in get_args(field.annotation) if a is not type(None)]
+    literal = field.annotation if get_origin(field.annotation) is Literal else None
+    literal = literal or next((a for a in args if get_origin(a) is Literal), None)
+    if literal is not None:
+        choices = [str(c) for c in get_args(literal)]
+        if choices[0] not in text:
+            text += f" One of: {' | '.join(choices)}."
+    return text
+
+
+def options_markdown(root: type[config.JobConfig] | None = None) -> str:
+    """docs/options.md: every option, generated from this module (``make docs``)."""
+    root = root or config.JobConfig
+    lines = [
+        "# Options",
+        "",
+        "Generated from job/config.py by `make docs`; tests/test_config.py fails when it drifts.",
+        "Each option is a flag of `huggingtweets run` (`prepare` takes Cleaning and Data)",
+        "and a key of a `--config` file, in its section. In a manifest, each is a key of its",
+        "`defaults` or of a bot, in its section, but for `wandb`: the manifest's own top-level",
+        "`wandb` section, for all its bots (where metrics go is the job's, not a bot's).",
+    ]
+    for section, info in root.model_fields.items():
+        model = info.annotation
+        assert isinstance(model, type) and issubclass(model, Section)
+        title = (model.__doc__ or section).strip().splitlines()[0]
+        lines += ["", f"## `{section}`: {title}", "", "| flag | key | default | what |"]
+        lines.append("| --- | --- | --- | --- |")
+        for name, field in model.model_fields.items():
+            default = field.get_default(call_default_factory=True)
+            shown = ", ".join(map(str, default)) if isinstance(default, list) else default
+            what = describe(field).replace("|", "\\|")
+            name_flag = flag(model, name)
+            if field.annotation is bool:
+                name_flag += f"/--no-{name_flag}"
+            lines.append(
+                f"| `--{name_flag}` | `{section}.{name}` | "
+                f"{'' if shown is None else f'`{shown}`'} | {what} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # make docs
+    print(options_markdown(), end="")

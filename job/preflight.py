@@ -24,8 +24,8 @@ import tempfile
 from typing import Any
 from urllib.parse import urlparse
 
-from job.config import BotJob
 from job.errors import CredentialsError, NotWritable
+from job.spec import BotJob
 from job.storage import Storage, open_storage
 
 log = logging.getLogger(__name__)

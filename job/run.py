@@ -35,13 +35,14 @@ from typing import Any
 from job import __version__
 from job.atomic import replace_dir, write_json
 from job.cloud.status import inputs_of
-from job.config import BotJob, SamplingConfig
+from job.config import SamplingConfig
 from job.data.clean import Prepared
 from job.data.tweets import TweetSource
 from job.errors import OptedOut
 from job.outputs.predict import Prediction
 from job.outputs.tracking import Tracker, default_mode
 from job.prepare import bot_writer, check_out, prepare, scratch_of
+from job.spec import BotJob
 from job.storage import Storage
 from job.training.checkpoints import Checkpoints, discard_incomplete
 from job.training.model import EOS

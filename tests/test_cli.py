@@ -355,8 +355,8 @@ def test_a_manifest_output_that_is_not_a_uri_nor_a_folder_is_refused(
 def test_numbers_as_people_write_them_load_in_config_files_and_manifests(
     tmp_path: Path, written: str, value: float
 ) -> None:
-    from job.config import parse_manifest
     from job.options import bot_job_from_args
+    from job.spec import parse_manifest
 
     config = tmp_path / "my-run.yaml"
     config.write_text(f"train: {{epochs: 2, learning_rate: {written}}}\n")

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from job import errors
-from job.config import jobs
-from job.config import parse_manifest as parse
 from job.errors import BadConfig, InvalidHandle
+from job.spec import jobs
+from job.spec import parse_manifest as parse
 from tests.helpers import REPO
 
 BASE = """
@@ -133,7 +133,7 @@ def test_secret_values_are_not_echoed() -> None:
 
 
 def test_options_page_is_generated_from_the_config() -> None:
-    from job.config import options_markdown
+    from job.options import options_markdown
 
     page = (REPO / "docs" / "options.md").read_text()
     assert page == options_markdown(), "docs/options.md is stale: run make docs"
@@ -179,7 +179,9 @@ def test_a_new_field_reaches_the_cli_the_manifest_and_the_docs(
         manifest = parse(BASE.replace("train: {epochs: 5}", "train: {label_noise: 0.75}"))
         assert jobs(manifest)[0].config.train.label_noise == 0.75
 
-        page = config.options_markdown()
+        from job.options import options_markdown
+
+        page = options_markdown()
         assert (
             "| `--label-noise` | `train.label_noise` | `0.25` | A field this test adds. |" in page
         )
@@ -189,14 +191,14 @@ def test_a_new_field_reaches_the_cli_the_manifest_and_the_docs(
 
 
 def test_a_public_push_without_a_contact_is_refused() -> None:
-    from job.config import BotJob, UserSpec
     from job.errors import BadConfig
+    from job.spec import BotJob, UserSpec
 
     with pytest.raises(ValueError, match="contact for removal requests"):
         BotJob(bot="a", users=[UserSpec(handle="a")], hub_push=True, hub_repo="o/a")
     BotJob(bot="a", users=[UserSpec(handle="a")], hub_push=True, hub_repo="o/a", hub_private=True)
     manifest = "version: 1\noutput: out\nhub: {push: true}\nbots: [{users: [{handle: a}]}]\n"
-    from job.config import parse_manifest
+    from job.spec import parse_manifest
 
     with pytest.raises(BadConfig, match=r"manifest\.hub\.contact"):
         parse_manifest(manifest)

@@ -316,7 +316,7 @@ def test_a_damaged_opt_out_still_opts_out_and_stops_no_other_bot(
     record: bytes, tmp_path: Path
 ) -> None:
     from job.batch import _opted_out
-    from job.config import jobs, parse_manifest
+    from job.spec import jobs, parse_manifest
     from job.storage import LocalStorage
 
     out = tmp_path / "out"
@@ -446,7 +446,7 @@ def test_an_avatar_of_a_huge_size_in_a_small_file_is_left_out(tmp_path: Path) ->
 
 @pytest.mark.integration  # 2 MB of YAML: seconds to write and read
 def test_a_manifest_of_more_bots_than_its_bound_is_one_line(tmp_path: Path) -> None:
-    from job.config import MAX_BOTS
+    from job.spec import MAX_BOTS
 
     bots = "".join(f"  - users: [{{handle: u{i}}}]\n" for i in range(MAX_BOTS + 1))
     (tmp_path / "m.yaml").write_text(f"version: 1\noutput: {tmp_path}\nbots:\n{bots}")

@@ -139,8 +139,8 @@ def test_an_unwritable_output_and_a_403_input(api, monkeypatch: pytest.MonkeyPat
 def test_the_probe_is_removed_and_a_good_setup_passes(
     api, hub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from job.config import jobs, parse_manifest
     from job.preflight import preflight
+    from job.spec import jobs, parse_manifest
 
     manifest = MANIFEST.replace("URI", "s3://inputs/tweets/sam.jsonl").replace("WANDB", "online")
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
@@ -185,7 +185,8 @@ def test_a_local_run_checks_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 @pytest.mark.integration  # asks torch about the GPUs
 def test_offload_without_the_host_memory_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     from job import preflight
-    from job.config import BotJob, JobConfig, TrainConfig, UserSpec
+    from job.config import JobConfig, TrainConfig
+    from job.spec import BotJob, UserSpec
     from job.training import strategy
 
     monkeypatch.setattr(strategy, "host_memory_bytes", lambda: 15 * 10**9)  # Batch's 15 GB

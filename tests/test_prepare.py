@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from job.config import CleanConfig, JobConfig, PrepareConfig, validate
+from job.config import CleanConfig, JobConfig, PrepareConfig
 from job.data.sources import ArchiveSource, FileSource
 from job.errors import BadConfig, InvalidHandle, NotEnoughData
+from job.loading import validate
 from job.prepare import balance, prepare
 from tests.helpers.archives import sentences, write_archive
 

@@ -366,7 +366,7 @@ def _remove_input(storage: Storage, uri: str, done: Removed) -> None:
 def _manifest_inputs(manifest: str, bot: str, handle: str) -> list[str]:
     """The inputs a manifest gave ``handle`` in ``bot``: for records written before the status
     named its inputs."""
-    from job.config import jobs, load_manifest
+    from job.spec import jobs, load_manifest
 
     try:
         spec = load_manifest(manifest)

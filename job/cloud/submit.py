@@ -22,9 +22,9 @@ from typing import Any
 import yaml
 
 from job.cloud.status import hub_of, write_status
-from job.config import jobs, parse_manifest, tasks
 from job.data.handles import validate_handle
 from job.errors import BadConfig, InputNotFound, TransientError
+from job.spec import jobs, parse_manifest, tasks
 from job.storage import open_storage
 
 K8S = Path(__file__).resolve().parents[2] / "infra" / "k8s"

@@ -30,9 +30,9 @@ from job.errors import BadConfig, CorruptInput
 from job.gpt2 import GPT2
 
 if TYPE_CHECKING:
-    from job.config import BotJob
     from job.data.clean import Prepared
     from job.outputs.predict import Prediction
+    from job.spec import BotJob
     from job.training.train import TrainResult
 
 TEMPLATES = Path(__file__).parent / "templates"

@@ -15,9 +15,9 @@ import requests
 import yaml
 
 from job.cloud.submit import build_manifest, render_k8s
-from job.config import jobs
-from job.config import parse_manifest as parse
 from job.errors import BadConfig
+from job.spec import jobs
+from job.spec import parse_manifest as parse
 from job.storage import get_json, open_storage
 from tests.helpers import REPO
 from tests.helpers.cli import invoke

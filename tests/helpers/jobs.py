@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from job.config import BotJob, JobConfig, UserSpec, validate
+from job.config import JobConfig
+from job.loading import validate
+from job.spec import BotJob, UserSpec
 from tests.helpers import SAMPLE
 
 # A random-init model needs a far higher learning rate than fine-tuning a pretrained one.

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from job.config import SamplingConfig, validate
+from job.config import SamplingConfig
 from job.errors import BadConfig
+from job.loading import validate
 from job.outputs.predict import Prediction, fast_paths, flag_memorized, sample
 from job.training.model import build_random, load
 

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Literal, cast
 
-from job.config import UserSpec
 from job.data.handles import HANDLE_RE, validate_handle
 from job.data.sources.archive import ArchiveSource
 from job.data.sources.files import FileSource
 from job.data.tweets import TweetSource
 from job.errors import BadConfig, InputNotFound
+from job.spec import UserSpec
 
 __all__ = ["ArchiveSource", "FileSource", "sources_for", "user_specs"]
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from job.config import UserSpec
 from job.data.sources import ArchiveSource, FileSource, sources_for, user_specs
 from job.errors import BadConfig, InputNotFound, InvalidHandle
+from job.spec import UserSpec
 
 
 def test_each_user_gets_the_source_named_for_them() -> None:
