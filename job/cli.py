@@ -24,6 +24,7 @@ import typer
 from typer.core import TyperGroup
 
 from job import __version__, errors
+from job.cloud.submit import SubmitOptions
 from job.config import PREPARE_SECTIONS, RUN_SECTIONS, WANDB_PROJECT
 from job.options import (
     Api,
@@ -35,6 +36,7 @@ from job.options import (
     Verbose,
     bot_job_from_args,
     with_config_options,
+    with_options_of,
 )
 
 
@@ -337,79 +339,15 @@ def takedown(
 
 
 @app.command()
+@with_options_of(SubmitOptions)
 def submit(
     users: Annotated[list[str], typer.Argument(help="Twitter handles: one bot each.")],
-    target: Annotated[str, typer.Option(help="batch (AWS Batch) | k8s (Kubernetes).")] = "batch",
-    base_model: Annotated[
-        str, typer.Option(help="The base of every bot (as run's --base-model).")
-    ] = "gpt2",
-    output: Annotated[
-        str | None, typer.Option(help="s3://bucket/prefix (default: $HUGGINGTWEETS_OUTPUT).")
-    ] = None,
-    together: Annotated[bool, typer.Option(help="One bot of all the users.")] = False,
-    hub_owner: Annotated[str, typer.Option(help="Hub owner of the repos.")] = "huggingtweets",
-    push: Annotated[bool, typer.Option(help="Push the models to the Hub.")] = True,
-    job_queue: Annotated[
-        str, typer.Option(envvar="HUGGINGTWEETS_JOB_QUEUE", help="batch: the AWS Batch job queue.")
-    ] = "huggingtweets",
-    job_definition: Annotated[
-        str,
-        typer.Option(
-            envvar="HUGGINGTWEETS_JOB_DEFINITION", help="batch: the AWS Batch job definition."
-        ),
-    ] = "huggingtweets",
-    image: Annotated[
-        str | None,
-        typer.Option(envvar="HUGGINGTWEETS_IMAGE", help="k8s: the image, in a registry."),
-    ] = None,
-    namespace: Annotated[str, typer.Option(help="k8s: the namespace of the Job.")] = "default",
-    overlay: Annotated[
-        str | None, typer.Option(help="k8s: resources of infra/k8s/overlays/NAME (gpt2-xl).")
-    ] = None,
-    cache_claim: Annotated[
-        str | None,
-        typer.Option(help="k8s: a ReadWriteMany claim for the model cache (default: per pod)."),
-    ] = None,
-    wandb_mode: Annotated[
-        str,
-        typer.Option(help="online (needs WANDB_API_KEY in the job) | offline | disabled."),
-    ] = "offline",
-    contact: Annotated[
-        str | None,
-        typer.Option(
-            envvar="HUGGINGTWEETS_CONTACT",
-            help="Where people ask for a bot's removal (e-mail or URL): needed to push publicly.",
-        ),
-    ] = None,
-    bots_per_task: Annotated[
-        int,
-        typer.Option(
-            min=1, max=1000, help="Bots each array task makes in turn (small models: 10 or more)."
-        ),
-    ] = 1,
-    dry_run: Annotated[bool, typer.Option(help="Print what would be submitted.")] = False,
+    options: dict[str, Any] | None = None,
 ) -> None:
     """Write a manifest to S3 and start the job on AWS Batch or Kubernetes."""
-
     with _command():
         from job.cloud.submit import submit as submit_bots
+        from job.loading import validate
 
-        result = submit_bots(
-            users,
-            target=target,
-            output=output or os.environ.get("HUGGINGTWEETS_OUTPUT", ""),
-            base_model=base_model,
-            together=together,
-            hub_owner=hub_owner if push else None,
-            job_queue=job_queue,
-            job_definition=job_definition,
-            image=image,
-            namespace=namespace,
-            overlay=overlay,
-            cache_claim=cache_claim,
-            wandb_mode=wandb_mode,
-            contact=contact,
-            bots_per_task=bots_per_task,
-            dry_run=dry_run,
-        )
-        typer.echo(result.lines(dry_run))
+        checked = validate(SubmitOptions, options or {}, "submit")
+        typer.echo(submit_bots(users, checked).lines(checked.dry_run))

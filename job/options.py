@@ -41,8 +41,11 @@ def config_flags(sections: tuple[str, ...]) -> list[tuple[str, str, str, Any]]:
     return flags
 
 
-def _option(section: str, name: str, flag: str, field: Any) -> inspect.Parameter:
-    """A Typer option for a config field: its type, default and help come from the field."""
+def _option(
+    section: str, name: str, flag: str, field: Any, param: str | None = None
+) -> inspect.Parameter:
+    """A Typer option for a config field: its type, default, help and the variable that can
+    give it (``envvar`` in the field's extra) come from the field."""
     annotation, default = field.annotation, field.get_default(call_default_factory=True)
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     optional = type(None) in typing.get_args(annotation)
@@ -54,9 +57,16 @@ def _option(section: str, name: str, flag: str, field: Any) -> inspect.Parameter
         inner, default, optional = list[str], None, True
         help_text += " Repeatable."
     decls = [f"--{flag}/--no-{flag}"] if inner is bool else [f"--{flag}"]
-    option = typer.Option(*decls, help=help_text, rich_help_panel=PANELS[section])
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    option = typer.Option(
+        *decls,
+        help=help_text,
+        rich_help_panel=PANELS.get(section),
+        envvar=extra.get("envvar"),
+        show_envvar=bool(extra.get("envvar")),
+    )
     return inspect.Parameter(
-        f"{section}__{name}",
+        param or f"{section}__{name}",
         inspect.Parameter.KEYWORD_ONLY,
         default=default,
         annotation=Annotated[inner | None if optional else inner, option],
@@ -87,6 +97,36 @@ def with_config_options(sections: tuple[str, ...]) -> Callable[[Callable[..., An
                     section, name = param.name.split("__")
                     overrides.setdefault(section, {})[name] = value
             return func(ctx, overrides=overrides, **kwargs)
+
+        params = fixed + generated
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
+
+
+def with_options_of(model: type[Section]) -> Callable[[Callable[..., Any]], Any]:
+    """Add an option per field of ``model`` (submit's); the command gets their values, given
+    or default, as ``options`` (a dict for ``loading.validate``: the one place they are
+    checked)."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        hints = typing.get_type_hints(func, include_extras=True)
+        fixed = [
+            p.replace(annotation=hints[p.name])
+            for p in inspect.signature(func).parameters.values()
+            if p.name != "options"
+        ]
+        generated = [
+            _option("", name, flag(model, name), field, param=name)
+            for name, field in model.model_fields.items()
+        ]
+
+        @functools.wraps(func)
+        def command(**kwargs: Any) -> Any:
+            options = {p.name: kwargs.pop(p.name) for p in generated}
+            return func(options=options, **kwargs)
 
         params = fixed + generated
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]

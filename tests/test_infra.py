@@ -187,7 +187,7 @@ def test_every_s3_path_in_the_docs_and_submit_is_one_the_job_role_may_use(s3) ->
 
     import boto3
 
-    from job.cloud.submit import submit
+    from job.cloud.submit import SubmitOptions, submit
 
     boto3.client("s3").create_bucket(Bucket="my-bucket")  # the dry run reads its opt-out list
 
@@ -195,10 +195,9 @@ def test_every_s3_path_in_the_docs_and_submit_is_one_the_job_role_may_use(s3) ->
     uris = {u.rstrip("}),.`") for t in texts for u in re.findall(r"s3://my-bucket/[^\s'\"]+", t)}
     dry = submit(
         ["alice"],
-        target="batch",
-        output="s3://my-bucket/huggingtweets",
-        dry_run=True,
-        contact="takedown@example.org",
+        SubmitOptions(
+            output="s3://my-bucket/huggingtweets", dry_run=True, contact="takedown@example.org"
+        ),
     )
     assert dry.manifest_uri.startswith("s3://my-bucket/jobs/")
     uris.add(dry.manifest_uri)

@@ -17,20 +17,22 @@ import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import Field
 
 from job.cloud.status import hub_of, write_status
+from job.config import Section
 from job.data.handles import validate_handle
 from job.errors import BadConfig, InputNotFound, TransientError
-from job.spec import jobs, parse_manifest, tasks
+from job.loading import validate
+from job.spec import Manifest, jobs, tasks
 from job.storage import open_storage
 
 K8S = Path(__file__).resolve().parents[2] / "infra" / "k8s"
 K8S_JOB = K8S / "base" / "job.yaml"
 K8S_OVERLAYS = K8S / "overlays"
-TARGETS = ("batch", "k8s")
 
 
 @dataclass
@@ -65,72 +67,98 @@ class Submission:
         )
 
 
-def build_manifest(
-    users: list[str],
-    output: str,
-    *,
-    base_model: str,
-    together: bool,
-    hub_owner: str | None,
-    wandb_mode: str = "offline",
-    contact: str | None = None,
-    bots_per_task: int = 1,
-) -> dict[str, Any]:
+class SubmitOptions(Section):
+    """``huggingtweets submit``'s options besides the handles. Each field is its flag, with its
+    default and help, once (job/options.py makes the flags); ``envvar`` names a variable
+    that gives it too."""
+
+    target: Literal["batch", "k8s"] = Field(
+        "batch", description="batch (AWS Batch) | k8s (Kubernetes)."
+    )
+    output: str = Field(
+        "",
+        description="The output prefix, s3://bucket/prefix.",
+        json_schema_extra={"envvar": "HUGGINGTWEETS_OUTPUT"},
+    )
+    base_model: str = Field("gpt2", description="The base of every bot (as run's --base-model).")
+    together: bool = Field(False, description="One bot of all the users.")
+    hub_owner: str = Field("huggingtweets", description="Hub owner of the repos.")
+    push: bool = Field(True, description="Push the models to the Hub.")
+    contact: str | None = Field(
+        None,
+        description="Where people ask for a bot's removal (e-mail or URL): needed to push"
+        " publicly.",
+        json_schema_extra={"envvar": "HUGGINGTWEETS_CONTACT"},
+    )
+    # The manifest says whether W&B is online, not the infra: online needs the key (preflight
+    # checks it before any work).
+    wandb_mode: Literal["online", "offline", "disabled"] = Field(
+        "offline", description="online (needs WANDB_API_KEY in the job) | offline | disabled."
+    )
+    bots_per_task: int = Field(
+        1, ge=1, le=1000, description="Bots each array task makes in turn (small models: 10+)."
+    )
+    job_queue: str = Field(
+        "huggingtweets",
+        description="batch: the AWS Batch job queue.",
+        json_schema_extra={"envvar": "HUGGINGTWEETS_JOB_QUEUE"},
+    )
+    job_definition: str = Field(
+        "huggingtweets",
+        description="batch: the AWS Batch job definition.",
+        json_schema_extra={"envvar": "HUGGINGTWEETS_JOB_DEFINITION"},
+    )
+    image: str | None = Field(
+        None,
+        description="k8s: the image, in a registry.",
+        json_schema_extra={"envvar": "HUGGINGTWEETS_IMAGE"},
+    )
+    namespace: str = Field("default", description="k8s: the namespace of the Job.")
+    overlay: str | None = Field(
+        None, description="k8s: resources of infra/k8s/overlays/NAME (gpt2-xl)."
+    )
+    cache_claim: str | None = Field(
+        None, description="k8s: a ReadWriteMany claim for the model cache (default: per pod)."
+    )
+    dry_run: bool = Field(False, description="Print what would be submitted.")
+
+
+def build_manifest(users: list[str], options: SubmitOptions) -> tuple[Manifest, dict[str, Any]]:
+    """The manifest of these handles, checked as the job will check it (once), and as the
+    plain data that is written to S3."""
     handles = [validate_handle(u) for u in users]
     if not handles:
         raise BadConfig("give at least one Twitter handle")
-    groups = [handles] if together else [[h] for h in handles]
-    manifest = {
+    groups = [handles] if options.together else [[h] for h in handles]
+    data = {
         "version": 1,
-        "output": output,
-        "defaults": {"base_model": base_model},
+        "output": options.output,
+        "defaults": {"base_model": options.base_model},
         "hub": {
-            "push": hub_owner is not None,
-            "owner": hub_owner or "huggingtweets",
-            **({"contact": contact} if contact else {}),
+            "push": options.push,
+            "owner": options.hub_owner,
+            **({"contact": options.contact} if options.contact else {}),
         },
-        # The manifest says whether W&B is online, not the infra: online needs the key
-        # (preflight checks it before any work).
-        "wandb": {"mode": wandb_mode},
+        "wandb": {"mode": options.wandb_mode},
         "bots": [{"users": [{"handle": h, "source": "api"} for h in g]} for g in groups],
-        **({"bots_per_task": bots_per_task} if bots_per_task != 1 else {}),
+        **({"bots_per_task": options.bots_per_task} if options.bots_per_task != 1 else {}),
     }
-    parse_manifest(yaml.safe_dump(manifest))  # the same checks the job will make
-    return manifest
+    return validate(Manifest, data, "manifest"), data
 
 
-def submit(
-    users: list[str],
-    *,
-    target: str,
-    output: str,
-    base_model: str = "gpt2",
-    together: bool = False,
-    hub_owner: str | None = "huggingtweets",
-    job_queue: str = "huggingtweets",
-    job_definition: str = "huggingtweets",
-    image: str | None = None,
-    namespace: str = "default",
-    overlay: str | None = None,
-    cache_claim: str | None = None,
-    wandb_mode: str = "offline",
-    contact: str | None = None,
-    bots_per_task: int = 1,
-    dry_run: bool = False,
-) -> Submission:
-    if target not in TARGETS:
-        raise BadConfig(f"--target must be batch or k8s, not {target!r}")
-    if target == "k8s" and not image:
+def submit(users: list[str], options: SubmitOptions) -> Submission:
+    o = options
+    if o.target == "k8s" and not o.image:
         # A cluster cannot pull the local default (huggingtweets:latest): the pods would sit
         # in ImagePullBackOff. AWS Batch's image is the job definition's.
         raise BadConfig(
             "--target k8s needs --image (or HUGGINGTWEETS_IMAGE): the image in a registry the"
             " cluster can pull (make push REGISTRY=...)"
         )
-    if not output.startswith("s3://"):
+    if not o.output.startswith("s3://"):
         raise BadConfig("submit needs an s3:// output (--output or HUGGINGTWEETS_OUTPUT)")
     handles = [validate_handle(u) for u in users]
-    if hub_owner is not None and not contact:
+    if o.push and not o.contact:
         raise BadConfig(
             "a public Hub push needs a contact for removal requests, named on every card: give"
             " --contact EMAIL_OR_URL (or set HUGGINGTWEETS_CONTACT; make submit ... CONTACT=...),"
@@ -138,68 +166,59 @@ def submit(
         )
     from job.cloud.consent import check_not_opted_out
 
-    results = open_storage(output)
+    results = open_storage(o.output)
     check_not_opted_out(results, handles)  # before anything is written or started, dry run too
-    manifest = build_manifest(
-        users,
-        output,
-        base_model=base_model,
-        together=together,
-        hub_owner=hub_owner,
-        wandb_mode=wandb_mode,
-        contact=contact,
-        bots_per_task=bots_per_task,
-    )
+    manifest, data = build_manifest(users, o)
+    made = jobs(manifest)  # every bot resolved, once: what the job will make
     sid = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-    bucket = output[len("s3://") :].split("/", 1)[0]
+    bucket = o.output[len("s3://") :].split("/", 1)[0]
     uri = f"s3://{bucket}/jobs/{sid}.yaml"
-    n = tasks(parse_manifest(yaml.safe_dump(manifest)))  # array size: bots / bots per task
-    if target == "batch" and n > MAX_BATCH_ARRAY:
-        need = -(-len(manifest["bots"]) // MAX_BATCH_ARRAY)
+    n = tasks(manifest)  # array size: bots / bots per task
+    if o.target == "batch" and n > MAX_BATCH_ARRAY:
+        need = -(-len(made) // MAX_BATCH_ARRAY)
         raise BadConfig(
-            f"{len(manifest['bots'])} bots at {bots_per_task} per task is {n:,} tasks; an AWS"
+            f"{len(made)} bots at {o.bots_per_task} per task is {n:,} tasks; an AWS"
             f" Batch array holds at most {MAX_BATCH_ARRAY:,}: give --bots-per-task {need} or more"
         )
     name = f"huggingtweets-{sid}"
-    if target == "k8s":
-        assert image is not None
+    rendered = ""
+    if o.target == "k8s":
+        assert o.image is not None
         job = render_k8s(
             uri,
             n,
             name=name,
-            image=image,
-            namespace=namespace,
-            overlay=overlay,
-            cache_claim=cache_claim,
+            image=o.image,
+            namespace=o.namespace,
+            overlay=o.overlay,
+            cache_claim=o.cache_claim,
         )
         rendered = yaml.safe_dump_all(job, sort_keys=False)
-        if dry_run:
-            return Submission(sid, uri, manifest, target, name, rendered)
-        check_k8s(namespace, cache_claim)  # before anything is written
-    elif dry_run:
-        return Submission(sid, uri, manifest, target, "(dry run)")
+        if o.dry_run:
+            return Submission(sid, uri, data, o.target, name, rendered)
+        check_k8s(o.namespace, o.cache_claim)  # before anything is written
+    elif o.dry_run:
+        return Submission(sid, uri, data, o.target, "(dry run)")
 
-    text = yaml.safe_dump(manifest, sort_keys=False).encode()
     inputs = open_storage(f"s3://{bucket}")
-    inputs.put_bytes(f"jobs/{sid}.yaml", text)
-    made = jobs(parse_manifest(text.decode()))
+    inputs.put_bytes(f"jobs/{sid}.yaml", yaml.safe_dump(data, sort_keys=False).encode())
     before = {bot.bot: results.get_bytes(f"{bot.bot}/status.json") for bot in made}
     try:
         for bot in made:
             write_status(results, bot.bot, "queued", manifest=uri, hub=hub_of(bot))
-        if target == "batch":
-            job_id = submit_batch(uri, n, name, job_queue, job_definition)
-            return Submission(sid, uri, manifest, target, job_id)
+        if o.target == "batch":
+            job_id = submit_batch(uri, n, name, o.job_queue, o.job_definition)
+            return Submission(sid, uri, data, o.target, job_id)
         apply_k8s(rendered)
-        return Submission(sid, uri, manifest, target, name, rendered)
+        return Submission(sid, uri, data, o.target, name, rendered)
     except BaseException:
         # Nothing was started: put each bot's record back as it was and drop the manifest, so
         # `status` does not show bots queued forever for a job that never ran.
-        for name, record in before.items():
+        for bot_name, record in before.items():
             if record is None:
-                results.delete(f"{name}/status.json")
+                results.delete(f"{bot_name}/status.json")
             else:
-                results.put_bytes(f"{name}/status.json", record)
+                results.put_bytes(f"{bot_name}/status.json", record)
         inputs.delete(f"jobs/{sid}.yaml")
         raise
 

@@ -14,7 +14,7 @@ import pytest
 import requests
 import yaml
 
-from job.cloud.submit import build_manifest, render_k8s
+from job.cloud.submit import SubmitOptions, build_manifest, render_k8s
 from job.errors import BadConfig
 from job.spec import jobs
 from job.spec import parse_manifest as parse
@@ -148,8 +148,8 @@ def test_bots_per_task_sizes_the_array_and_goes_in_the_manifest(batch) -> None:
     text = boto3.client("s3").get_object(Bucket="results", Key=key)["Body"].read().decode()
     assert parse(text).bots_per_task == 2
     # Kubernetes: one index per task too.
-    manifest = build_manifest(
-        users, "s3://results/bots", base_model="tiny", together=False, hub_owner=None
+    _, manifest = build_manifest(
+        users, SubmitOptions(output="s3://results/bots", base_model="tiny", push=False)
     )
     assert "bots_per_task" not in manifest  # 1, the default, is not written
     rendered = invoke(
@@ -185,18 +185,12 @@ def test_a_failed_submit_leaves_no_queued_bots_nor_manifest(batch) -> None:
 
 
 def test_submit_says_whether_wandb_is_online() -> None:
-    manifest = build_manifest(
-        ["a"],
-        "s3://bucket/p",
-        base_model="gpt2",
-        together=False,
-        hub_owner=None,
-        wandb_mode="online",
+    typed, manifest = build_manifest(
+        ["a"], SubmitOptions(output="s3://bucket/p", push=False, wandb_mode="online")
     )
-    assert jobs(parse(yaml.safe_dump(manifest)))[0].config.wandb.mode == "online"
-    default = build_manifest(
-        ["a"], "s3://bucket/p", base_model="gpt2", together=False, hub_owner=None
-    )
+    assert jobs(typed)[0].config.wandb.mode == "online"
+    assert jobs(parse(yaml.safe_dump(manifest)))[0].config.wandb.mode == "online"  # as written
+    _, default = build_manifest(["a"], SubmitOptions(output="s3://bucket/p", push=False))
     assert default["wandb"] == {"mode": "offline"}
 
 
@@ -218,20 +212,21 @@ def test_submit_checks_its_input(s3) -> None:
 
 
 def test_one_bot_per_user_or_one_for_all() -> None:
-    apart = build_manifest(
-        ["a", "b"], "s3://results/p", base_model="gpt2", together=False, hub_owner=None
-    )
+    _, apart = build_manifest(["a", "b"], SubmitOptions(output="s3://results/p", push=False))
     assert [[u["handle"] for u in b["users"]] for b in apart["bots"]] == [["a"], ["b"]]
     assert apart["hub"]["push"] is False
-    together = build_manifest(
+    typed, together = build_manifest(
         ["a", "b"],
-        "s3://results/p",
-        base_model="gpt2-xl",
-        together=True,
-        hub_owner="me",
-        contact="https://example.org/takedown",
+        SubmitOptions(
+            output="s3://results/p",
+            base_model="gpt2-xl",
+            together=True,
+            hub_owner="me",
+            contact="https://example.org/takedown",
+        ),
     )
-    (bot,) = jobs(parse(yaml.safe_dump(together)))
+    (bot,) = jobs(typed)
+    assert jobs(parse(yaml.safe_dump(together))) == [bot]  # what is written reads the same
     assert bot.bot == "a-b" and bot.hub_repo == "me/a-b"
     assert bot.contact == "https://example.org/takedown"
     assert bot.config.train.base_model == "gpt2-xl"
