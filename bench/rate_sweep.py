@@ -53,7 +53,7 @@ def main() -> None:
 
     from job.config import JobConfig
     from job.training.model import build_random
-    from job.training.train import ORIGINAL_RATE
+    from job.training.plan import ORIGINAL_RATE
 
     data, train_file, heldout = prepare_split(args.archive, args.handle, args.out)
     base = str(build_random(args.out / "base", [t.text for t in data.tweets], None, 42, None))

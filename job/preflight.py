@@ -177,8 +177,8 @@ def host_memory(job: BotJob) -> None:
         return
     from job.gpt2 import GPT2
     from job.training.memory import HEADROOM, host_memory_bytes
+    from job.training.plan import pick_strategy
     from job.training.strategy import offload_host_bytes, shape_of
-    from job.training.train import pick_strategy
 
     if train.base_model.removeprefix("openai-community/") not in GPT2:
         return

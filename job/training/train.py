@@ -25,106 +25,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from job.config import TrainConfig
-from job.errors import BadConfig, TransientError
-from job.gpt2 import Shape, pretraining_rate
+from job.errors import TransientError
 from job.training.blocks import BlockDataset, make_blocks
 from job.training.checkpoints import Cadence, Checkpoints, Preemption
 from job.training.distributed import as_one_process_group, ranks
-from job.training.memory import GIB, HEADROOM, host_memory_bytes
+from job.training.memory import host_memory_bytes
 from job.training.model import causal_only
-from job.training.strategy import Choice, choose, per_gpu_bytes, shape_of
+from job.training.plan import BATCH, Plan, block_size, plan
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-
-
-ORIGINAL_RATE = 1.372e-4  # the notebook's rate, for one block of the model's context per step
-# How the rate follows the tokens in an optimizer step, against the original's one block of the
-# model's full context: rate = ORIGINAL_RATE * (tokens per step / context) ** RATE_SCALING.
-# Measured on the CPU bench (docs/benchmarks.md, "The learning rate"): linear scaling (1.0)
-# ends at a better held-out perplexity than the square root (0.5) and than no scaling.
-RATE_SCALING = 1.0
-
-
-def resumed_batch(config: TrainConfig, resume: Path, batch: int, why: str) -> tuple[int, str]:
-    """A resumed run keeps its checkpoint's batch: the one batch_size() picks depends on the
-    GPU, and a retry may land on another; with another batch the Trainer would skip the wrong
-    number of blocks and stretch the schedule. A batch asked for is part of the fingerprint."""
-    kept = Checkpoints.batch_of(resume)
-    if config.batch_size is not None or kept is None or kept == batch:
-        return batch, why
-    return kept, f"the checkpoint's, to resume its steps (this GPU would take {batch})"
-
-
-def learning_rate(
-    config: TrainConfig, tokens_per_step: int, context: int, ceiling: float | None = None
-) -> float:
-    """The configured rate, or the original's scaled to this run's tokens per optimizer step
-    (all processes and accumulation together), at most ``ceiling``: the rate the base model's
-    size was pre-trained at (model.py ``pretraining_rate``), where it is known. Linear
-    scaling was measured from small models; a fine-tune of gpt2-xl at 8 k tokens a step would
-    get 1.1e-3, five times what its size was pre-trained at."""
-    if config.learning_rate is not None:
-        return config.learning_rate
-    rate = ORIGINAL_RATE * (tokens_per_step / context) ** RATE_SCALING
-    return min(rate, ceiling) if ceiling else rate
-
-
-# Blocks per step and device, where --batch-size is not given (batch_size()).
-BATCH = 8  # on a CPU, tokens/s is flat from 8 blocks up (compute-bound; benchmarks.md)
-# On a GPU, as many as a step of this many tokens per device holds: gpt2-xl's steady MFU on an
-# H200 was 17% at 2,048 tokens a step and 41% at 8,192 (docs/benchmarks.md).
-GPU_TOKENS = 8192
-# ...but only while the run keeps this many optimizer steps, because the rate cannot follow the
-# batch far. On the CPU bench (bench/rate_sweep.py, a pre-trained tiny model, 963 tweets),
-# twice the tokens a step at twice the rate held the held-out perplexity (618 against 614),
-# four times at four times the rate did not (776; 600 against 450 even at equal steps), and at
-# the rate held 20 larger steps ended at 856. A GPT-2's rate stops at its size's pre-training
-# rate (learning_rate()), so a larger step must come with many steps: 200 is more than any run
-# where fewer steps cost quality there, and a single user's tweets (~150 steps at 8 blocks for
-# 3,000 tweets) keep the default; a bot of many users gets the GPU-sized step.
-MIN_STEPS = 200
-
-
-def batch_size(
-    config: TrainConfig,
-    shape: Shape,
-    blocks: int,
-    block_size: int,
-    world: int,
-    choice: Choice,
-    gpu_bytes: int,
-    ceiling: float | None,
-) -> tuple[int, str]:
-    """Blocks per step and device, and why: ``--batch-size`` where given; else BATCH, doubled on
-    a GPU while a step holds at most GPU_TOKENS per device, the strategy ``choice`` (made at
-    BATCH) still fits the GPU's memory, and ``blocks`` training blocks still make MIN_STEPS
-    optimizer steps over the run. Only for a base whose pre-training rate (``ceiling``) bounds
-    the scaled rate: another (the tiny model) keeps BATCH."""
-    if config.batch_size is not None:
-        return config.batch_size, "asked for"
-    if gpu_bytes == 0:
-        return BATCH, "no GPU"
-    if ceiling is None:
-        return BATCH, "not a GPT-2 size: no pre-training rate bounds a larger step's rate"
-    batch, why = BATCH, f"{GPU_TOKENS:,} tokens a step is the most sized to a GPU"
-    while 2 * batch * block_size <= GPU_TOKENS:
-        more = 2 * batch
-        steps = math.ceil(blocks / (more * config.grad_accum * world)) * config.epochs
-        need = per_gpu_bytes(shape, world, more * block_size)[choice.strategy]
-        if steps < MIN_STEPS:
-            why = f"{more} would leave {steps:.0f} optimizer steps, under {MIN_STEPS}"
-            break
-        if need > gpu_bytes * HEADROOM:
-            why = (
-                f"{more} would need ~{need / GIB:.1f} GiB per GPU with {choice.strategy}, over"
-                f" the {gpu_bytes * HEADROOM / GIB:.1f} GiB usable"
-            )
-            break
-        batch = more
-    return batch, why
 
 
 @dataclass
@@ -179,8 +91,87 @@ def finetune(
     checkpoints: Checkpoints | None = None,
     resume: Path | None = None,
 ) -> tuple[TrainResult, Any]:
-    """Train ``model`` on ``texts``; evaluate before and after. Returns the result and the
-    Trainer, whose ``save_model`` writes a consolidated model under every strategy."""
+    """Train ``model`` on ``texts`` as plan() decides; evaluate before and after. Returns the
+    result and the Trainer, whose ``save_model`` writes a consolidated model under every
+    strategy."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    model_config = model.config.to_dict()
+    blocks = make_blocks(
+        texts, tokenizer, block_size(config, model_config), config.val_fraction, config.seed
+    )
+    run = plan(
+        config,
+        model_config,
+        train_blocks=len(blocks.train),
+        world=ranks().world,
+        gpu_bytes=torch.cuda.get_device_properties(0).total_memory if cuda else 0,
+        host_bytes=host_memory_bytes(),
+        bf16_supported=cuda and torch.cuda.is_bf16_supported(),
+        resumed_batch=Checkpoints.batch_of(resume) if resume else None,
+    )
+    log.info("strategy %s: %s", run.strategy, run.choice.reason)
+    log.info("batch %d x %d tokens a device: %s", run.batch, run.block_size, run.batch_reason)
+    log.info("learning rate %.3g (%d tokens per step)", run.learning_rate, run.tokens_per_step)
+    if run.strategy.startswith("zero"):
+        as_one_process_group()
+    trainer, clock, preemption, stopped_at = _trainer(
+        model, run, config, blocks, workdir, on_log, on_step, checkpoints
+    )
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    # Validation loss by a plain loop, before and after: evaluating through the Trainer before
+    # training starts DeepSpeed's inference engine (ZeRO-2 refuses it, ZeRO-3 then cannot
+    # train), and the Trainer's eval_loss divides by the unshifted label count (~1/block low).
+    with causal_only(model):  # no mask built, no read back to the host, in every forward
+        base_loss = mean_loss(model, blocks.val, run.batch)
+        log.info(
+            "base model: validation loss %.3f (perplexity %.1f)", base_loss, math.exp(base_loss)
+        )
+        start = time.perf_counter()
+        if resume:
+            log.info("resuming from %s", resume.name)
+        with preemption:
+            output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        seconds = time.perf_counter() - start
+        if stopped_at:
+            raise TransientError(
+                f"stopped by SIGTERM at step {stopped_at[0]}; the checkpoint is saved and a rerun"
+                " resumes from it"
+            )
+        val_loss = _final_loss(model, blocks.val, run.batch, run.strategy)
+    tokens = int(blocks.train_tokens * config.epochs)
+    return TrainResult(
+        base_val_loss=base_loss,
+        val_loss=val_loss,
+        train_loss=float(output.training_loss),
+        steps=int(output.global_step),
+        train_tokens=blocks.train_tokens,
+        seconds=seconds,
+        tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
+        device="cuda" if cuda else "cpu",
+        peak_memory_bytes=int(torch.cuda.max_memory_allocated()) if cuda else 0,
+        resumed_from_step=int(resume.name.split("-")[1]) if resume else 0,
+        steady_tokens_per_second=clock.tokens_per_second,
+        steady_steps=clock.steps,
+        **run.summary(),
+    ), trainer
+
+
+def _trainer(
+    model: PreTrainedModel,
+    run: Plan,
+    config: TrainConfig,
+    blocks: Any,
+    workdir: Path,
+    on_log: Callable[[dict[str, float], int], None] | None,
+    on_step: Callable[[int, int], None] | None,
+    checkpoints: Checkpoints | None,
+) -> tuple[Any, Any, Preemption, list[int]]:
+    """The Trainer that runs ``run``, with its callbacks: the job's logs and progress,
+    checkpoints by time or step, SIGTERM's checkpoint (the steps it stopped at), and the clock
+    of steady throughput."""
     import torch
 
     # transformers' integrations print "[INFO] Running in WANDB offline mode" on stdout at
@@ -193,63 +184,28 @@ def finetune(
             TrainingArguments,
             set_seed,
         )
+    from job.training.clock import SteadyClock
 
-    cuda = torch.cuda.is_available()
-    if config.precision == "bf16" and not (cuda and torch.cuda.is_bf16_supported()):
-        raise BadConfig("precision bf16 needs a GPU that supports it")
-    bf16 = config.precision == "bf16" or (
-        config.precision == "auto" and cuda and torch.cuda.is_bf16_supported()
-    )
     set_seed(config.seed)
-    block_size = min(config.block_size, model.config.n_positions)
-    world = ranks().world
-    gpu_bytes = torch.cuda.get_device_properties(0).total_memory if cuda else 0
-    model_config = model.config.to_dict()
-    choice = pick_strategy(
-        config, model_config, block_size, world if cuda else 0, gpu_bytes, host_memory_bytes()
-    )
-    log.info("strategy %s: %s", choice.strategy, choice.reason)
-    if choice.strategy.startswith("zero"):
-        as_one_process_group()
-    blocks = make_blocks(texts, tokenizer, block_size, config.val_fraction, config.seed)
-    ceiling = pretraining_rate(model_config)
-    batch, why = batch_size(
-        config,
-        shape_of(config.base_model, model_config),
-        len(blocks.train),
-        block_size,
-        world,
-        choice,
-        gpu_bytes,
-        ceiling,
-    )
-    if resume is not None:
-        batch, why = resumed_batch(config, resume, batch, why)
-    log.info("batch %d blocks of %d tokens per device: %s", batch, block_size, why)
-    tokens_per_step = batch * config.grad_accum * world * block_size
-    steps_per_epoch = math.ceil(len(blocks.train) / (batch * config.grad_accum * world))
-    total_steps = math.ceil(steps_per_epoch * config.epochs)
-    rate = learning_rate(config, tokens_per_step, model.config.n_positions, ceiling)
-    log.info("learning rate %.3g (%d tokens per step)", rate, tokens_per_step)
-
+    cuda = torch.cuda.is_available()
     args = TrainingArguments(
         output_dir=str(checkpoints.folder if checkpoints else workdir / "trainer"),
         num_train_epochs=config.epochs,
-        learning_rate=rate,
+        learning_rate=run.learning_rate,
         lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_ratio,  # a float < 1 is a ratio of the total steps
         weight_decay=config.weight_decay,
-        per_device_train_batch_size=batch,
-        per_device_eval_batch_size=batch,
+        per_device_train_batch_size=run.batch,
+        per_device_eval_batch_size=run.batch,
         gradient_accumulation_steps=config.grad_accum,
-        bf16=bf16,
+        bf16=run.bf16,
         # One kernel for every parameter, on CPU too (torch >= 2.4): ~6x faster than the
         # per-tensor loop on the tiny model. ZeRO's configs name their own optimizer.
         optim="adamw_torch_fused",
         use_cpu=not cuda,
         seed=config.seed,
         data_seed=config.seed,
-        logging_steps=max(1, total_steps // 20),
+        logging_steps=max(1, run.total_steps // 20),
         # The nan/inf check reads the loss back every step: a host sync that stops the CPU
         # from queuing the next step on a GPU. A nan still shows in the logged loss.
         logging_nan_inf_filter=False,
@@ -264,10 +220,9 @@ def finetune(
         # the last one to finish before it could queue the next. On CPU there is no copy.
         dataloader_pin_memory=cuda,
         accelerator_config={"non_blocking": cuda},
-        deepspeed=choice.deepspeed_config(cpu=not cuda),
+        deepspeed=run.choice.deepspeed_config(cpu=not cuda),
         torch_compile=config.compile,  # its caches: compile_caches(), called by run()
     )
-
     preemption = Preemption()
     stopped_at: list[int] = []
     due = Cadence(config.checkpoint_every, config.checkpoint_minutes * 60)
@@ -302,9 +257,7 @@ def finetune(
         def floating_point_ops(self, inputs: dict[str, Any]) -> int:
             return 6 * inputs["input_ids"].numel() * params
 
-    from job.training.clock import SteadyClock
-
-    clock = SteadyClock(tokens_per_step)
+    clock = SteadyClock(run.tokens_per_step)
     trainer = CountedOnce(
         model=model,
         args=args,
@@ -312,52 +265,7 @@ def finetune(
         callbacks=[Report(), clock],
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    # Validation loss by a plain loop, before and after: evaluating through the Trainer before
-    # training starts DeepSpeed's inference engine (ZeRO-2 refuses it, ZeRO-3 then cannot
-    # train), and the Trainer's eval_loss divides by the unshifted label count (~1/block low).
-    with causal_only(model):  # no mask built, no read back to the host, in every forward
-        base_loss = mean_loss(model, blocks.val, batch)
-        log.info(
-            "base model: validation loss %.3f (perplexity %.1f)",
-            base_loss,
-            math.exp(base_loss),
-        )
-        start = time.perf_counter()
-        if resume:
-            log.info("resuming from %s", resume.name)
-        with preemption:
-            output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        seconds = time.perf_counter() - start
-        if stopped_at:
-            raise TransientError(
-                f"stopped by SIGTERM at step {stopped_at[0]}; the checkpoint is saved and a rerun"
-                " resumes from it"
-            )
-        val_loss = _final_loss(model, blocks.val, batch, choice.strategy)
-    tokens = int(blocks.train_tokens * config.epochs)
-    return TrainResult(
-        base_val_loss=base_loss,
-        val_loss=val_loss,
-        train_loss=float(output.training_loss),
-        steps=int(output.global_step),
-        train_tokens=blocks.train_tokens,
-        block_size=block_size,
-        batch_size=batch,
-        seconds=seconds,
-        tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
-        precision="bf16" if bf16 else "fp32",
-        device="cuda" if cuda else "cpu",
-        strategy=choice.strategy,
-        strategy_reason=choice.reason,
-        processes=world,
-        peak_memory_bytes=int(torch.cuda.max_memory_allocated()) if cuda else 0,
-        resumed_from_step=int(resume.name.split("-")[1]) if resume else 0,
-        steady_tokens_per_second=clock.tokens_per_second,
-        steady_steps=clock.steps,
-        learning_rate=rate,
-    ), trainer
+    return trainer, clock, preemption, stopped_at
 
 
 def compile_caches() -> None:
@@ -371,26 +279,6 @@ def compile_caches() -> None:
     home = hf_home()
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(home / "torchinductor"))
     os.environ.setdefault("TRITON_CACHE_DIR", str(home / "triton"))
-
-
-def pick_strategy(
-    config: TrainConfig,
-    model_config: dict[str, Any],
-    block_size: int,
-    gpus: int,
-    gpu_bytes: int,
-    host_bytes: int,
-) -> Choice:
-    """The strategy for ``gpus`` GPUs of ``gpu_bytes`` each (0 GPUs: the CPU), on a host of
-    ``host_bytes`` of memory, at the configured batch or else the least batch_size() gives."""
-    return choose(
-        config.strategy,
-        shape_of(config.base_model, model_config),
-        gpus=gpus,
-        gpu_bytes=gpu_bytes,
-        tokens_per_gpu=(config.batch_size or BATCH) * block_size,
-        host_bytes=host_bytes,
-    )
 
 
 def mean_loss(model: Any, blocks: Any, batch_size: int) -> float:

@@ -12,19 +12,17 @@ import pytest
 from job.config import TrainConfig
 from job.gpt2 import GPT2, pretraining_rate
 from job.training.model import build_random, load
-from job.training.strategy import shape_of
-from job.training.train import (
+from job.training.plan import (
     BATCH,
     GPU_TOKENS,
     MIN_STEPS,
     ORIGINAL_RATE,
-    TrainResult,
     batch_size,
     learning_rate,
-    mean_loss,
     pick_strategy,
-    resumed_batch,
 )
+from job.training.strategy import shape_of
+from job.training.train import TrainResult, mean_loss
 
 HOST = 64 * 2**30  # bytes of host memory: enough for anything these tests pick
 
@@ -200,13 +198,32 @@ def test_a_resumed_run_keeps_its_checkpoints_batch(tmp_path: Path) -> None:
     checkpoint = tmp_path / "checkpoint-40"
     checkpoint.mkdir()
     (checkpoint / MARKER).write_text(json.dumps({"step": 40, "fingerprint": "f", "batch_size": 32}))
-    batch, why = resumed_batch(TrainConfig(), checkpoint, 8, "memory")
-    assert batch == 32 and "checkpoint" in why and "would take 8" in why
-    assert resumed_batch(TrainConfig(), checkpoint, 32, "fits") == (32, "fits")
+    from job.training.checkpoints import Checkpoints
+    from job.training.plan import plan
+
+    def planned(config: TrainConfig, kept: int | None):  # on the CPU, which would take 8
+        return plan(
+            config,
+            GPT2["gpt2"].arch | {"vocab_size": 50257},
+            train_blocks=1000,
+            world=1,
+            gpu_bytes=0,
+            host_bytes=HOST,
+            bf16_supported=False,
+            resumed_batch=kept,
+        )
+
+    kept = Checkpoints.batch_of(checkpoint)
+    assert kept == 32
+    run = planned(TrainConfig(), kept)
+    assert (
+        run.batch == 32 and "checkpoint" in run.batch_reason and "would take 8" in run.batch_reason
+    )
+    assert planned(TrainConfig(), 8).batch_reason == "no GPU"  # the same: nothing to keep
     # asked for: it is in the fingerprint, so the checkpoint had it too
-    assert resumed_batch(TrainConfig(batch_size=8), checkpoint, 8, "asked for")[0] == 8
+    assert planned(TrainConfig(batch_size=8), kept).batch == 8
     (checkpoint / MARKER).write_text(json.dumps({"step": 40, "fingerprint": "f"}))  # older
-    assert resumed_batch(TrainConfig(), checkpoint, 8, "memory") == (8, "memory")
+    assert planned(TrainConfig(), Checkpoints.batch_of(checkpoint)).batch == 8
 
 
 @MODEL
