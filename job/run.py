@@ -12,8 +12,9 @@ Features, and the options that control them (every option: docs/options.md):
 - Outputs in ``OUT/<bot>/``: ``model/`` (loads with ``pipeline``), ``predictions.json`` and
   ``job.json`` (config, versions, timings per phase, result), written last.
 
-The phases, in order: ``setup``, ``prepare_data``, ``load_base``, ``train``, ``predict``,
-``write_card``, ``log_results``, ``finish``. Each reads and fills one ``State``. After each
+The phases, in order: ``setup``, ``prepare_data``, ``locate_base``, ``train``, ``predict``,
+``write_card``, ``log_results``, ``finish``. Each reads the run's ``State`` and returns what it
+makes (``Data``, the base and texts, ``Trained``, ``Sampled``) to the next. After each
 write that publishes, and on failure, a ``guard`` checks the opt-out list (cloud/consent.py).
 """
 
@@ -96,7 +97,7 @@ class Phases:
 
 @dataclass
 class State:
-    """What the phases share. Fields after ``tracker`` are filled in as the run goes."""
+    """What every phase shares, set up once. What a phase makes, it returns."""
 
     job: BotJob
     bot_dir: Path  # OUT/<bot>: the result, replaced as one unit when the run is done
@@ -106,15 +107,6 @@ class State:
     tracker: Tracker
     phases: Phases = field(default_factory=Phases)
     device: str = "cpu"
-    data: Prepared | None = None
-    dataset_artifact: Any = None
-    base: str = ""  # what from_pretrained loads
-    texts: list[str] = field(default_factory=list)
-    model: Any = None
-    tokenizer: Any = None
-    result: TrainResult | None = None
-    predictions: list[Prediction] = field(default_factory=list)
-    flagged: int = 0
     progress: Progress | None = None
 
     @property
@@ -129,6 +121,32 @@ class State:
     @property
     def staged(self) -> Path:
         return self.staging / "model"
+
+
+@dataclass
+class Data:
+    """prepare_data's: the tweets, and W&B's dataset artifact (None offline or disabled)."""
+
+    prepared: Prepared
+    artifact: Any = None
+
+
+@dataclass
+class Trained:
+    """train's: the fine-tuned model in memory, its tokenizer and the result."""
+
+    result: TrainResult
+    model: Any
+    tokenizer: Any
+
+
+@dataclass
+class Sampled:
+    """predict's: the job with the sampling it used, its predictions, how many memorized."""
+
+    job: BotJob
+    predictions: list[Prediction]
+    flagged: int
 
 
 def run(
@@ -181,12 +199,12 @@ def _run(
     guard: Callable[[str], None] | None,
 ) -> RunResult | None:
     job = state.job
-    prepare_data(state, sources)
-    load_base(state)
+    data = prepare_data(state, sources)
+    base, texts = locate_base(state, data)
     remote, prefix = checkpoint_storage or (None, "")
     checkpoints = Checkpoints(
         state.scratch / "checkpoints",
-        _fingerprint(job, state.texts),
+        _fingerprint(job, texts),
         job.config.train.keep_checkpoints,
         remote,
         prefix,
@@ -195,22 +213,22 @@ def _run(
     resume = checkpoints.latest()  # fetched from S3 if an earlier attempt left one there
     previous_run = checkpoints.recall("wandb_train_run")
     with state.tracker.stage("train", job.config.model_dump(), run_id=previous_run) as wb:
-        if state.dataset_artifact is not None:
-            state.tracker.use(wb, state.dataset_artifact)
+        if data is not None and data.artifact is not None:
+            state.tracker.use(wb, data.artifact)
         if state.main:  # the fingerprint always; the W&B run id when there is a run
             checkpoints.remember(
                 **({"wandb_train_run": wb.id} if state.wandb_mode != "disabled" else {})
             )
-        train(state, wb, checkpoints, resume)
-        if not state.main:
+        trained = train(state, base, texts, wb, checkpoints, resume)
+        if data is None:  # a rank other than 0: it only trains
             return None
         checkpoints.clear()  # the model is saved: they were only for resuming
-        predict(state)
-        write_card(state)
-        log_results(state, wb)
+        sampled = predict(state, data.prepared, trained)
+        write_card(state, data.prepared, trained, sampled)
+        log_results(state, wb, trained, sampled, data.artifact)
     if guard is not None:
         guard("training")
-    result = finish(state)
+    result = finish(state, trained.result, sampled)
     if guard is not None:
         guard("the result was written")
     return result
@@ -248,10 +266,10 @@ def setup(job: BotJob, out: Path) -> State:
     )
 
 
-def prepare_data(state: State, sources: dict[str, TweetSource]) -> None:
-    """Rank 0: the tweets, cleaned, and W&B's raw and dataset artifacts."""
+def prepare_data(state: State, sources: dict[str, TweetSource]) -> Data | None:
+    """Rank 0: the tweets, cleaned, and W&B's raw and dataset artifacts; None on other ranks."""
     if not state.main:
-        return
+        return None
     shutil.rmtree(state.staging, ignore_errors=True)  # a killed run's half
     config = state.job.config
     with state.phases("prepare"):
@@ -262,7 +280,7 @@ def prepare_data(state: State, sources: dict[str, TweetSource]) -> None:
         raw = tracker.log_artifact(
             wb, f"raw-{data.bot}", "raw_data", [data.data_dir / "raw.jsonl"], counts
         )
-        state.dataset_artifact = tracker.log_artifact(
+        dataset = tracker.log_artifact(
             wb,
             f"dataset-{data.bot}",
             "dataset",
@@ -270,46 +288,53 @@ def prepare_data(state: State, sources: dict[str, TweetSource]) -> None:
             counts,
             parent=raw,
         )
-    state.data = data
+    return Data(data, dataset)
 
 
-def load_base(state: State) -> None:
-    """Rank 0 resolves the base (and builds the tiny one); every rank gets it and the tweets."""
+def locate_base(state: State, data: Data | None) -> tuple[str, list[str]]:
+    """What from_pretrained loads (rank 0 resolves the name, and builds the tiny base), and
+    the tweets' texts: rank 0's, shared with every rank (also the barrier after its prepare)."""
     from job.training import distributed
     from job.training.model import resolve_base
 
     name = texts = None
-    if state.main:
-        assert state.data is not None
+    if data is not None:
         shutil.rmtree(state.work, ignore_errors=True)
         state.work.mkdir(parents=True)
-        texts = [t.text for t in state.data.tweets]
+        texts = [t.text for t in data.prepared.tweets]
         train = state.job.config.train
         with state.phases("load", "the base resolved"):  # the tiny base is built once, by rank 0
             tokenizer = Path(train.tokenizer) if train.tokenizer else None
             name = resolve_base(train.base_model, state.work, texts, tokenizer, train.seed)
-    name, texts = distributed.share((name, texts))  # also the barrier after rank 0's prepare
-    assert name is not None and texts is not None
-    state.base, state.texts = name, texts
+    name, texts = distributed.share((name, texts))
+    assert name is not None and texts is not None  # rank 0 sent both
+    return name, texts
 
 
-def train(state: State, wb: Any, checkpoints: Checkpoints, resume: Path | None) -> None:
+def train(
+    state: State,
+    base: str,
+    texts: list[str],
+    wb: Any,
+    checkpoints: Checkpoints,
+    resume: Path | None,
+) -> Trained:
     """Load the base on every rank, fine-tune, save the consolidated model to ``staged``."""
     from job.training import distributed
     from job.training.model import load_base
     from job.training.train import finetune
 
     with state.phases("load"):
-        state.model, state.tokenizer = load_base(state.base, device=state.device)
+        model, tokenizer = load_base(base, device=state.device)
         # Everything made so far (torch's and transformers' modules, the model) lives to the
         # end: keep it out of the collector's walks. accelerate calls gc.collect() when
         # training ends, and that walk costs ~0.2 s otherwise.
         gc.freeze()
     with state.phases("train"):
-        state.result, trainer = finetune(
-            state.model,
-            state.tokenizer,
-            state.texts,
+        result, trainer = finetune(
+            model,
+            tokenizer,
+            texts,
             state.job.config.train,
             state.work,
             on_log=lambda logs, step: wb.log(logs, step=step),
@@ -325,80 +350,78 @@ def train(state: State, wb: Any, checkpoints: Checkpoints, resume: Path | None) 
         (state.staged / "training_args.bin").unlink(missing_ok=True)
         if state.main and state.job.config.train.save_precision == "bf16":
             _to_bf16(state.staged)
+    return Trained(result, model, tokenizer)
 
 
-def predict(state: State) -> None:
+def predict(state: State, data: Prepared, trained: Trained) -> Sampled:
     """Rank 0: the model folder's sampling settings, then predictions and memorization."""
     from job.outputs.card import languages
     from job.outputs.predict import flag_memorized, sample
     from job.training.model import load
 
-    assert state.data is not None and state.result is not None
     # The default prompts follow the tweets' main language; the card, its widget and job.json
     # then show the prompts that were used.
-    sampling = state.job.config.sampling.in_language(languages(state.data.stats))
+    sampling = state.job.config.sampling.in_language(languages(data.stats))
     # Never longer than the model's context (tiny: 128 positions; the default asks 160): the
     # generation config, the card's "How to use" and the Hub widget would fail past it.
-    context = int(getattr(state.model.config, "n_positions", 0) or sampling.max_length)
+    context = int(getattr(trained.model.config, "n_positions", 0) or sampling.max_length)
     if sampling.max_length > context:
         sampling = sampling.model_copy(update={"max_length": context})
     config = state.job.config.model_copy(update={"sampling": sampling})
-    state.job = state.job.model_copy(update={"config": config})
-    _finish_model_folder(state.staged, state.tokenizer, sampling)
+    job = state.job.model_copy(update={"config": config})
+    _finish_model_folder(state.staged, trained.tokenizer, sampling)
+    model, tokenizer = trained.model, trained.tokenizer
     with state.phases("predict"):
-        if state.result.strategy.startswith("zero3"):  # partitioned in memory: use the saved one
+        if trained.result.strategy.startswith("zero3"):  # partitioned in memory: the saved one
             from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
             unset_hf_deepspeed_config()  # else from_pretrained would partition it again
-            state.model, state.tokenizer = load(str(state.staged), device=state.device)
-        state.predictions = sample(
-            state.model,
-            state.tokenizer,
+            model, tokenizer = load(str(state.staged), device=state.device)
+        predictions = sample(
+            model,
+            tokenizer,
             sampling,
-            seed=state.job.config.train.seed,
+            seed=job.config.train.seed,
             on_token=state.progress("sampling") if state.progress else None,
-            compile=state.job.config.train.compile,
+            compile=job.config.train.compile,
         )
-        state.flagged = flag_memorized(
-            state.predictions, [asdict(t) for t in state.data.tweets], sampling.ngram
-        )
+        flagged = flag_memorized(predictions, [asdict(t) for t in data.tweets], sampling.ngram)
+    return Sampled(job, predictions, flagged)
 
 
-def write_card(state: State) -> None:
+def write_card(state: State, data: Prepared, trained: Trained, sampled: Sampled) -> None:
     """Rank 0: the card and its picture into the staged model folder."""
     from job.outputs import card
 
-    assert state.data is not None and state.result is not None
     with state.phases("card"):
         context = card.context(
             state.staged,
-            state.data,
-            state.job,
-            state.result,
-            state.predictions,
-            state.flagged,
+            data,
+            sampled.job,
+            trained.result,
+            sampled.predictions,
+            sampled.flagged,
             wandb_url=state.tracker.urls.get("train"),
             versions=versions(),
             model_dir=state.bot_dir / "model",
         )
-        card.write(state.staged, context, state.data.data_dir)  # and card.json beside it
+        card.write(state.staged, context, data.data_dir)  # and card.json beside it
         shutil.rmtree(state.work, ignore_errors=True)
 
 
-def log_results(state: State, wb: Any) -> None:
+def log_results(state: State, wb: Any, trained: Trained, sampled: Sampled, dataset: Any) -> None:
     """Rank 0: final metrics, the predictions table and the model artifact to W&B."""
-    assert state.result is not None
-    result, tracker = state.result, state.tracker
+    result, tracker = trained.result, state.tracker
     wb.log(
         {
             "val_loss": result.val_loss,
             "perplexity": result.perplexity,
             "base_perplexity": result.base_perplexity,
-            "memorized": state.flagged,
+            "memorized": sampled.flagged,
             "tokens_per_second": result.tokens_per_second,
         }
     )
-    rows = [[p.prompt, p.text, p.memorized] for p in state.predictions]
+    rows = [[p.prompt, p.text, p.memorized] for p in sampled.predictions]
     wb.log({"predictions": tracker.table(["prompt", "text", "memorized"], rows)})
     if state.job.config.wandb.log_model:
         tracker.log_artifact(
@@ -407,24 +430,23 @@ def log_results(state: State, wb: Any) -> None:
             "model",
             [state.staged],
             {"perplexity": result.perplexity},
-            parent=state.dataset_artifact,
+            parent=dataset,
         )
 
 
-def finish(state: State) -> RunResult:
+def finish(state: State, result: TrainResult, sampled: Sampled) -> RunResult:
     """Rank 0: predictions.json and job.json into the staged result, then the whole result in
     place of OUT/<bot> by renames: a kill at any point leaves the previous result or this one,
     never a mix of the two."""
-    assert state.result is not None
-    phases, staging, job = state.phases, state.staging, state.job
+    phases, staging, job = state.phases, state.staging, sampled.job
     phases.seconds["total"] = round(time.perf_counter() - phases.start, 3)
     model_dir = state.bot_dir / "model"
     write_json(
         staging / "predictions.json",
         {
             "sampling": job.config.sampling.model_dump(),
-            "memorized": state.flagged,
-            "predictions": [asdict(p) for p in state.predictions],
+            "memorized": sampled.flagged,
+            "predictions": [asdict(p) for p in sampled.predictions],
         },
     )
     write_json(
@@ -443,16 +465,16 @@ def finish(state: State) -> RunResult:
                 "skipped": state.tracker.skipped,  # stages W&B did not answer for
             },
             "result": {
-                **state.result.summary(),
-                "predictions": len(state.predictions),
-                "memorized": state.flagged,
+                **result.summary(),
+                "predictions": len(sampled.predictions),
+                "memorized": sampled.flagged,
                 "model_dir": str(model_dir),
             },
         },
     )
     replace_dir(staging, state.bot_dir)
     return RunResult(
-        job.bot, model_dir, state.result, state.predictions, state.flagged, phases.seconds
+        job.bot, model_dir, result, sampled.predictions, sampled.flagged, phases.seconds
     )
 
 
