@@ -212,7 +212,7 @@ def run_bot(
                 storage, job.bot, "succeeded", fresh=True, run_id=marker["run_id"], hub=hub
             )
         if job.hub_push and job.hub_repo and status.hub.run_id != marker["run_id"]:
-            return push_to_hub(storage, job.bot, job.hub_repo, job.hub_private)
+            return publish_latest(storage, job.bot, job.hub_repo, job.hub_private)
         return status
     run_id = new_run_id(fingerprint)
     guard = Guard(storage, job.bot, [u.handle for u in job.users])
@@ -273,7 +273,7 @@ def run_bot(
         raise error from e
 
 
-def push_to_hub(
+def publish_latest(
     storage: Storage, bot: str, repo: str | None = None, private: bool | None = None
 ) -> Status:
     """Push the latest complete run of ``bot`` to the Hub (again), from the output prefix. Its
@@ -327,7 +327,7 @@ def _push(
     if guard is not None:
         guard.check("the Hub push was recorded")
     try:
-        url = hub.push_to_hub(run_dir / "model", repo, private=private, run_id=run_id)
+        url = hub.push_folder(run_dir / "model", repo, private=private, run_id=run_id)
     except Exception as e:
         error = classify(e)
         failed = HubStatus(repo=repo, private=private, state="failed", reason=str(error))

@@ -286,13 +286,13 @@ def publish(
 ) -> None:
     """Push a bot's latest published run to the Hub again (after a Hub failure)."""
     with _command():
-        from job.batch import output_of, push_to_hub
+        from job.batch import output_of, publish_latest
         from job.data.handles import bot_name
         from job.storage import open_storage
 
         name = bot_name(bot.split("-"))
         storage = open_storage(output_of(manifest, output)[0])
-        typer.echo(push_to_hub(storage, name, repo, private).line())
+        typer.echo(publish_latest(storage, name, repo, private).line())
 
 
 @app.command()

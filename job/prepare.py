@@ -38,18 +38,18 @@ log = logging.getLogger(__name__)
 
 
 def prepare(
-    sources: dict[str, TweetSource], out: Path, job: JobConfig, data_dir: Path | None = None
+    sources: dict[str, TweetSource], out: Path, config: JobConfig, data_dir: Path | None = None
 ) -> Prepared:
     """Fetch, clean and balance the tweets of each user; write the bot's data folder. Only
-    the ``clean`` and ``prepare`` sections of ``job`` are read. Alone (``huggingtweets
+    the ``clean`` and ``prepare`` sections of ``config`` are read. Alone (``huggingtweets
     prepare``) it holds the bot's lock and writes ``OUT/<bot>/data``; the run recipe, which
     holds the lock itself, gives ``data_dir`` in its staged result."""
     check_out(out)
     bot = bot_name(sources)
     if data_dir is None:
         with bot_writer(out, bot):
-            return prepare(sources, out, job, out / bot / "data")
-    config = job.prepare
+            return prepare(sources, out, config, out / bot / "data")
+    options = config.prepare
     fetched: dict[str, UserTweets] = {}
     kept: dict[str, list[CleanTweet]] = {}
     stats: dict[str, UserStats] = {}
@@ -57,22 +57,22 @@ def prepare(
         limit = "twitter_api" if getattr(source, "kind", "") == "api" else "input"
         with deadline(limit, f"reading @{handle}'s tweets"):
             fetched[handle] = source.fetch(handle)
-        kept[handle], stats[handle] = clean(fetched[handle].tweets, job.clean)
+        kept[handle], stats[handle] = clean(fetched[handle].tweets, config.clean)
         chars = sum(len(t.text) for t in kept[handle])
         log.info(
             "@%s: %d downloaded, %d kept (%d characters) from %s",
             handle, stats[handle].downloaded, stats[handle].kept, chars, fetched[handle].source,
         )  # fmt: skip
-        if chars < config.min_chars:
+        if chars < options.min_chars:
             raise NotEnoughData(
                 f"@{handle} has {stats[handle].kept} usable tweets ({chars} characters) after"
-                f" cleaning, fewer than the {config.min_chars} characters needed"
+                f" cleaning, fewer than the {options.min_chars} characters needed"
             )
-    used = balance(kept, config.balance_ratio)
+    used = balance(kept, options.balance_ratio)
     tweets = [t for handle in sources for t in used[handle]]
     total_chars = sum(len(t.text) for t in tweets)
     warnings = []
-    if total_chars < config.warn_chars:
+    if total_chars < options.warn_chars:
         warnings.append(
             f"only {total_chars} characters of training text: the bot will repeat its tweets"
         )
@@ -99,7 +99,7 @@ def prepare(
         },
         "total": {"used": len(tweets), "characters": total_chars},
         "warnings": warnings,
-        "config": job.model_dump(include={"clean", "prepare"}),
+        "config": config.model_dump(include={"clean", "prepare"}),
     }
     _write(data_dir, fetched, tweets, summary)
     return Prepared(bot=bot, data_dir=data_dir, tweets=tweets, stats=summary)

@@ -1,6 +1,6 @@
 """Pushing a model folder to the Hugging Face Hub: one commit with the model and its card.
 
-``push_to_hub``: ``create_repo(exist_ok=True)``, the repo's visibility set to the one asked
+``push_folder``: ``create_repo(exist_ok=True)``, the repo's visibility set to the one asked
 for (an existing repo keeps its own otherwise), then ``create_commit`` with every file, so the
 Hub never shows a model without its card (``upload_folder`` may split a folder into several
 commits when ``hf_xet`` is installed). The card is checked by the Hub's ``/api/validate-yaml``
@@ -34,7 +34,7 @@ def hf_token(what: str) -> str:
     return token
 
 
-def push_to_hub(
+def push_folder(
     folder: Path,
     repo_id: str,
     *,

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from job.cloud import hub as hub_module
-from job.cloud.hub import push_to_hub as push
+from job.cloud.hub import push_folder as push
 from job.errors import BadConfig, CredentialsError, TransientError
 
 CARD = "---\ntags:\n- huggingtweets\nlanguage: en\n---\n\n# a bot\n"
