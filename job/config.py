@@ -17,12 +17,11 @@ one line each, in job/loading.py; docs/options.md is written by job/options.py.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from job.gpt2 import GPT2
+from job.base import Base
 
 Strategy = Literal["auto", "ddp", "zero2", "zero3", "zero3-offload"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)  # the names, once: from the type
@@ -36,9 +35,6 @@ Scheduler = Literal[
     "constant_with_warmup",
     "inverse_sqrt",
 ]
-# Hub repo ids as huggingface_hub's validate_repo_id has them: owner/name of letters, digits,
-# '_', '-', '.', starting and ending with a letter, digit or '_'; no '--' or '..'.
-HUB_REPO = re.compile(r"^\w(?:[\w.-]*\w)?/\w(?:[\w.-]{0,94}\w)?$", re.ASCII)
 START_TEXTS = ["My dream is", "I think that", "I wish", "The best thing about", "Today I"]
 # The same five openings in the languages the job knows: a bot that tweets in German is
 # prompted in German, and its Hub widget too (sampling.start_texts, when given, wins).
@@ -117,15 +113,10 @@ class TrainConfig(Section):
     @field_validator("base_model")
     @classmethod
     def _base_model(cls, value: str) -> str:
-        """The name's form only; that a folder exists is checked where it is read."""
-        folder = value.startswith(("/", "./", "../", "~"))
-        hub_id = HUB_REPO.fullmatch(value) is not None and ".." not in value
-        if value in GPT2 or value == "tiny" or folder or hub_id:
-            return value
-        raise ValueError(
-            f"{value!r}: use tiny, {', '.join(GPT2)}, a folder (/... or ./...) or a Hub id"
-            " (owner/name)"
-        )
+        """The name's form only (job/base.py); that a folder exists is checked where it is
+        read."""
+        Base.of(value)
+        return value
 
     # 1,000 passes over a person's tweets would only learn them by heart (and a huge count
     # overflows the step count after the data stage)

@@ -175,12 +175,11 @@ def host_memory(job: BotJob) -> None:
     train = job.config.train
     if train.strategy not in ("auto", "zero3-offload"):
         return
-    from job.gpt2 import GPT2
     from job.training.memory import HEADROOM, host_memory_bytes
     from job.training.plan import pick_strategy
     from job.training.strategy import offload_host_bytes, shape_of
 
-    if train.base_model.removeprefix("openai-community/") not in GPT2:
+    if job.base.size is None:  # not a GPT-2 size: its size is known once its config is read
         return
     host = host_memory_bytes()
     if offload_host_bytes(shape_of(train.base_model), 1) <= host * HEADROOM:

@@ -241,7 +241,7 @@ def setup(job: BotJob, out: Path) -> State:
 
     train = job.config.train
     check_out(out)
-    check_base(train.base_model, Path(train.tokenizer) if train.tokenizer else None)
+    check_base(job.base, Path(train.tokenizer) if train.tokenizer else None)
     import torch  # after the cheap checks: a typo costs no seconds of imports
 
     from job.training import distributed
@@ -305,7 +305,7 @@ def locate_base(state: State, data: Data | None) -> tuple[str, list[str]]:
         train = state.job.config.train
         with state.phases("load", "the base resolved"):  # the tiny base is built once, by rank 0
             tokenizer = Path(train.tokenizer) if train.tokenizer else None
-            name = resolve_base(train.base_model, state.work, texts, tokenizer, train.seed)
+            name = resolve_base(state.job.base, state.work, texts, tokenizer, train.seed)
     name, texts = distributed.share((name, texts))
     assert name is not None and texts is not None  # rank 0 sent both
     return name, texts

@@ -36,8 +36,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from job import config as settings
+from job.base import HUB_REPO, Base
 from job.config import (
-    HUB_REPO,
     PREPARE_SECTIONS,
     TRAINING,
     JobConfig,
@@ -97,6 +97,11 @@ class BotJob(Section):
                 " hub.contact, or submit --contact): the person it imitates must be able to ask"
             )
         return self
+
+    @property
+    def base(self) -> Base:
+        """The base model it is fine-tuned from, classified (job/base.py)."""
+        return Base.of(self.config.train.base_model)
 
     def fingerprint(self) -> str:
         """Identifies the work: a finished run with the same fingerprint needs no rerun."""

@@ -27,7 +27,6 @@ import yaml
 
 from job import __version__
 from job.errors import BadConfig, CorruptInput
-from job.gpt2 import GPT2
 
 if TYPE_CHECKING:
     from job.data.clean import Prepared
@@ -215,19 +214,18 @@ def context(
                 "stats": stats,
             }
         )
-    base = config.train.base_model
-    gpt2 = GPT2.get(base)
-    hub_id = gpt2.hub_id if gpt2 else (base if base != "tiny" and not _folder(base) else None)
+    base = job.base
+    hub_id = base.hub_id
     shown = [asdict(p) for p in predictions]
     return {
         "users": users,
         "version": __version__,
         "repo": job.hub_repo,
         "model_dir": str(model_dir),
-        "base_model_label": "a tiny GPT-2 built locally (random init)" if base == "tiny" else base,
+        "base_model_label": base.label,
         "base_model_url": f"https://huggingface.co/{hub_id}" if hub_id else None,
         "base_model_id": hub_id,
-        "random_base": base == "tiny",
+        "random_base": base.kind == "tiny",
         "wandb_url": wandb_url if wandb_url and WANDB_URL.fullmatch(wandb_url) else None,
         "languages": languages(data.stats),
         "clean": config.clean.model_dump(),
@@ -262,10 +260,6 @@ def resolved(config: dict[str, Any], result: TrainResult) -> dict[str, Any]:
 
 
 STRATEGY_NAMES = ("ddp", "zero2", "zero3", "zero3-offload")
-
-
-def _folder(base: str) -> bool:
-    return base.startswith(("/", "./", "../", "~"))
 
 
 def languages(stats: dict[str, Any]) -> list[str]:

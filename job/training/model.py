@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from job.base import Base
 from job.errors import (
     BadConfig,
     CorruptInput,
@@ -25,7 +26,6 @@ from job.errors import (
     JobError,
     TransientError,
 )
-from job.gpt2 import GPT2, GPT2_NAMES
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -42,35 +42,29 @@ TINY_VOCAB = 2000  # BPE vocabulary when no GPT-2 tokenizer files are given
 MAX_BPE_BYTES = 64 << 20  # GPT-2's vocab.json is 1 MB: 64 is no tokenizer
 
 
-def check_base(base_model: str, tokenizer: Path | None) -> None:
-    """Raise if ``base_model`` (and ``tokenizer``, for tiny) cannot name a model. Cheap: the
-    run calls it before fetching any tweets, so a typo costs no download."""
-    if base_model in GPT2_NAMES:
-        return
-    if base_model == "tiny":
-        if tokenizer:
-            _bpe_files(tokenizer)
-        return
-    path = Path(base_model)
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise InputNotFound(f"--base-model {base_model}: folder has no config.json")
-        return
-    if "/" in base_model:  # another Hub id (a GPT-2 fine-tune, say)
-        return
-    raise BadConfig(
-        f"--base-model {base_model!r}: use tiny, {', '.join(GPT2_NAMES)}, a folder or a Hub id"
-    )
+def check_base(base: Base, tokenizer: Path | None) -> None:
+    """Raise if ``base`` (and ``tokenizer``, for tiny) cannot be loaded: a folder must hold a
+    model. Cheap: the run calls it before fetching any tweets, so a typo costs no download."""
+    if base.kind == "tiny" and tokenizer:
+        _bpe_files(tokenizer)
+    folder = base.folder
+    if folder is not None:
+        if not folder.is_dir():
+            raise InputNotFound(f"--base-model {base.name}: no such folder")
+        if not (folder / "config.json").is_file():
+            raise InputNotFound(f"--base-model {base.name}: folder has no config.json")
 
 
 def resolve_base(
-    base_model: str, workdir: Path, texts: list[str], tokenizer: Path | None, seed: int
+    base: Base, workdir: Path, texts: list[str], tokenizer: Path | None, seed: int
 ) -> str:
     """The name or folder to give ``from_pretrained``; builds the tiny model when asked."""
-    check_base(base_model, tokenizer)
-    if base_model == "tiny":
+    check_base(base, tokenizer)
+    if base.kind == "tiny":
         return str(build_random(workdir / "base-tiny", texts, tokenizer, seed))
-    return GPT2[base_model].hub_id if base_model in GPT2 else base_model
+    if base.folder is not None:
+        return str(base.folder)
+    return base.hub_id or base.name
 
 
 def hf_home() -> Path:

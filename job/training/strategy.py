@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from job.base import Base
 from job.config import STRATEGIES
 from job.errors import BadConfig
-from job.gpt2 import GPT2, Shape
+from job.gpt2 import Shape
 from job.training.memory import GIB, HEADROOM
 
 CONFIGS = Path(__file__).parent / "deepspeed"
@@ -56,9 +57,8 @@ class Choice:
 
 def shape_of(base_model: str, config: dict[str, Any] | None = None) -> Shape:
     """The model's size, from the GPT-2 table or a config.json's fields."""
-    name = base_model.removeprefix("openai-community/")
-    if name in GPT2:
-        size = GPT2[name]
+    size = Base.of(base_model).size
+    if size is not None:
         return Shape(size.params, size.n_layer, size.n_embd)
     if config is None:
         raise BadConfig(f"cannot size {base_model!r} without its config.json")

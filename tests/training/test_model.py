@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from job import errors
-from job.errors import BadConfig, InputNotFound
+from job.errors import InputNotFound
 from job.gpt2 import GPT2, GPT2_NAMES
 from job.training.model import (
     build_random,
@@ -118,17 +118,22 @@ def test_same_seed_same_weights(tmp_path: Path) -> None:
 
 
 def test_resolve_base(tmp_path: Path) -> None:
-    assert resolve_base("gpt2-xl", tmp_path, [], None, 0) == "openai-community/gpt2-xl"
-    assert resolve_base("someone/gpt2-tweets", tmp_path, [], None, 0) == "someone/gpt2-tweets"
-    with pytest.raises(BadConfig, match="use tiny"):
-        resolve_base("gpt5", tmp_path, [], None, 0)
+    from job.base import Base
+
+    def resolved(name: str, tokenizer: Path | None = None) -> str:
+        return resolve_base(Base.of(name), tmp_path, [], tokenizer, 0)
+
+    assert resolved("gpt2-xl") == "openai-community/gpt2-xl"
+    assert resolved("someone/gpt2-tweets") == "someone/gpt2-tweets"
+    with pytest.raises(InputNotFound, match="no such folder"):
+        resolved(str(tmp_path / "missing"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputNotFound, match=r"no config\.json"):
-        resolve_base(str(tmp_path / "empty"), tmp_path, [], None, 0)
+        resolved(str(tmp_path / "empty"))
     with pytest.raises(InputNotFound, match=r"vocab\.json"):
-        resolve_base("tiny", tmp_path, [], tmp_path / "empty", 0)
+        resolved("tiny", tmp_path / "empty")
     (tmp_path / "empty" / "config.json").write_text("{}")
-    assert resolve_base(str(tmp_path / "empty"), tmp_path, [], None, 0) == str(tmp_path / "empty")
+    assert resolved(str(tmp_path / "empty")) == str(tmp_path / "empty")
 
 
 def test_a_task_restores_its_base_from_host_memory(tmp_path: Path) -> None:
