@@ -14,19 +14,14 @@ import pytest
 from job import errors
 from tests.helpers import SAMPLE
 from tests.helpers.archives import sentences, write_archive
-from tests.helpers.cli import Result, process
+from tests.helpers.cli import Result, one_line, process
 from tests.helpers.cli import invoke as cli
 from tests.helpers.twitter_api import FakeUser, TwitterAPI, v2_tweet
 
 TOKEN = "secret-bearer-token-123"
 
 
-def assert_one_line_error(result: Result, code: int) -> str:
-    assert result.returncode == code, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
+assert_one_line_error = one_line
 
 
 @pytest.mark.integration

@@ -23,20 +23,12 @@ import pytest
 from job import errors
 from tests.helpers import SAMPLE
 from tests.helpers.archives import sentences, tweet, write_archive
-from tests.helpers.cli import Result
+from tests.helpers.cli import Result, one_line
 from tests.helpers.cli import invoke as cli
 from tests.helpers.twitter_api import FakeUser, Fault, TwitterAPI, v2_tweet
 
 TOKEN = "tw-hostile-token-7741"
 FEW = ["--min-chars", "10"]  # these tests' files are small
-
-
-def one_line(result: Result, code: int) -> str:
-    assert result.returncode == code, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def prepared(result: Result, out: Path, bot: str = "x") -> list[dict]:

@@ -17,12 +17,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from job.deadline import deadline, hub_timeouts
 from job.errors import BadConfig, CredentialsError
 from job.retry import Retry, with_retries
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 BACKOFF_SECONDS = 2.0  # first retry after 2 s, then 4, 8, 16: a Hub hiccup, not an outage
 
 
@@ -79,17 +81,7 @@ def push_folder(
         log.info("pushed %s to the Hub: %s", run_id, info.commit_url)
         return str(info.commit_url)
 
-    with deadline("hub_push", f"pushing to {repo_id}"):
-        return with_retries(
-            once,
-            what="Hub push failed:",
-            give_up=lambda why, tries: (
-                f"Hub push of {repo_id} still failing ({why}); retry with publish"
-            ),
-            retries=retries,
-            backoff=BACKOFF_SECONDS,
-            sleep=sleep,
-        )
+    return _within("hub_push", f"Hub push of {repo_id}", once, retries, sleep, "retry with publish")
 
 
 def remove_repo(repo_id: str, keep_private: bool = False, retries: int = 4) -> str:
@@ -113,17 +105,10 @@ def remove_repo(repo_id: str, keep_private: bool = False, retries: int = 4) -> s
                 return f"not on the Hub: {repo_id}"
             return f"made private {repo_id}"
 
-    with deadline("hub_call", f"removing {repo_id} from the Hub"):
-        return with_retries(
-            once,
-            what="Hub removal failed:",
-            give_up=lambda why, tries: (
-                f"removing {repo_id} from the Hub still failing ({why}); run the takedown again"
-            ),
-            retries=retries,
-            backoff=BACKOFF_SECONDS,
-            sleep=time.sleep,
-        )
+    return _within(
+        "hub_call", f"Hub removal of {repo_id}", once, retries, time.sleep,
+        "run the takedown again",
+    )  # fmt: skip
 
 
 def whoami(token: str, retries: int = 2, sleep: Callable[[float], None] = time.sleep) -> dict:
@@ -136,11 +121,24 @@ def whoami(token: str, retries: int = 2, sleep: Callable[[float], None] = time.s
         with _hub_errors("whoami"):
             return dict(HfApi(token=token).whoami())
 
-    with deadline("hub_call", "the Hub's whoami"):
+    return _within("hub_call", "the Hub's whoami", once, retries, sleep, "retry later")
+
+
+def _within(
+    limit: str,
+    what: str,
+    once: Callable[[], T],
+    retries: int,
+    sleep: Callable[[float], None],
+    then: str,
+) -> T:
+    """One Hub operation: retried with backoff (job/retry.py), within its total deadline
+    (job/deadline.py); past both, a transient error that says ``what`` and ``then``."""
+    with deadline(limit, what):
         return with_retries(
             once,
-            what="Hub whoami failed:",
-            give_up=lambda why, tries: f"the Hub did not answer whoami ({why})",
+            what=f"{what}: failed:",
+            give_up=lambda why, tries: f"{what}: still failing ({why}); {then}",
             retries=retries,
             backoff=BACKOFF_SECONDS,
             sleep=sleep,

@@ -37,6 +37,16 @@ def invoke(*args: str, env: dict[str, str] | None = None, twitter_env: bool = Fa
     return Result(result.exit_code, result.stdout, result.stderr)
 
 
+def one_line(result: Result, code: int) -> str:
+    """The command ended in ``code`` with one ``error:`` line on stderr and no traceback:
+    that line."""
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
 def process(
     *args: str,
     env: dict[str, str] | None = None,
