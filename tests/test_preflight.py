@@ -187,12 +187,12 @@ def test_offload_without_the_host_memory_is_refused(monkeypatch: pytest.MonkeyPa
     from job import preflight
     from job.config import JobConfig, TrainConfig
     from job.spec import BotJob, UserSpec
-    from job.training import strategy
+    from job.training import memory
 
-    monkeypatch.setattr(strategy, "host_memory_bytes", lambda: 15 * 10**9)  # Batch's 15 GB
+    monkeypatch.setattr(memory, "host_memory_bytes", lambda: 15 * 10**9)  # Batch's 15 GB
     config = JobConfig(train=TrainConfig(base_model="gpt2-xl", strategy="zero3-offload"))
     job = BotJob(bot="alice", users=[UserSpec(handle="alice")], config=config)
     with pytest.raises(errors.BadConfig, match="offload needs ~29 GiB of host memory"):
         preflight.host_memory(job)
-    monkeypatch.setattr(strategy, "host_memory_bytes", lambda: 64 * 2**30)
+    monkeypatch.setattr(memory, "host_memory_bytes", lambda: 64 * 2**30)
     preflight.host_memory(job)  # enough

@@ -57,7 +57,10 @@ class Choice:
 
 def shape_of(base_model: str, config: dict[str, Any] | None = None) -> Shape:
     """The model's size, from the GPT-2 table or a config.json's fields."""
-    size = Base.of(base_model).size
+    try:
+        size = Base.of(base_model).size
+    except ValueError:  # no base's name (the bench's "model"): sized from its config
+        size = None
     if size is not None:
         return Shape(size.params, size.n_layer, size.n_embd)
     if config is None:
