@@ -102,6 +102,7 @@ def test_wandb_online_needs_a_key(api) -> None:
     failed_fast(run(wandb="online"), errors.CREDENTIALS, "W&B is online but no key", api, started)
 
 
+@pytest.mark.integration  # the other bot trains: not the unit tier
 def test_a_missing_input_fails_its_bot_before_any_work_and_not_the_others(api) -> None:
     tweets = [v2_tweet(9000 - i, f"talker thinks thought {i} about the bread") for i in range(150)]
     api.add(FakeUser(id="5", username="talker", tweets=tweets))

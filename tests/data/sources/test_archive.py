@@ -176,6 +176,7 @@ def test_folder_without_tweets(tmp_path: Path) -> None:
         fetch(path)
 
 
+@pytest.mark.integration  # writes a 200 MB zip: seconds, a stage end to end
 def test_an_archive_on_s3_is_read_by_ranges_without_its_media(
     s3, real_archive: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
