@@ -30,18 +30,14 @@ def main() -> None:
         from job import cli
 
         cli.app()  # looked up now: a test may wrap it
-    except errors.JobError as e:  # raised outside a command's own handler
-        errors.say(e)
-        exit_code[0] = e.exit_code
-        sys.exit(e.exit_code)
     except SystemExit as e:  # how Typer ends every command
         exit_code[0] = e.code if isinstance(e.code, int) else int(e.code is not None)
         raise
-    except (KeyboardInterrupt, errors.Terminated) as e:  # before a command's boundary
-        stop = errors.stopped(e)
-        errors.say(stop)
-        exit_code[0] = stop.exit_code
-        sys.exit(stop.exit_code)
+    except (errors.JobError, KeyboardInterrupt, errors.Terminated) as e:  # outside a command
+        error = errors.classify(e)
+        errors.say(error)
+        exit_code[0] = error.exit_code
+        sys.exit(error.exit_code)
     finally:
         # The command is over; the interpreter now joins every worker thread before the exit
         # handlers run, and one stuck in a read (a download's, a server's that drips) would
@@ -49,11 +45,18 @@ def main() -> None:
         _exit_within(EXIT_GRACE_SECONDS, exit_code)
 
 
-def _exit_within(seconds: float, exit_code: list[int]) -> None:
+def _exit_within(seconds: float, exit_code: list[int], line: errors.JobError | None = None) -> None:
+    """End the process with ``exit_code[0]`` in ``seconds``, whatever still runs then; say
+    ``line`` first, unless the command's boundary said its own."""
     import os
     import threading
 
-    timer = threading.Timer(seconds, lambda: os._exit(exit_code[0]))
+    def end() -> None:
+        if line is not None:
+            errors.say(line)
+        os._exit(exit_code[0])
+
+    timer = threading.Timer(seconds, end)
     timer.daemon = True
     timer.start()
 
@@ -67,15 +70,9 @@ EXIT_GRACE_SECONDS = 15.0
 
 def _terminated(signum: int, frame: object) -> None:
     import os
-    import threading
 
-    def force() -> None:  # its line, unless the command's boundary said it already
-        errors.say(errors.TransientError("stopped by SIGTERM; the process did not end by itself"))
-        os._exit(errors.TRANSIENT)
-
-    timer = threading.Timer(EXIT_GRACE_SECONDS, force)
-    timer.daemon = True
-    timer.start()
+    stuck = errors.TransientError("stopped by SIGTERM; the process did not end by itself")
+    _exit_within(EXIT_GRACE_SECONDS, [errors.TRANSIENT], stuck)
     signal.signal(signal.SIGTERM, lambda s, f: os._exit(errors.TRANSIENT))  # a second: now
     raise errors.Terminated()
 

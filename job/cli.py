@@ -98,17 +98,13 @@ def _command(verbose: bool = False) -> Iterator[None]:
     errors.SAID.clear()  # a new command: its own line (tests run many in one process)
     try:
         yield
-    except (errors.Terminated, KeyboardInterrupt) as e:  # SIGTERM (75), SIGINT (130)
-        stop = errors.stopped(e)
-        errors.say(stop)
-        raise typer.Exit(stop.exit_code) from None
     except BrokenPipeError:
         # stdout's reader left (`status | head`): what it wanted, it has; end quietly, and
         # keep the interpreter's last flush from failing on the closed pipe too.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         raise typer.Exit(0) from None
-    except Exception as e:
+    except (Exception, errors.Terminated, KeyboardInterrupt) as e:  # a stop: 75 or 130
         error = errors.classify(e)
         if verbose and not isinstance(e, errors.JobError):
             logging.getLogger("job").debug("traceback", exc_info=e)

@@ -150,7 +150,7 @@ class Interrupted(JobError):
     exit_code = 130  # the shell's code for SIGINT
 
 
-def _chain(error: BaseException) -> list[BaseException]:
+def causes(error: BaseException) -> list[BaseException]:
     """``error`` and the errors it was raised from or during, each once."""
     seen: list[BaseException] = []
     current: BaseException | None = error
@@ -180,7 +180,7 @@ def classify(error: BaseException) -> JobError:
         return error
     if isinstance(error, (Terminated, KeyboardInterrupt)):
         return stopped(error)
-    chain = _chain(error)
+    chain = causes(error)
     full = (errno.ENOSPC, errno.EDQUOT)
     if any(isinstance(e, OSError) and e.errno in full for e in chain) or any(
         # a library's own error that wraps the OS's (safetensors' SafetensorError)

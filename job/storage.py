@@ -73,17 +73,16 @@ def read_uri(uri: str, max_bytes: int | None = None, what: str = "file") -> byte
     refused by its size, before any of it is read (CorruptInput: not ``what``)."""
     if uri.startswith("s3://"):
         bucket, _, key = uri[len("s3://") :].partition("/")
-        storage = open_storage(f"s3://{bucket}")
-        size = storage.head(key, uri) if max_bytes is not None else 0
-        data = None if size > (max_bytes or 0) else storage.get_bytes(key)
+        storage: Storage = open_storage(f"s3://{bucket}")
+        size = storage.head(key, uri) if max_bytes is not None else None
     else:
         path = Path(uri)
         if not path.is_file():
             raise InputNotFound(f"{uri}: no such file")
-        size = path.stat().st_size
-        data = None if max_bytes is not None and size > max_bytes else path.read_bytes()
-    if max_bytes is not None and size > max_bytes:
+        storage, key, size = LocalStorage(path.parent), path.name, path.stat().st_size
+    if max_bytes is not None and size is not None and size > max_bytes:
         raise CorruptInput(f"{uri}: {size:,} bytes, over {max_bytes >> 20} MiB: not a {what}")
+    data = storage.get_bytes(key)
     if data is None:
         raise InputNotFound(f"{uri}: no such object")
     return data

@@ -21,9 +21,6 @@ from tests.helpers.twitter_api import FakeUser, TwitterAPI, v2_tweet
 TOKEN = "secret-bearer-token-123"
 
 
-assert_one_line_error = one_line
-
-
 @pytest.mark.integration
 def test_prepare_real_archive(real_archive: Path, tmp_path: Path) -> None:
     result = cli("prepare", "andreruffert", "--archive", str(real_archive), "--out", str(tmp_path))
@@ -119,13 +116,13 @@ def test_api_account_errors(tmp_path: Path, user: str, code: int) -> None:
             str(tmp_path),
             env={"TWITTER_BEARER_TOKEN": TOKEN, "TWITTER_API_URL": api.url},
         )
-    line = assert_one_line_error(result, code)
+    line = one_line(result, code)
     assert f"@{user}" in line
     assert not (tmp_path / user).exists()
 
 
 def test_api_without_token(tmp_path: Path) -> None:
-    assert_one_line_error(cli("prepare", "x", "--api", "--out", str(tmp_path)), errors.CREDENTIALS)
+    one_line(cli("prepare", "x", "--api", "--out", str(tmp_path)), errors.CREDENTIALS)
 
 
 @pytest.mark.parametrize("handle", ["../../etc", "way_too_long_handle", "a b", "s3://x"])
@@ -133,13 +130,13 @@ def test_invalid_handle(tmp_path: Path, handle: str) -> None:
     result = cli(
         "prepare", handle, "--jsonl", str(tmp_path / "x.jsonl"), "--out", str(tmp_path / "out")
     )
-    assert_one_line_error(result, errors.INVALID_HANDLE)
+    one_line(result, errors.INVALID_HANDLE)
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_archive(tmp_path: Path) -> None:
     result = cli("prepare", "x", "--archive", str(tmp_path / "gone.zip"), "--out", str(tmp_path))
-    assert "gone.zip" in assert_one_line_error(result, errors.INPUT_NOT_FOUND)
+    assert "gone.zip" in one_line(result, errors.INPUT_NOT_FOUND)
 
 
 def test_missing_tweets_file_fails_before_the_heavy_imports(tmp_path: Path) -> None:
@@ -174,20 +171,20 @@ def test_bad_base_model_fails_before_the_tweets_are_prepared(
     tweets = tmp_path / "t.jsonl"
     tweets.write_text(json.dumps({"text": "a tweet long enough to keep"}) + "\n")
     result = cli("run", "x", "--jsonl", str(tweets), *args, "--out", str(tmp_path / "out"))
-    assert_one_line_error(result, code)
+    one_line(result, code)
     assert not (tmp_path / "out").exists()
 
 
 def test_corrupt_archive(tmp_path: Path) -> None:
     (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 not really")
     result = cli("prepare", "x", "--archive", str(tmp_path / "bad.zip"), "--out", str(tmp_path))
-    assert_one_line_error(result, errors.CORRUPT_INPUT)
+    one_line(result, errors.CORRUPT_INPUT)
 
 
 def test_too_few_tweets(tmp_path: Path) -> None:
     path = write_archive(tmp_path / "a", sentences(10))
     result = cli("prepare", "sample_user", "--archive", str(path), "--out", str(tmp_path / "o"))
-    assert "fewer than the 6000 characters" in assert_one_line_error(result, errors.NOT_ENOUGH_DATA)
+    assert "fewer than the 6000 characters" in one_line(result, errors.NOT_ENOUGH_DATA)
     assert not (tmp_path / "o" / "sample_user" / "data").exists()
 
 
@@ -200,12 +197,12 @@ def test_too_few_tweets(tmp_path: Path) -> None:
     ],
 )
 def test_bad_options(tmp_path: Path, args: list[str]) -> None:
-    assert_one_line_error(cli("prepare", "x", *args, "--out", str(tmp_path)), errors.BAD_CONFIG)
+    one_line(cli("prepare", "x", *args, "--out", str(tmp_path)), errors.BAD_CONFIG)
 
 
 def test_two_unnamed_archives_for_two_users(tmp_path: Path) -> None:
     result = cli("prepare", "a", "b", "--archive", "x.zip", "--out", str(tmp_path))
-    assert "HANDLE=PATH" in assert_one_line_error(result, errors.BAD_CONFIG)
+    assert "HANDLE=PATH" in one_line(result, errors.BAD_CONFIG)
 
 
 @pytest.mark.parametrize(
@@ -268,7 +265,7 @@ def test_sigterm_while_fetching_is_one_line_and_transient(tmp_path: Path) -> Non
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     result = Result(proc.returncode, "", err)
-    assert "stopped by SIGTERM" in assert_one_line_error(result, errors.TRANSIENT)
+    assert "stopped by SIGTERM" in one_line(result, errors.TRANSIENT)
 
 
 @pytest.mark.parametrize(
@@ -329,7 +326,7 @@ def test_out_is_a_local_folder_and_a_uri_there_is_one_line(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     result = cli(command, "alice", "--jsonl", str(SAMPLE), "--out", out)
-    assert_one_line_error(result, errors.BAD_CONFIG)
+    one_line(result, errors.BAD_CONFIG)
     assert list(tmp_path.iterdir()) == []  # no folder named `s3:` or `https:`
 
 
@@ -340,7 +337,7 @@ def test_a_manifest_output_that_is_not_a_uri_nor_a_folder_is_refused(
     manifest = tmp_path / "m.yaml"
     manifest.write_text(f"version: 1\noutput: {output}\nbots:\n  - users: [{{handle: a}}]\n")
     result = cli("run", "--manifest", str(manifest))
-    assert "only s3:// URIs and local folders" in assert_one_line_error(result, errors.BAD_CONFIG)
+    assert "only s3:// URIs and local folders" in one_line(result, errors.BAD_CONFIG)
 
 
 @pytest.mark.parametrize(

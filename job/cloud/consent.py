@@ -35,6 +35,7 @@ import json
 import logging
 import shlex
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,15 @@ from typing import Any
 
 from job.atomic import _alive
 from job.cloud.runs import RUN_ID, now
-from job.cloud.status import Status, read_status, statuses, write_status
+from job.cloud.status import (
+    STALE_AFTER_SECONDS,
+    Input,
+    Status,
+    as_seen,
+    read_status,
+    seconds_since,
+    write_status,
+)
 from job.config import WANDB_PROJECT
 from job.data.handles import is_bot_name, validate_handle
 from job.errors import CredentialsError, JobError, OptedOut
@@ -71,12 +80,12 @@ LIST_ABOVE = 20
 
 def opted_out(storage: Storage, handles: list[str]) -> tuple[str, dict[str, Any]] | None:
     """The first of ``handles`` with an opt-out record under ``storage``, with the record."""
-    keys = [opt_out_key(h) for h in handles]
-    if len(handles) > LIST_ABOVE:
+    keyed = [(h, opt_out_key(h)) for h in handles]
+    if len(keyed) > LIST_ABOVE:
         listed = set(storage.list(OPT_OUT))
-        handles = [h for h, k in zip(handles, keys, strict=True) if k in listed]
-    for handle in handles:
-        data = storage.get_bytes(opt_out_key(handle))
+        keyed = [(h, k) for h, k in keyed if k in listed]
+    for handle, key in keyed:
+        data = storage.get_bytes(key)
         if data is not None:
             try:  # a damaged record still opts the handle out: it was written for a reason
                 record = json.loads(data)
@@ -277,10 +286,13 @@ def remove_bot(
 def _running(storage: Storage, bot: str, status: Status | None) -> str | None:
     """How ``bot`` is being made right now, if it is: a live S3 record, or a local lock."""
     if status is not None:
-        (shown,) = statuses(storage, [bot])
-        if shown.state == "running":
+        at = time.time()
+        if as_seen(status, at).state == "running":
             return f"run {status.run_id}, heartbeat {status.heartbeat_at}"
-        if status.hub.state == "pending" and shown.state == "succeeded" and _recent(status):
+        # succeeded, with its push recorded as under way within a live run's heartbeat
+        since = seconds_since(status.updated_at, at)
+        pushing = status.state == "succeeded" and status.hub.state == "pending"
+        if pushing and since is not None and since <= STALE_AFTER_SECONDS:
             return f"run {status.run_id}, pushing to the Hub since {status.updated_at}"
         return None
     if isinstance(storage, LocalStorage) and bot.startswith("."):
@@ -293,33 +305,13 @@ def _running(storage: Storage, bot: str, status: Status | None) -> str | None:
     return None
 
 
-def _recent(status: Status) -> bool:
-    """Written within the time a live run's heartbeat allows (a push is under way)."""
-    from datetime import datetime, timezone
-
-    from job.cloud.status import STALE_AFTER_SECONDS
-
-    try:
-        written = datetime.fromisoformat(status.updated_at or "")
-    except ValueError:
-        return False
-    return (datetime.now(timezone.utc) - written).total_seconds() <= STALE_AFTER_SECONDS
-
-
 def _published(storage: Storage, keys: list[str]) -> tuple[set[str], bool, list[Any]]:
     """From a bot's ``job.json`` files: the W&B projects its runs name, whether any logged
     online, and the inputs each run recorded."""
-    from job.cloud.status import Input
-
     projects, online, inputs = set(), False, []
     for key in keys:
-        if not key.endswith("/job.json"):
-            continue
-        try:
-            record = get_json(storage, key)
-        except ValueError:
-            continue
-        if not isinstance(record, dict):
+        record = get_json(storage, key) if key.endswith("/job.json") else None
+        if record is None:  # not a job.json, or a damaged one
             continue
         config = (record.get("config") or {}).get("wandb") or {}
         projects.add(str(config.get("project") or WANDB_PROJECT))

@@ -186,18 +186,26 @@ def statuses(storage: Storage, bots: list[str] | None = None) -> list[Status]:
             }
         )
     records = [read_status(storage, bot) or Status(bot=bot, state="unknown") for bot in bots]
-    return [_staled(r, time.time()) for r in records]
+    return [as_seen(r, time.time()) for r in records]
 
 
-def _staled(record: Status, at: float) -> Status:
-    """A running record whose heartbeat stopped, shown as ``stale`` with how long ago."""
-    if record.state != "running" or not record.heartbeat_at:
-        return record
+def seconds_since(stamp: str | None, at: float) -> float | None:
+    """How long before ``at`` a record's time stamp was written; None where it has none."""
+    if not stamp:
+        return None
     try:
-        silent = at - datetime.fromisoformat(record.heartbeat_at).timestamp()
+        return at - datetime.fromisoformat(stamp).timestamp()
     except ValueError:
+        return None
+
+
+def as_seen(record: Status, at: float) -> Status:
+    """The record as ``status`` shows it: a running one whose heartbeat stopped is ``stale``,
+    with how long ago."""
+    if record.state != "running":
         return record
-    if silent <= STALE_AFTER_SECONDS:
+    silent = seconds_since(record.heartbeat_at, at)
+    if silent is None or silent <= STALE_AFTER_SECONDS:
         return record
     reason = (
         f"no heartbeat for {silent / 60:.0f} min: the process died without a word (out of"

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from job import __version__
+from job.config import STRATEGIES
 from job.errors import BadConfig, CorruptInput
 
 if TYPE_CHECKING:
@@ -66,9 +67,6 @@ def inert(value: Any) -> str:
     HTML as a character reference."""
     text = " ".join(str(value if value is not None else "").split())
     return "".join(_INERT.get(c, c) for c in text)
-
-
-md_cell = inert  # inside a table cell too: '|' is among the referenced characters
 
 
 def front_matter(context: dict[str, Any]) -> dict[str, Any]:
@@ -253,13 +251,10 @@ def resolved(config: dict[str, Any], result: TrainResult) -> dict[str, Any]:
         "block_size": result.block_size,
         "batch_size": result.batch_size,
         "learning_rate": float(f"{result.learning_rate:.6g}"),
-        "strategy": result.strategy if result.strategy in STRATEGY_NAMES else "auto",
+        "strategy": result.strategy if result.strategy in STRATEGIES else "auto",
         "precision": result.precision if result.precision in ("bf16", "fp32") else "auto",
     }
     return {**config, "train": train}
-
-
-STRATEGY_NAMES = ("ddp", "zero2", "zero3", "zero3-offload")
 
 
 def languages(stats: dict[str, Any]) -> list[str]:

@@ -25,6 +25,7 @@ from job.errors import (
     InputNotFound,
     JobError,
     TransientError,
+    causes,
 )
 
 if TYPE_CHECKING:
@@ -247,12 +248,7 @@ def load_error(name: str, error: BaseException) -> JobError:
         RevisionNotFoundError,
     )
 
-    chain, seen = [], set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        chain.append(current)
-        current = current.__cause__ or current.__context__
+    chain = causes(error)
     for cause in chain:
         if isinstance(cause, JobError):  # the job's own (a deadline, a stop): as it is
             return cause
