@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS := requirements/constraints.txt
 TORCH_PIP_ARGS ?=
 
-.PHONY: fonts install test test-fast lint format docs demo bench clean image image-test push submit lock
+.PHONY: fonts install test test-fast lint format docs demo bench clean image image-test image-standin push submit lock
 
 $(BIN)/huggingtweets: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -50,12 +50,15 @@ fonts:
 	  echo "warning: fonts not installed ($$missing): predictions.png will draw boxes for non-ASCII text"; \
 	fi
 
+# Both tiers run on every core, at most 4 workers (each starts its own moto, ~200 MB, and
+# torch's threads share the cores): 2 on a 2-core machine. The image's build is its own step.
+WORKERS := -n auto --maxprocesses 4
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(WORKERS) -m "not image"
 
 # The unit tier: every test not marked integration, in-process, in seconds.
 test-fast: install
-	$(BIN)/pytest -q -m "not integration"
+	$(BIN)/pytest -q $(WORKERS) -m "not integration"
 
 # docs/options.md is generated from job/config.py's fields by job/options.py (tests/test_config.py checks it is current).
 docs: install
@@ -105,7 +108,11 @@ image:
 # `make image`; docs/deploy.md says what this proves and what it does not.
 STANDIN ?= localhost/huggingtweets-standin:bookworm
 TORCH_WHEELS ?= /opt/wheels
-image-test:
+image-test: install
+	REQUIRE_IMAGE_TEST=1 $(BIN)/pytest -q -m image
+
+# What tests/test_image.py runs and checks the output of (`make image-test` runs the test).
+image-standin:
 	bash docker/standin.sh $(STANDIN)
 	podman build --isolation=chroot --network=host --format docker --volume $(TORCH_WHEELS):/torch-wheels:ro \
 		-f docker/Dockerfile --build-arg BUILD_BASE=$(STANDIN) --build-arg RUNTIME_BASE=$(STANDIN) \

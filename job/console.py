@@ -35,12 +35,15 @@ def console() -> Any:
     return _CONSOLE
 
 
-def _redacted(record: logging.LogRecord) -> bool:
+def _redacted(record: logging.LogRecord) -> logging.LogRecord:
     """A log record with the value of every secret the process was given taken out
     (errors.redact): a library may log a server's answer that echoes a token."""
     from job.errors import redact
 
-    message = record.getMessage()
+    try:
+        message = record.getMessage()
+    except Exception:  # args that do not fit msg: logging reports that when it emits
+        return record
     cleaned = redact(message)
     if cleaned != message:
         record.msg, record.args = cleaned, ()
@@ -51,7 +54,15 @@ def _redacted(record: logging.LogRecord) -> bool:
             record.getMessage() + "\n" + "".join(traceback.format_exception(*record.exc_info))
         )
         record.args, record.exc_info, record.exc_text = (), None, None
-    return True
+    return record
+
+
+def _redacting(make: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        return _redacted(make(*args, **kwargs))
+
+    factory._huggingtweets = True  # type: ignore[attr-defined]
+    return factory
 
 
 def setup_logging(verbose: bool) -> None:
@@ -70,8 +81,13 @@ def setup_logging(verbose: bool) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     handler._huggingtweets = True
-    handler.addFilter(_redacted)  # no secret in any line, whatever logger it came by
     root.addHandler(handler)
+    # No secret in any line, whatever logger and handler it goes by: records are redacted as
+    # they are made. A filter on this handler missed the handlers libraries add of their own
+    # (huggingface_hub prints through one unless a run has removed it).
+    make = logging.getLogRecordFactory()
+    if not getattr(make, "_huggingtweets", False):
+        logging.setLogRecordFactory(_redacting(make))
     root.setLevel(logging.WARNING)
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
 

@@ -94,15 +94,25 @@ def deadline(name: str, what: str) -> Iterator[None]:
             )
 
 
+_hub_timeouts: tuple[float, float] | None = None  # what the Hub client was given
+
+
 def hub_timeouts() -> None:
-    """huggingface_hub's client, with the timeouts above (its factory builds it per thread)."""
+    """huggingface_hub's client, with the timeouts above (its factory builds it per thread).
+    Installed once for the timeouts as they stand: a client costs ~25 ms (its TLS context),
+    and a takedown or a publish makes several Hub calls."""
+    global _hub_timeouts
+    if _hub_timeouts == (READ_TIMEOUT, CONNECT_TIMEOUT):
+        return
     import httpx2
     from huggingface_hub import close_session, set_client_factory
     from huggingface_hub.utils._http import default_client_factory
 
+    read, connect = _hub_timeouts = (READ_TIMEOUT, CONNECT_TIMEOUT)
+
     def client() -> httpx2.Client:
         made = default_client_factory()  # its event hooks and redirects, and our timeouts
-        made.timeout = httpx2.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
+        made.timeout = httpx2.Timeout(read, connect=connect)
         return made
 
     set_client_factory(client)

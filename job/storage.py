@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -32,6 +33,22 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0
 MULTIPART_THRESHOLD = 64 * 1024 * 1024  # S3's part limits make 8-64 MiB parts the usual choice
 MARKER = "_COMPLETE"  # a run, or a checkpoint, is whole once this exists (written last)
+# What a client is made from: a client made before any of these changed would reach the old
+# S3 with the old keys. Credentials a role hands out (IRSA, the instance's) refresh inside one
+# client, so they are not part of it.
+_CLIENT_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_MAX_ATTEMPTS",
+)
+_clients: dict[tuple[str | None, ...], Any] = {}
+_clients_lock = threading.Lock()
 
 
 class Storage(Protocol):
@@ -206,25 +223,39 @@ class LocalStorage:
         )
 
 
+def s3_client() -> Any:
+    """One S3 client a process, for as long as its settings hold: making one costs ~10 ms of
+    botocore's model loading, and a takedown or a submit opens storage per bot. boto3's
+    clients are thread-safe; making one from the default session is not, hence the lock."""
+    import boto3
+    from botocore.config import Config
+
+    key = tuple(os.environ.get(name) for name in _CLIENT_ENV)
+    with _clients_lock:
+        if key not in _clients:
+            # AWS_MAX_ATTEMPTS is the SDKs' own setting; an explicit Config would otherwise
+            # hide it.
+            attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or 5)
+            _clients.clear()  # settings changed: the old client is not used again
+            _clients[key] = boto3.client(
+                "s3",
+                config=Config(
+                    retries={"max_attempts": attempts, "mode": "standard"},
+                    connect_timeout=CONNECT_TIMEOUT,
+                    read_timeout=READ_TIMEOUT,
+                ),
+            )
+        return _clients[key]
+
+
 class S3Storage:
     def __init__(self, bucket: str, prefix: str, multipart_threshold: int) -> None:
-        import boto3
         from boto3.s3.transfer import TransferConfig
-        from botocore.config import Config
 
         self.bucket = bucket
         self.prefix = f"{prefix}/" if prefix else ""
         self.uri = f"s3://{bucket}/{self.prefix}"
-        # AWS_MAX_ATTEMPTS is the SDKs' own setting; an explicit Config would otherwise hide it.
-        attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or 5)
-        self.client = boto3.client(
-            "s3",
-            config=Config(
-                retries={"max_attempts": attempts, "mode": "standard"},
-                connect_timeout=CONNECT_TIMEOUT,
-                read_timeout=READ_TIMEOUT,
-            ),
-        )
+        self.client = s3_client()
         self.transfer = TransferConfig(
             multipart_threshold=multipart_threshold,
             multipart_chunksize=max(

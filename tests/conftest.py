@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,23 @@ def _no_inherited_wandb_service():
     (seen: the ZeRO-2 test took 75 s, not 20). Every process a test starts gets its own."""
     os.environ.pop("WANDB_SERVICE", None)
     yield
+
+
+# The unit tier's rule, kept by the suite itself: a test not marked integration loads neither
+# torch nor transformers (~2-5 s of imports each time a tier runs alone). A module already
+# loaded by an earlier integration test in the same worker is not counted against it.
+HEAVY = ("torch", "transformers")
+
+
+@pytest.fixture(autouse=True)
+def _unit_tier_stays_light(request: pytest.FixtureRequest):
+    before = {name for name in HEAVY if name in sys.modules}
+    yield
+    if request.node.get_closest_marker("integration") is None:
+        loaded = sorted(name for name in HEAVY if name in sys.modules and name not in before)
+        if loaded:
+            pytest.fail(
+                f"a unit-tier test loaded {', '.join(loaded)}: mark it integration, or keep "
+                "the heavy import off its path",
+                pytrace=False,
+            )

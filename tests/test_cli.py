@@ -292,8 +292,8 @@ def test_status_piped_to_a_reader_that_leaves_ends_quietly(tmp_path: Path) -> No
     from job.storage import LocalStorage
 
     storage = LocalStorage(tmp_path)
-    for i in range(2000):  # 2,000 rows of ~40 bytes: more than a pipe's 64 KiB buffer holds
-        write_status(storage, f"bot{i}", "queued")
+    for i in range(250):  # 250 rows of ~350 bytes: more than a pipe's 64 KiB buffer holds
+        write_status(storage, f"bot{i}", "failed", reason="r" * 300)
     script = f"{sys.executable} -m job status --output {tmp_path} | head -1"
     done = subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True, text=True)
     assert done.stdout == "bot\tstate\trun\tupdated\thub\treason\n"

@@ -136,6 +136,7 @@ def test_resolve_base(tmp_path: Path) -> None:
     assert resolved(str(tmp_path / "empty")) == str(tmp_path / "empty")
 
 
+@MODEL
 def test_a_task_restores_its_base_from_host_memory(tmp_path: Path) -> None:
     """Several bots in one task: the second gets the base's weights from the kept copy, equal
     to a fresh from_pretrained load, whatever training did to the first's."""
@@ -166,6 +167,7 @@ def test_a_task_restores_its_base_from_host_memory(tmp_path: Path) -> None:
     assert model_module._kept is None and not model_module._keeping
 
 
+@MODEL
 def test_a_base_too_large_for_the_hosts_memory_is_not_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
