@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from job.errors import BadConfig
+
 
 def replace_dir(new: Path, final: Path) -> None:
     """Put a fully written folder in place of ``final`` by renames, never by overwriting."""
@@ -77,8 +79,6 @@ def lock(path: Path, what: str) -> Iterator[None]:
     import logging
     import socket
     import time
-
-    from job.errors import BadConfig
 
     me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
     path.parent.mkdir(parents=True, exist_ok=True)

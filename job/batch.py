@@ -19,7 +19,8 @@ import re
 import tempfile
 from pathlib import Path
 
-from job.cloud.consent import Guard
+from job.cloud import hub
+from job.cloud.consent import Guard, check_not_opted_out
 from job.cloud.runs import latest_complete, new_run_id, upload_run
 from job.cloud.status import (
     HubStatus,
@@ -30,7 +31,7 @@ from job.cloud.status import (
     read_status,
     write_status,
 )
-from job.data.handles import bot_name
+from job.data.handles import bot_name, is_bot_name
 from job.data.sources import sources_for
 from job.deadline import deadline
 from job.errors import (
@@ -42,8 +43,12 @@ from job.errors import (
     TransientError,
     classify,
 )
-from job.spec import BotJob, jobs, load_manifest, tasks
+from job.outputs.card import for_repo
+from job.preflight import per_bot, shared
+from job.run import run
+from job.spec import BotJob, check_repo, jobs, load_manifest, tasks
 from job.storage import Storage, download, open_storage
+from job.training.distributed import ranks
 from job.training.model import bases_kept
 
 log = logging.getLogger(__name__)
@@ -139,8 +144,6 @@ def _between_bots() -> None:
 def _opted_out(chosen: list[BotJob], storage: Storage) -> tuple[OptedOut | None, list[BotJob]]:
     """The bots whose people have not opted out; the others are refused before any work, and
     leave no record (a takedown removed theirs: a status would be a new trace)."""
-    from job.cloud.consent import check_not_opted_out
-
     kept, first = [], None
     for job in chosen:
         try:
@@ -158,8 +161,6 @@ def _preflight(todo: list[BotJob], storage: Storage, manifest: str) -> dict[str,
     (preflight.py). A bot's own problem (its input, its memory) fails that bot: it is
     recorded and returned by bot, to be left out. A shared one (the output, a token) fails
     every bot: it is recorded on each and raised."""
-    from job.preflight import per_bot, shared
-
     kept, failed = [], {}
     for job in todo:
         try:
@@ -191,9 +192,6 @@ def run_bot(
 ) -> Status | None:
     """Make one bot and publish it; None on ranks other than 0, which only train. After each
     thing it writes, it checks the opt-out list (cloud/consent.py, ``Guard``)."""
-    from job.run import run
-    from job.training.distributed import ranks
-
     checkpoints = (storage, f"{job.bot}/checkpoints/")
     if not ranks().main:  # other ranks only train; rank 0 decides, records and publishes
         with tempfile.TemporaryDirectory(prefix="huggingtweets-") as tmp:
@@ -278,10 +276,6 @@ def publish_latest(
 ) -> Status:
     """Push the latest complete run of ``bot`` to the Hub (again), from the output prefix. Its
     card is rendered for the repo it goes to; every repo it was pushed to stays recorded."""
-    from job.cloud.consent import check_not_opted_out
-    from job.data.handles import is_bot_name
-    from job.spec import check_repo
-
     if is_bot_name(bot):  # its people's opt-outs first: a takedown may have come since
         check_not_opted_out(storage, bot.split("-"))
     marker = latest_complete(storage, bot)
@@ -316,9 +310,6 @@ def _push(
 ) -> Status:
     """Push ``run_dir/model`` (its card rendered for ``repo``) and record it; the guard, when
     given, is checked before and after (cloud/consent.py)."""
-    from job.cloud import hub
-    from job.outputs.card import for_repo
-
     for_repo(run_dir, repo, private)
     status = read_status(storage, bot)
     state = status.state if status and status.state != "unknown" else "succeeded"

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from job.errors import redact
+
 log = logging.getLogger("job")
 Advance = Callable[[int, int], None]  # (done, total)
 
@@ -38,8 +40,6 @@ def console() -> Any:
 def _redacted(record: logging.LogRecord) -> logging.LogRecord:
     """A log record with the value of every secret the process was given taken out
     (errors.redact): a library may log a server's answer that echoes a token."""
-    from job.errors import redact
-
     try:
         message = record.getMessage()
     except Exception:  # args that do not fit msg: logging reports that when it emits

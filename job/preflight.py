@@ -24,9 +24,14 @@ import tempfile
 from typing import Any
 from urllib.parse import urlparse
 
+from job.cloud.hub import hf_token, whoami
 from job.errors import CredentialsError, NotWritable
 from job.spec import BotJob
 from job.storage import Storage, open_storage
+from job.training import memory
+from job.training.model import hf_home
+from job.training.plan import pick_strategy
+from job.training.strategy import offload_host_bytes, shape_of
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +109,6 @@ def twitter_token(job: BotJob) -> None:
 
 def hub_can_write(repos: list[str]) -> None:
     """The token is valid (one ``whoami`` call) and its role lets it write to each repo."""
-    from job.cloud.hub import hf_token, whoami
-
     me = whoami(hf_token("pushing to the Hub"))
     for repo in repos:
         problem = write_problem(me, repo.split("/")[0])
@@ -155,8 +158,6 @@ def wandb_key(mode: str) -> None:
 
 def hf_home_writable() -> None:
     """Base weights are cached in HF_HOME; a root-owned volume there fails the first download."""
-    from job.training.model import hf_home
-
     home = hf_home()
     try:
         home.mkdir(parents=True, exist_ok=True)
@@ -175,14 +176,11 @@ def host_memory(job: BotJob) -> None:
     train = job.config.train
     if train.strategy not in ("auto", "zero3-offload"):
         return
-    from job.training.memory import HEADROOM, host_memory_bytes
-    from job.training.plan import pick_strategy
-    from job.training.strategy import offload_host_bytes, shape_of
 
     if job.base.size is None:  # not a GPT-2 size: its size is known once its config is read
         return
-    host = host_memory_bytes()
-    if offload_host_bytes(shape_of(train.base_model), 1) <= host * HEADROOM:
+    host = memory.host_memory_bytes()
+    if offload_host_bytes(shape_of(train.base_model), 1) <= host * memory.HEADROOM:
         return  # even offload would fit this host: no need to ask torch about the GPUs
     import torch
 

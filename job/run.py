@@ -40,14 +40,17 @@ from job.config import SamplingConfig
 from job.data.clean import Prepared
 from job.data.tweets import TweetSource
 from job.errors import OptedOut
-from job.outputs.predict import Prediction
+from job.outputs import card
+from job.outputs.card import languages
+from job.outputs.predict import Prediction, flag_memorized, sample
 from job.outputs.tracking import Tracker, default_mode
 from job.prepare import bot_writer, check_out, prepare, scratch_of
 from job.spec import BotJob
 from job.storage import Storage
+from job.training import distributed
 from job.training.checkpoints import Checkpoints, discard_incomplete
-from job.training.model import EOS
-from job.training.train import TrainResult
+from job.training.model import EOS, check_base, load, load_base, resolve_base
+from job.training.train import TrainResult, compile_caches, finetune
 
 log = logging.getLogger(__name__)
 # console.Bars: a bar per phase name, or None where there is no terminal to draw it on
@@ -168,8 +171,6 @@ def run(
     if job.config.train.compile:
         # Before anything compiles: Inductor's worker processes read their cache folder from
         # the environment they start with.
-        from job.training.train import compile_caches
-
         compile_caches()
     state = setup(job, out)
     state.progress = progress
@@ -237,14 +238,10 @@ def _run(
 def setup(job: BotJob, out: Path) -> State:
     """Check the base model (before any tweets are fetched), quiet the libraries, join the
     other ranks, open W&B."""
-    from job.training.model import check_base
-
     train = job.config.train
     check_out(out)
     check_base(job.base, Path(train.tokenizer) if train.tokenizer else None)
     import torch  # after the cheap checks: a typo costs no seconds of imports
-
-    from job.training import distributed
 
     phases = Phases()
     _quiet_libraries()
@@ -294,9 +291,6 @@ def prepare_data(state: State, sources: dict[str, TweetSource]) -> Data | None:
 def locate_base(state: State, data: Data | None) -> tuple[str, list[str]]:
     """What from_pretrained loads (rank 0 resolves the name, and builds the tiny base), and
     the tweets' texts: rank 0's, shared with every rank (also the barrier after its prepare)."""
-    from job.training import distributed
-    from job.training.model import resolve_base
-
     name = texts = None
     if data is not None:
         shutil.rmtree(state.work, ignore_errors=True)
@@ -320,10 +314,6 @@ def train(
     resume: Path | None,
 ) -> Trained:
     """Load the base on every rank, fine-tune, save the consolidated model to ``staged``."""
-    from job.training import distributed
-    from job.training.model import load_base
-    from job.training.train import finetune
-
     with state.phases("load"):
         model, tokenizer = load_base(base, device=state.device)
         # Everything made so far (torch's and transformers' modules, the model) lives to the
@@ -355,10 +345,6 @@ def train(
 
 def predict(state: State, data: Prepared, trained: Trained) -> Sampled:
     """Rank 0: the model folder's sampling settings, then predictions and memorization."""
-    from job.outputs.card import languages
-    from job.outputs.predict import flag_memorized, sample
-    from job.training.model import load
-
     # The default prompts follow the tweets' main language; the card, its widget and job.json
     # then show the prompts that were used.
     sampling = state.job.config.sampling.in_language(languages(data.stats))
@@ -391,8 +377,6 @@ def predict(state: State, data: Prepared, trained: Trained) -> Sampled:
 
 def write_card(state: State, data: Prepared, trained: Trained, sampled: Sampled) -> None:
     """Rank 0: the card and its picture into the staged model folder."""
-    from job.outputs import card
-
     with state.phases("card"):
         context = card.context(
             state.staged,

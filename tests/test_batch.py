@@ -321,12 +321,12 @@ def test_job_killed_between_upload_and_marker(inputs, hub) -> None:
 def test_an_unexpected_error_fails_the_status_with_one_line(inputs, hub, monkeypatch) -> None:
     """Whatever escapes is caught once: the status says failed (not running forever), the
     exit code is 1 (a bug: not retried), and no exception text reaches either."""
-    import job.run
+    import job.batch
 
     def crash(*args, **kwargs):
         raise RuntimeError(f"upstream said: Bearer {TWITTER_TOKEN}")
 
-    monkeypatch.setattr(job.run, "run", crash)
+    monkeypatch.setattr(job.batch, "run", crash)  # the recipe's run, as the manifest runs it
     r = cli("run", "--manifest", "s3://inputs/jobs/one.yaml")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.count("error: internal error: RuntimeError") == 1

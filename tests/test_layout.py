@@ -162,3 +162,62 @@ def test_the_habits_a_maintainer_expects() -> None:
     floor = project["project"]["requires-python"].removeprefix(">=")
     assert project["tool"]["mypy"]["python_version"] == floor
     assert project["tool"]["ruff"]["target-version"] == "py" + floor.replace(".", "")
+
+
+# What a module may import inside a function: these libraries (seconds of imports, or a
+# server's client), and project modules that load one at import. The command line (TOP) is
+# the exception: `--help` and a refused flag answer without importing the recipes.
+HEAVY_LIBRARIES = {
+    "torch", "transformers", "accelerate", "deepspeed", "wandb", "huggingface_hub", "boto3",
+    "botocore", "tweepy", "PIL", "fontTools", "httpx2", "rich", "safetensors", "tokenizers",
+}  # fmt: skip
+
+
+def top_level_imports(path) -> set[str]:
+    """What a file imports when it is imported (not in functions, not for type checking)."""
+    found = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+    return found
+
+
+def heavy_modules() -> set[str]:
+    """The job modules whose import loads a heavy library, directly or through another."""
+    found = modules()
+    direct = {name: top_level_imports(path) for name, path in found.items()}
+    heavy = {
+        n
+        for n, imported in direct.items()
+        if any(i.split(".")[0] in HEAVY_LIBRARIES for i in imported)
+    }
+    edges = graph()
+    changed = True
+    while changed:  # a module that imports a heavy one at the top is heavy too
+        changed = False
+        for name, imported in direct.items():
+            if name not in heavy and any(d in heavy and d in imported for d in edges.get(name, ())):
+                heavy.add(name)
+                changed = True
+    return heavy
+
+
+def test_a_light_project_module_is_imported_at_the_top() -> None:
+    found, heavy = modules(), heavy_modules()
+    late = []
+    for name, path in found.items():
+        if name in TOP:
+            continue
+        for function in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("job"):
+                    targets = {f"{node.module}.{a.name}" for a in node.names}
+                    modules_named = {t if t in found else node.module for t in targets}
+                    light = sorted(m for m in modules_named if m not in heavy)
+                    if light:
+                        late.append(f"{name}:{node.lineno} imports {', '.join(light)}")
+    assert late == []

@@ -333,7 +333,7 @@ def test_a_full_disk_mid_training_leaves_no_half_files(
     import errno
     import os
 
-    import job.training.train
+    import job.run
     from job.errors import TransientError, classify
 
     scratch = tmp_path / ".sourdough_sam"
@@ -344,7 +344,7 @@ def test_a_full_disk_mid_training_leaves_no_half_files(
         (half / "model.safetensors").write_bytes(b"\0" * 1024)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(job.training.train, "finetune", full)
+    monkeypatch.setattr(job.run, "finetune", full)  # as run() calls it
     with pytest.raises(OSError) as info:
         run(tiny_job(wandb={"mode": "disabled"}), {"sourdough_sam": FileSource(SAMPLE)}, tmp_path)
     assert isinstance(classify(info.value), TransientError)

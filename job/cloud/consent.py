@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from job.atomic import _alive
+from job.cloud.hub import remove_repo
 from job.cloud.runs import RUN_ID, now
 from job.cloud.status import (
     STALE_AFTER_SECONDS,
@@ -55,6 +56,7 @@ from job.cloud.status import (
 from job.config import WANDB_PROJECT
 from job.data.handles import is_bot_name, validate_handle
 from job.errors import CredentialsError, JobError, OptedOut
+from job.spec import jobs, load_manifest
 from job.storage import LocalStorage, S3Storage, Storage, get_json, open_storage
 
 log = logging.getLogger(__name__)
@@ -243,8 +245,6 @@ def remove_bot(
 ) -> Removed:
     """Everything of one bot folder: its Hub repos, W&B runs, ``handle``'s inputs, its files."""
     if hub_remove is None:
-        from job.cloud.hub import remove_repo
-
         hub_remove = remove_repo
     keys = storage.list(f"{bot}/")
     group = bot_of_folder(bot) or bot  # the W&B group: the bot's name
@@ -358,8 +358,6 @@ def _remove_input(storage: Storage, uri: str, done: Removed) -> None:
 def _manifest_inputs(manifest: str, bot: str, handle: str) -> list[str]:
     """The inputs a manifest gave ``handle`` in ``bot``: for records written before the status
     named its inputs."""
-    from job.spec import jobs, load_manifest
-
     try:
         spec = load_manifest(manifest)
     except JobError as e:  # gone or changed: what it named cannot be known

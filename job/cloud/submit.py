@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field
 
+from job.cloud.consent import check_not_opted_out
 from job.cloud.status import hub_of, write_status
 from job.config import Section
 from job.data.handles import validate_handle
@@ -164,7 +165,6 @@ def submit(users: list[str], options: SubmitOptions) -> Submission:
             " --contact EMAIL_OR_URL (or set HUGGINGTWEETS_CONTACT; make submit ... CONTACT=...),"
             " or --no-push"
         )
-    from job.cloud.consent import check_not_opted_out
 
     results = open_storage(o.output)
     check_not_opted_out(results, handles)  # before anything is written or started, dry run too

@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from job import __version__
+from job.atomic import write_json
 from job.config import STRATEGIES
 from job.errors import BadConfig, CorruptInput
+from job.outputs import thumbnail
 
 if TYPE_CHECKING:
     from job.data.clean import Prepared
@@ -126,9 +128,6 @@ def placed(context: dict[str, Any], repo: str | None) -> dict[str, Any]:
 def write(folder: Path, context: dict[str, Any], data_dir: Path) -> None:
     """The card (``README.md``) and ``predictions.png`` into the model folder, and the card's
     context as ``card.json`` beside it."""
-    from job.atomic import write_json
-    from job.outputs import thumbnail
-
     predictions, per = context["predictions"], context["sampling"]["per_prompt"]
     # One prediction per start text first, then the rest; never a memorized one if avoidable.
     ordered = predictions[::per] + [p for i, p in enumerate(predictions) if i % per]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from job.base import Base
+from job.deadline import deadline, hub_timeouts
 from job.errors import (
     BadConfig,
     CorruptInput,
@@ -27,6 +28,7 @@ from job.errors import (
     TransientError,
     causes,
 )
+from job.training import memory
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -175,17 +177,15 @@ def _copy_fits(state: dict[str, Any]) -> bool:
     """Whether a host copy of these weights fits beside what this process holds, within
     the host's (or the container's) memory less the strategy's headroom. If not, each bot of
     the task loads the base from disk: slower, never killed for memory."""
-    from job.training.memory import GIB, HEADROOM, host_memory_bytes, process_memory_bytes
-
     size = sum(t.numel() * t.element_size() for t in state.values())
-    usable = host_memory_bytes() * HEADROOM - process_memory_bytes()
+    usable = memory.host_memory_bytes() * memory.HEADROOM - memory.process_memory_bytes()
     if size <= usable:
         return True
     log.warning(
         "base not kept in host memory: its copy needs %.1f GiB and %.1f GiB is free here; each"
         " bot loads it from disk",
-        size / GIB,
-        max(usable, 0) / GIB,
+        size / memory.GIB,
+        max(usable, 0) / memory.GIB,
     )
     return False
 
@@ -195,8 +195,6 @@ def load(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Model and tokenizer, straight onto the device, with SDPA attention; from the Hub with
     per-request timeouts and a total deadline (job/deadline.py)."""
-    from job.deadline import deadline, hub_timeouts
-
     hub_timeouts()  # a download from the Hub: every request with a timeout
     try:
         with deadline("base_model", f"loading the base model {name_or_path!r}"):

@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 from job.config import TrainConfig
 from job.errors import TransientError
+from job.training import memory
 from job.training.blocks import BlockDataset, make_blocks
 from job.training.checkpoints import Cadence, Checkpoints, Preemption
 from job.training.distributed import as_one_process_group, ranks
-from job.training.memory import host_memory_bytes
-from job.training.model import causal_only
+from job.training.model import causal_only, hf_home
 from job.training.plan import BATCH, Plan, block_size, plan
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def finetune(
         train_blocks=len(blocks.train),
         world=ranks().world,
         gpu_bytes=torch.cuda.get_device_properties(0).total_memory if cuda else 0,
-        host_bytes=host_memory_bytes(),
+        host_bytes=memory.host_memory_bytes(),
         bf16_supported=cuda and torch.cuda.is_bf16_supported(),
         resumed_batch=Checkpoints.batch_of(resume) if resume else None,
     )
@@ -273,8 +273,6 @@ def compile_caches() -> None:
     volume a fleet shares (docs/deploy.md): the first task compiles, later ones load. A cache
     folder already set in the environment wins."""
     import os
-
-    from job.training.model import hf_home
 
     home = hf_home()
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(home / "torchinductor"))

@@ -15,11 +15,15 @@ from pathlib import Path
 from typing import BinaryIO, Literal, cast
 
 from job.data.handles import HANDLE_RE, validate_handle
+from job.data.sources import files
+from job.data.sources.api import ApiSource
 from job.data.sources.archive import ArchiveSource
 from job.data.sources.files import FileSource
 from job.data.tweets import TweetSource
+from job.deadline import deadline
 from job.errors import BadConfig, InputNotFound
 from job.spec import UserSpec
+from job.storage import S3RangeFile, read_uri
 
 __all__ = ["ArchiveSource", "FileSource", "sources_for", "user_specs"]
 
@@ -76,8 +80,6 @@ def sources_for(
     for user in users:
         if user.source == "api":
             if api is None:
-                from job.data.sources.api import ApiSource
-
                 api = ApiSource(progress=bars("tweets fetched") if bars else None)
             sources[user.handle] = api
             continue
@@ -86,21 +88,15 @@ def sources_for(
         if user.uri.startswith("s3://") and fetch and user.source == "archive":
             # Ranged reads: only the archive's data/*.js and avatar cross the network, not
             # its media (exports with media run to several GB).
-            from job.storage import S3RangeFile
-
             sources[user.handle] = ArchiveSource(cast(BinaryIO, S3RangeFile(user.uri)))
             continue
         if user.uri.startswith("s3://") and fetch:
-            from job.data.sources.files import MAX_FILE_BYTES
-            from job.deadline import deadline
-            from job.storage import read_uri
-
             if inputs is None:
                 raise BadConfig(f"{user.uri}: S3 inputs are for manifests; download it first")
             path = inputs / user.handle / Path(user.uri).name
             path.parent.mkdir(parents=True, exist_ok=True)
             with deadline("input", f"downloading {user.uri}"):
-                path.write_bytes(read_uri(user.uri, MAX_FILE_BYTES, "tweets file"))
+                path.write_bytes(read_uri(user.uri, files.MAX_FILE_BYTES, "tweets file"))
         elif fetch and not path.exists():
             noun = "archive" if user.source == "archive" else "tweets file"
             raise InputNotFound(f"{noun} not found: {path}")
