@@ -62,7 +62,7 @@ def main() -> None:
         set_seed,
     )
 
-    from job.training.clock import SteadyClock
+    from job.training.clock import SteadyClock, counted
 
     set_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(args.base_model)
@@ -87,8 +87,8 @@ def main() -> None:
     dataset = [{"input_ids": torch.tensor(b), "labels": torch.tensor(b)} for b in blocks]
     timings["tokenize"] = time.perf_counter() - t
 
-    clock = SteadyClock(block)
-    trainer = Trainer(
+    clock = SteadyClock()  # counts each batch as the job's does (one block a step here)
+    trainer = counted(Trainer, clock)(
         model=model,
         args=TrainingArguments(
             output_dir=str(args.out / "trainer"),

@@ -42,6 +42,8 @@ from job.errors import (
     Terminated,
     TransientError,
     classify,
+    detached,
+    gpu_lost,
 )
 from job.outputs.card import for_repo
 from job.preflight import per_bot, shared
@@ -116,9 +118,13 @@ def run_manifest(uri: str, *, index: int | None = None, force: bool = False) -> 
                 if record is not None:
                     records.append(record)
             except Exception as e:  # one bot's failure is recorded; the others still run
-                error = classify(e)
+                lost = gpu_lost(e)  # before detaching: the CUDA error may be its cause
+                error = detached(classify(e))
                 log.error("%s: %s", job.bot, error)
                 errors.append(error)
+                if lost:  # every later bot of this process would fail the same way
+                    log.error("the GPU failed: the task stops here; its retry makes the rest")
+                    break
             finally:
                 _between_bots()
     if errors:
@@ -137,7 +143,14 @@ def _between_bots() -> None:
     gc.unfreeze()
     gc.collect()
     torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
+    if torch is None:
+        return
+    if "torch._dynamo" in sys.modules:
+        # --compile: the next bot's model is another module; past Dynamo's recompile limit
+        # (8) it would silently run eager. Inductor's compiled graphs stay in its cache on
+        # HF_HOME, so the next bot's compile loads them (seconds, not minutes).
+        torch._dynamo.reset()
+    if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 

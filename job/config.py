@@ -171,11 +171,15 @@ class TrainConfig(Section):
     )
     checkpoint_minutes: float = Field(10.0, gt=0, description="Training minutes per checkpoint.")
     keep_checkpoints: int = Field(3, ge=1, description="Newest complete checkpoints kept.")
-    # torch.compile's first step costs ~1 min (54 s for the tiny model on CPU, where it never
-    # paid back: docs/benchmarks.md); a long gpt2-xl run on a GPU can win it back. Its caches
-    # go under HF_HOME, the volume the fleet shares, so one task compiles and the rest reuse.
-    compile: bool = Field(
-        False, description="torch.compile training and sampling (for GPUs; caches on HF_HOME)."
+    # Regional: one GPT-2 block is compiled and serves every layer (accelerate's
+    # compile_regions), not the whole model (minutes cold for gpt2-xl's 48 layers). Its caches go
+    # under HF_HOME, the volume the fleet shares, so one task compiles and the rest reuse.
+    # Unset, training/plan.py turns it on for a GPU run of COMPILE_MIN_STEPS steps or more:
+    # below that the compile is not repaid (the reasoning is there). On a CPU it never is.
+    compile: bool | None = Field(
+        None,
+        description="torch.compile each block for training, and sampling's decode step; unset:"
+        " on for a GPU run long enough to repay it (caches on HF_HOME).",
     )
     # bf16 weights are half the bytes: gpt2-xl's model.safetensors goes from 6.2 to 3.1 GB,
     # and so do its upload to S3 and the Hub and every later download. fp32 is what the
@@ -219,7 +223,9 @@ class SamplingConfig(Section):
         json_schema_extra={"flag": "sampling-precision"},
     )
     kv_cache: Literal["auto", "static", "dynamic"] = Field(
-        "auto", description="KV cache while sampling; auto: static on a GPU, else dynamic."
+        "auto",
+        description="KV cache while sampling; auto: static when the decode step is compiled"
+        " (--compile), else dynamic.",
     )
     # Long enough that common phrases don't match, short enough to catch a copied sentence.
     ngram: int = Field(

@@ -166,6 +166,27 @@ class InternalError(JobError):
     exit_code = INTERNAL
 
 
+def gpu_lost(error: BaseException) -> bool:
+    """A CUDA error that leaves the process's context unusable (an illegal memory access, a
+    device-side assert, an ECC or Xid fault): every later kernel of the process fails too, so
+    a task of many bots stops at the first. Out of memory is not one: the next bot may fit."""
+    for e in causes(error):
+        text = str(e)
+        if type(e).__name__ == "AcceleratorError" or (
+            "CUDA error" in text and "out of memory" not in text
+        ):
+            return True
+    return False
+
+
+def detached(error: JobError) -> JobError:
+    """``error`` with nothing that keeps its frames alive: a failed bot's traceback holds its
+    model, Trainer and optimizer state (~25 GB of GPU memory for gpt2-xl), which the next bot
+    of the task needs."""
+    error.__traceback__ = error.__cause__ = error.__context__ = None
+    return error
+
+
 def classify(error: BaseException) -> JobError:
     """Any exception as a JobError, for the one boundary at the top of each command.
 
@@ -212,6 +233,8 @@ def classify(error: BaseException) -> JobError:
         return BadConfig("HF_HUB_OFFLINE is set: the Hub cannot be reached; unset it to push")
     if isinstance(error, MemoryError):
         return TransientError("out of memory")
+    if gpu_lost(error):
+        return TransientError("the GPU failed (a CUDA error); a retry starts a fresh process")
     where = ""
     tb = error.__traceback__
     while tb is not None:  # the innermost frame of the job's own code

@@ -168,10 +168,9 @@ def run(
     to storage, before the result is put in place, and on any failure (a local takedown
     removes the files the run is writing).
     """
-    if job.config.train.compile:
-        # Before anything compiles: Inductor's worker processes read their cache folder from
-        # the environment they start with.
-        compile_caches()
+    # Before anything compiles (plan() decides whether it will): Inductor's worker processes
+    # read their cache folder from the environment they start with.
+    compile_caches()
     state = setup(job, out)
     state.progress = progress
     with bot_writer(out, job.bot) if state.main else nullcontext():
@@ -369,7 +368,7 @@ def predict(state: State, data: Prepared, trained: Trained) -> Sampled:
             sampling,
             seed=job.config.train.seed,
             on_token=state.progress("sampling") if state.progress else None,
-            compile=job.config.train.compile,
+            compile=trained.result.compiled,
         )
         flagged = flag_memorized(predictions, [asdict(t) for t in data.tweets], sampling.ngram)
     return Sampled(job, predictions, flagged)

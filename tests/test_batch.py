@@ -418,3 +418,75 @@ def test_a_task_makes_its_slice_of_bots_each_on_its_own(inputs, hub, monkeypatch
     again = cli("run", "--manifest", uri, "--index", "0")
     assert again.returncode == 4  # ghost still has no input; sam was not made again
     assert assert_complete("sourdough_sam")["run_id"] == published
+
+
+MANY = """version: 1
+output: OUT
+wandb: {mode: disabled}
+bots:
+  - users: [{handle: a, source: jsonl, uri: SAMPLE}]
+  - users: [{handle: b, source: jsonl, uri: SAMPLE}]
+  - users: [{handle: c, source: jsonl, uri: SAMPLE}]
+"""
+
+
+def many(tmp_path: Path) -> str:
+    path = tmp_path / "many.yaml"
+    path.write_text(MANY.replace("OUT", str(tmp_path / "out")).replace("SAMPLE", str(SAMPLE)))
+    return str(path)
+
+
+def test_a_failed_bots_memory_is_freed_before_the_next_bot_starts(tmp_path, monkeypatch) -> None:
+    """A task of many bots: whatever a failed bot held (its model, Trainer, optimizer state)
+    is gone before the next starts, whether it failed with the job's own error or a bug; the
+    stored error keeps no traceback that would hold it."""
+    import weakref
+
+    class Weights:  # what a bot's frames hold while it trains
+        pass
+
+    held: list[weakref.ref] = []
+    freed_at_start: list[list[bool]] = []
+
+    def bot(job, storage, *, force=False, manifest=None):
+        weights = Weights()
+        freed_at_start.append([ref() is None for ref in held])
+        held.append(weakref.ref(weights))
+        if job.bot == "a":
+            raise TransientError("S3 went away")  # the job's own error: it is what is kept
+        raise ValueError("a bug")  # a foreign one: classify makes a new error of it
+
+    monkeypatch.setattr(batch, "run_bot", bot)
+    with pytest.raises(TransientError):
+        batch.run_manifest(many(tmp_path))
+    assert freed_at_start == [[], [True], [True, True]]
+    assert all(ref() is None for ref in held)
+
+
+def test_a_cuda_error_stops_the_task_and_its_retry_makes_the_rest(tmp_path, monkeypatch) -> None:
+    """An illegal memory access leaves the process's CUDA context unusable: the next bots would
+    fail the same way. The task stops at once with the retryable code; the bots it did not
+    reach stay queued for the retry (on a fresh process)."""
+    from job import errors
+
+    ran: list[str] = []
+
+    def bot(job, storage, *, force=False, manifest=None):
+        ran.append(job.bot)
+        if job.bot == "b":
+            try:
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            except RuntimeError as e:  # as deep code may wrap it
+                raise TransientError("checkpoint upload failed") from e
+        return None
+
+    monkeypatch.setattr(batch, "run_bot", bot)
+    with pytest.raises(TransientError) as info:
+        batch.run_manifest(many(tmp_path))
+    assert ran == ["a", "b"] and errors.classify(info.value).exit_code == errors.TRANSIENT
+    status = get_json(open_storage(str(tmp_path / "out")), "c/status.json")
+    assert status["state"] == "queued"
+    # out of memory is no such error: the next bot, perhaps smaller, may fit
+    assert not errors.gpu_lost(RuntimeError("CUDA error: out of memory"))
+    assert errors.gpu_lost(type("AcceleratorError", (RuntimeError,), {})("device-side assert"))
+    assert isinstance(errors.classify(RuntimeError("CUDA error: ECC")), TransientError)

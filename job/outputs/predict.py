@@ -35,11 +35,15 @@ class Prediction:
     match: dict[str, str] = field(default_factory=dict)  # the training tweet it repeats
 
 
-def fast_paths(config: SamplingConfig, device: str, bf16_supported: bool) -> tuple[bool, bool]:
-    """(bf16, static KV cache) for sampling on ``device`` ("cuda" or "cpu")."""
+def fast_paths(
+    config: SamplingConfig, device: str, bf16_supported: bool, compiled: bool = False
+) -> tuple[bool, bool]:
+    """(bf16, static KV cache) for sampling on ``device`` ("cuda" or "cpu"). The static cache
+    is for a compiled decode step (one shape, captured once); eager, it buys nothing: each
+    token would attend over every position of the cache, without flash attention."""
     gpu = device == "cuda"
     bf16 = config.precision == "bf16" or (config.precision == "auto" and gpu and bf16_supported)
-    static = config.kv_cache == "static" or (config.kv_cache == "auto" and gpu)
+    static = config.kv_cache == "static" or (config.kv_cache == "auto" and gpu and compiled)
     return bf16, static
 
 
@@ -60,7 +64,10 @@ def sample(
     import torch
 
     bf16, static = fast_paths(
-        config, model.device.type, torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        config,
+        model.device.type,
+        torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        compiled=compile,
     )
     if bf16 and model.dtype != torch.bfloat16:
         model.bfloat16()

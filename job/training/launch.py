@@ -9,7 +9,12 @@ the platform says it is one node of several, unless it already runs under a laun
   the rendezvous host itself).
 - Kubernetes PyTorchJob (Kubeflow training operator): ``PET_NNODES``, ``PET_NODE_RANK``,
   ``MASTER_ADDR``/``MASTER_PORT`` (torchrun reads ``PET_*`` itself; they are passed explicitly
-  here so both platforms take one path).
+  here so both platforms take one path). An elastic job's ``PET_NNODES`` is a range,
+  ``MIN:MAX``: torchrun then takes it as given and rendezvous through c10d at the master, which
+  assigns the node ranks.
+
+One node: ``--standalone``, torchrun's local rendezvous on a free port. A fixed port (29500)
+would clash with a second job on the same host, or one still closing.
 """
 
 from __future__ import annotations
@@ -25,11 +30,15 @@ def launch_command(argv: list[str], gpus: int, env: Mapping[str, str]) -> list[s
     """The torchrun command to re-run ``argv`` with, or None to run in this process."""
     if "LOCAL_RANK" in env:
         return None
-    nodes = int(env.get("AWS_BATCH_JOB_NUM_NODES") or env.get("PET_NNODES") or 1)
+    spec = env.get("AWS_BATCH_JOB_NUM_NODES") or env.get("PET_NNODES") or "1"
+    elastic = ":" in spec  # MIN:MAX
+    nodes = int(spec.rsplit(":", 1)[-1])  # the most there may be
     if gpus <= 1 and nodes <= 1:
         return None
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={max(gpus, 1)}"]
-    if nodes > 1:
+    if nodes <= 1:
+        command.append("--standalone")
+    else:
         node_rank = env.get("AWS_BATCH_JOB_NODE_INDEX") or env.get("PET_NODE_RANK") or "0"
         main = env.get("AWS_BATCH_JOB_MAIN_NODE_INDEX")
         if main is not None and node_rank == main:  # AWS: the main node hosts the rendezvous
@@ -41,12 +50,20 @@ def launch_command(argv: list[str], gpus: int, env: Mapping[str, str]) -> list[s
                 or env.get("PET_MASTER_ADDR")
                 or "127.0.0.1"
             )
-        command += [
-            f"--nnodes={nodes}",
-            f"--node_rank={node_rank}",
-            f"--master_addr={master}",
-            f"--master_port={env.get('MASTER_PORT') or env.get('PET_MASTER_PORT') or DEFAULT_PORT}",
-        ]
+        port = env.get("MASTER_PORT") or env.get("PET_MASTER_PORT") or DEFAULT_PORT
+        if elastic:
+            command += [
+                f"--nnodes={spec}",
+                "--rdzv_backend=c10d",
+                f"--rdzv_endpoint={master}:{port}",
+            ]
+        else:
+            command += [
+                f"--nnodes={nodes}",
+                f"--node_rank={node_rank}",
+                f"--master_addr={master}",
+                f"--master_port={port}",
+            ]
     return [*command, "-m", "job", *argv]
 
 

@@ -131,7 +131,7 @@ def load_base(name_or_path: str, *, device: str) -> tuple[PreTrainedModel, Any]:
         _kept = _Pristine(
             name_or_path,
             copy.deepcopy(model.config),
-            {k: v.detach().to("cpu", copy=True) for k, v in unshared.items()},
+            {k: _host_copy(v, pinned=device.startswith("cuda")) for k, v in unshared.items()},
             shared,
             copy.deepcopy(model.generation_config),
             copy.deepcopy(tokenizer),
@@ -146,8 +146,12 @@ def load_base(name_or_path: str, *, device: str) -> tuple[PreTrainedModel, Any]:
         )
     # Copied straight to the device: a copy on the host first would hold the base twice in
     # host memory for a moment (gpt2-xl: 12 GB of a 15 GB Batch job).
+    # From pinned memory the copies queue without the host waiting (each ~2x a pageable one's
+    # speed); the model's first kernels on the same stream come after them.
     missing, unexpected = model.load_state_dict(
-        {k: v.to(device, copy=True) for k, v in kept.state.items()}, assign=True, strict=False
+        {k: v.to(device, copy=True, non_blocking=v.is_pinned()) for k, v in kept.state.items()},
+        assign=True,
+        strict=False,
     )
     if set(missing) != kept.shared or unexpected:  # cannot be, from the same config
         raise RuntimeError(f"kept base {name_or_path}: {missing=} {unexpected=}")
@@ -156,6 +160,15 @@ def load_base(name_or_path: str, *, device: str) -> tuple[PreTrainedModel, Any]:
     model.loss_type = "ForCausalLM"
     log.info("base %s restored from host memory", name_or_path)
     return model, copy.deepcopy(kept.tokenizer)
+
+
+def _host_copy(tensor: Any, *, pinned: bool) -> Any:
+    """A copy of ``tensor`` in host memory: page-locked for a GPU's bots, so each restore is
+    one DMA at the bus's speed rather than a staged copy through a pageable buffer."""
+    import torch
+
+    copy = torch.empty_like(tensor, device="cpu", pin_memory=pinned)
+    return copy.copy_(tensor.detach())
 
 
 def _unshared(model: PreTrainedModel) -> tuple[dict[str, Any], frozenset[str]]:

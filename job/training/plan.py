@@ -34,6 +34,8 @@ class Plan:
     total_steps: int
     learning_rate: float
     bf16: bool
+    compile: bool = False
+    compile_reason: str = "asked for"
 
     @property
     def strategy(self) -> str:
@@ -49,6 +51,7 @@ class Plan:
             "strategy_reason": self.choice.reason,
             "processes": self.world,
             "learning_rate": self.learning_rate,
+            "compiled": self.compile,
         }
 
 
@@ -89,6 +92,8 @@ def plan(
         )
     tokens_per_step = batch * config.grad_accum * world * size
     steps_per_epoch = math.ceil(train_blocks / (batch * config.grad_accum * world))
+    total_steps = math.ceil(steps_per_epoch * config.epochs)
+    compile, compile_reason = compiled(config, gpu, total_steps)
     return Plan(
         block_size=size,
         choice=choice,
@@ -97,12 +102,37 @@ def plan(
         world=world,
         tokens_per_step=tokens_per_step,
         steps_per_epoch=steps_per_epoch,
-        total_steps=math.ceil(steps_per_epoch * config.epochs),
+        total_steps=total_steps,
         learning_rate=learning_rate(
             config, tokens_per_step, int(model_config["n_positions"]), ceiling
         ),
         bf16=bf16,
+        compile=compile,
+        compile_reason=compile_reason,
     )
+
+
+# The steps from which --compile, left unset, is on (on a GPU). What compiling one GPT-2 block
+# costs against what it saves a step, from the figures we have (benchmarks-history.md, "host
+# per layer"): the small steps are host-bound at 2.4-2.8 ms a layer on the H200, and compiled
+# the host does a third less a layer (the CPU's proxy: 2.88 -> 1.85 ms). That saves ~40 ms a
+# step for gpt2-xl's 48 layers (~10 ms for gpt2's 12). A block's compile, forward and backward,
+# is of the order of 30-60 s cold and 5-10 s from the caches on HF_HOME (the fleet's usual
+# case), so even gpt2-xl needs ~250 steps warm and ~1,000 cold to win it back. 1,000: a run
+# that long repays it in every case we can name; a bot's usual run (100-400 steps) stays
+# eager. An estimate until bench/gpu_probe.sh measures the compile and the step on a GPU.
+COMPILE_MIN_STEPS = 1000
+
+
+def compiled(config: TrainConfig, gpu: bool, total_steps: int) -> tuple[bool, str]:
+    """Whether to compile, and why."""
+    if config.compile is not None:
+        return config.compile, "asked for" if config.compile else "turned off"
+    if not gpu:
+        return False, "no GPU (compiling never pays back on a CPU)"
+    if total_steps < COMPILE_MIN_STEPS:
+        return False, f"{total_steps} steps, under {COMPILE_MIN_STEPS}: the compile would not pay"
+    return True, f"{total_steps} steps: at least {COMPILE_MIN_STEPS}, enough to repay it"
 
 
 ORIGINAL_RATE = 1.372e-4  # the notebook's rate, for one block of the model's context per step

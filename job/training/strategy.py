@@ -43,12 +43,27 @@ class Choice:
     reason: str
     per_gpu_bytes: dict[str, float]  # estimate for each candidate strategy
 
-    def deepspeed_config(self, cpu: bool) -> dict[str, Any] | None:
-        """The shipped DeepSpeed config for the strategy, or None for plain data parallel."""
+    def deepspeed_config(self, cpu: bool, hidden: int) -> dict[str, Any] | None:
+        """The shipped DeepSpeed config for the strategy, or None for plain data parallel, with
+        its buckets sized for a GPT-2 of ``hidden`` (n_embd)."""
         if self.strategy == "ddp":
             return None
         config: dict[str, Any] = json.loads((CONFIGS / f"{self.strategy}.json").read_text())
         config.pop("_comment", None)
+        zero = config["zero_optimization"]
+        # The Trainer's "auto" makes each bucket hidden^2 elements (gpt2-xl: 2.6 M), smaller
+        # than one of a block's MLP matrices (4 x hidden^2: 10.2 M): a collective for every
+        # matrix or less. One block's parameters (12 x hidden^2: 30.7 M, 61 MB in bf16) a
+        # bucket: one reduce a layer, overlapping the backward of the next, and ZeRO-3
+        # prefetches the next block whole. Small tensors (LayerNorms, biases: under 10 x
+        # hidden) stay whole on every GPU, as "auto" has it.
+        block = 12 * hidden * hidden
+        zero["reduce_bucket_size"] = block
+        if zero["stage"] == 2:
+            zero["allgather_bucket_size"] = block
+        else:
+            zero["stage3_prefetch_bucket_size"] = block
+            zero["stage3_param_persistence_threshold"] = 10 * hidden
         if cpu:  # DeepSpeed's fused CPU Adam takes a minute to compile; torch's is fine here
             config["optimizer"]["params"]["torch_adam"] = True
             config.pop("bf16")

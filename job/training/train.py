@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+LOG_EVERY = 10  # steps between logs, at the least (see logging_steps below)
+
 
 @dataclass
 class TrainResult:
@@ -56,12 +58,15 @@ class TrainResult:
     processes: int = 1
     peak_memory_bytes: int = 0  # per GPU, from torch.cuda.max_memory_allocated; 0 on CPU
     resumed_from_step: int = 0  # 0: started from scratch
-    # Over the steps after the warm-up (training/clock.py), all processes together; 0.0 when
-    # the run was too short to have any.
+    # Over the steps after the warm-up (training/clock.py), all processes together, each
+    # step's tokens as its batches held them; 0 when the run was too short to have any.
     steady_tokens_per_second: float = 0.0
     steady_steps: int = 0
+    steady_tokens: int = 0
+    trained_tokens: int = 0  # every step's, this session (a resumed run: since it resumed)
     learning_rate: float = 0.0  # the peak rate used (configured, or scaled: learning_rate())
     batch_size: int = BATCH  # blocks per step and device (configured, or batch_size())
+    compiled: bool = False  # torch.compile, regional (asked for, or plan.compiled())
 
     @property
     def base_perplexity(self) -> float:
@@ -114,6 +119,7 @@ def finetune(
     log.info("strategy %s: %s", run.strategy, run.choice.reason)
     log.info("batch %d x %d tokens a device: %s", run.batch, run.block_size, run.batch_reason)
     log.info("learning rate %.3g (%d tokens per step)", run.learning_rate, run.tokens_per_step)
+    log.info("torch.compile %s: %s", "on" if run.compile else "off", run.compile_reason)
     if run.strategy.startswith("zero"):
         as_one_process_group()
     trainer, clock, preemption, stopped_at = _trainer(
@@ -135,13 +141,13 @@ def finetune(
         with preemption:
             output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         seconds = time.perf_counter() - start
+        without_autocast(trainer)
         if stopped_at:
             raise TransientError(
                 f"stopped by SIGTERM at step {stopped_at[0]}; the checkpoint is saved and a rerun"
                 " resumes from it"
             )
         val_loss = _final_loss(model, blocks.val, run.batch, run.strategy)
-    tokens = int(blocks.train_tokens * config.epochs)
     return TrainResult(
         base_val_loss=base_loss,
         val_loss=val_loss,
@@ -149,12 +155,14 @@ def finetune(
         steps=int(output.global_step),
         train_tokens=blocks.train_tokens,
         seconds=seconds,
-        tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
+        tokens_per_second=clock.total_tokens / seconds if seconds > 0 else 0.0,
         device="cuda" if cuda else "cpu",
         peak_memory_bytes=int(torch.cuda.max_memory_allocated()) if cuda else 0,
         resumed_from_step=int(resume.name.split("-")[1]) if resume else 0,
         steady_tokens_per_second=clock.tokens_per_second,
         steady_steps=clock.steps,
+        steady_tokens=clock.tokens,
+        trained_tokens=clock.total_tokens,
         **run.summary(),
     ), trainer
 
@@ -184,7 +192,7 @@ def _trainer(
             TrainingArguments,
             set_seed,
         )
-    from job.training.clock import SteadyClock
+    from job.training.clock import SteadyClock, counted
 
     set_seed(config.seed)
     cuda = torch.cuda.is_available()
@@ -205,7 +213,10 @@ def _trainer(
         use_cpu=not cuda,
         seed=config.seed,
         data_seed=config.seed,
-        logging_steps=max(1, run.total_steps // 20),
+        # Each log reads the loss and the gradient norm back to the host: the GPU's queue drains
+        # and the host, which runs ahead on the small steps, starts again from behind. At
+        # most one step in LOG_EVERY pays that; a long run still logs 20 points.
+        logging_steps=max(LOG_EVERY, run.total_steps // 20),
         # The nan/inf check reads the loss back every step: a host sync that stops the CPU
         # from queuing the next step on a GPU. A nan still shows in the logged loss.
         logging_nan_inf_filter=False,
@@ -220,8 +231,16 @@ def _trainer(
         # the last one to finish before it could queue the next. On CPU there is no copy.
         dataloader_pin_memory=cuda,
         accelerator_config={"non_blocking": cuda},
-        deepspeed=run.choice.deepspeed_config(cpu=not cuda),
-        torch_compile=config.compile,  # its caches: compile_caches(), called by run()
+        deepspeed=run.choice.deepspeed_config(cpu=not cuda, hidden=int(model.config.n_embd)),
+        # Every parameter of GPT-2 gets a gradient: the default (True) walks the autograd graph
+        # for unused ones and adds an all-reduce every step. Buckets of ~100 MB hold two of
+        # gpt2-xl's largest gradients (c_fc, c_proj: 41 MB in fp32); the default 25 MB holds
+        # none, so each went alone.
+        ddp_find_unused_parameters=False,
+        ddp_bucket_cap_mb=100,
+        # One block compiled for all (regional: compile_caches() asks accelerate for it), its
+        # caches on HF_HOME; called by run() before anything compiles.
+        torch_compile=run.compile,
     )
     preemption = Preemption()
     stopped_at: list[int] = []
@@ -257,8 +276,8 @@ def _trainer(
         def floating_point_ops(self, inputs: dict[str, Any]) -> int:
             return 6 * inputs["input_ids"].numel() * params
 
-    clock = SteadyClock(run.tokens_per_step)
-    trainer = CountedOnce(
+    clock = SteadyClock(processes=run.world)
+    trainer = counted(CountedOnce, clock)(
         model=model,
         args=args,
         train_dataset=BlockDataset(blocks.train),
@@ -266,6 +285,15 @@ def _trainer(
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
     return trainer, clock, preemption, stopped_at
+
+
+def without_autocast(trainer: Any) -> None:
+    """The model as it was loaded, in place: accelerate wraps ``forward`` in bf16 autocast for
+    mixed precision and leaves the wrapper on after training. The final validation loss would
+    then run in bf16 where the base's ran in fp32, and sampling in fp32
+    (``--sampling-precision fp32``) would run under autocast, re-casting the weights at every
+    token."""
+    trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
 
 
 def compile_caches() -> None:
@@ -277,6 +305,9 @@ def compile_caches() -> None:
     home = hf_home()
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(home / "torchinductor"))
     os.environ.setdefault("TRITON_CACHE_DIR", str(home / "triton"))
+    # accelerate's regional compilation: the Trainer's torch_compile then compiles each block
+    # (one graph serves them all: GPT-2's blocks are alike) and leaves the rest eager.
+    os.environ.setdefault("ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION", "true")
 
 
 def mean_loss(model: Any, blocks: Any, batch_size: int) -> float:

@@ -11,6 +11,9 @@ def test_launcher_local_gpus() -> None:
     cmd = launch_command(["run", "x"], 4, {})
     assert cmd is not None and cmd[1:4] == ["-m", "torch.distributed.run", "--nproc_per_node=4"]
     assert cmd[-4:] == ["-m", "job", "run", "x"]
+    # one node: torchrun's own rendezvous on a free port, never a fixed 29500 that a second
+    # job on the host (or one still closing) would hold
+    assert "--standalone" in cmd and not [a for a in cmd if a.startswith("--master_port")]
 
 
 def test_launcher_aws_batch_multinode() -> None:
@@ -43,3 +46,14 @@ def test_launcher_pytorchjob() -> None:
         "--master_port=23456",
         "--nproc_per_node=1",
     } <= set(cmd)
+
+
+def test_an_elastic_pytorchjob_gives_a_range_of_nodes() -> None:
+    """Kubeflow's elastic policy sets PET_NNODES=MIN:MAX: torchrun takes the range and a c10d
+    rendezvous at the master; int("1:4") failed before."""
+    env = {"PET_NNODES": "1:4", "PET_NODE_RANK": "0", "MASTER_ADDR": "m-0", "MASTER_PORT": "23456"}
+    cmd = launch_command(["run"], 2, env)
+    assert cmd is not None
+    assert {"--nnodes=1:4", "--rdzv_backend=c10d", "--rdzv_endpoint=m-0:23456"} <= set(cmd)
+    assert "--standalone" not in cmd and not [a for a in cmd if a.startswith("--node_rank")]
+    assert launch_command(["run"], 1, {"PET_NNODES": "1:1"}) is None  # one node, one GPU

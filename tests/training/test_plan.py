@@ -11,7 +11,14 @@ from job.config import TrainConfig
 from job.errors import BadConfig
 from job.gpt2 import GPT2
 from job.training.memory import GIB
-from job.training.plan import BATCH, GPU_TOKENS, MIN_STEPS, ORIGINAL_RATE, plan
+from job.training.plan import (
+    BATCH,
+    COMPILE_MIN_STEPS,
+    GPU_TOKENS,
+    MIN_STEPS,
+    ORIGINAL_RATE,
+    plan,
+)
 
 HOST = 512 * GIB
 TINY = {"n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 128, "vocab_size": 2000}
@@ -74,6 +81,20 @@ def test_what_is_asked_for_is_what_runs() -> None:
         False,
     )
     assert run.tokens_per_step == 4 * 2 * 256
+
+
+def test_compile_is_on_by_default_only_for_a_gpu_run_long_enough_to_repay_it() -> None:
+    # a bot's usual run: a few hundred steps, eager
+    usual = planned("gpt2-xl", 80, blocks=2_000)
+    assert usual.total_steps < COMPILE_MIN_STEPS and not usual.compile
+    assert f"under {COMPILE_MIN_STEPS}" in usual.compile_reason
+    long = planned("gpt2-xl", 80, blocks=100_000)
+    assert long.total_steps >= COMPILE_MIN_STEPS and long.compile
+    assert not planned("gpt2-xl", 0, blocks=100_000).compile  # never on a CPU
+    # asked for, either way, wins; and the result reports it
+    assert planned("gpt2", 80, blocks=2_000, compile=True).compile
+    assert not planned("gpt2", 80, compile=False).compile
+    assert planned("gpt2", 80, compile=False).summary()["compiled"] is False
 
 
 def test_bf16_on_a_cpu_is_refused() -> None:

@@ -62,19 +62,32 @@ def test_shape_from_config_matches_the_real_model(tmp_path: Path) -> None:
 def test_shipped_deepspeed_configs() -> None:
     shape = shape_of("gpt2")
     assert (
-        choose("ddp", shape, gpus=1, gpu_bytes=GIB, tokens_per_gpu=1).deepspeed_config(cpu=False)
+        choose("ddp", shape, gpus=1, gpu_bytes=GIB, tokens_per_gpu=1).deepspeed_config(
+            cpu=False, hidden=768
+        )
         is None
     )
-    z3 = choose("zero3", shape, gpus=2, gpu_bytes=GIB, tokens_per_gpu=1).deepspeed_config(cpu=False)
+    z3 = choose("zero3", shape, gpus=2, gpu_bytes=GIB, tokens_per_gpu=1).deepspeed_config(
+        cpu=False, hidden=768
+    )
     assert z3["zero_optimization"]["stage"] == 3
     assert z3["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
     assert z3["train_micro_batch_size_per_gpu"] == "auto" and "scheduler" not in z3
     off = choose("zero3-offload", shape, gpus=2, gpu_bytes=GIB, tokens_per_gpu=1)
-    cfg = off.deepspeed_config(cpu=True)
+    cfg = off.deepspeed_config(cpu=True, hidden=768)
     assert cfg["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
     assert cfg["optimizer"]["params"]["torch_adam"] is True and "bf16" not in cfg
-    z2 = choose("zero2", shape, gpus=2, gpu_bytes=GIB, tokens_per_gpu=1).deepspeed_config(cpu=False)
+    z2 = choose("zero2", shape, gpus=2, gpu_bytes=GIB, tokens_per_gpu=1).deepspeed_config(
+        cpu=False, hidden=768
+    )
     assert z2["zero_optimization"]["stage"] == 2 and "torch_adam" not in z2["optimizer"]["params"]
+    # buckets of one block's parameters, never "auto" (hidden^2: smaller than one matrix)
+    block = 12 * 768 * 768
+    assert z2["zero_optimization"]["reduce_bucket_size"] == block
+    assert z2["zero_optimization"]["allgather_bucket_size"] == block
+    assert z3["zero_optimization"]["stage3_prefetch_bucket_size"] == block
+    assert z3["zero_optimization"]["stage3_param_persistence_threshold"] == 10 * 768
+    assert "auto" not in {v for v in z3["zero_optimization"].values() if isinstance(v, str)}
 
 
 def test_auto_checks_the_host_before_it_picks_offload() -> None:

@@ -4,6 +4,7 @@ result."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -182,10 +183,33 @@ def test_compile_trains_and_keeps_its_caches_on_hf_home(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     job = json.loads((tmp_path / "o" / "sourdough_sam" / "job.json").read_text())
-    assert job["config"]["train"]["compile"] is True
+    assert job["config"]["train"]["compile"] is True and job["result"]["compiled"] is True
+    assert "torch.compile on: asked for" in done.stderr
     assert job["result"]["val_loss"] < job["result"]["base_val_loss"]  # it learned
     graphs = list((tmp_path / "hf" / "torchinductor").rglob("*"))
     assert any(p.is_file() for p in graphs), "no compiled graph cached under HF_HOME"
+
+
+@MODEL
+def test_compile_is_regional_one_block_for_all(tmp_path: Path, monkeypatch) -> None:
+    """The Trainer's torch_compile goes through accelerate, which compiles each repeated block
+    (one graph serves GPT-2's alike blocks) once compile_caches() has asked for it; the
+    caches go under HF_HOME."""
+    from accelerate.utils import TorchDynamoPlugin
+
+    from job.training.train import compile_caches
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    for name in (
+        "TORCHINDUCTOR_CACHE_DIR",
+        "TRITON_CACHE_DIR",
+        "ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    assert TorchDynamoPlugin(backend="inductor").use_regional_compilation is False
+    compile_caches()
+    assert TorchDynamoPlugin(backend="inductor").use_regional_compilation is True
+    assert Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]).is_relative_to(tmp_path / "hf")
 
 
 def test_a_resumed_run_keeps_its_checkpoints_batch(tmp_path: Path) -> None:
@@ -325,3 +349,43 @@ def test_the_flop_count_walks_the_model_once_not_every_step(tmp_path: Path) -> N
     # the same count the Trainer's own would give: 6 x tokens x non-embedding parameters
     params = count(exclude_embeddings=True)
     assert trainer.state.total_flos == 6 * result.train_tokens * config.epochs * params
+    # and what a step does beside: no hunt for unused parameters under DDP, a log (a read
+    # back to the host) at most every LOG_EVERY steps
+    from job.training.train import LOG_EVERY
+
+    assert trainer.args.ddp_find_unused_parameters is False and trainer.args.ddp_bucket_cap_mb
+    assert trainer.args.logging_steps >= LOG_EVERY and result.steps < 20 * LOG_EVERY
+
+
+@MODEL
+def test_after_training_the_model_runs_in_the_precision_it_was_loaded_in(tmp_path: Path) -> None:
+    """bf16 mixed precision (here on the CPU, as a GPU run has it): the Trainer's model carries
+    accelerate's autocast wrapper while it trains, and none after, so its logits are fp32
+    and equal to a plain fp32 forward's."""
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from job.training.blocks import BlockDataset
+    from job.training.train import without_autocast
+
+    _, model, _ = sample_model(tmp_path / "m")
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "t"), bf16=True, use_cpu=True, max_steps=1, report_to="none"
+    )
+    trainer = Trainer(
+        model=model, args=args, train_dataset=BlockDataset(torch.randint(0, 100, (4, 16)))
+    )
+    trainer.train()
+    ids = torch.randint(0, 100, (2, 16))
+    model.eval()
+    with torch.no_grad():
+        wrapped = model(input_ids=ids).logits
+        assert "_original_forward" in model.__dict__  # what training leaves: autocast
+        without_autocast(trainer)
+        assert "_original_forward" not in model.__dict__
+        plain = model(input_ids=ids).logits
+        with torch.autocast("cpu", enabled=False):
+            reference = type(model).forward(model, input_ids=ids).logits
+    assert plain.dtype == torch.float32 and torch.equal(plain, reference)
+    assert not torch.equal(wrapped, reference)  # bf16's logits were not the model's own
+    assert all(p.dtype == torch.float32 for p in model.parameters())
