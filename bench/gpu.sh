@@ -10,12 +10,13 @@ python3 -c "import torch, transformers; print('torch', torch.__version__, 'trans
 run() {  # model repeats limit
   local m=$1 r=$2 limit=$3 start=$SECONDS
   echo "== $m, repeats $r" | tee -a "$OUT"/log.txt
-  timeout $limit python3 bench/bench.py --base-model $m --random-init --tokenizer .gpu/tokenizer \
-    --archive .gpu/archive --handle andreruffert --out /tmp/b-$m --repeats $r --help-runs 2 --quality-epochs "" \
+  timeout "$limit" python3 bench/bench.py --base-model "$m" --random-init --tokenizer .gpu/tokenizer \
+    --archive .gpu/archive --handle andreruffert --out "/tmp/b-$m" --repeats "$r" --help-runs 2 --quality-epochs "" \
     2>&1 | grep -v "Warning\|warn(" | tail -25 | tee -a "$OUT"/log.txt
   echo "== $m took $((SECONDS - start)) s" | tee -a "$OUT"/log.txt
-  if [ -f /tmp/b-$m/results.json ]; then cp /tmp/b-$m/results.json "$OUT"/$m.json
-  else for f in /tmp/b-$m/*.err; do [ -f $f ] && { echo "--- $f"; tail -15 $f; } >> "$OUT"/log.txt; done; fi
+  if [ -f "/tmp/b-$m/results.json" ]; then cp "/tmp/b-$m/results.json" "$OUT/$m.json"
+  else for f in "/tmp/b-$m"/*.err; do [ -f "$f" ] && { echo "--- $f"; tail -15 "$f"; } >> "$OUT"/log.txt; done; fi
+  rm -rf "/tmp/b-$m"  # gpt2-xl's runs: gigabytes a side
 }
 run gpt2 3 200
 run gpt2-xl 1 200

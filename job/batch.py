@@ -51,6 +51,7 @@ from job.run import run
 from job.spec import BotJob, check_repo, jobs, load_manifest, tasks
 from job.storage import Storage, download, open_storage
 from job.training.distributed import ranks
+from job.training.memory import process_memory_bytes
 from job.training.model import bases_kept
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,13 @@ def _between_bots() -> None:
         torch._dynamo.reset()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    # What the next bot starts with: the figure that shows a bot's memory was given back.
+    gpu = torch.cuda.memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+    log.info(
+        "between bots: %.2f GiB of host memory in this process, %.2f GiB allocated on the GPU",
+        process_memory_bytes() / 2**30,
+        gpu,
+    )
 
 
 def _opted_out(chosen: list[BotJob], storage: Storage) -> tuple[OptedOut | None, list[BotJob]]:

@@ -146,6 +146,11 @@ class TrainConfig(Section):
         description="Blocks per step, per device. Default: 8, more on a GPU (train.py).",
     )
     grad_accum: int = Field(1, ge=1, description="Steps to accumulate before an update.")
+    # The Trainer's default and the original recipe's. Clipping costs a norm over every
+    # gradient each step (host-bound small steps feel its kernels); the probe measures it.
+    max_grad_norm: float = Field(
+        1.0, ge=0, allow_inf_nan=False, description="Gradient clipping norm; 0: no clipping."
+    )
     # Tweets are ~20-40 tokens; a 256-token block holds ~10, and shorter blocks give small data
     # sets more optimizer steps. Capped by the model's context (tiny: 128).
     block_size: int = Field(256, ge=8, description="Tokens per training block.")

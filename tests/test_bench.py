@@ -194,3 +194,46 @@ def test_host_per_layer_fits_the_step_time_of_each_depth(tmp_path: Path) -> None
         assert fit["ms_fixed"] + fit["ms_per_layer"] * r["layers"] == pytest.approx(
             r["ms_per_step"]
         )
+
+
+@pytest.mark.integration
+def test_the_gpu_probes_cpu_check_runs_as_printed_and_writes_each_phase_as_it_ends() -> None:
+    """docs/benchmarks.md's command: every phase but the compiled one (a test of its own,
+    tests/training/test_train.py) runs, each line and record is there, and the probe leaves
+    no bases or runs behind."""
+    import shutil
+
+    page = (REPO / "docs" / "benchmarks.md").read_text()
+    command = next(line for line in page.splitlines() if line.startswith("OUT=/tmp/probe "))
+    out = Path("/tmp/probe")
+    shutil.rmtree(out, ignore_errors=True)
+    done = subprocess.run(
+        ["bash", "-c", command],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}"},
+    )
+    try:
+        assert done.returncode == 0, done.stderr[-3000:]
+        records = {
+            r["phase"]: r for r in map(json.loads, (out / "probe.jsonl").read_text().splitlines())
+        }
+        assert list(records) == [
+            "setup", "fixed", "large", "many", "large-8k", "large-compile", "large-noclip"
+        ]  # fmt: skip
+        assert all("failed" not in r for r in records.values()), records
+        assert records["large-compile"] == {"phase": "large-compile", "skipped": "asked"}
+        assert records["fixed"]["imports_s"] > 0 and records["fixed"]["load_s"] > 0
+        large = records["large"]
+        assert large["steady_tokens"] > 0 and large["profile"]["wall_ms_per_step"] > 0
+        assert large["profile"]["aten_ops_per_step"] > 0
+        many = records["many"]
+        assert len(many["bot_seconds"]) == 3 and len(many["between_bots_gib"]) == 3
+        assert records["large-noclip"]["steps"] == large["steps"]
+        text = (out / "probe.txt").read_text()
+        assert "tok/s" in text and "3 bots of tiny in one task" in text
+        assert not (out / "work").exists()
+    finally:
+        shutil.rmtree(out, ignore_errors=True)

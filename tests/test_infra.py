@@ -40,7 +40,10 @@ def test_hadolint() -> None:
 
 def test_shellcheck() -> None:
     result = subprocess.run(
-        [tool("shellcheck"), ".ci/run"], cwd=REPO, capture_output=True, text=True
+        [tool("shellcheck"), ".ci/run", *map(str, sorted(REPO.glob("bench/*.sh")))],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout
 

@@ -15,12 +15,16 @@ row claimed 106,496 steady tokens where its steps held 75,776 (41% MFU that was 
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 from transformers import Trainer, TrainerCallback
 
 WARMUP_STEPS = 5  # excluded: the first steps pay the set-up above (on one H200, ~1 s in all)
+# A folder: when set, StepProfile writes profile.json there (bench/gpu_probe.py sets it).
+PROFILE_ENV = "HUGGINGTWEETS_PROFILE"
 
 
 class SteadyClock(TrainerCallback):
@@ -86,3 +90,73 @@ def counted(trainer: type[Trainer], clock: SteadyClock) -> type[Trainer]:
             return super().training_step(model, inputs, *args, **kwargs)
 
     return Counted
+
+
+class StepProfile(TrainerCallback):
+    """torch.profiler over ``active`` steps after the warm-up: how many of a step's wall
+    milliseconds the GPU is busy. Where the two are far apart the step is host-bound (the CPU
+    cannot queue kernels as fast as the GPU runs them), and a faster kernel buys nothing.
+    Writes ``folder/profile.json``: wall and GPU-busy ms a step, the ops a step launches, and
+    the ops that took the most GPU (or, on a CPU, host) time."""
+
+    def __init__(self, folder: Path, active: int = 5, warmup: int = WARMUP_STEPS) -> None:
+        self.folder, self.active, self.warmup = folder, active, warmup
+        self.profiler: Any = None
+        self.first = 0
+        self.marks: list[float] = []
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.first = state.global_step
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        import torch
+
+        done = state.global_step - self.first
+        if done == self.warmup:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if torch.cuda.is_available():
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            self.profiler = torch.profiler.profile(activities=activities)
+            self.profiler.__enter__()
+            self.marks.append(SteadyClock._now())
+        elif self.profiler is not None and done == self.warmup + self.active:
+            self.marks.append(SteadyClock._now())
+            self._write()
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.profiler is not None and len(self.marks) == 1:  # training ended first
+            self.marks.append(SteadyClock._now())
+            self._write()
+
+    def _write(self) -> None:
+        import torch
+
+        self.profiler.__exit__(None, None, None)
+        events = self.profiler.key_averages()
+        self.profiler = None
+        steps = self.active
+        cuda = torch.cuda.is_available()
+        busy = sum(e.self_device_time_total for e in events) / 1000 if cuda else 0.0
+        host = sum(e.self_cpu_time_total for e in events) / 1000
+        top = sorted(
+            events, key=lambda e: e.self_device_time_total if cuda else e.self_cpu_time_total
+        )[::-1][:10]
+        report = {
+            "steps": steps,
+            "wall_ms_per_step": (self.marks[1] - self.marks[0]) * 1000 / steps,
+            "gpu_busy_ms_per_step": busy / steps,
+            "host_op_ms_per_step": host / steps,
+            "aten_ops_per_step": sum(e.count for e in events if e.key.startswith("aten::")) / steps,
+            "top": [
+                {
+                    "op": e.key,
+                    "calls_per_step": e.count / steps,
+                    "ms_per_step": (e.self_device_time_total if cuda else e.self_cpu_time_total)
+                    / 1000
+                    / steps,
+                }
+                for e in top
+            ],
+        }
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "profile.json").write_text(json.dumps(report, indent=2))

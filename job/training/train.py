@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -192,7 +193,7 @@ def _trainer(
             TrainingArguments,
             set_seed,
         )
-    from job.training.clock import SteadyClock, counted
+    from job.training.clock import PROFILE_ENV, SteadyClock, StepProfile, counted
 
     set_seed(config.seed)
     cuda = torch.cuda.is_available()
@@ -206,6 +207,7 @@ def _trainer(
         per_device_train_batch_size=run.batch,
         per_device_eval_batch_size=run.batch,
         gradient_accumulation_steps=config.grad_accum,
+        max_grad_norm=config.max_grad_norm,
         bf16=run.bf16,
         # One kernel for every parameter, on CPU too (torch >= 2.4): ~6x faster than the
         # per-tensor loop on the tiny model. ZeRO's configs name their own optimizer.
@@ -277,11 +279,14 @@ def _trainer(
             return 6 * inputs["input_ids"].numel() * params
 
     clock = SteadyClock(processes=run.world)
+    callbacks = [Report(), clock]
+    if os.environ.get(PROFILE_ENV):  # a diagnostic of the bench's (bench/gpu_probe.py)
+        callbacks.append(StepProfile(Path(os.environ[PROFILE_ENV])))
     trainer = counted(CountedOnce, clock)(
         model=model,
         args=args,
         train_dataset=BlockDataset(blocks.train),
-        callbacks=[Report(), clock],
+        callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
     return trainer, clock, preemption, stopped_at

@@ -1,0 +1,320 @@
+"""The GPU probe: the figures a device session is for, in one call of under 8 minutes.
+
+Each phase runs the job as it runs in production (``python -m job run``, its own process) and
+appends its figures to ``OUT/probe.jsonl`` and a line to ``OUT/probe.txt`` as soon as it ends,
+so a call cut short still returns what it measured. A phase that fails writes the end of its
+log instead, and the next one runs. Phases, in order of what they tell:
+
+1. ``fixed``: the fixed cost of a task, split: imports, the CUDA context, loading the base.
+2. ``large``: gpt2-xl eager at the default step, profiled over 5 steady steps (GPU-busy ms
+   against wall ms a step: how host-bound the step is), with steady tokens/s and MFU.
+3. ``many``: gpt2, 10 bots in one task: seconds a bot, and the memory between bots.
+4. ``large-8k``: gpt2-xl at 8 x 1,024 tokens a step.
+5. ``large-compile``: the default step compiled (regional), on cold caches.
+6. ``large-noclip``: the default step without gradient clipping.
+
+A phase is skipped when its time limit would take the probe past ``--budget`` seconds (420 by
+default: 7 minutes, with a machine's start inside the call's 8).
+
+    bash bench/gpu_probe.sh                           # on the device (carry .gpu and .whl)
+    python bench/gpu_probe.py --small tiny --large tiny --bots 3 --out /tmp/probe   # CPU check
+
+On a CPU with the tiny model the figures mean nothing; the run checks the probe itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO))
+
+from bench import SAMPLE, child_env, flops_per_token  # noqa: E402
+
+# Seconds each phase may take at most (gpt2-xl on one H100/H200: see docs/benchmarks.md).
+LIMITS = {
+    "setup": 90,  # gpt2-xl's random weights, built and saved once (6.2 GB)
+    "fixed": 60,
+    "large": 100,
+    "many": 120,
+    "large-8k": 80,
+    "large-compile": 150,
+    "large-noclip": 70,
+}
+PHASES = list(LIMITS)[1:]
+BETWEEN = re.compile(r"between bots: ([\d.]+) GiB of host memory .*?, ([\d.]+) GiB allocated")
+
+
+class Probe:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.out: Path = args.out
+        self.work = self.out / "work"
+        self.started = time.monotonic()
+        self.env = {**child_env(), "WANDB_MODE": "disabled", "HF_HOME": str(self.work / "hf")}
+        first = json.loads(args.tweets.read_text().splitlines()[0])
+        self.handle = first.get("user") or args.tweets.stem  # whose tweets: the job checks
+
+    def record(self, phase: str, figures: dict[str, Any], line: str) -> None:
+        """One phase's figures, appended as soon as they are known."""
+        with open(self.out / "probe.jsonl", "a") as f:
+            f.write(json.dumps({"phase": phase, **figures}) + "\n")
+        with open(self.out / "probe.txt", "a") as f:
+            f.write(line + "\n")
+        print(line, flush=True)
+
+    def fits(self, phase: str) -> bool:
+        left = self.args.budget - (time.monotonic() - self.started)
+        if LIMITS[phase] <= left:
+            return True
+        self.record(phase, {"skipped": "budget"}, f"{phase}: skipped ({left:.0f} s left)")
+        return False
+
+    def job(self, phase: str, base: str, *flags: str, env: dict[str, str] | None = None) -> dict:
+        """One run of the job on the probe's tweets; its job.json."""
+        out = self.work / phase
+        shutil.rmtree(out, ignore_errors=True)
+        command = [
+            sys.executable,
+            "-m",
+            "job",
+            "run",
+            self.handle,
+            "--jsonl",
+            str(self.args.tweets),
+        ]
+        command += ["--base-model", base, "--out", str(out), "--predictions-per-prompt", "1"]
+        self.run(phase, [*command, *flags], env)
+        job = json.loads((out / self.handle / "job.json").read_text())
+        job["model_config"] = json.loads((out / self.handle / "model" / "config.json").read_text())
+        shutil.rmtree(out / self.handle / "model", ignore_errors=True)  # gpt2-xl: 6 GB a run
+        return job
+
+    def run(
+        self, phase: str, command: list[str], env: dict[str, str] | None = None
+    ) -> tuple[str, str]:
+        """The command's stdout and stderr (its log, ``OUT/<phase>.log``)."""
+        log = self.out / f"{phase}.log"
+        with open(log, "w") as err:
+            done = subprocess.run(
+                command,
+                env={**self.env, **(env or {})},
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                timeout=LIMITS[phase],
+            )
+        if done.returncode != 0:
+            raise RuntimeError(f"exit {done.returncode}")
+        return done.stdout, log.read_text()
+
+    def phase(self, name: str, measure: Any) -> None:
+        if not self.fits(name):
+            return
+        start = time.monotonic()
+        try:
+            figures, line = measure()
+        except Exception as e:  # the next phase still runs; this one says why
+            tail = "".join((self.out / f"{name}.log").read_text().splitlines(True)[-8:])
+            self.record(name, {"failed": str(e)[:200]}, f"{name}: failed ({e})\n{tail}")
+            return
+        figures["phase_seconds"] = round(time.monotonic() - start, 1)
+        self.record(name, figures, f"{name}: {line} [{figures['phase_seconds']} s]")
+
+
+def base_of(probe: Probe, name: str) -> str:
+    """A base of GPT-2 ``name``'s shape at random weights (a folder), or the job's tiny."""
+    if name == "tiny":
+        return "tiny"
+    folder = probe.work / f"base-{name}"
+    if not (folder / "config.json").exists():
+        from job.gpt2 import GPT2
+        from job.training.model import build_random
+
+        texts = [json.loads(line)["text"] for line in probe.args.tweets.read_text().splitlines()]
+        build_random(folder, texts, probe.args.tokenizer, 42, GPT2[name].arch)
+    return str(folder)
+
+
+def steady(job: dict, peak_tflops: float) -> dict[str, Any]:
+    """A run's training figures: the clock's (training/clock.py) and MFU from them."""
+    r = job["result"]
+    per_token = flops_per_token(job["model_config"], r["block_size"])[0]
+    gpu = r["device"] == "cuda"
+    return {
+        "steps": r["steps"],
+        "batch": r["batch_size"],
+        "block": r["block_size"],
+        "steady_steps": r["steady_steps"],
+        "steady_tokens": r["steady_tokens"],
+        "steady_tokens_per_second": round(r["steady_tokens_per_second"]),
+        "tokens_per_second": round(r["tokens_per_second"]),
+        "steady_mfu": r["steady_tokens_per_second"] * per_token / (peak_tflops * 1e12)
+        if gpu
+        else None,
+        "peak_memory_gib": r["peak_memory_bytes"] / 2**30,
+        "train_seconds": job["timings"]["train"],
+        "compiled": r.get("compiled", False),
+    }
+
+
+def describe(f: dict[str, Any]) -> str:
+    mfu = f"{f['steady_mfu']:.1%}" if f["steady_mfu"] is not None else "n/a (no GPU)"
+    return (
+        f"{f['batch']} x {f['block']} tokens, {f['steps']} steps, steady"
+        f" {f['steady_tokens_per_second']:,} tok/s over {f['steady_steps']} steps"
+        f" ({f['steady_tokens']:,} tokens), MFU {mfu}, train {f['train_seconds']:.1f} s,"
+        f" peak {f['peak_memory_gib']:.1f} GiB"
+    )
+
+
+FIXED = """
+import json, sys, time
+t = time.perf_counter(); import torch; imports = time.perf_counter() - t
+t = time.perf_counter()
+cuda = torch.cuda.is_available()
+if cuda:
+    torch.zeros(1, device="cuda"); torch.cuda.synchronize()
+context = time.perf_counter() - t
+t = time.perf_counter(); from job.training.model import load; imports += time.perf_counter() - t
+t = time.perf_counter()
+model, _ = load(sys.argv[1], device="cuda" if cuda else "cpu")
+if cuda: torch.cuda.synchronize()
+load = time.perf_counter() - t
+print(json.dumps({"imports_s": imports, "cuda_context_s": context, "load_s": load}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "probe-out")))
+    parser.add_argument("--tweets", type=Path, default=SAMPLE, help="a JSON Lines tweets file")
+    parser.add_argument("--tokenizer", type=Path, help="GPT-2's BPE files, for random bases")
+    parser.add_argument("--large", default="gpt2-xl")
+    parser.add_argument("--small", default="gpt2")
+    parser.add_argument("--bots", type=int, default=10)
+    parser.add_argument("--epochs", type=float, default=4.0, help="per run of the large model")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="H100/H200 bf16 dense")
+    parser.add_argument("--budget", type=float, default=420.0, help="seconds for every phase")
+    parser.add_argument("--skip", nargs="*", default=[], choices=PHASES)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    probe = Probe(args)
+    shutil.rmtree(probe.work, ignore_errors=True)
+    probe.work.mkdir()
+    epochs = ["--epochs", f"{args.epochs:g}"]
+    large = {"name": None}
+
+    def setup() -> tuple[dict, str]:
+        large["name"] = base_of(probe, args.large)
+        small = base_of(probe, args.small)
+        if small == "tiny":  # the fixed phase loads a folder: the tiny one, built as the job does
+            from job.training.model import build_random
+
+            texts = [json.loads(ln)["text"] for ln in args.tweets.read_text().splitlines()]
+            small = str(build_random(probe.work / "base-tiny", texts, None, 42))
+        large["small"] = small
+        return {"large": args.large, "small": args.small}, f"bases {args.large}, {args.small}"
+
+    def fixed() -> tuple[dict, str]:
+        printed, _ = probe.run("fixed", [sys.executable, "-c", FIXED, large["small"]])
+        figures = json.loads(printed.strip().splitlines()[-1])
+        line = ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in figures.items())
+        return figures, f"{args.small}: {line}"
+
+    def profiled() -> tuple[dict, str]:
+        folder = probe.work / "profile"
+        job = probe.job("large", large["name"], *epochs, env={"HUGGINGTWEETS_PROFILE": str(folder)})
+        figures = steady(job, args.peak_tflops)
+        profile = json.loads((folder / "profile.json").read_text())
+        figures["profile"] = profile
+        return figures, (
+            f"{describe(figures)}; a step: {profile['wall_ms_per_step']:.1f} ms wall,"
+            f" {profile['gpu_busy_ms_per_step']:.1f} ms GPU-busy,"
+            f" {profile['aten_ops_per_step']:.0f} aten ops"
+        )
+
+    def many() -> tuple[dict, str]:
+        rows = args.tweets.read_text().splitlines()
+        bots = ""
+        for i in range(args.bots):  # the same tweets under K handles: K bots, the same work
+            path = probe.work / "inputs" / f"baker{i}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(
+                "".join(json.dumps({**json.loads(r), "user": path.stem}) + "\n" for r in rows)
+            )
+            bots += f"  - users: [{{handle: {path.stem}, source: jsonl, uri: {path}}}]\n"
+        out = probe.work / "many"
+        manifest = probe.work / "many.yaml"
+        manifest.write_text(
+            f"version: 1\noutput: {out}\nwandb: {{mode: disabled}}\nbots_per_task: {args.bots}\n"
+            f"defaults:\n  base_model: {large['small']}\n  sampling: {{per_prompt: 1}}\n"
+            f"bots:\n{bots}"
+        )
+        start = time.monotonic()
+        _, log = probe.run(
+            "many",
+            [sys.executable, "-m", "job", "run", "--manifest", str(manifest), "--index", "0"],
+        )
+        seconds = time.monotonic() - start
+        totals = []
+        for i in range(args.bots):
+            latest = json.loads((out / f"baker{i}" / "latest.json").read_text())
+            job = json.loads((out / f"baker{i}" / latest["run_id"] / "job.json").read_text())
+            totals.append(job["timings"]["total"])
+        between = [(float(h), float(g)) for h, g in BETWEEN.findall(log)]
+        figures = {
+            "bots": args.bots,
+            "seconds": seconds,
+            "seconds_per_bot": seconds / args.bots,
+            "bot_seconds": totals,  # each bot's own, from its job.json (after the first: no load)
+            "between_bots_gib": between,  # (host, GPU) after each bot
+        }
+        gpu, host = [g for _, g in between] or [0.0], [h for h, _ in between] or [0.0]
+        rest = sorted(totals[1:]) or [0.0]
+        return figures, (
+            f"{args.bots} bots of {args.small} in one task: {seconds / args.bots:.2f} s a bot"
+            f" ({seconds:.1f} s), first {totals[0]:.1f} s then median {rest[len(rest) // 2]:.1f}"
+            f" s; between bots {min(gpu):.2f}-{max(gpu):.2f} GiB on the GPU, host"
+            f" {host[0]:.1f}-{host[-1]:.1f} GiB"
+        )
+
+    def variant(name: str, *flags: str) -> Any:
+        def measure() -> tuple[dict, str]:
+            figures = steady(probe.job(name, large["name"], *epochs, *flags), args.peak_tflops)
+            return figures, describe(figures)
+
+        return measure
+
+    probe.phase("setup", setup)
+    if large["name"] is None:
+        return
+    measures = {
+        "fixed": fixed,
+        "large": profiled,
+        "many": many,
+        "large-8k": variant("large-8k", "--block-size", "1024", "--batch-size", "8"),
+        "large-compile": variant("large-compile", "--compile"),
+        "large-noclip": variant("large-noclip", "--max-grad-norm", "0"),
+    }
+    for name in PHASES:
+        if name in args.skip:
+            probe.record(name, {"skipped": "asked"}, f"{name}: skipped (asked)")
+        else:
+            probe.phase(name, measures[name])
+    shutil.rmtree(probe.work, ignore_errors=True)  # 6 GB of bases and runs: never left behind
+    print(f"probe: {time.monotonic() - probe.started:.0f} s; {args.out / 'probe.txt'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+#!/bin/bash
+# The GPU probe (bench/gpu_probe.py; docs/benchmarks.md): one device call, timeout_s 480, carry
+# [".gpu", ".whl"] (docs/benchmarks-history.md, "How to take them again"). Its phases stop
+# within 420 s; each appends to "$OUT"/probe.txt and probe.jsonl as it ends, and a failed one
+# its log's end. MODEL_LARGE=tiny MODEL_SMALL=tiny BOTS=3 runs it on a CPU (a check of the
+# script: about 30 s, and 30 s more for the compiled phase; SKIP=large-compile skips it).
+set -u
+OUT=${OUT:-/tmp/probe-out}
+mkdir -p "$OUT"
+if ! python3 -c "import pydantic, tenacity, fontTools" 2>/dev/null; then  # the device's image
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 3
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONUNBUFFERED=1
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU"
+  python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+  echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"; } | tee -a "$OUT"/probe.txt
+TWEETS=job/samples/sourdough_sam.jsonl
+TOKENIZER=""
+if [ -d .gpu/archive ]; then  # andreruffert's real archive, cleaned as the job cleans it
+  python3 - <<'PY' || exit 3
+from pathlib import Path
+from job.config import JobConfig
+from job.data.sources import ArchiveSource
+from job.prepare import prepare
+prepare({"andreruffert": ArchiveSource(Path(".gpu/archive"))}, Path("/tmp/probe-p"), JobConfig())
+PY
+  TWEETS=/tmp/probe-p/andreruffert/data/clean.jsonl
+  TOKENIZER="--tokenizer .gpu/tokenizer"
+fi
+# shellcheck disable=SC2086  # TOKENIZER is two words or none; SKIP is phase names or none
+python3 bench/gpu_probe.py --out "$OUT" --tweets "$TWEETS" $TOKENIZER \
+  --large "${MODEL_LARGE:-gpt2-xl}" --small "${MODEL_SMALL:-gpt2}" --bots "${BOTS:-10}" \
+  --skip ${SKIP:-} 2>&1 | grep -v "Loading weights\|Writing model shards"
+rm -rf /tmp/probe-p
