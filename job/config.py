@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from job.base import Base
 
-Strategy = Literal["auto", "ddp", "zero2", "zero3", "zero3-offload"]
+Strategy = Literal["auto", "ddp", "zero2", "zero3", "zero2-offload", "zero3-offload"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)  # the names, once: from the type
 # transformers' schedulers that need no extra arguments (SchedulerType)
 Scheduler = Literal[
@@ -167,7 +167,9 @@ class TrainConfig(Section):
         "auto", description="auto: bf16 where the GPU supports it, else fp32."
     )
     strategy: Strategy = Field(
-        "auto", description="ddp | zero2 | zero3 | zero3-offload, or auto: the fastest that fits."
+        "auto",
+        description="ddp | zero2 | zero3 | zero2-offload | zero3-offload, or auto: the fastest"
+        " that fits.",
     )
     # A gpt2-xl checkpoint with its optimizer is ~20 GB and its training lasts minutes on a
     # GPU: time, not a step count, says when one is worth writing. SIGTERM always saves.

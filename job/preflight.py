@@ -174,7 +174,7 @@ def host_memory(job: BotJob) -> None:
     """The strategy's host-memory check, now rather than after the download (GPT-2 sizes only:
     another base model's size is known once its config is read)."""
     train = job.config.train
-    if train.strategy not in ("auto", "zero3-offload"):
+    if train.strategy not in ("auto", "zero2-offload", "zero3-offload"):
         return
 
     if job.base.size is None:  # not a GPT-2 size: its size is known once its config is read

@@ -168,8 +168,8 @@ def run(
     to storage, before the result is put in place, and on any failure (a local takedown
     removes the files the run is writing).
     """
-    # Before anything compiles (plan() decides whether it will): Inductor's worker processes
-    # read their cache folder from the environment they start with.
+    # Before torch is imported (plan() decides later whether to compile): Inductor fixes its
+    # cache folder in the environment the first time it looks, and its workers read it there.
     compile_caches()
     state = setup(job, out)
     state.progress = progress

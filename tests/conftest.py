@@ -85,6 +85,18 @@ def s3(_moto: MotoS3, monkeypatch: pytest.MonkeyPatch) -> MotoS3:
 
 
 @pytest.fixture(autouse=True)
+def _environment_as_it_was():
+    """A job run in this process sets variables for the libraries it drives (the compile
+    caches, W&B's folders under the bot's scratch); the next test, and every process it
+    starts, gets the environment as the session had it."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
 def _no_inherited_wandb_service():
     """wandb puts its service's address in os.environ (WANDB_SERVICE) when a test starts a run
     in this process; a job the test spawns would then attach to it, and wait up to a minute

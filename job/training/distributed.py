@@ -47,7 +47,7 @@ LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER
 def as_one_process_group() -> None:
     """Make a plain process (no launcher) a process group of one, as ``torchrun
     --nproc_per_node=1`` would: rank 0 of 1, rendezvous on a free loopback port. ZeRO needs a
-    group even on one GPU (``zero3-offload`` for gpt2-xl on a 24 GB card is this case)."""
+    group even on one GPU (``zero2-offload`` for gpt2-xl on a 24 GB card is this case)."""
     if "LOCAL_RANK" in os.environ:  # a launcher set them: theirs stand
         return
     with socket.socket() as s:

@@ -1,11 +1,13 @@
-"""How to spread training over GPUs: plain data parallel, ZeRO-2, ZeRO-3, or ZeRO-3 offload.
+"""How to spread training over GPUs: plain data parallel, ZeRO-2, ZeRO-3, or ZeRO with offload.
 
 ``auto`` estimates what one GPU must hold under each strategy and takes the fastest that fits:
 
 - model states, mixed-precision Adam: 16 bytes/parameter (bf16 weights 2 + bf16 grads 2 +
   fp32 master weights, momentum and variance 12), per the ZeRO paper (arXiv:1910.02054, §3.1).
   ZeRO-2 partitions the 14 bytes of grads and optimizer states over the GPUs; ZeRO-3 all 16.
-  Offload keeps weights and optimizer states in CPU memory: ~2 bytes/parameter of working copy.
+  ZeRO-2 offload keeps the optimizer states (and the fp32 gradients they update) in CPU memory:
+  the GPU holds the 16-bit weights whole and its share of the 16-bit gradients. ZeRO-3 offload
+  moves the weights too: ~2 bytes/parameter of working copy, fetched every step.
 - activations without recomputation: ~34 x tokens x width x layers bytes in 16-bit
   (Korthikanti et al., arXiv:2205.05198, eq. 2, less the attention-score term that SDPA's
   fused kernels never store).
@@ -17,8 +19,11 @@
   checks the host (its cgroup limit, in a container) before it picks offload, and refuses
   with the figures rather than be killed for memory an hour in.
 
-Order of preference: ddp (no partitioning: fastest), zero2, zero3, zero3-offload (slowest).
-On a single GPU, ZeRO-2/3 save nothing, so only ddp or offload are candidates.
+Order of preference: ddp (no partitioning: fastest), zero2, zero3, zero2-offload (the weights
+stay on the GPU: only the optimizer step crosses the bus), zero3-offload (slowest: the weights
+cross it every forward and backward). On a single GPU, ZeRO-2/3 save nothing, so only ddp or an
+offload are candidates: gpt2-xl on one 24 GB GPU fits zero2-offload (~11 GiB) where it once
+took zero3-offload.
 """
 
 from __future__ import annotations
@@ -93,12 +98,14 @@ def per_gpu_bytes(shape: Shape, gpus: int, tokens_per_gpu: int) -> dict[str, flo
         "ddp": 16 * n + activations,
         "zero2": 2 * n + 14 * n / gpus + activations,
         "zero3": 16 * n / gpus + activations,
+        "zero2-offload": 2 * n + 2 * n / gpus + activations,
         "zero3-offload": 2 * n / gpus + activations,
     }
 
 
 def offload_host_bytes(shape: Shape, gpus: int) -> float:
-    """Host memory that ZeRO-3 offload needs on one machine (see the module's docstring)."""
+    """Host memory that an offload (ZeRO-2's or ZeRO-3's) needs on one machine: the optimizer
+    states and fp32 gradients either way (see the module's docstring)."""
     return 16 * shape.params + 4 * shape.params * max(gpus, 1)
 
 
@@ -122,9 +129,9 @@ def choose(
         f"offload needs ~{host_need / GIB:.0f} GiB of host memory"
         f" and {(host_bytes or 0) * HEADROOM / GIB:.1f} GiB is usable here"
     )
-    if requested == "zero3-offload" and short:
+    if requested.endswith("-offload") and short:
         raise BadConfig(
-            f"strategy zero3-offload: {host}; give the job more memory (Batch: the job"
+            f"strategy {requested}: {host}; give the job more memory (Batch: the job"
             " definition's memory; Kubernetes: resources.limits.memory) or another strategy"
         )
     if requested != "auto":
@@ -133,9 +140,9 @@ def choose(
         return Choice("ddp", "no GPU: plain data parallel on CPU", need)
     budget = gpu_bytes * HEADROOM
     candidates = ["ddp", "zero2", "zero3"] if gpus > 1 else ["ddp"]
-    for name in [*candidates, "zero3-offload"]:
+    for name in [*candidates, "zero2-offload", "zero3-offload"]:
         if need[name] <= budget:
-            if name == "zero3-offload" and short:
+            if name.endswith("-offload") and short:
                 raise BadConfig(
                     f"{shape.params / 1e6:.0f} M parameters fit no strategy here:"
                     f" {', '.join(candidates)} need more than the {budget / GIB:.1f} GiB usable"
@@ -154,7 +161,7 @@ def choose(
                     " would not fit"
                     + (
                         f"; host memory checked: offload needs ~{host_need / GIB:.0f} GiB"
-                        if name == "zero3-offload" and host_bytes is not None
+                        if name.endswith("-offload") and host_bytes is not None
                         else ""
                     )
                 ),

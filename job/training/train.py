@@ -241,7 +241,7 @@ def _trainer(
         ddp_find_unused_parameters=False,
         ddp_bucket_cap_mb=100,
         # One block compiled for all (regional: compile_caches() asks accelerate for it), its
-        # caches on HF_HOME; called by run() before anything compiles.
+        # caches on HF_HOME; run() calls it before torch is imported.
         torch_compile=run.compile,
     )
     preemption = Preemption()
