@@ -51,8 +51,10 @@ fonts:
 	fi
 
 # Both tiers run on every core, at most 4 workers (each starts its own moto, ~200 MB, and
-# torch's threads share the cores): 2 on a 2-core machine. The image's build is its own step.
-WORKERS := -n auto --maxprocesses 4
+# torch's threads share the cores): 2 on a 2-core machine. A worker that runs out of tests
+# takes some of the other's (worksteal: the tests last from milliseconds to a minute). The
+# image's build is its own step.
+WORKERS := -n auto --maxprocesses 4 --dist worksteal
 test: install
 	$(BIN)/pytest -q $(WORKERS) -m "not image"
 

@@ -2,8 +2,8 @@
 # The GPU probe (bench/gpu_probe.py; docs/benchmarks.md): one device call, timeout_s 480, carry
 # [".gpu", ".whl"] (docs/benchmarks-history.md, "How to take them again"). Its phases stop
 # within 420 s; each appends to "$OUT"/probe.txt and probe.jsonl as it ends, and a failed one
-# its log's end. MODEL_LARGE=tiny MODEL_SMALL=tiny BOTS=3 runs it on a CPU (a check of the
-# script: about 30 s, and 30 s more for the compiled phase; SKIP=large-compile skips it).
+# its log's end. MODEL_LARGE=tiny MODEL_SMALL=tiny BOTS=2 runs it on a CPU (a check of the
+# script: about 30 s, and 30 s more for the compiled phase); SKIP="PHASE ..." skips phases.
 set -u
 OUT=${OUT:-/tmp/probe-out}
 mkdir -p "$OUT"

@@ -13,12 +13,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
 import tempfile
 from pathlib import Path
 
+from job.base import Base
 from job.cloud import hub
 from job.cloud.consent import Guard, check_not_opted_out
 from job.cloud.runs import latest_complete, new_run_id, upload_run
@@ -331,6 +333,14 @@ def _push(
 ) -> Status:
     """Push ``run_dir/model`` (its card rendered for ``repo``) and record it; the guard, when
     given, is checked before and after (cloud/consent.py)."""
+    adapter_config = run_dir / "model" / "adapter_config.json"
+    if adapter_config.is_file():  # an adapter loads its base by the name it gives
+        base = str(json.loads(adapter_config.read_text()).get("base_model_name_or_path", ""))
+        if Base.of(base).hub_id is None:
+            raise BadConfig(
+                f"{bot}: an adapter of {base!r}, which is no Hub model: the Hub could not load"
+                " it; make the bot again from a Hub base to publish it"
+            )
     for_repo(run_dir, repo, private)
     status = read_status(storage, bot)
     state = status.state if status and status.state != "unknown" else "succeeded"

@@ -166,6 +166,33 @@ class TrainConfig(Section):
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="auto: bf16 where the GPU supports it, else fp32."
     )
+    # LoRA (Hu et al. 2021, arXiv:2106.09685): the base stays frozen and is shared by every bot
+    # of it; a bot is a low-rank update of each block's matrices, megabytes where a full copy
+    # of gpt2-xl is 3-6 GB, with no optimizer state for the base (it fits one 24 GB GPU).
+    adapter: Literal["none", "lora"] = Field(
+        "none",
+        description="none: fine-tune every weight; lora: train a LoRA adapter of the frozen"
+        " base (megabytes a bot; docs/usage.md, Adapter bots).",
+    )
+    # Rank 16 and alpha twice the rank (a scale of 2): peft's and QLoRA's usual pair (Dettmers
+    # et al. 2023 sweep 8-64 and find the rank matters less than adapting every layer), at
+    # most width/32 so that the update stays low-rank for a narrow model (the tiny one's 64:
+    # rank 2; gpt2's adapter is then ~2% of its weights). GPT-2's Conv1D matrices: c_attn (q,
+    # k, v together), both c_proj (attention's and the MLP's), c_fc.
+    lora_rank: int | None = Field(
+        None, ge=1, le=1024, description="LoRA's rank; unset: 16, or width/32 where less."
+    )
+    lora_alpha: int | None = Field(
+        None,
+        ge=1,
+        description="LoRA's alpha (its update is scaled by alpha/rank); unset: 2 x rank.",
+    )
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on LoRA's input.")
+    lora_targets: list[str] = Field(
+        ["c_attn", "c_proj", "c_fc"],
+        min_length=1,
+        description="Modules LoRA adapts (GPT-2's names: every matrix of a block).",
+    )
     strategy: Strategy = Field(
         "auto",
         description="ddp | zero2 | zero3 | zero2-offload | zero3-offload, or auto: the fastest"

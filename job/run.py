@@ -47,7 +47,7 @@ from job.outputs.tracking import Tracker, default_mode
 from job.prepare import bot_writer, check_out, prepare, scratch_of
 from job.spec import BotJob
 from job.storage import Storage
-from job.training import distributed
+from job.training import adapter, distributed
 from job.training.checkpoints import Checkpoints, discard_incomplete
 from job.training.model import EOS, check_base, load, load_base, resolve_base
 from job.training.train import TrainResult, compile_caches, finetune
@@ -111,6 +111,7 @@ class State:
     phases: Phases = field(default_factory=Phases)
     device: str = "cpu"
     progress: Progress | None = None
+    attached: Any = None  # an adapter bot's model: its adapter comes out however the run ends
 
     @property
     def work(self) -> Path:
@@ -183,6 +184,10 @@ def run(
                     # the failure may be a takedown's doing (it removed these files): say so
                     guard("a failure")
             raise
+        finally:
+            if state.attached is not None:  # the shared base, as it was, for the next bot
+                adapter.release(state.attached)
+                state.attached = None
 
 
 def _tidy(state: State) -> None:
@@ -313,8 +318,13 @@ def train(
     resume: Path | None,
 ) -> Trained:
     """Load the base on every rank, fine-tune, save the consolidated model to ``staged``."""
+    config = state.job.config.train
     with state.phases("load"):
-        model, tokenizer = load_base(base, device=state.device)
+        model, tokenizer = load_base(base, device=state.device, live=config.adapter != "none")
+        if config.adapter != "none":
+            if state.device == "cuda" and _gpu_bf16():
+                model.bfloat16()  # the frozen base: half the memory, never updated
+            model = state.attached = adapter.attach(model, config)
         # Everything made so far (torch's and transformers' modules, the model) lives to the
         # end: keep it out of the collector's walks. accelerate calls gc.collect() when
         # training ends, and that walk costs ~0.2 s otherwise.
@@ -337,9 +347,30 @@ def train(
         # The Trainer's arguments, pickled: nothing a user of the model needs, and the Hub
         # flags every pickle it is given.
         (state.staged / "training_args.bin").unlink(missing_ok=True)
-        if state.main and state.job.config.train.save_precision == "bf16":
+        if state.main and config.save_precision == "bf16":
             _to_bf16(state.staged)
+        if state.main and adapter.is_adapter(model):
+            _base_beside(state, base)
     return Trained(result, model, tokenizer)
+
+
+def _base_beside(state: State, base: str) -> None:
+    """An adapter names its base (adapter_config.json). A base built here (the tiny one) is
+    kept beside the model in the result, ``OUT/<bot>/base``, and named there, so the adapter
+    loads after the run's scratch space is gone; a Hub base keeps its Hub id."""
+    if state.job.base.kind != "tiny":
+        return
+    shutil.copytree(base, state.staging / "base")
+    config_path = state.staged / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = str((state.bot_dir / "base").resolve())
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def _gpu_bf16() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_bf16_supported())
 
 
 def predict(state: State, data: Prepared, trained: Trained) -> Sampled:
@@ -354,7 +385,7 @@ def predict(state: State, data: Prepared, trained: Trained) -> Sampled:
         sampling = sampling.model_copy(update={"max_length": context})
     config = state.job.config.model_copy(update={"sampling": sampling})
     job = state.job.model_copy(update={"config": config})
-    _finish_model_folder(state.staged, trained.tokenizer, sampling)
+    _finish_model_folder(state.staged, trained.tokenizer, sampling, trained.model)
     model, tokenizer = trained.model, trained.tokenizer
     with state.phases("predict"):
         if trained.result.strategy.startswith("zero3"):  # partitioned in memory: the saved one
@@ -495,7 +526,9 @@ def _to_bf16(folder: Path) -> None:
     config.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def _finish_model_folder(folder: Path, tokenizer: Any, sampling: SamplingConfig) -> None:
+def _finish_model_folder(
+    folder: Path, tokenizer: Any, sampling: SamplingConfig, model: Any
+) -> None:
     """Add the tokenizer and the sampling settings where pipeline() and the Hub widget look.
 
     transformers 5's pipeline reads generation_config.json and config.prefix; older versions
@@ -504,6 +537,13 @@ def _finish_model_folder(folder: Path, tokenizer: Any, sampling: SamplingConfig)
     from transformers import AutoConfig, GenerationConfig
 
     generation = sampling.generation_kwargs()
+    if (folder / "adapter_config.json").is_file():  # an adapter: no config.json of its own
+        gen = GenerationConfig.from_dict(model.generation_config.to_dict())  # the base's
+        gen.update(**generation)
+        gen.save_pretrained(folder)
+        tokenizer.padding_side = "right"
+        tokenizer.save_pretrained(folder)
+        return
     config = AutoConfig.from_pretrained(folder)
     config.prefix = EOS
     config.task_specific_params = {"text-generation": {**generation, "prefix": EOS}}
@@ -555,6 +595,11 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_warning()
     disable_progress_bars()
+    # peft 0.21 asks transformers 5 for a name it renamed: a warning on every adapter run that
+    # says nothing to the job's user (peft's to change, not ours).
+    import warnings
+
+    warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
     # huggingface_hub's logger prints through a handler of its own and then, propagating,
     # through the job's too: each retry line came out twice. The job's handler (console.py)
     # is the one.

@@ -96,6 +96,12 @@ class BotJob(Section):
                 "a public Hub push needs a contact for removal requests (the manifest's"
                 " hub.contact, or submit --contact): the person it imitates must be able to ask"
             )
+        if self.hub_push and self.config.train.adapter != "none" and self.base.hub_id is None:
+            raise ValueError(
+                "an adapter is published with the Hub id of its base, and"
+                f" {self.config.train.base_model!r} is none: give --base-model a Hub model"
+                " (gpt2 ... gpt2-xl, or OWNER/NAME), or --no-push"
+            )
         return self
 
     @property
@@ -118,13 +124,14 @@ def bot_job(
 ) -> BotJob:
     if hub_repo is not None:
         hub_repo = check_repo(hub_repo, "--hub-repo")
-    return BotJob(
-        bot=bot_name([u.handle for u in users]),
-        users=users,
-        config=config,
-        hub_repo=hub_repo,
-        contact=contact,
-    )
+    fields = {
+        "bot": bot_name([u.handle for u in users]),
+        "users": users,
+        "config": config,
+        "hub_repo": hub_repo,
+        "contact": contact,
+    }
+    return validate(BotJob, fields, "the bot")
 
 
 def check_repo(repo: str, where: str) -> str:
@@ -244,17 +251,18 @@ def jobs(manifest: Manifest, only: range | None = None) -> list[BotJob]:
         # looked up now, not at import: a test adds a field to it
         config = validate(settings.JobConfig, sections, path)
         repo = spec.hub_repo or f"{manifest.hub.owner}/{name}"
-        out.append(
-            BotJob(
-                index=i,
-                bot=name,
-                users=spec.users,
-                config=config,
-                # The card names a Hub repo only if the model will be pushed there.
-                hub_repo=check_repo(repo, f"{path}.hub_repo") if manifest.hub.push else None,
-                hub_push=manifest.hub.push,
-                hub_private=manifest.hub.private,
-                contact=manifest.hub.contact,
-            )
-        )
+        # validated as data: a BotJob's own rules (a push's contact, an adapter's Hub base)
+        # are one line that names the bot, like every other field's
+        fields = {
+            "index": i,
+            "bot": name,
+            "users": spec.users,
+            "config": config,
+            # The card names a Hub repo only if the model will be pushed there.
+            "hub_repo": check_repo(repo, f"{path}.hub_repo") if manifest.hub.push else None,
+            "hub_push": manifest.hub.push,
+            "hub_private": manifest.hub.private,
+            "contact": manifest.hub.contact,
+        }
+        out.append(validate(BotJob, fields, path))
     return out

@@ -80,7 +80,7 @@ def test_batch_retries_match_the_exit_codes() -> None:
     [
         "infra/k8s/base/job.yaml",
         "infra/k8s/overlays/shared-cache/cache-pvc.yaml",
-        "infra/k8s/overlays/gpt2-xl/resources.yaml",
+        *sorted(str(p.relative_to(REPO)) for p in REPO.glob("infra/k8s/overlays/*/resources.yaml")),
     ],
 )
 def test_kubernetes_schemas(path: str) -> None:

@@ -83,6 +83,9 @@ def front_matter(context: dict[str, Any]) -> dict[str, Any]:
     }
     if context.get("base_model_id"):
         meta["base_model"] = context["base_model_id"]
+    if context.get("adapter"):  # the Hub lists it under its base's adapters
+        meta["library_name"] = "peft"
+        meta["tags"] = [*meta["tags"], "lora"]
     return meta
 
 
@@ -223,6 +226,7 @@ def context(
         "base_model_url": f"https://huggingface.co/{hub_id}" if hub_id else None,
         "base_model_id": hub_id,
         "random_base": base.kind == "tiny",
+        "adapter": config.train.adapter if config.train.adapter != "none" else None,
         "wandb_url": wandb_url if wandb_url and WANDB_URL.fullmatch(wandb_url) else None,
         "languages": languages(data.stats),
         "clean": config.clean.model_dump(),

@@ -98,29 +98,41 @@ class _Pristine:
 
 _keeping = False  # inside bases_kept()
 _kept: _Pristine | None = None  # the base of this task's bots, once the first has loaded it
+# Adapter bots' base: the model itself, left on the device between bots (adapter.py)
+_live: tuple[str, Any, Any] | None = None
 
 
 @contextmanager
 def bases_kept() -> Iterator[None]:
     """Inside, ``load_base`` keeps the base it loads in host memory, and later calls for the
     same base restore it from there instead of from disk (a task making several bots)."""
-    global _keeping, _kept
+    global _keeping, _kept, _live
     _keeping = True
     try:
         yield
     finally:
-        _keeping, _kept = False, None
+        _keeping, _kept, _live = False, None, None
 
 
-def load_base(name_or_path: str, *, device: str) -> tuple[PreTrainedModel, Any]:
+def load_base(name_or_path: str, *, device: str, live: bool = False) -> tuple[PreTrainedModel, Any]:
     """``load``, or inside ``bases_kept`` the same weights restored from host memory: the
     model is built on the meta device and takes a copy of the kept tensors on ``device`` (no
-    random init, no disk, no parsing)."""
+    random init, no disk, no parsing). ``live``: for an adapter bot, whose training leaves
+    the base's weights as they were, the very model the last adapter bot of the same base
+    used, still on the device (its tokenizer a fresh copy)."""
     import copy
 
-    global _kept
+    global _kept, _live
     if not _keeping:
         return load(name_or_path, device=device)
+    if live:
+        if _live is None or _live[0] != name_or_path:
+            _live = None  # another base: the last one goes first
+            model, tokenizer = load(name_or_path, device=device)
+            _live = (name_or_path, model, tokenizer)
+            return model, copy.deepcopy(tokenizer)
+        log.info("base %s still on the device", name_or_path)
+        return _live[1], copy.deepcopy(_live[2])
     kept = _kept
     if kept is None or kept.name != name_or_path:
         _kept = None  # another base: the last one's copy goes

@@ -100,6 +100,9 @@ def per_gpu_bytes(shape: Shape, gpus: int, tokens_per_gpu: int) -> dict[str, flo
         "zero3": 16 * n / gpus + activations,
         "zero2-offload": 2 * n + 2 * n / gpus + activations,
         "zero3-offload": 2 * n / gpus + activations,
+        # an adapter run (ddp): the frozen base in fp32, no gradients or optimizer state for
+        # it; the adapter's own (~1% of the weights with its Adam) is within the headroom
+        "lora": 4 * n + activations,
     }
 
 
@@ -117,12 +120,16 @@ def choose(
     gpu_bytes: int,
     tokens_per_gpu: int,
     host_bytes: int | None = None,
+    adapter: bool = False,
 ) -> Choice:
     """The strategy to use, and why. ``gpus == 0`` means CPU training; ``host_bytes`` None
-    means the host's memory is not checked."""
+    means the host's memory is not checked. An ``adapter`` run is plain data parallel: ZeRO
+    partitions optimizer state, and the frozen base has none."""
     if requested not in STRATEGIES:
         raise BadConfig(f"strategy must be one of {', '.join(STRATEGIES)}, not {requested!r}")
     need = per_gpu_bytes(shape, max(gpus, 1), tokens_per_gpu)
+    if adapter:
+        return _adapter_choice(requested, shape, gpus, gpu_bytes, need)
     host_need = offload_host_bytes(shape, gpus)
     short = host_bytes is not None and host_need > host_bytes * HEADROOM
     host = (
@@ -173,3 +180,28 @@ def choose(
             " the job more memory, larger GPUs, or a smaller base model"
         )
     return Choice("zero3-offload", "nothing fits on the GPUs; offload is the last resort", need)
+
+
+def _adapter_choice(
+    requested: str, shape: Shape, gpus: int, gpu_bytes: int, need: dict[str, float]
+) -> Choice:
+    if requested not in ("auto", "ddp"):
+        raise BadConfig(
+            f"strategy {requested} with an adapter: ZeRO partitions the optimizer state, and a"
+            " LoRA run has none for the base; use --strategy ddp (or auto)"
+        )
+    if gpus == 0:
+        return Choice("ddp", "no GPU: plain data parallel on CPU (an adapter)", need)
+    budget = gpu_bytes * HEADROOM
+    if need["lora"] > budget:
+        raise BadConfig(
+            f"{shape.params / 1e6:.0f} M parameters with an adapter need ~{need['lora'] / GIB:.1f}"
+            f" GiB per GPU, over the {budget / GIB:.1f} GiB usable: a smaller batch or block,"
+            " larger GPUs, or a full fine-tune with offload"
+        )
+    return Choice(
+        "ddp",
+        f"an adapter: the frozen base needs ~{need['lora'] / GIB:.1f} GiB per GPU (of"
+        f" {budget / GIB:.1f} GiB usable), with no optimizer state for it",
+        need,
+    )

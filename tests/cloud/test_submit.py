@@ -233,7 +233,7 @@ def test_one_bot_per_user_or_one_for_all() -> None:
 
 
 @pytest.mark.parametrize("bots", [1, 3, 150])
-@pytest.mark.parametrize("overlay", [None, "gpt2-xl"])
+@pytest.mark.parametrize("overlay", [None, "gpt2-xl", "gpt2-xl-lora"])
 def test_rendered_jobs_follow_the_api_servers_rules_for_indexed_jobs(bots, overlay) -> None:
     """Beyond the schema: maxFailedIndexes <= completions and the rest of batch/v1's checks,
     for the base and every overlay, with the cache per pod or on a shared claim."""
@@ -260,13 +260,18 @@ def test_rendered_jobs_follow_the_api_servers_rules_for_indexed_jobs(bots, overl
             else {"name": "cache", "emptyDir": {"sizeLimit": "50Gi"}}
         )
         limits = pod["containers"][0]["resources"]["limits"]
-        assert limits["memory"] == ("64Gi" if overlay else "16Gi")
-        if overlay:  # any GPU of 40 GB or more, not one exact size
+        assert (
+            limits["memory"] == {None: "16Gi", "gpt2-xl": "64Gi", "gpt2-xl-lora": "32Gi"}[overlay]
+        )
+        if overlay:  # any GPU of a size or more (MiB), not one exact GPU model
             (term,) = pod["affinity"]["nodeAffinity"][
                 "requiredDuringSchedulingIgnoredDuringExecution"
             ]["nodeSelectorTerms"]
-            assert term["matchExpressions"][0]["operator"] == "Gt"
-    with pytest.raises(BadConfig, match="--overlay must be one of gpt2-xl"):
+            (match,) = term["matchExpressions"]
+            assert match["operator"] == "Gt"
+            # an L4 (23,034 MiB) passes the adapter's; a full gpt2-xl needs over 40 GB
+            assert int(match["values"][0]) == {"gpt2-xl": 40000, "gpt2-xl-lora": 22000}[overlay]
+    with pytest.raises(BadConfig, match="--overlay must be one of gpt2-xl, gpt2-xl-lora"):
         render_k8s("s3://b/jobs/x.yaml", 1, name="n", image="i", namespace="d", overlay="huge")
 
 

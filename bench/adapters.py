@@ -1,0 +1,187 @@
+"""Bench: adapter bots (``--adapter lora``) against full fine-tunes of the same base, in one run.
+
+Three answers, each a ratio between the two sides of this run:
+
+1. **Quality**: held-out perplexity (bench.py's measurement, the same held-out tweets) of the
+   full fine-tune at its default rate and of the adapter at that rate times each of
+   ``--factors`` (the sweep that chose the adapter's default factor, training/plan.py
+   ``ADAPTER_RATE_FACTOR``). Same base, data, epochs and seed.
+2. **Bytes a bot**: the adapter's files against the full model's, measured for this base, and
+   computed from the shapes for every GPT-2 size (LoRA adds rank x (in + out) numbers a
+   matrix: 16 x width x rank a block over c_attn, both c_proj and c_fc).
+3. **Seconds a bot** in a task of ``--bots`` bots (one process, ``bots_per_task``), adapters
+   against full fine-tunes of the same base, each bot the same tweets under its own handle.
+
+    python bench/adapters.py --archive ../shared/data/archives/andreruffert \\
+        --handle andreruffert --pretrain-on README.md docs/*.md
+
+Written: OUT/adapters.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO))
+
+from bench import child_env, perplexity, prepare_split, pretrain, timed  # noqa: E402
+
+FP32 = 4  # bytes a number, as both sides save by default (--save-precision fp32)
+
+
+def lora_bytes(width: int, layers: int, rank: int) -> int:
+    """An adapter of every matrix of a GPT-2 block: c_attn (width -> 3 width), attention's
+    c_proj (width -> width), c_fc (width -> 4 width), the MLP's c_proj (4 width -> width)."""
+    per_block = rank * ((width + 3 * width) + (width + width) + (width + 4 * width) + (5 * width))
+    return per_block * layers * FP32
+
+
+def sizes_table() -> list[dict]:
+    from job.gpt2 import GPT2
+    from job.training.adapter import rank_for
+    from job.training.strategy import shape_of
+
+    rows = []
+    for name, size in GPT2.items():
+        width, layers = int(size.arch["n_embd"]), int(size.arch["n_layer"])
+        full = shape_of(name).params * FP32
+        adapter = lora_bytes(width, layers, rank_for(width))
+        rows.append(
+            {
+                "model": name,
+                "full_bytes": full,
+                "adapter_bytes": adapter,
+                "share": adapter / full,
+                "per_1000_bots_gb": {"full": full * 1000 / 1e9, "adapter": adapter * 1000 / 1e9},
+            }
+        )
+    return rows
+
+
+def folder_bytes(folder: Path, names: tuple[str, ...]) -> int:
+    return sum((folder / n).stat().st_size for n in names if (folder / n).is_file())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--archive", type=Path, help="a Twitter archive (else our sample)")
+    parser.add_argument("--handle", default="sourdough_sam")
+    parser.add_argument("--epochs", type=float, default=4.0)
+    parser.add_argument("--factors", default="3,10,30", help="adapter rate / full rate")
+    parser.add_argument("--bots", type=int, default=10, help="bots in the task of part 3")
+    parser.add_argument("--pretrain-on", type=Path, nargs="*", default=[])
+    parser.add_argument("--pretrain-epochs", type=float, default=8.0)
+    parser.add_argument("--out", type=Path, default=REPO / "bench-out" / "adapters")
+    parser.add_argument(
+        "--width", type=int, default=64, help="the stand-in base's (64: the job's tiny model)"
+    )
+    parser.add_argument("--layers", type=int, default=2)
+    args = parser.parse_args()
+    args.out = args.out.resolve()  # the job takes a base folder as /... or ./...
+
+    from job.training.model import build_random
+
+    data, train_file, heldout = prepare_split(args.archive, args.handle, args.out)
+    arch = {"n_embd": args.width, "n_layer": args.layers, "n_head": max(2, args.width // 64)}
+    arch |= {"n_positions": 128}
+    base = str(build_random(args.out / "base", [t.text for t in data.tweets], None, 42, arch))
+    env = child_env()
+    if args.pretrain_on:
+        base = pretrain(base, args.pretrain_on, args.pretrain_epochs, args.out, env)
+
+    def job(name: str, *flags: str) -> dict:
+        out = args.out / name
+        seconds, _ = timed(
+            [
+                *[sys.executable, "-m", "job", "run", args.handle, "--jsonl", str(train_file)],
+                *["--base-model", base, "--out", str(out), "--epochs", f"{args.epochs:g}"],
+                *["--predictions-per-prompt", "1", *flags],
+            ],
+            env,
+            out,
+        )
+        made = json.loads((out / args.handle / "job.json").read_text())
+        model = out / args.handle / "model"
+        return {
+            "learning_rate": made["result"]["learning_rate"],
+            "perplexity": perplexity(str(model), heldout),
+            "process_s": seconds,
+            "model_bytes": folder_bytes(
+                model, ("model.safetensors", "adapter_model.safetensors", "adapter_config.json")
+            ),
+        }
+
+    full = job("full")
+    print(f"full fine-tune: rate {full['learning_rate']:.3g}, held-out perplexity"
+          f" {full['perplexity']:.1f}, {full['model_bytes']:,} bytes")  # fmt: skip
+    adapters = []
+    for factor in [float(f) for f in args.factors.split(",")]:
+        rate = full["learning_rate"] * factor
+        run = {"factor": factor, **job(f"lora-{factor:g}", "--adapter", "lora",
+                                       "--learning-rate", f"{rate:.4g}")}  # fmt: skip
+        adapters.append(run)
+        share = run["model_bytes"] / full["model_bytes"]
+        print(f"adapter x{factor:g}: rate {rate:.3g}, held-out perplexity {run['perplexity']:.1f}"
+              f" ({run['perplexity'] / full['perplexity']:.2f}x the full's),"
+              f" {run['model_bytes']:,} bytes ({share:.1%})")  # fmt: skip
+
+    # 3. seconds a bot, K bots in one task each way
+    rows = train_file.read_text().splitlines()
+    tweets = []
+    for i in range(args.bots):
+        path = args.out / "inputs" / f"baker{i}.jsonl"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(
+            "".join(json.dumps({**json.loads(r), "user": path.stem}) + "\n" for r in rows)
+        )
+        tweets.append(path)
+    per_bot = {}
+    for side, adapter in (("full", "none"), ("adapter", "lora")):
+        out = args.out / f"task-{side}"
+        manifest = out.with_suffix(".yaml")
+        bots = "".join(
+            f"  - users: [{{handle: {p.stem}, source: jsonl, uri: {p}}}]\n" for p in tweets
+        )
+        manifest.write_text(
+            f"version: 1\noutput: {out}\nwandb: {{mode: disabled}}\nbots_per_task: {args.bots}\n"
+            f"defaults:\n  base_model: {base}\n  train: {{epochs: 1, adapter: {adapter}}}\n"
+            f"  sampling: {{per_prompt: 1}}\nbots:\n{bots}"
+        )
+        start = time.perf_counter()
+        timed([sys.executable, "-m", "job", "run", "--manifest", str(manifest), "--index", "0"],
+              env, out.with_suffix(".log"))  # fmt: skip
+        per_bot[side] = (time.perf_counter() - start) / args.bots
+    ratio = per_bot["adapter"] / per_bot["full"]
+    print(f"{args.bots} bots in one task: {per_bot['adapter']:.2f} s a bot with adapters,"
+          f" {per_bot['full']:.2f} s full ({ratio:.2f}x)")  # fmt: skip
+
+    table = sizes_table()
+    for row in table:
+        print(f"{row['model']:>11}: adapter {row['adapter_bytes'] / 1e6:7.1f} MB of"
+              f" {row['full_bytes'] / 1e9:5.2f} GB ({row['share']:.1%}); 1,000 bots"
+              f" {row['per_1000_bots_gb']['adapter']:6.1f} GB against"
+              f" {row['per_1000_bots_gb']['full']:7.0f} GB")  # fmt: skip
+    (args.out / "adapters.json").write_text(
+        json.dumps(
+            {
+                "pretrained_on": [str(f) for f in args.pretrain_on],
+                "epochs": args.epochs,
+                "full": full,
+                "adapters": adapters,
+                "seconds_per_bot": per_bot,
+                "bots": args.bots,
+                "sizes": table,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

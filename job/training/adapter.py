@@ -1,0 +1,57 @@
+"""Adapter bots: a LoRA of one frozen base per bot (``train.adapter: lora``).
+
+The base stays as loaded: peft wraps the blocks' matrices (``lora_targets``) with low-rank
+updates and freezes everything else, so training touches only the adapter, and ``release``
+takes the LoRA layers out again without merging them. In a task of several adapter bots the
+base is loaded once and stays on the device (model.py, ``load_base(live=True)``): each bot
+attaches its adapter, trains, samples, saves and releases it, and the base's weights end
+bit-identical (tests/training/test_adapter.py). On a GPU with bf16 the base is held in bf16
+(half its memory; it is never updated, so nothing is lost to rounding in training), while the
+adapter's weights and their optimizer state stay fp32 under autocast.
+
+What is saved is the ecosystem's adapter format: ``adapter_model.safetensors`` and
+``adapter_config.json``, which names the base (``base_model_name_or_path``), with the
+tokenizer and generation config beside them; ``peft.AutoPeftModelForCausalLM`` and
+``transformers.pipeline`` load it from the folder or the Hub.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from job.config import TrainConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+
+
+def attach(model: PreTrainedModel, config: TrainConfig) -> Any:
+    """``model`` with a fresh LoRA adapter of ``config``'s shape; only the adapter trains."""
+    from peft import LoraConfig, get_peft_model
+
+    rank = config.lora_rank or rank_for(int(model.config.n_embd))
+    lora = LoraConfig(
+        r=rank,
+        lora_alpha=config.lora_alpha or 2 * rank,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.lora_targets),
+        fan_in_fan_out=True,  # GPT-2's Conv1D stores its weight transposed (in, out)
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def rank_for(width: int) -> int:
+    """The default rank (config.py ``lora_rank``): 16, or width/32 where that is less."""
+    return max(1, min(16, width // 32))
+
+
+def release(model: Any) -> PreTrainedModel:
+    """The base, with the adapter's layers taken out (not merged): its weights as loaded."""
+    return model.unload()
+
+
+def is_adapter(model: Any) -> bool:
+    return hasattr(model, "peft_config")

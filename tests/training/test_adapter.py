@@ -1,0 +1,187 @@
+"""Adapter bots (train.adapter: lora): megabytes a bot in the ecosystem's format, loadable by
+transformers and peft from the output folder and the Hub, many on one base in a task with the
+base left bit-identical."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from job.config import TrainConfig
+from job.gpt2 import GPT2
+from job.training.memory import GIB
+from job.training.plan import ADAPTER_RATE_FACTOR, plan
+from tests.helpers import SAMPLE
+from tests.helpers.cli import invoke
+
+MODEL = pytest.mark.integration  # trains, and loads transformers and peft
+
+
+def run_adapter(out: Path, *flags: str) -> Path:
+    result = invoke(
+        "run", "sourdough_sam", "--jsonl", str(SAMPLE), "--epochs", "2", "--adapter", "lora",
+        "--wandb-mode", "disabled", "--predictions-per-prompt", "1", "--out", str(out), *flags,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return out / "sourdough_sam"
+
+
+@MODEL
+def test_a_tiny_adapter_bot_is_a_few_percent_of_its_base_and_loads_as_the_hub_shows(
+    tmp_path: Path,
+) -> None:
+    from peft import AutoPeftModelForCausalLM
+    from transformers import pipeline
+
+    bot = run_adapter(tmp_path, "--base-model", "tiny")
+    model = bot / "model"
+    assert {p.name for p in model.iterdir()} >= {
+        "adapter_model.safetensors", "adapter_config.json", "generation_config.json",
+        "tokenizer.json", "README.md",
+    }  # fmt: skip
+    assert not (model / "model.safetensors").exists()
+    adapter, full = (
+        (model / "adapter_model.safetensors").stat().st_size,
+        (bot / "base" / "model.safetensors").stat().st_size,
+    )
+    assert adapter < 0.05 * full, (adapter, full)
+    config = json.loads((model / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str((bot / "base").resolve())  # outlives scratch
+    assert config["r"] == 2 and config["lora_alpha"] == 4  # tiny's width 64: rank 64/32
+    card = (model / "README.md").read_text()
+    assert "library_name: peft" in card and "LoRA adapter of" in card
+    job = json.loads((bot / "job.json").read_text())
+    assert job["config"]["train"]["adapter"] == "lora" and job["result"]["strategy"] == "ddp"
+    generator = pipeline("text-generation", model=str(model))
+    assert hasattr(generator.model, "peft_config")  # the adapter, on its base
+    assert generator("<|endoftext|>Bread", max_new_tokens=4)[0]["generated_text"]
+    merged = AutoPeftModelForCausalLM.from_pretrained(str(model)).merge_and_unload()
+    assert type(merged).__name__ == "GPT2LMHeadModel"
+
+
+@MODEL
+def test_an_adapter_of_a_hub_base_names_it_and_loads_from_the_hub(hub, tmp_path: Path) -> None:
+    """The base on the loopback Hub (a tiny GPT-2 served as openai-community/gpt2, through the
+    real from_pretrained download); the bot's adapter then served as its own repo: pipeline()
+    takes both from the Hub."""
+    from transformers import pipeline
+
+    from job.training.model import build_random
+
+    texts = [json.loads(line)["text"] for line in SAMPLE.read_text().splitlines()]
+    hub.serve("openai-community/gpt2", build_random(tmp_path / "gpt2", texts, None, 42))
+    bot = run_adapter(tmp_path / "out", "--base-model", "gpt2", "--learning-rate", "1e-3")
+    config = json.loads((bot / "model" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "openai-community/gpt2"
+    assert not (bot / "base").exists()  # a Hub base is named, not copied
+    assert "base_model: openai-community/gpt2" in (bot / "model" / "README.md").read_text()
+    hub.serve("huggingtweets/sourdough_sam", bot / "model")
+    generator = pipeline("text-generation", model="huggingtweets/sourdough_sam")
+    assert hasattr(generator.model, "peft_config")
+    assert generator("<|endoftext|>Bread", max_new_tokens=4)[0]["generated_text"]
+
+
+@MODEL
+def test_a_task_of_adapter_bots_keeps_one_base_on_the_device_bit_identical(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three adapter bots and a full fine-tune of the same base in one task: the base is loaded
+    once for the adapters, and after each adapter bot it is, bit for bit, the weights on disk;
+    the full fine-tune still trains every weight."""
+    import torch
+    from safetensors.torch import load_file
+
+    from job import batch
+    from job.training import adapter
+    from job.training.model import build_random
+
+    texts = [json.loads(line)["text"] for line in SAMPLE.read_text().splitlines()]
+    base = build_random(tmp_path / "base", texts, None, 42)
+    on_disk = load_file(base / "model.safetensors")
+
+    def digest(state: dict) -> str:
+        h = hashlib.sha256()
+        for name in sorted(on_disk):
+            h.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    released: list[tuple[int, str]] = []
+    real = adapter.release
+
+    def release(model):
+        base_model = real(model)
+        released.append((id(base_model), digest(base_model.state_dict())))
+        return base_model
+
+    monkeypatch.setattr(adapter, "release", release)
+    bots = "".join(
+        f"  - users: [{{handle: b{i}, source: jsonl, uri: {tmp_path / f'b{i}.jsonl'}}}]\n"
+        for i in range(3)
+    )
+    for i in range(4):
+        rows = [{**json.loads(r), "user": f"b{i}"} for r in SAMPLE.read_text().splitlines()]
+        (tmp_path / f"b{i}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"version: 1\noutput: {tmp_path / 'out'}\nwandb: {{mode: disabled}}\nbots_per_task: 4\n"
+        f"defaults:\n  base_model: {base}\n  train: {{epochs: 1, adapter: lora}}\n"
+        f"  sampling: {{per_prompt: 1}}\nbots:\n{bots}"
+        f"  - users: [{{handle: b3, source: jsonl, uri: {tmp_path / 'b3.jsonl'}}}]\n"
+        "    train: {adapter: none}\n"
+    )
+    batch.run_manifest(str(manifest), index=0)
+    expected = digest({k: v for k, v in on_disk.items()})
+    assert [d for _, d in released] == [expected] * 3  # the same weights after every bot
+    assert len({i for i, _ in released}) == 1  # the same model object: loaded once
+    for i in range(3):
+        run = json.loads((tmp_path / "out" / f"b{i}" / "latest.json").read_text())["run_id"]
+        assert (tmp_path / "out" / f"b{i}" / run / "model" / "adapter_model.safetensors").exists()
+    full = json.loads((tmp_path / "out" / "b3" / "latest.json").read_text())["run_id"]
+    weights = load_file(tmp_path / "out" / "b3" / full / "model" / "model.safetensors")
+    assert not torch.equal(weights["transformer.h.0.attn.c_attn.weight"],
+                           on_disk["transformer.h.0.attn.c_attn.weight"])  # fmt: skip
+
+
+def test_an_adapter_plans_plain_data_parallel_and_fits_gpt2_xl_on_one_24_gb_gpu() -> None:
+    from job.errors import BadConfig
+
+    def planned(gpu_gib: float, **config):
+        return plan(
+            TrainConfig(base_model="gpt2-xl", **config),
+            GPT2["gpt2-xl"].arch | {"vocab_size": 50257},
+            train_blocks=2000,
+            world=1,
+            gpu_bytes=int(gpu_gib * GIB),
+            host_bytes=512 * GIB,
+            bf16_supported=gpu_gib > 0,
+        )
+
+    full, lora = planned(24), planned(24, adapter="lora")
+    assert full.strategy == "zero2-offload" and lora.strategy == "ddp"
+    assert "no optimizer state" in lora.choice.reason
+    assert lora.learning_rate == pytest.approx(full.learning_rate * ADAPTER_RATE_FACTOR)
+    with pytest.raises(BadConfig, match="ZeRO partitions the optimizer state"):
+        planned(24, adapter="lora", strategy="zero3")
+    with pytest.raises(BadConfig, match="with an adapter need"):
+        planned(8, adapter="lora")  # 6 GB of base and the activations: not on 8 GB
+
+
+def test_an_adapter_of_a_base_the_hub_lacks_is_not_pushed(tmp_path: Path) -> None:
+    """The Hub loads an adapter's base by the name adapter_config.json gives: a tiny base or a
+    local folder is no name it knows. The manifest is refused before any work."""
+    from job import errors
+    from tests.helpers.cli import one_line
+
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"version: 1\noutput: {tmp_path / 'out'}\nwandb: {{mode: disabled}}\n"
+        "hub: {push: true, owner: huggingtweets, contact: takedown@example.org}\n"
+        "defaults: {base_model: tiny, train: {adapter: lora}}\n"
+        f"bots:\n  - users: [{{handle: sam, source: jsonl, uri: {SAMPLE}}}]\n"
+    )
+    line = one_line(invoke("run", "--manifest", str(manifest)), errors.BAD_CONFIG)
+    assert "an adapter is published with the Hub id of its base" in line
+    assert not (tmp_path / "out").exists()
