@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
-from bench import child_env, perplexity, prepare_split, pretrain, timed  # noqa: E402
+from bench import perplexity, stand_in, stand_in_arguments, timed  # noqa: E402
 
 FP32 = 4  # bytes a number, as both sides save by default (--save-precision fp32)
 
@@ -70,30 +70,17 @@ def folder_bytes(folder: Path, names: tuple[str, ...]) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--archive", type=Path, help="a Twitter archive (else our sample)")
-    parser.add_argument("--handle", default="sourdough_sam")
-    parser.add_argument("--epochs", type=float, default=4.0)
+    stand_in_arguments(parser, "adapters")
     parser.add_argument("--factors", default="3,10,30", help="adapter rate / full rate")
     parser.add_argument("--bots", type=int, default=10, help="bots in the task of part 3")
-    parser.add_argument("--pretrain-on", type=Path, nargs="*", default=[])
-    parser.add_argument("--pretrain-epochs", type=float, default=8.0)
-    parser.add_argument("--out", type=Path, default=REPO / "bench-out" / "adapters")
     parser.add_argument(
         "--width", type=int, default=64, help="the stand-in base's (64: the job's tiny model)"
     )
     parser.add_argument("--layers", type=int, default=2)
     args = parser.parse_args()
-    args.out = args.out.resolve()  # the job takes a base folder as /... or ./...
 
-    from job.training.model import build_random
-
-    data, train_file, heldout = prepare_split(args.archive, args.handle, args.out)
     arch = {"n_embd": args.width, "n_layer": args.layers, "n_head": max(2, args.width // 64)}
-    arch |= {"n_positions": 128}
-    base = str(build_random(args.out / "base", [t.text for t in data.tweets], None, 42, arch))
-    env = child_env()
-    if args.pretrain_on:
-        base = pretrain(base, args.pretrain_on, args.pretrain_epochs, args.out, env)
+    train_file, heldout, base, env = stand_in(args, arch | {"n_positions": 128})
 
     def job(name: str, *flags: str) -> dict:
         out = args.out / name

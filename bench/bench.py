@@ -136,6 +136,34 @@ def pretrain(base: str, files: list[Path], epochs: float, out: Path, env: dict[s
     return str(out / "pretrained" / "pretrain" / "model")
 
 
+def stand_in_arguments(parser: argparse.ArgumentParser, out: str) -> None:
+    """The options of a bench that trains on cleaned tweets from a stand-in base: whose tweets,
+    how long, and what the base is pre-trained on first."""
+    parser.add_argument("--archive", type=Path, help="a Twitter archive (else our sample)")
+    parser.add_argument("--handle", default="sourdough_sam")
+    parser.add_argument("--epochs", type=float, default=4.0)
+    parser.add_argument("--pretrain-on", type=Path, nargs="*", default=[])
+    parser.add_argument("--pretrain-epochs", type=float, default=8.0)
+    parser.add_argument("--out", type=Path, default=REPO / "bench-out" / out)
+
+
+def stand_in(
+    args: argparse.Namespace, arch: dict[str, Any] | None = None
+) -> tuple[Path, list[str], str, dict[str, str]]:
+    """The bench's data split (prepare_split), a random base of ``arch`` (the tiny one unless
+    it says) with a vocabulary from the tweets, pre-trained on ``--pretrain-on`` where given;
+    and the runs' environment. Returns the training file, the held-out texts, the base, env."""
+    from job.training.model import build_random
+
+    args.out = args.out.resolve()  # the job takes a base folder as /... or ./...
+    data, train_file, heldout = prepare_split(args.archive, args.handle, args.out)
+    base = str(build_random(args.out / "base", [t.text for t in data.tweets], None, 42, arch))
+    env = child_env()
+    if args.pretrain_on:
+        base = pretrain(base, args.pretrain_on, args.pretrain_epochs, args.out, env)
+    return train_file, heldout, base, env
+
+
 def flops_per_token(config: dict, block: int) -> tuple[float, int]:
     """nanoGPT's estimate: 6N for the weights plus 12 L d T for attention (PaLM, appendix B)."""
     from job.training.strategy import shape_of

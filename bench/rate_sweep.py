@@ -26,10 +26,9 @@ sys.path.insert(0, str(REPO))
 
 from bench import (  # noqa: E402
     baseline_command,
-    child_env,
     perplexity,
-    prepare_split,
-    pretrain,
+    stand_in,
+    stand_in_arguments,
     timed,
 )
 
@@ -38,28 +37,17 @@ SCALINGS = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--archive", type=Path, help="a Twitter archive (else our sample)")
-    parser.add_argument("--handle", default="sourdough_sam")
-    parser.add_argument("--epochs", type=float, default=4.0)
+    stand_in_arguments(parser, "rate-sweep")
     parser.add_argument("--batch-sizes", default="8,32", help="comma-separated")
     parser.add_argument(
         "--rates", default="none,sqrt,linear", help="none|sqrt|linear or a number, comma-separated"
     )
-    parser.add_argument("--pretrain-on", type=Path, nargs="*", default=[])
-    parser.add_argument("--pretrain-epochs", type=float, default=8.0)
-    parser.add_argument("--out", type=Path, default=REPO / "bench-out" / "rate-sweep")
     args = parser.parse_args()
-    args.out = args.out.resolve()  # the job takes a base folder as /... or ./...
 
     from job.config import JobConfig
-    from job.training.model import build_random
     from job.training.plan import ORIGINAL_RATE
 
-    data, train_file, heldout = prepare_split(args.archive, args.handle, args.out)
-    base = str(build_random(args.out / "base", [t.text for t in data.tweets], None, 42, None))
-    env = child_env()
-    if args.pretrain_on:
-        base = pretrain(base, args.pretrain_on, args.pretrain_epochs, args.out, env)
+    train_file, heldout, base, env = stand_in(args)
     context = json.loads(Path(base, "config.json").read_text())["n_positions"]
     block = min(JobConfig().train.block_size, context)
 
