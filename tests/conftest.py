@@ -8,6 +8,13 @@ import pytest
 
 from tests.helpers import REPO
 
+# Under pytest-xdist each worker, and every job process a test starts, would run torch with a
+# thread per core: two workers on two cores then run four threads that spin-wait for each
+# other (OpenMP). A worker's share of the cores each, set before anything imports torch.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
 # CI clones the project with ../shared beside it; HUGGINGTWEETS_SHARED overrides.
 SHARED = Path(os.environ.get("HUGGINGTWEETS_SHARED", REPO.parent / "shared"))
 
