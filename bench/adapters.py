@@ -30,7 +30,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
-from bench import perplexity, stand_in, stand_in_arguments, timed  # noqa: E402
+from bench import (  # noqa: E402
+    bakers,
+    perplexity,
+    stand_in,
+    stand_in_arguments,
+    task_manifest,
+    timed,
+)
 
 FP32 = 4  # bytes a number, as both sides save by default (--save-precision fp32)
 
@@ -119,27 +126,16 @@ def main() -> None:
               f" {run['model_bytes']:,} bytes ({share:.1%})")  # fmt: skip
 
     # 3. seconds a bot, K bots in one task each way
-    rows = train_file.read_text().splitlines()
-    tweets = []
-    for i in range(args.bots):
-        path = args.out / "inputs" / f"baker{i}.jsonl"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(
-            "".join(json.dumps({**json.loads(r), "user": path.stem}) + "\n" for r in rows)
-        )
-        tweets.append(path)
+    tweets = bakers(train_file, args.out / "inputs", args.bots)
     per_bot = {}
     for side, adapter in (("full", "none"), ("adapter", "lora")):
         out = args.out / f"task-{side}"
-        manifest = out.with_suffix(".yaml")
-        bots = "".join(
-            f"  - users: [{{handle: {p.stem}, source: jsonl, uri: {p}}}]\n" for p in tweets
-        )
-        manifest.write_text(
-            f"version: 1\noutput: {out}\nwandb: {{mode: disabled}}\nbots_per_task: {args.bots}\n"
-            f"defaults:\n  base_model: {base}\n  train: {{epochs: 1, adapter: {adapter}}}\n"
-            f"  sampling: {{per_prompt: 1}}\nbots:\n{bots}"
-        )
+        defaults = {
+            "base_model": base,
+            "train": {"epochs": 1, "adapter": adapter},
+            "sampling": {"per_prompt": 1},
+        }
+        manifest = task_manifest(out, tweets, args.bots, defaults)
         start = time.perf_counter()
         timed([sys.executable, "-m", "job", "run", "--manifest", str(manifest), "--index", "0"],
               env, out.with_suffix(".log"))  # fmt: skip

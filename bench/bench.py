@@ -164,6 +164,36 @@ def stand_in(
     return train_file, heldout, base, env
 
 
+def bakers(tweets: Path, folder: Path, count: int) -> list[Path]:
+    """``count`` copies of the JSON Lines ``tweets``, each under its own handle (baker0,
+    baker1, ...) in ``folder``: as many bots that do the same work."""
+    rows = [json.loads(line) for line in tweets.read_text().splitlines()]
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"baker{i}.jsonl"
+        path.write_text("".join(json.dumps({**r, "user": path.stem}) + "\n" for r in rows))
+        paths.append(path)
+    return paths
+
+
+def task_manifest(out: Path, tweets: list[Path], per_task: int, defaults: dict[str, Any]) -> Path:
+    """A manifest (``out``.yaml) of a bot for each tweets file, output to ``out``, W&B off,
+    ``per_task`` bots a task. JSON: YAML reads it as it is."""
+    manifest = out.with_suffix(".yaml")
+    bots = [{"users": [{"handle": p.stem, "source": "jsonl", "uri": str(p)}]} for p in tweets]
+    spec = {
+        "version": 1,
+        "output": str(out),
+        "wandb": {"mode": "disabled"},
+        "bots_per_task": per_task,
+        "defaults": defaults,
+        "bots": bots,
+    }
+    manifest.write_text(json.dumps(spec, indent=1) + "\n")
+    return manifest
+
+
 def flops_per_token(config: dict, block: int) -> tuple[float, int]:
     """nanoGPT's estimate: 6N for the weights plus 12 L d T for attention (PaLM, appendix B)."""
     from job.training.strategy import shape_of

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
-from bench import SAMPLE, child_env, flops_per_token  # noqa: E402
+from bench import SAMPLE, bakers, child_env, flops_per_token, task_manifest  # noqa: E402
 
 # Seconds each phase may take at most (gpt2-xl on one H100/H200: see docs/benchmarks.md).
 LIMITS = {
@@ -245,22 +245,10 @@ def main() -> None:
         )
 
     def many() -> tuple[dict, str]:
-        rows = args.tweets.read_text().splitlines()
-        bots = ""
-        for i in range(args.bots):  # the same tweets under K handles: K bots, the same work
-            path = probe.work / "inputs" / f"baker{i}.jsonl"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(
-                "".join(json.dumps({**json.loads(r), "user": path.stem}) + "\n" for r in rows)
-            )
-            bots += f"  - users: [{{handle: {path.stem}, source: jsonl, uri: {path}}}]\n"
         out = probe.work / "many"
-        manifest = probe.work / "many.yaml"
-        manifest.write_text(
-            f"version: 1\noutput: {out}\nwandb: {{mode: disabled}}\nbots_per_task: {args.bots}\n"
-            f"defaults:\n  base_model: {large['small']}\n  sampling: {{per_prompt: 1}}\n"
-            f"bots:\n{bots}"
-        )
+        tweets = bakers(args.tweets, probe.work / "inputs", args.bots)
+        defaults = {"base_model": large["small"], "sampling": {"per_prompt": 1}}
+        manifest = task_manifest(out, tweets, args.bots, defaults)
         start = time.monotonic()
         _, log = probe.run(
             "many",

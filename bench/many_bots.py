@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -26,18 +25,9 @@ from pathlib import Path
 from statistics import median
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "job" / "samples" / "sourdough_sam.jsonl"
+sys.path.insert(0, str(REPO / "bench"))
 
-
-def manifest(out: Path, tweets: list[Path], per_task: int, base: str, epochs: float) -> Path:
-    bots = "".join(f"  - users: [{{handle: {p.stem}, source: jsonl, uri: {p}}}]\n" for p in tweets)
-    path = out.with_suffix(".yaml")
-    path.write_text(
-        f"version: 1\noutput: {out}\nwandb: {{mode: disabled}}\nbots_per_task: {per_task}\n"
-        f"defaults:\n  base_model: {base}\n  train: {{epochs: {epochs}}}\n"
-        f"bots:\n{bots}"
-    )
-    return path
+from bench import SAMPLE, bakers, child_env, task_manifest  # noqa: E402
 
 
 def timed(commands: list[list[str]], env: dict[str, str], log: Path) -> float:
@@ -61,25 +51,19 @@ def main() -> None:
 
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
-    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
-    tweets = []
-    for i in range(args.bots):  # the sample's tweets under K handles: K bots, same work each
-        path = args.out / "inputs" / f"baker{i}.jsonl"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text("".join(json.dumps({**r, "user": path.stem}) + "\n" for r in rows))
-        tweets.append(path)
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    tweets = bakers(SAMPLE, args.out / "inputs", args.bots)  # K bots, the same work each
+    defaults = {"base_model": args.base_model, "train": {"epochs": args.epochs}}
+    env = child_env()
     run = [sys.executable, "-m", "job", "run", "--manifest"]
     seconds: dict[str, list[float]] = {"one task": [], "separate tasks": []}
     for i in range(args.repeats):
         out = args.out / f"together-{i}"
-        together = manifest(out, tweets, args.bots, args.base_model, args.epochs)
+        together = task_manifest(out, tweets, args.bots, defaults)
         seconds["one task"].append(
             timed([[*run, str(together), "--index", "0"]], env, out.with_suffix(".log"))
         )
         out = args.out / f"apart-{i}"
-        apart = manifest(out, tweets, 1, args.base_model, args.epochs)
+        apart = task_manifest(out, tweets, 1, defaults)
         commands = [[*run, str(apart), "--index", str(k)] for k in range(args.bots)]
         seconds["separate tasks"].append(timed(commands, env, out.with_suffix(".log")))
         for side in ("together", "apart"):  # every bot made, on both sides

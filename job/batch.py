@@ -153,10 +153,11 @@ def _between_bots() -> None:
         # (8) it would silently run eager. Inductor's compiled graphs stay in its cache on
         # HF_HOME, so the next bot's compile loads them (seconds, not minutes).
         torch._dynamo.reset()
-    if torch.cuda.is_available():
+    cuda = torch.cuda.is_available()
+    if cuda:
         torch.cuda.empty_cache()
     # What the next bot starts with: the figure that shows a bot's memory was given back.
-    gpu = torch.cuda.memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+    gpu = torch.cuda.memory_allocated() / 2**30 if cuda else 0.0
     log.info(
         "between bots: %.2f GiB of host memory in this process, %.2f GiB allocated on the GPU",
         process_memory_bytes() / 2**30,

@@ -118,6 +118,11 @@ class TrainConfig(Section):
         Base.of(value)
         return value
 
+    @property
+    def lora(self) -> bool:
+        """A LoRA adapter run (``adapter``): the base frozen, only the adapter trained."""
+        return self.adapter != "none"
+
     # 1,000 passes over a person's tweets would only learn them by heart (and a huge count
     # overflows the step count after the data stage)
     epochs: float = Field(

@@ -78,12 +78,6 @@ def with_config_options(sections: tuple[str, ...]) -> Callable[[Callable[..., An
     command line as ``overrides`` ({section: {field: value}})."""
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        hints = typing.get_type_hints(func, include_extras=True)
-        fixed = [
-            p.replace(annotation=hints[p.name])
-            for p in inspect.signature(func).parameters.values()
-            if p.name != "overrides"
-        ]
         generated = [_option(*f) for f in config_flags(sections)]
 
         @functools.wraps(func)
@@ -98,12 +92,28 @@ def with_config_options(sections: tuple[str, ...]) -> Callable[[Callable[..., An
                     overrides.setdefault(section, {})[name] = value
             return func(ctx, overrides=overrides, **kwargs)
 
-        params = fixed + generated
-        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-        command.__annotations__ = {p.name: p.annotation for p in params}
-        return command
+        return _signed(command, func, "overrides", generated)
 
     return decorate
+
+
+def _signed(
+    command: Callable[..., Any],
+    func: Callable[..., Any],
+    taken: str,
+    generated: list[inspect.Parameter],
+) -> Callable[..., Any]:
+    """``command`` with ``func``'s own parameters but ``taken`` (what ``command`` passes it
+    instead), then ``generated``: the signature and annotations Typer reads its options from."""
+    hints = typing.get_type_hints(func, include_extras=True)
+    params = [
+        p.replace(annotation=hints[p.name])
+        for p in inspect.signature(func).parameters.values()
+        if p.name != taken
+    ] + generated
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return command
 
 
 def with_options_of(model: type[Section]) -> Callable[[Callable[..., Any]], Any]:
@@ -112,12 +122,6 @@ def with_options_of(model: type[Section]) -> Callable[[Callable[..., Any]], Any]
     checked)."""
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        hints = typing.get_type_hints(func, include_extras=True)
-        fixed = [
-            p.replace(annotation=hints[p.name])
-            for p in inspect.signature(func).parameters.values()
-            if p.name != "options"
-        ]
         generated = [
             _option("", name, flag(model, name), field, param=name)
             for name, field in model.model_fields.items()
@@ -128,10 +132,7 @@ def with_options_of(model: type[Section]) -> Callable[[Callable[..., Any]], Any]
             options = {p.name: kwargs.pop(p.name) for p in generated}
             return func(options=options, **kwargs)
 
-        params = fixed + generated
-        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-        command.__annotations__ = {p.name: p.annotation for p in params}
-        return command
+        return _signed(command, func, "options", generated)
 
     return decorate
 

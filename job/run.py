@@ -320,8 +320,8 @@ def train(
     """Load the base on every rank, fine-tune, save the consolidated model to ``staged``."""
     config = state.job.config.train
     with state.phases("load"):
-        model, tokenizer = load_base(base, device=state.device, live=config.adapter != "none")
-        if config.adapter != "none":
+        model, tokenizer = load_base(base, device=state.device, live=config.lora)
+        if config.lora:
             if state.device == "cuda" and _gpu_bf16():
                 model.bfloat16()  # the frozen base: half the memory, never updated
             model = state.attached = adapter.attach(model, config)
@@ -349,7 +349,7 @@ def train(
         (state.staged / "training_args.bin").unlink(missing_ok=True)
         if state.main and config.save_precision == "bf16":
             _to_bf16(state.staged)
-        if state.main and adapter.is_adapter(model):
+        if state.main and config.lora:
             _base_beside(state, base)
     return Trained(result, model, tokenizer)
 
@@ -539,16 +539,12 @@ def _finish_model_folder(
     generation = sampling.generation_kwargs()
     if (folder / "adapter_config.json").is_file():  # an adapter: no config.json of its own
         gen = GenerationConfig.from_dict(model.generation_config.to_dict())  # the base's
-        gen.update(**generation)
-        gen.save_pretrained(folder)
-        tokenizer.padding_side = "right"
-        tokenizer.save_pretrained(folder)
-        return
-    config = AutoConfig.from_pretrained(folder)
-    config.prefix = EOS
-    config.task_specific_params = {"text-generation": {**generation, "prefix": EOS}}
-    config.save_pretrained(folder)
-    gen = GenerationConfig.from_pretrained(folder)
+    else:
+        config = AutoConfig.from_pretrained(folder)
+        config.prefix = EOS
+        config.task_specific_params = {"text-generation": {**generation, "prefix": EOS}}
+        config.save_pretrained(folder)
+        gen = GenerationConfig.from_pretrained(folder)
     gen.update(**generation)
     gen.save_pretrained(folder)
     tokenizer.padding_side = "right"

@@ -96,7 +96,7 @@ class BotJob(Section):
                 "a public Hub push needs a contact for removal requests (the manifest's"
                 " hub.contact, or submit --contact): the person it imitates must be able to ask"
             )
-        if self.hub_push and self.config.train.adapter != "none" and self.base.hub_id is None:
+        if self.hub_push and self.config.train.lora and self.base.hub_id is None:
             raise ValueError(
                 "an adapter is published with the Hub id of its base, and"
                 f" {self.config.train.base_model!r} is none: give --base-model a Hub model"

@@ -47,8 +47,8 @@ _CLIENT_ENV = (
     "AWS_SESSION_TOKEN",
     "AWS_MAX_ATTEMPTS",
 )
-_clients: dict[tuple[str | None, ...], Any] = {}
-_clients_lock = threading.Lock()
+_client: tuple[tuple[str | None, ...], Any] | None = None  # (its settings, the client)
+_client_lock = threading.Lock()
 
 
 class Storage(Protocol):
@@ -230,14 +230,14 @@ def s3_client() -> Any:
     import boto3
     from botocore.config import Config
 
-    key = tuple(os.environ.get(name) for name in _CLIENT_ENV)
-    with _clients_lock:
-        if key not in _clients:
+    global _client
+    settings = tuple(os.environ.get(name) for name in _CLIENT_ENV)
+    with _client_lock:
+        if _client is None or _client[0] != settings:  # the first, or the settings changed
             # AWS_MAX_ATTEMPTS is the SDKs' own setting; an explicit Config would otherwise
             # hide it.
             attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or 5)
-            _clients.clear()  # settings changed: the old client is not used again
-            _clients[key] = boto3.client(
+            client = boto3.client(
                 "s3",
                 config=Config(
                     retries={"max_attempts": attempts, "mode": "standard"},
@@ -245,7 +245,8 @@ def s3_client() -> Any:
                     read_timeout=READ_TIMEOUT,
                 ),
             )
-        return _clients[key]
+            _client = (settings, client)
+        return _client[1]
 
 
 class S3Storage:

@@ -226,7 +226,7 @@ def context(
         "base_model_url": f"https://huggingface.co/{hub_id}" if hub_id else None,
         "base_model_id": hub_id,
         "random_base": base.kind == "tiny",
-        "adapter": config.train.adapter if config.train.adapter != "none" else None,
+        "adapter": config.train.adapter if config.train.lora else None,
         "wandb_url": wandb_url if wandb_url and WANDB_URL.fullmatch(wandb_url) else None,
         "languages": languages(data.stats),
         "clean": config.clean.model_dump(),

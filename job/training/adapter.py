@@ -51,7 +51,3 @@ def rank_for(width: int) -> int:
 def release(model: Any) -> PreTrainedModel:
     """The base, with the adapter's layers taken out (not merged): its weights as loaded."""
     return model.unload()
-
-
-def is_adapter(model: Any) -> bool:
-    return hasattr(model, "peft_config")

@@ -155,13 +155,13 @@ def learning_rate(
         return config.learning_rate
     rate = ORIGINAL_RATE * (tokens_per_step / context) ** RATE_SCALING
     rate = min(rate, ceiling) if ceiling else rate
-    return rate * ADAPTER_RATE_FACTOR if config.adapter != "none" else rate
+    return rate * ADAPTER_RATE_FACTOR if config.lora else rate
 
 
 # How much higher an adapter's default rate is than the full fine-tune's: LoRA's update starts
 # at zero and is scaled by alpha/rank, and LoRA's rates run ~10x full fine-tunes' of the same
 # model (Hu et al. 2021, Table 11: 2e-4 for GPT-2 medium's LoRA; full fine-tunes of GPT-2 take
-# 1e-5 to 1e-4). Checked on the CPU bench: bench/rate_sweep.py --adapter lora.
+# 1e-5 to 1e-4). Swept on the CPU bench: bench/adapters.py --factors (docs/benchmarks.md).
 ADAPTER_RATE_FACTOR = 10.0
 
 
@@ -206,7 +206,7 @@ def batch_size(
     while 2 * batch * block_size <= GPU_TOKENS:
         more = 2 * batch
         steps = math.ceil(blocks / (more * config.grad_accum * world)) * config.epochs
-        key = "lora" if config.adapter != "none" else choice.strategy  # what the GPU holds
+        key = "lora" if config.lora else choice.strategy  # what the GPU holds
         need = per_gpu_bytes(shape, world, more * block_size)[key]
         if steps < MIN_STEPS:
             why = f"{more} would leave {steps:.0f} optimizer steps, under {MIN_STEPS}"
@@ -238,5 +238,5 @@ def pick_strategy(
         gpu_bytes=gpu_bytes,
         tokens_per_gpu=(config.batch_size or BATCH) * block_size,
         host_bytes=host_bytes,
-        adapter=config.adapter != "none",
+        adapter=config.lora,
     )

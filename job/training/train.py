@@ -276,7 +276,7 @@ def _trainer(
 
     # 6 N a token (forward 2, backward 4); an adapter run computes no gradient for the frozen
     # weights, only for the activations through them: 4 N (the adapter's own is under 1%).
-    per_param = 4 if config.adapter != "none" else 6
+    per_param = 4 if config.lora else 6
 
     class CountedOnce(Trainer):
         def floating_point_ops(self, inputs: dict[str, Any]) -> int:
@@ -309,8 +309,6 @@ def compile_caches() -> None:
     """torch.compile's caches (Inductor's compiled graphs, Triton's kernels) under HF_HOME, the
     volume a fleet shares (docs/deploy.md): the first task compiles, later ones load. A cache
     folder already set in the environment wins."""
-    import os
-
     home = hf_home()
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(home / "torchinductor"))
     os.environ.setdefault("TRITON_CACHE_DIR", str(home / "triton"))
