@@ -185,3 +185,34 @@ def test_an_adapter_of_a_base_the_hub_lacks_is_not_pushed(tmp_path: Path) -> Non
     line = one_line(invoke("run", "--manifest", str(manifest)), errors.BAD_CONFIG)
     assert "an adapter is published with the Hub id of its base" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_publish_refuses_an_adapter_whose_base_the_hub_lacks(hub, tmp_path: Path) -> None:
+    """A stored adapter run of a local base (a tiny one, or a folder) pushed with `publish`:
+    refused with one line and exit 10 before any call to the Hub; the status is unchanged."""
+    from job import errors
+    from job.cloud.runs import upload_run
+    from job.cloud.status import HubStatus, write_status
+    from job.storage import get_json, open_storage
+    from tests.helpers.cli import one_line
+
+    storage = open_storage(str(tmp_path / "out"))
+    for bot, base in (("sam", str(tmp_path / "out" / "sam" / "base")), ("kim", "./my-gpt2")):
+        run = tmp_path / bot
+        (run / "model").mkdir(parents=True)
+        (run / "model" / "README.md").write_text("---\ntags: [x]\n---\ncard\n")
+        (run / "model" / "adapter_model.safetensors").write_bytes(b"w")
+        (run / "model" / "adapter_config.json").write_text(
+            json.dumps({"base_model_name_or_path": base, "peft_type": "LORA"})
+        )
+        (run / "data").mkdir()
+        for name in ("predictions.json", "job.json", "data/stats.json", "data/clean.jsonl"):
+            (run / name).write_text("{}")
+        upload_run(storage, bot, "20261201T120000123456Z-abcdef12", run, "fp")
+        write_status(storage, bot, "succeeded", hub=HubStatus(repo=f"huggingtweets/{bot}"))
+        hub.state.requests.clear()
+        result = invoke("publish", bot, "--output", str(tmp_path / "out"))
+        line = one_line(result, errors.BAD_CONFIG)
+        assert f"an adapter of {base!r}, which is no Hub model" in line
+        assert hub.state.requests == [] and hub.state.commits == []
+        assert get_json(storage, f"{bot}/status.json")["hub"]["state"] != "failed"
