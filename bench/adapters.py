@@ -84,7 +84,13 @@ def main() -> None:
         "--width", type=int, default=64, help="the stand-in base's (64: the job's tiny model)"
     )
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--lora-dropout", help="the adapters' (else the job's default)")
+    parser.add_argument(
+        "--parts", default="quality,seconds", help="quality (1, 2) and/or seconds (3)"
+    )
     args = parser.parse_args()
+    dropout = {"lora_dropout": float(args.lora_dropout)} if args.lora_dropout else {}
+    lora = ["--adapter", "lora", *(["--lora-dropout", args.lora_dropout] if dropout else [])]
 
     arch = {"n_embd": args.width, "n_layer": args.layers, "n_head": max(2, args.width // 64)}
     train_file, heldout, base, env = stand_in(args, arch | {"n_positions": 128})
@@ -111,38 +117,45 @@ def main() -> None:
             ),
         }
 
-    full = job("full")
-    print(f"full fine-tune: rate {full['learning_rate']:.3g}, held-out perplexity"
-          f" {full['perplexity']:.1f}, {full['model_bytes']:,} bytes")  # fmt: skip
-    adapters = []
-    for factor in [float(f) for f in args.factors.split(",")]:
-        rate = full["learning_rate"] * factor
-        run = {"factor": factor, **job(f"lora-{factor:g}", "--adapter", "lora",
-                                       "--learning-rate", f"{rate:.4g}")}  # fmt: skip
-        adapters.append(run)
-        share = run["model_bytes"] / full["model_bytes"]
-        print(f"adapter x{factor:g}: rate {rate:.3g}, held-out perplexity {run['perplexity']:.1f}"
-              f" ({run['perplexity'] / full['perplexity']:.2f}x the full's),"
-              f" {run['model_bytes']:,} bytes ({share:.1%})")  # fmt: skip
+    parts = set(args.parts.split(","))
+    full: dict | None = None
+    adapters: list[dict] = []
+    per_bot: dict[str, float] = {}
+    if "quality" in parts:
+        full = job("full")
+        print(f"full fine-tune: rate {full['learning_rate']:.3g}, held-out perplexity"
+              f" {full['perplexity']:.1f}, {full['model_bytes']:,} bytes")  # fmt: skip
+        for factor in [float(f) for f in args.factors.split(",")]:
+            rate = full["learning_rate"] * factor
+            run = {
+                "factor": factor,
+                **job(f"lora-{factor:g}", *lora, "--learning-rate", f"{rate:.4g}"),
+            }
+            adapters.append(run)
+            share = run["model_bytes"] / full["model_bytes"]
+            times = run["perplexity"] / full["perplexity"]
+            print(f"adapter x{factor:g}: rate {rate:.3g}, held-out perplexity"
+                  f" {run['perplexity']:.1f} ({times:.2f}x the full's),"
+                  f" {run['model_bytes']:,} bytes ({share:.1%})")  # fmt: skip
 
-    # 3. seconds a bot, K bots in one task each way
-    tweets = bakers(train_file, args.out / "inputs", args.bots)
-    per_bot = {}
-    for side, adapter in (("full", "none"), ("adapter", "lora")):
-        out = args.out / f"task-{side}"
-        defaults = {
-            "base_model": base,
-            "train": {"epochs": 1, "adapter": adapter},
-            "sampling": {"per_prompt": 1},
-        }
-        manifest = task_manifest(out, tweets, args.bots, defaults)
-        start = time.perf_counter()
-        timed([sys.executable, "-m", "job", "run", "--manifest", str(manifest), "--index", "0"],
-              env, out.with_suffix(".log"))  # fmt: skip
-        per_bot[side] = (time.perf_counter() - start) / args.bots
-    ratio = per_bot["adapter"] / per_bot["full"]
-    print(f"{args.bots} bots in one task: {per_bot['adapter']:.2f} s a bot with adapters,"
-          f" {per_bot['full']:.2f} s full ({ratio:.2f}x)")  # fmt: skip
+    if "seconds" in parts:
+        # 3. seconds a bot, K bots in one task each way
+        tweets = bakers(train_file, args.out / "inputs", args.bots)
+        for side, adapter in (("full", "none"), ("adapter", "lora")):
+            out = args.out / f"task-{side}"
+            defaults = {
+                "base_model": base,
+                "train": {"epochs": 1, "adapter": adapter} | (dropout if adapter == "lora" else {}),
+                "sampling": {"per_prompt": 1},
+            }
+            manifest = task_manifest(out, tweets, args.bots, defaults)
+            start = time.perf_counter()
+            timed([sys.executable, "-m", "job", "run", "--manifest", str(manifest), "--index", "0"],
+                  env, out.with_suffix(".log"))  # fmt: skip
+            per_bot[side] = (time.perf_counter() - start) / args.bots
+        ratio = per_bot["adapter"] / per_bot["full"]
+        print(f"{args.bots} bots in one task: {per_bot['adapter']:.2f} s a bot with adapters,"
+              f" {per_bot['full']:.2f} s full ({ratio:.2f}x)")  # fmt: skip
 
     table = sizes_table()
     for row in table:
@@ -154,6 +167,10 @@ def main() -> None:
         json.dumps(
             {
                 "pretrained_on": [str(f) for f in args.pretrain_on],
+                "tokenizer": str(args.tokenizer) if args.tokenizer else "the tweets'",
+                "width": args.width,
+                "layers": args.layers,
+                "lora_dropout": dropout.get("lora_dropout", "the job's default"),
                 "epochs": args.epochs,
                 "full": full,
                 "adapters": adapters,

@@ -144,6 +144,9 @@ def stand_in_arguments(parser: argparse.ArgumentParser, out: str) -> None:
     parser.add_argument("--epochs", type=float, default=4.0)
     parser.add_argument("--pretrain-on", type=Path, nargs="*", default=[])
     parser.add_argument("--pretrain-epochs", type=float, default=8.0)
+    parser.add_argument(
+        "--tokenizer", type=Path, help="GPT-2's BPE files (its 50,257 tokens), else the tweets'"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench-out" / out)
 
 
@@ -151,13 +154,15 @@ def stand_in(
     args: argparse.Namespace, arch: dict[str, Any] | None = None
 ) -> tuple[Path, list[str], str, dict[str, str]]:
     """The bench's data split (prepare_split), a random base of ``arch`` (the tiny one unless
-    it says) with a vocabulary from the tweets, pre-trained on ``--pretrain-on`` where given;
-    and the runs' environment. Returns the training file, the held-out texts, the base, env."""
+    it says) with a vocabulary from the tweets (GPT-2's with ``--tokenizer``), pre-trained on
+    ``--pretrain-on`` where given; and the runs' environment. Returns the training file, the
+    held-out texts, the base, env."""
     from job.training.model import build_random
 
     args.out = args.out.resolve()  # the job takes a base folder as /... or ./...
     data, train_file, heldout = prepare_split(args.archive, args.handle, args.out)
-    base = str(build_random(args.out / "base", [t.text for t in data.tweets], None, 42, arch))
+    texts = [t.text for t in data.tweets]
+    base = str(build_random(args.out / "base", texts, args.tokenizer, 42, arch))
     env = child_env()
     if args.pretrain_on:
         base = pretrain(base, args.pretrain_on, args.pretrain_epochs, args.out, env)

@@ -24,6 +24,13 @@ from job.gpt2 import GPT2, GPT2_NAMES, GPT2Size
 # Hub repo ids as huggingface_hub's validate_repo_id has them: owner/name of letters, digits,
 # '_', '-', '.', starting and ending with a letter, digit or '_'; no '--' or '..'.
 HUB_REPO = re.compile(r"^\w(?:[\w.-]*\w)?/\w(?:[\w.-]{0,94}\w)?$", re.ASCII)
+
+
+def merged_repo(repo: str) -> str:
+    """Where an adapter bot's merged copy (``train.lora_merged``) is pushed: beside it."""
+    return f"{repo}-merged"
+
+
 FOLDER_PREFIXES = ("/", "./", "../", "~")
 Kind = Literal["tiny", "gpt2", "folder", "hub"]
 

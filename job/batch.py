@@ -20,7 +20,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from job.base import Base
+from job.base import Base, merged_repo
 from job.cloud import hub
 from job.cloud.consent import Guard, check_not_opted_out
 from job.cloud.runs import latest_complete, new_run_id, upload_run
@@ -315,7 +315,7 @@ def publish_latest(
     listed = {
         rel: meta["sha256"]
         for rel, meta in marker["files"].items()
-        if rel.startswith("model/") or rel == "card.json"
+        if rel.startswith(("model/", "merged/")) or rel == "card.json"
     }
     with tempfile.TemporaryDirectory(prefix="huggingtweets-publish-") as tmp:
         run_dir = Path(tmp) / "run"
@@ -332,8 +332,9 @@ def _push(
     private: bool,
     guard: Guard | None = None,
 ) -> Status:
-    """Push ``run_dir/model`` (its card rendered for ``repo``) and record it; the guard, when
-    given, is checked before and after (cloud/consent.py)."""
+    """Push ``run_dir/model`` (its card rendered for ``repo``), and an adapter's merged copy
+    (``run_dir/merged``, train.lora_merged) to ``<repo>-merged``, and record them; the guard,
+    when given, is checked before and after (cloud/consent.py)."""
     adapter_config = run_dir / "model" / "adapter_config.json"
     if adapter_config.is_file():  # an adapter loads its base by the name it gives
         base = str(json.loads(adapter_config.read_text()).get("base_model_name_or_path", ""))
@@ -342,15 +343,23 @@ def _push(
                 f"{bot}: an adapter of {base!r}, which is no Hub model: the Hub could not load"
                 " it; make the bot again from a Hub base to publish it"
             )
+    merged = merged_repo(repo) if (run_dir / "merged").is_dir() else None
+    if merged:
+        check_repo(merged, "the merged copy's repo")
     for_repo(run_dir, repo, private)
     status = read_status(storage, bot)
     state = status.state if status and status.state != "unknown" else "succeeded"
-    # recorded first: should the push half-happen, a takedown still finds the repo
-    write_status(storage, bot, state, hub=HubStatus(repo=repo, private=private, state="pending"))
+    # recorded first: should the push half-happen, a takedown still finds the repos
+    also = [merged] if merged else []
+    write_status(
+        storage, bot, state, hub=HubStatus(repo=repo, private=private, state="pending", repos=also)
+    )
     if guard is not None:
         guard.check("the Hub push was recorded")
     try:
         url = hub.push_folder(run_dir / "model", repo, private=private, run_id=run_id)
+        if merged:
+            hub.push_folder(run_dir / "merged", merged, private=private, run_id=run_id)
     except Exception as e:
         error = classify(e)
         failed = HubStatus(repo=repo, private=private, state="failed", reason=str(error))

@@ -351,6 +351,8 @@ def train(
             _to_bf16(state.staged)
         if state.main and config.lora:
             _base_beside(state, base)
+        if state.main and config.lora_merged:
+            adapter.save_merged(model, state.staging / "merged", config.save_precision)
     return Trained(result, model, tokenizer)
 
 
@@ -385,7 +387,9 @@ def predict(state: State, data: Prepared, trained: Trained) -> Sampled:
         sampling = sampling.model_copy(update={"max_length": context})
     config = state.job.config.model_copy(update={"sampling": sampling})
     job = state.job.model_copy(update={"config": config})
-    _finish_model_folder(state.staged, trained.tokenizer, sampling, trained.model)
+    for folder in (state.staged, state.staging / "merged"):
+        if folder.is_dir():
+            _finish_model_folder(folder, trained.tokenizer, sampling, trained.model)
     model, tokenizer = trained.model, trained.tokenizer
     with state.phases("predict"):
         if trained.result.strategy.startswith("zero3"):  # partitioned in memory: the saved one
@@ -420,6 +424,8 @@ def write_card(state: State, data: Prepared, trained: Trained, sampled: Sampled)
             model_dir=state.bot_dir / "model",
         )
         card.write(state.staged, context, data.data_dir)  # and card.json beside it
+        if (state.staging / "merged").is_dir():
+            card.write_merged(state.staging, context)
         shutil.rmtree(state.work, ignore_errors=True)
 
 

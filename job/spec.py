@@ -36,7 +36,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from job import config as settings
-from job.base import HUB_REPO, Base
+from job.base import HUB_REPO, Base, merged_repo
 from job.config import (
     PREPARE_SECTIONS,
     TRAINING,
@@ -102,6 +102,8 @@ class BotJob(Section):
                 f" {self.config.train.base_model!r} is none: give --base-model a Hub model"
                 " (gpt2 ... gpt2-xl, or OWNER/NAME), or --no-push"
             )
+        if self.hub_push and self.hub_repo and self.config.train.lora_merged:
+            check_repo(merged_repo(self.hub_repo), "the merged copy's repo (<repo>-merged)")
         return self
 
     @property

@@ -27,6 +27,7 @@ import yaml
 
 from job import __version__
 from job.atomic import write_json
+from job.base import merged_repo
 from job.config import STRATEGIES
 from job.errors import BadConfig, CorruptInput
 from job.outputs import thumbnail
@@ -115,6 +116,9 @@ def placed(context: dict[str, Any], repo: str | None) -> dict[str, Any]:
     """The context with what depends on where the model lives: on the Hub at ``repo``
     (absolute addresses), or in the folder ``context["model_dir"]`` (relative names)."""
     hub = f"https://huggingface.co/{repo}/resolve/main/" if repo else ""
+    merged = None  # an adapter bot's merged copy (train.lora_merged), where it will be
+    if context.get("adapter") and context.get("train", {}).get("lora_merged"):
+        merged = merged_repo(repo) if repo else str(Path(context["model_dir"]).parent / "merged")
     users = []
     for user in context["users"]:
         src = f"{hub}{user['avatar_file']}" if user.get("avatar_file") else user.get("avatar_url")
@@ -125,7 +129,32 @@ def placed(context: dict[str, Any], repo: str | None) -> dict[str, Any]:
         "users": users,
         "thumbnail": f"{hub}predictions.png",
         "model_ref": repo or context["model_dir"],
+        "merged_ref": merged,
     }
+
+
+def _merged(context: dict[str, Any], repo: str | None) -> str:
+    """The merged copy's card: a full model's, that names the adapter it was made from."""
+    adapter_at = repo or context["model_dir"]
+    context = {
+        **context,
+        "adapter": None,
+        "merged_of": adapter_at,
+        "model_dir": str(Path(context["model_dir"]).parent / "merged"),
+    }
+    return render(placed(context, merged_repo(repo) if repo else None))
+
+
+def write_merged(run_dir: Path, context: dict[str, Any]) -> None:
+    """``run_dir/merged``'s card, and the picture and avatars the card shows (the adapter's)."""
+    folder = run_dir / "merged"
+    pictures = [
+        "predictions.png",
+        *(u["avatar_file"] for u in context["users"] if u["avatar_file"]),
+    ]
+    for name in pictures:
+        shutil.copyfile(run_dir / "model" / name, folder / name)
+    (folder / "README.md").write_text(_merged(context, context["repo"]), encoding="utf-8")
 
 
 def write(folder: Path, context: dict[str, Any], data_dir: Path) -> None:
@@ -161,6 +190,8 @@ def for_repo(run_dir: Path, repo: str, private: bool) -> None:
     (run_dir / "model" / "README.md").write_text(
         render(placed({**context, "repo": repo}, repo)), encoding="utf-8"
     )
+    if (run_dir / "merged").is_dir():
+        (run_dir / "merged" / "README.md").write_text(_merged(context, repo), encoding="utf-8")
 
 
 def empty(prediction: dict[str, Any]) -> bool:

@@ -17,6 +17,8 @@ tokenizer and generation config beside them; ``peft.AutoPeftModelForCausalLM`` a
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from job.config import TrainConfig
@@ -46,6 +48,20 @@ def attach(model: PreTrainedModel, config: TrainConfig) -> Any:
 def rank_for(width: int) -> int:
     """The default rank (config.py ``lora_rank``): 16, or width/32 where that is less."""
     return max(1, min(16, width // 32))
+
+
+def save_merged(model: Any, folder: Path, precision: str) -> None:
+    """The adapter added into a copy of its base, saved as a full model (``lora_merged``): one
+    folder that loads without peft. The live base is not touched (peft's merge_and_unload
+    would add into the shared base, and taking it out again is not bit-exact), so the copy is
+    made on the host, in fp32 whatever the base is held in, and merged there (gpt2-xl: 6 GB of
+    host memory for the seconds this takes)."""
+    import torch
+
+    merged = copy.deepcopy(model).to("cpu", torch.float32).merge_and_unload(safe_merge=True)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    merged.to(dtype).save_pretrained(folder)
+    del merged
 
 
 def release(model: Any) -> PreTrainedModel:

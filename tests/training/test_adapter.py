@@ -216,3 +216,93 @@ def test_publish_refuses_an_adapter_whose_base_the_hub_lacks(hub, tmp_path: Path
         assert f"an adapter of {base!r}, which is no Hub model" in line
         assert hub.state.requests == [] and hub.state.commits == []
         assert get_json(storage, f"{bot}/status.json")["hub"]["state"] != "failed"
+
+
+@MODEL
+def test_an_adapter_bot_with_its_merged_copy_is_pushed_to_two_repos_and_taken_down_from_both(
+    hub, tmp_path: Path
+) -> None:
+    """``--lora-merged``: beside the adapter, the base with the adapter added, a full model that
+    loads alone from the Hub and generates what base + adapter generate; `publish` pushed it to
+    <repo>-merged and recorded that repo, so a takedown removes both."""
+    import torch
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoModelForCausalLM
+
+    from job.outputs.card import inert
+    from job.storage import get_json, open_storage
+    from job.training.model import build_random
+
+    texts = [json.loads(line)["text"] for line in SAMPLE.read_text().splitlines()]
+    hub.serve("openai-community/gpt2", build_random(tmp_path / "gpt2", texts, None, 42))
+    out = tmp_path / "out"
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"version: 1\noutput: {out}\nwandb: {{mode: disabled}}\n"
+        "hub: {push: true, owner: huggingtweets, contact: takedown@example.org}\n"
+        "defaults: {base_model: gpt2, train: {epochs: 2, learning_rate: 0.001, adapter: lora,"
+        " lora_merged: true}, sampling: {per_prompt: 1}}\n"
+        f"bots:\n  - users: [{{handle: sourdough_sam, source: jsonl, uri: {SAMPLE}}}]\n"
+    )
+    result = invoke("run", "--manifest", str(manifest))
+    assert result.returncode == 0, result.stderr
+    assert set(hub.state.repos) >= {
+        "huggingtweets/sourdough_sam",
+        "huggingtweets/sourdough_sam-merged",
+    }
+    merged_files = hub.state.files("huggingtweets/sourdough_sam-merged")
+    assert "model.safetensors" in merged_files and "adapter_config.json" not in merged_files
+    card = merged_files["README.md"].decode()
+    assert inert("huggingtweets/sourdough_sam merged into its base") in card  # names the adapter
+    assert "library_name: transformers" in card and "huggingtweets/sourdough_sam-merged" in card
+    assert (
+        inert("huggingtweets/sourdough_sam-merged")
+        in hub.state.files("huggingtweets/sourdough_sam")["README.md"].decode()
+    )
+    status = get_json(open_storage(str(out)), "sourdough_sam/status.json")
+    assert status["hub"]["repos"] == [
+        "huggingtweets/sourdough_sam",
+        "huggingtweets/sourdough_sam-merged",
+    ]
+
+    merged = AutoModelForCausalLM.from_pretrained("huggingtweets/sourdough_sam-merged")  # no peft
+    assert not hasattr(merged, "peft_config")
+    adapted = AutoPeftModelForCausalLM.from_pretrained("huggingtweets/sourdough_sam")
+    ids = torch.tensor([[50256 % merged.config.vocab_size, 5, 9, 14]])
+    torch.testing.assert_close(merged(ids).logits, adapted(input_ids=ids).logits)
+    assert not torch.equal(  # and the adapter did change something
+        merged(ids).logits,
+        AutoModelForCausalLM.from_pretrained("openai-community/gpt2")(ids).logits,
+    )
+
+    result = invoke("takedown", "sourdough_sam", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "deleted huggingtweets/sourdough_sam-merged" in result.stdout
+    assert not {"huggingtweets/sourdough_sam", "huggingtweets/sourdough_sam-merged"} & set(
+        hub.state.repos
+    )
+
+
+def test_lora_merged_needs_an_adapter_and_a_repo_name_with_room_for_its_suffix(
+    tmp_path: Path,
+) -> None:
+    from job import errors
+    from tests.helpers.cli import one_line
+
+    line = one_line(
+        invoke("run", "sam", "--jsonl", str(SAMPLE), "--base-model", "tiny", "--lora-merged",
+               "--out", str(tmp_path)),
+        errors.BAD_CONFIG,
+    )  # fmt: skip
+    assert "lora_merged merges an adapter into its base: it needs adapter: lora" in line
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"version: 1\noutput: {tmp_path / 'out'}\nwandb: {{mode: disabled}}\n"
+        "hub: {push: true, owner: huggingtweets, contact: takedown@example.org}\n"
+        "defaults: {base_model: gpt2, train: {adapter: lora, lora_merged: true}}\n"
+        f"bots:\n  - hub_repo: huggingtweets/{'s' * 96}\n"
+        f"    users: [{{handle: sam, source: jsonl, uri: {SAMPLE}}}]\n"
+    )
+    line = one_line(invoke("run", "--manifest", str(manifest)), errors.BAD_CONFIG)
+    assert "the merged copy's repo (<repo>-merged)" in line
+    assert not (tmp_path / "out").exists()

@@ -123,9 +123,12 @@ def run_until(cmd: list[str], ready, environ: dict[str, str], timeout: float = 3
 
 
 @pytest.mark.integration
-def test_sigterm_checkpoints_and_the_rerun_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", [[], ["--adapter", "lora"]], ids=["full", "adapter"])
+def test_sigterm_checkpoints_and_the_rerun_resumes(tmp_path: Path, kind: list[str]) -> None:
+    """A full fine-tune and an adapter bot (whose checkpoint holds the adapter and its
+    optimizer state, not the frozen base) alike."""
     # ~4 steps an epoch: the first checkpoint comes at step 4 of ~48, so SIGTERM lands mid-run
-    job_args = [*JOB, "--epochs", "12", "--checkpoint-every", "4"]
+    job_args = [*JOB, "--epochs", "12", "--checkpoint-every", "4", *kind]
     args = [sys.executable, "-m", "job", *job_args]
     checkpoints = tmp_path / "a" / ".sourdough_sam" / "checkpoints"
 
@@ -138,6 +141,9 @@ def test_sigterm_checkpoints_and_the_rerun_resumes(tmp_path: Path) -> None:
     line = next(ln for ln in err.splitlines() if ln.startswith("error:"))
     stopped = int(line.split("at step ")[1].split(";")[0])
     assert (checkpoints / f"checkpoint-{stopped}" / "_COMPLETE").is_file()
+    saved = {p.name for p in (checkpoints / f"checkpoint-{stopped}").iterdir()}
+    assert ("adapter_model.safetensors" in saved) == bool(kind), saved
+    assert ("model.safetensors" in saved) != bool(kind), saved
     wandb_run = json.loads((checkpoints / "meta.json").read_text())["wandb_train_run"]
     assert not (tmp_path / "a" / "sourdough_sam" / "job.json").exists()
 
