@@ -11,11 +11,14 @@ costs at most one small request, so the whole takes seconds (a test holds it to 
 - the Hub token is valid and may write to each repo's owner: one ``whoami`` (exit 9);
 - W&B has a key when it is online: ``WANDB_API_KEY`` or a netrc entry (exit 9);
 - ``HF_HOME``, where base weights are cached, is writable: a probe file (exit 11);
+- on a GPU host, the NVIDIA driver runs the CUDA that torch's wheels were built for (exit 10;
+  docs/deploy.md), where torch would only warn and train on the CPU;
 - the host has the memory that offload would need (training/strategy.py; exit 10).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import netrc
 import os
@@ -25,7 +28,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from job.cloud.hub import hf_token, whoami
-from job.errors import CredentialsError, NotWritable
+from job.errors import BadConfig, CredentialsError, NotWritable
 from job.spec import BotJob
 from job.storage import Storage, open_storage
 from job.training import memory
@@ -74,6 +77,51 @@ def shared(jobs: list[BotJob], storage: Storage | None) -> None:
         wandb_key(mode)
     if jobs:
         hf_home_writable()
+        gpu_driver()
+
+
+# The oldest driver branch that runs each CUDA major release's runtime (NVIDIA's CUDA Toolkit
+# release notes, "CUDA minor version compatibility": 12.x needs >= 525.60.13, 13.x >= 580.65.06).
+DRIVER_FOR_CUDA = {12: "R525 (525.60.13)", 13: "R580 (580.65.06)"}
+
+
+def gpu_driver(runtime: str | None = None) -> None:
+    """On a GPU host (the driver's libcuda loads), the driver runs the CUDA major release of
+    the runtime torch's wheels bring (the ``nvidia-cuda-runtime`` package: none on a CPU
+    build). A driver too old is one line here; torch would only warn that CUDA is unavailable
+    and go on, training on the CPU for hours."""
+    if runtime is None:
+        try:
+            runtime = importlib.metadata.version("nvidia-cuda-runtime")
+        except importlib.metadata.PackageNotFoundError:
+            return  # torch's CPU build: no CUDA to run
+    driver = driver_cuda_version()
+    if driver is None:
+        return  # no NVIDIA driver: a CPU host, where the run trains on the CPU
+    major = int(runtime.split(".")[0])
+    if driver < major * 1000:
+        found = f"{driver // 1000}.{driver % 1000 // 10}"
+        need = DRIVER_FOR_CUDA.get(major, f"one for CUDA {major}")
+        raise BadConfig(
+            f"this host's NVIDIA driver runs CUDA up to {found}; the image's torch is built for"
+            f" CUDA {'.'.join(runtime.split('.')[:2])}, which needs driver {need} or newer:"
+            " update the host's driver (docs/deploy.md, GPU hosts)"
+        )
+
+
+def driver_cuda_version() -> int | None:
+    """The CUDA version the installed driver runs (cuDriverGetVersion: 12020 is 12.2), or None
+    where no driver library loads."""
+    import ctypes
+
+    try:
+        libcuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    version = ctypes.c_int(0)
+    if libcuda.cuDriverGetVersion(ctypes.byref(version)) != 0:
+        return None
+    return int(version.value)
 
 
 def output_writable(storage: Storage) -> None:

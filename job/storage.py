@@ -16,7 +16,7 @@ import os
 import re
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -273,12 +273,30 @@ class S3Storage:
             self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
 
     def get_bytes(self, key: str) -> bytes | None:
+        """``key``'s bytes, or None where it does not exist. S3 answers a missing key with 404
+        only to a caller that may list the whole bucket; the job's role may list its own
+        prefixes only (infra/aws-batch/template.yaml), so its "is it there yet?" reads
+        (status, opt-outs, latest.json, checkpoints) get 403. A 403 is then asked again as a
+        listing of that one key, which the role may make: absent there, it is absent."""
+        from botocore.exceptions import ClientError
+
         with _errors(self.uri + key):
             try:
                 response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
             except self.client.exceptions.NoSuchKey:
                 return None
+            except ClientError as e:
+                if _status(e) == 403 and not self._exists(key):
+                    return None
+                raise
             return bytes(response["Body"].read())
+
+    def _exists(self, key: str) -> bool:
+        """Whether a listing shows ``key`` (a 403 here too: not allowed to know)."""
+        listed = self.client.list_objects_v2(
+            Bucket=self.bucket, Prefix=self.prefix + key, MaxKeys=1
+        )
+        return any(o["Key"] == self.prefix + key for o in listed.get("Contents", []))
 
     def delete(self, key: str) -> None:
         with _errors(self.uri + key):
@@ -286,8 +304,7 @@ class S3Storage:
 
     def head(self, key: str, name: str) -> int:
         """``key``'s size, once it is known to exist and be readable. A 403 may also mean a
-        missing key: S3 says 404 only to a caller allowed to list the bucket (a prefix-limited
-        ListBucket is not)."""
+        missing key (get_bytes): a listing that may be made tells which."""
         from botocore.exceptions import ClientError
 
         with _errors(self.uri + key):
@@ -295,9 +312,16 @@ class S3Storage:
                 head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
                 return int(head["ContentLength"])
             except ClientError as e:
-                status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-                if status == 404:
+                status, listed = _status(e), None
+                if status == 403:
+                    with suppress(ClientError):  # may not list it either: the 403 is all
+                        listed = self._exists(key)
+                if status == 404 or listed is False:
                     raise InputNotFound(f"{name}: no such object") from e
+                if listed:
+                    raise CredentialsError(
+                        f"{name}: access denied (403): the job's role may not read it"
+                    ) from e
                 if status == 403:
                     raise CredentialsError(
                         f"{name}: access denied (403): the job's role may not read it, or it"
@@ -374,6 +398,11 @@ class S3RangeFile(io.RawIOBase):
             data = bytes(response["Body"].read())
         self.fetched += len(data)
         return data
+
+
+def _status(error: Any) -> int:
+    """A botocore ClientError's HTTP status."""
+    return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
 
 
 @contextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from fnmatch import fnmatch
 from pathlib import Path
 
 import kubernetes_validate
@@ -14,6 +13,7 @@ import yaml
 
 from job import errors
 from tests.helpers import REPO
+from tests.helpers.iam import job_role
 
 BIN = Path(sys.executable).parent  # the venv's bin: the tools come with the test extras
 
@@ -64,6 +64,44 @@ def test_cfn_lint() -> None:
     assert _CFN_LINT.returncode == 0, output
 
 
+class RefLoader(yaml.SafeLoader):
+    """CloudFormation YAML with !Ref kept as {"Ref": name}: what points at what."""
+
+
+RefLoader.add_constructor("!Ref", lambda loader, node: {"Ref": loader.construct_scalar(node)})
+RefLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def test_multi_node_jobs_go_to_on_demand_in_one_cluster_placement_group() -> None:
+    """AWS Batch, "Compute environment considerations for MNP" (docs.aws.amazon.com/batch/latest/
+    userguide/mnp-ce.html): multi-node parallel jobs are not supported on Spot (nor UNMANAGED)
+    compute environments, and want a cluster placement group in a single Availability Zone.
+    Once the multi-node definition could only go to the one queue, Spot first."""
+    template = yaml.load((REPO / "infra/aws-batch/template.yaml").read_text(), RefLoader)
+    resources, parameters = template["Resources"], template["Parameters"]
+    queue = resources[template["Outputs"]["MultiNodeJobQueue"]["Value"]["Ref"]]
+    order = queue["Properties"]["ComputeEnvironmentOrder"]
+    assert order, "the multi-node queue has no compute environment"
+    for entry in order:
+        env = resources[entry["ComputeEnvironment"]["Ref"]]["Properties"]
+        compute = env["ComputeResources"]
+        assert env["Type"] == "MANAGED" and compute["Type"] in ("EC2",), compute["Type"]
+        group = resources[compute["PlacementGroup"]["Ref"]]
+        assert group["Type"] == "AWS::EC2::PlacementGroup"
+        assert group["Properties"]["Strategy"] == "cluster"
+        (subnet,) = compute["Subnets"]  # one subnet: one Availability Zone
+        assert parameters[subnet["Ref"]]["Type"] == "AWS::EC2::Subnet::Id"
+    # ...and the other queue, Spot first, is never where the multi-node definition is sent.
+    spot = resources[template["Outputs"]["JobQueue"]["Value"]["Ref"]]
+    first = spot["Properties"]["ComputeEnvironmentOrder"][0]["ComputeEnvironment"]["Ref"]
+    assert resources[first]["Properties"]["ComputeResources"]["Type"] == "SPOT"
+    assert queue is not spot
+    definition = resources["MultiNodeJobDefinition"]["Properties"]
+    (nodes,) = definition["NodeProperties"]["NodeRangeProperties"]
+    assert nodes["Container"]["Command"][-2:] == ["--index", "Ref::index"]  # one job a task
+    assert "index" in definition["Parameters"]
+
+
 def test_batch_retries_match_the_exit_codes() -> None:
     template = yaml.load((REPO / "infra/aws-batch/template.yaml").read_text(), CfnLoader)
     for name in ("JobDefinition", "MultiNodeJobDefinition"):
@@ -80,6 +118,7 @@ def test_batch_retries_match_the_exit_codes() -> None:
     [
         "infra/k8s/base/job.yaml",
         "infra/k8s/overlays/shared-cache/cache-pvc.yaml",
+        "infra/k8s/overlays/service-account/service-account.yaml",
         *sorted(str(p.relative_to(REPO)) for p in REPO.glob("infra/k8s/overlays/*/resources.yaml")),
     ],
 )
@@ -104,6 +143,26 @@ def test_pod_failure_policy_matches_the_exit_codes() -> None:
     assert sorted(fail["onExitCodes"]["values"]) == sorted(errors.BAD_INPUT_CODES)
     assert errors.TRANSIENT not in fail["onExitCodes"]["values"]
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_the_kueue_example_admits_the_job_it_is_for() -> None:
+    """No offline schema for Kueue's CRDs: what its docs require of each object, and that the
+    ClusterQueue covers every resource the base Job's pod requests (else Kueue never admits
+    it: "resource ... not covered")."""
+    docs = {
+        d["kind"]: d for d in yaml.safe_load_all((REPO / "infra/k8s/kueue/queues.yaml").read_text())
+    }
+    assert set(docs) == {"ResourceFlavor", "ClusterQueue", "LocalQueue"}
+    assert {d["apiVersion"] for d in docs.values()} == {"kueue.x-k8s.io/v1beta1"}
+    (group,) = docs["ClusterQueue"]["spec"]["resourceGroups"]
+    (flavor,) = group["flavors"]
+    assert flavor["name"] == docs["ResourceFlavor"]["metadata"]["name"]
+    assert [r["name"] for r in flavor["resources"]] == group["coveredResources"]
+    assert docs["LocalQueue"]["spec"]["clusterQueue"] == docs["ClusterQueue"]["metadata"]["name"]
+    job = yaml.safe_load((REPO / "infra/k8s/base/job.yaml").read_text())
+    requests = job["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
+    assert set(requests) <= set(group["coveredResources"])
+    assert docs["LocalQueue"]["metadata"]["name"] == "huggingtweets"  # what the docs pass
 
 
 def test_pytorchjob_structure() -> None:
@@ -150,37 +209,7 @@ def test_wandb_mode_is_the_manifests_choice_not_the_infras() -> None:
         assert "WANDB_MODE" not in (REPO / path).read_text(), path
 
 
-class SubLoader(yaml.SafeLoader):
-    """CloudFormation YAML with !Sub kept as its template string (other tags: None)."""
-
-
-SubLoader.add_constructor("!Sub", lambda loader, node: loader.construct_scalar(node))
-SubLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
-
-
-def job_role_allows(action: str, arn: str, prefix: str | None = None) -> bool:
-    """The template's JobRole, evaluated for one request (Allow statements with Resource
-    wildcards and StringLike on s3:prefix: all the policy uses), for bucket my-bucket and the
-    default OutputPrefix."""
-    template = yaml.load((REPO / "infra/aws-batch/template.yaml").read_text(), SubLoader)
-    output_prefix = template["Parameters"]["OutputPrefix"]["Default"]
-
-    def sub(text: str) -> str:
-        return text.replace("${BucketName}", "my-bucket").replace("${OutputPrefix}", output_prefix)
-
-    role = template["Resources"]["JobRole"]["Properties"]
-    for policy in role["Policies"]:
-        for statement in policy["PolicyDocument"]["Statement"]:
-            actions = statement["Action"]
-            actions = actions if isinstance(actions, list) else [actions]
-            resources = statement["Resource"]
-            resources = resources if isinstance(resources, list) else [resources]
-            if action not in actions or not any(fnmatch(arn, sub(r)) for r in resources):
-                continue
-            like = statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
-            if like is None or (prefix is not None and any(fnmatch(prefix, sub(p)) for p in like)):
-                return True
-    return False
+job_role_allows = job_role().allows  # tests/helpers/iam.py: the template's JobRole, as IAM
 
 
 def test_every_s3_path_in_the_docs_and_submit_is_one_the_job_role_may_use(s3) -> None:
@@ -225,13 +254,33 @@ def test_every_s3_path_in_the_docs_and_submit_is_one_the_job_role_may_use(s3) ->
     assert not job_role_allows("s3:ListBucket", "arn:aws:s3:::my-bucket", prefix="archives/")
 
 
-def test_the_hosts_cache_folder_belongs_to_the_images_user() -> None:
+def test_the_hosts_cache_folder_belongs_to_the_images_user_on_every_node() -> None:
+    """Every container of every job definition, each node of a multi-node job included, mounts
+    the host's cache at /cache (else each node downloads the base again on every attempt), and
+    every compute environment makes that folder for uid 1000 at boot."""
     template = yaml.load((REPO / "infra/aws-batch/template.yaml").read_text(), CfnLoader)
     resources = template["Resources"]
-    (volume,) = resources["JobDefinition"]["Properties"]["ContainerProperties"]["Volumes"]
-    host = volume["Host"]["SourcePath"]
     script = resources["CacheLaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]
-    assert f"chown 1000:1000 {host}" in script["Fn::Base64"]
-    for name in ("SpotCompute", "OnDemandCompute"):
-        assert "LaunchTemplate" in resources[name]["Properties"]["ComputeResources"]
+    containers = [
+        (name, part)
+        for name, r in resources.items()
+        if r["Type"] == "AWS::Batch::JobDefinition"
+        for part in [r["Properties"].get("ContainerProperties")]
+        + [
+            n["Container"]
+            for n in r["Properties"].get("NodeProperties", {}).get("NodeRangeProperties", [])
+        ]
+        if part
+    ]
+    assert {name for name, _ in containers} == {"JobDefinition", "MultiNodeJobDefinition"}
+    for name, container in containers:
+        (volume,) = container["Volumes"]
+        host = volume["Host"]["SourcePath"]
+        assert f"chown 1000:1000 {host}" in script["Fn::Base64"]
+        assert {"SourceVolume": volume["Name"], "ContainerPath": "/cache", "ReadOnly": False} in (
+            container["MountPoints"]
+        ), name
+    for name, r in resources.items():
+        if r["Type"] == "AWS::Batch::ComputeEnvironment":
+            assert "LaunchTemplate" in r["Properties"]["ComputeResources"], name
     assert "USER 1000:1000" in (REPO / "docker/Dockerfile").read_text()

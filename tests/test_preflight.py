@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import boto3
 import pytest
@@ -128,13 +129,21 @@ def test_an_unwritable_output_and_a_403_input(api, monkeypatch: pytest.MonkeyPat
         result = run()
         assert result.returncode == errors.CREDENTIALS and "not writable" in result.stderr
         assert time.monotonic() - started < 15 and api.requests == []
-        # A prefix-limited ListBucket makes S3 answer 403 for a missing key: say both.
-        proxy.hook = lambda m, p: 403 if m == "HEAD" and "sam.jsonl" in p else None
-        # sam's bot alone: the other would go on to load torch, which is not this test's
-        result = run(manifest=MANIFEST.split("  - users: [{handle: talker")[0])
-        assert result.returncode == errors.CREDENTIALS
-        assert "may not read it, or it does not exist" in result.stderr
-        assert not any(m == "GET" and "sam.jsonl" in p for m, p in proxy.requests)
+        # A prefix-limited ListBucket makes S3 answer 403 for a missing key: a listing of the
+        # key tells which; where the role may not list it either, say both.
+        sam = MANIFEST.split("  - users: [{handle: talker")[0]  # the other bot loads torch
+        for listing, said in (
+            (None, "the job's role may not read it\n"),  # listed: it is there
+            (403, "may not read it, or it does not exist"),
+        ):
+            proxy.hook = lambda m, p, listing=listing: (
+                403 if m == "HEAD" and "sam.jsonl" in p else listing if "list-type" in p else None
+            )
+            result = run(manifest=sam)
+            assert result.returncode == errors.CREDENTIALS and said in result.stderr, result.stderr
+            assert not any(
+                m == "GET" and urlparse(p).path.endswith("sam.jsonl") for m, p in proxy.requests
+            )
         proxy.hook = lambda m, p: None
         # The probe leaves nothing behind.
         assert open_storage("s3://results/bots").list(".preflight/") == []
@@ -200,3 +209,70 @@ def test_offload_without_the_host_memory_is_refused(monkeypatch: pytest.MonkeyPa
         preflight.host_memory(job)
     monkeypatch.setattr(memory, "host_memory_bytes", lambda: 64 * 2**30)
     preflight.host_memory(job)  # enough
+
+
+def fake_gpu_host(tmp_path: Path, driver_cuda: int) -> dict[str, str]:
+    """An environment where the driver's libcuda.so.1 (a real shared object, built here)
+    says it runs CUDA ``driver_cuda``, and torch's CUDA 13.0 runtime is installed (its
+    package metadata, which is what the check reads)."""
+    import subprocess
+
+    lib = tmp_path / "lib"
+    lib.mkdir(parents=True, exist_ok=True)
+    source = tmp_path / "cuda.c"
+    source.write_text(f"int cuDriverGetVersion(int *v) {{ *v = {driver_cuda}; return 0; }}\n")
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-o", lib / "libcuda.so.1", source], check=True, timeout=60
+    )
+    site = tmp_path / "site" / "nvidia_cuda_runtime-13.0.96.dist-info"
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: nvidia-cuda-runtime\nVersion: 13.0.96\n"
+    )
+    return {
+        "LD_LIBRARY_PATH": str(lib),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(site.parent), os.environ.get("PYTHONPATH")])
+        ),
+    }
+
+
+def test_a_gpu_hosts_driver_too_old_for_the_images_cuda_is_one_line_before_any_work(
+    tmp_path: Path,
+) -> None:
+    """torch alone would warn that CUDA is unavailable and train on the CPU for hours."""
+    import subprocess
+    import sys
+
+    old = fake_gpu_host(tmp_path / "old", 12020)  # a 535 driver: CUDA 12.2
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "job", "run", "sourdough_sam", "--jsonl", str(SAMPLE)),
+            *("--base-model", "tiny", "--out", str(tmp_path / "out"), "--wandb-mode", "disabled"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **old},
+        timeout=300,
+    )
+    assert result.returncode == errors.BAD_CONFIG, result.stderr
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert "driver runs CUDA up to 12.2" in line and "CUDA 13.0" in line and "R580" in line
+    assert "Traceback" not in result.stderr and not (tmp_path / "out" / "sourdough_sam").exists()
+    probe = (
+        "from job.preflight import gpu_driver, driver_cuda_version as v; gpu_driver(); print(v())"
+    )
+    for driver, said in ((13000, "13000"), (13020, "13020")):
+        ok = subprocess.run(
+            [sys.executable, "-c", probe],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **fake_gpu_host(tmp_path / str(driver), driver)},
+            timeout=120,
+        )
+        assert ok.returncode == 0 and ok.stdout.strip() == said, ok.stderr
+    # No driver at all (this machine): a CPU host, nothing to check.
+    from job.preflight import driver_cuda_version, gpu_driver
+
+    assert driver_cuda_version() is None
+    gpu_driver(runtime="13.0.96")

@@ -2,15 +2,21 @@
 
 - One bot per user (``together=True``: one bot of all of them), each from the Twitter API.
 - AWS Batch: ``submit_job`` on the queue and job definition of infra/aws-batch, as an array job
-  of one child per bot (the child's ``AWS_BATCH_JOB_ARRAY_INDEX`` picks its bot).
-- Kubernetes: the Indexed Job of infra/k8s/base with one completion per bot, applied with
-  ``kubectl apply`` (``dry_run`` prints it instead).
+  of one child per task (the child's ``AWS_BATCH_JOB_ARRAY_INDEX`` picks its bots); of a
+  multi-node definition, one job per task instead, each given its index, and never on Spot
+  (``batch_request_problems``: AWS Batch's rules, which moto does not enforce).
+- Kubernetes: the Indexed Job of k8s/base (package data; infra/k8s links to it) with one
+  completion per task, checked against the cluster (its version, the objects it needs) and
+  applied with ``kubectl apply``; ``dry_run`` prints it instead, as YAML kubectl takes as is.
+  ``--queue`` makes it what Kueue admits, ``--service-account`` names the pods' account.
 - Every bot's status is set to queued before the job starts.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import re
 import secrets
 import shutil
 import subprocess
@@ -26,12 +32,13 @@ from job.cloud.consent import check_not_opted_out
 from job.cloud.status import hub_of, write_status
 from job.config import Section
 from job.data.handles import validate_handle
-from job.errors import BadConfig, InputNotFound, TransientError
+from job.errors import BadConfig, TransientError
 from job.loading import validate
 from job.spec import Manifest, jobs, tasks
 from job.storage import open_storage
 
-K8S = Path(__file__).resolve().parents[2] / "infra" / "k8s"
+# Package data (infra/k8s is a link to it): a wheel or the image submits as a checkout does.
+K8S = Path(__file__).resolve().parent / "k8s"
 K8S_JOB = K8S / "base" / "job.yaml"
 K8S_OVERLAYS = K8S / "overlays"
 
@@ -59,8 +66,12 @@ class Submission:
         """What ``huggingtweets submit`` prints: what it would submit, or what it did."""
         if dry_run:
             manifest = yaml.safe_dump(self.manifest, sort_keys=False)
-            text = f"# manifest, to be written to {self.manifest_uri}\n{manifest}"
-            return text + (f"---\n{self.rendered}" if self.rendered else "")
+            if not self.rendered:
+                return f"# manifest, to be written to {self.manifest_uri}\n{manifest}"
+            # Kubernetes: only the Job as YAML, so that `| kubectl apply -f -` takes it as is;
+            # the manifest it will read, as comments above it.
+            said = "".join(f"#   {line}\n" for line in manifest.splitlines())
+            return f"# manifest, to be written to {self.manifest_uri}:\n{said}{self.rendered}"
         bots = len(self.manifest["bots"])
         return (
             f"submitted {bots} bot{'s' if bots > 1 else ''} to {self.target}: {self.job}\n"
@@ -82,6 +93,9 @@ class SubmitOptions(Section):
         json_schema_extra={"envvar": "HUGGINGTWEETS_OUTPUT"},
     )
     base_model: str = Field("gpt2", description="The base of every bot (as run's --base-model).")
+    adapter: Literal["none", "lora"] = Field(
+        "none", description="lora: each bot a LoRA adapter of the base (as run's --adapter)."
+    )
     together: bool = Field(False, description="One bot of all the users.")
     hub_owner: str = Field("huggingtweets", description="Hub owner of the repos.")
     push: bool = Field(True, description="Push the models to the Hub.")
@@ -121,6 +135,16 @@ class SubmitOptions(Section):
     cache_claim: str | None = Field(
         None, description="k8s: a ReadWriteMany claim for the model cache (default: per pod)."
     )
+    service_account: str | None = Field(
+        None,
+        description="k8s: the pods' service account: AWS access through its IAM role (IRSA, EKS"
+        " Pod Identity) instead of keys in the Secret.",
+    )
+    queue: str | None = Field(
+        None,
+        description="k8s: a Kueue LocalQueue; the Job is created suspended and Kueue starts it"
+        " when admitted.",
+    )
     dry_run: bool = Field(False, description="Print what would be submitted.")
 
 
@@ -134,7 +158,10 @@ def build_manifest(users: list[str], options: SubmitOptions) -> tuple[Manifest, 
     data = {
         "version": 1,
         "output": options.output,
-        "defaults": {"base_model": options.base_model},
+        "defaults": {
+            "base_model": options.base_model,
+            **({"train": {"adapter": options.adapter}} if options.adapter != "none" else {}),
+        },
         "hub": {
             "push": options.push,
             "owner": options.hub_owner,
@@ -192,11 +219,13 @@ def submit(users: list[str], options: SubmitOptions) -> Submission:
             namespace=o.namespace,
             overlay=o.overlay,
             cache_claim=o.cache_claim,
+            service_account=o.service_account,
+            queue=o.queue,
         )
         rendered = yaml.safe_dump_all(job, sort_keys=False)
         if o.dry_run:
             return Submission(sid, uri, data, o.target, name, rendered)
-        check_k8s(o.namespace, o.cache_claim)  # before anything is written
+        check_k8s(o.namespace, o.cache_claim, o.service_account, o.queue)  # before any write
     elif o.dry_run:
         return Submission(sid, uri, data, o.target, "(dry run)")
 
@@ -226,26 +255,102 @@ def submit(users: list[str], options: SubmitOptions) -> Submission:
 # AWS Batch's limit on an array job's size (arrayProperties.size: 2 to 10,000).
 MAX_BATCH_ARRAY = 10_000
 
+# AWS Batch's rules for multi-node parallel (MNP) jobs, which moto does not enforce: SubmitJob
+# refuses an array of a multinode definition ("Multinode Array Job not supported"), and MNP jobs
+# run on neither Spot, Fargate nor UNMANAGED compute environments
+# (docs.aws.amazon.com/batch/latest/userguide/mnp-ce.html).
+NO_MNP_ON = {"SPOT", "FARGATE", "FARGATE_SPOT", "UNMANAGED"}
 
-def submit_batch(manifest_uri: str, bots: int, name: str, queue: str, definition: str) -> str:
-    """``bots``: the array's size, one task per index (a task makes bots_per_task bots)."""
+
+def batch_request_problems(
+    definition: dict[str, Any], request: dict[str, Any], environments: list[dict[str, Any]]
+) -> list[str]:
+    """What AWS Batch would refuse, or never run, in ``request`` (a SubmitJob's arguments) of
+    ``definition`` (as DescribeJobDefinitions has it) on its queue's ``environments`` (as
+    DescribeComputeEnvironments has them), one line each."""
+    if definition.get("type") != "multinode":
+        return []
+    kinds = {
+        str(env.get("type") if env.get("type") == "UNMANAGED" else env["computeResources"]["type"])
+        for env in environments
+    }
+    refused = sorted(kinds & NO_MNP_ON)
+    checks = [
+        (
+            "arrayProperties" not in request,
+            "a multi-node job definition takes no array job: one job per task",
+        ),
+        (
+            not refused,
+            f"AWS Batch runs no multi-node job on {' or '.join(refused)} compute environments:"
+            " give --job-queue huggingtweets-multinode (on-demand, in a placement group)",
+        ),
+    ]
+    return [message for ok, message in checks if not ok]
+
+
+def submit_batch(manifest_uri: str, tasks: int, name: str, queue: str, definition: str) -> str:
+    """``tasks`` tasks, one per index (a task makes bots_per_task bots): an array job of a
+    single-node definition, or one job per task of a multi-node one, each given its --index.
+    Returns the job id(s)."""
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    request: dict[str, Any] = {
-        "jobName": name,
-        "jobQueue": queue,
-        "jobDefinition": definition,
-        "parameters": {"manifest": manifest_uri},
-    }
-    if bots > 1:  # an array job needs at least 2 children; 1 bot runs without an index
-        request["arrayProperties"] = {"size": bots}
+    client = boto3.client("batch")
     try:
-        return str(boto3.client("batch").submit_job(**request)["jobId"])
+        kind, environments = _batch_targets(client, queue, definition)
+        base: dict[str, Any] = {
+            "jobName": name,
+            "jobQueue": queue,
+            "jobDefinition": definition,
+            "parameters": {"manifest": manifest_uri},
+        }
+        if kind.get("type") == "multinode":
+            # the definition's command takes the task as Ref::index (infra/aws-batch)
+            requests = [
+                base
+                | {
+                    "jobName": f"{name}-{i}" if tasks > 1 else name,
+                    "parameters": {"manifest": manifest_uri, "index": str(i)},
+                }
+                for i in range(tasks)
+            ]
+        else:  # an array job needs at least 2 children; 1 task runs without an index
+            requests = [base | ({"arrayProperties": {"size": tasks}} if tasks > 1 else {})]
+        for request in requests:
+            problems = batch_request_problems(kind, request, environments)
+            if problems:
+                raise BadConfig(f"AWS Batch would refuse the job: {problems[0]}")
+        return " ".join(str(client.submit_job(**r)["jobId"]) for r in requests)
     except ClientError as e:
-        raise BadConfig(f"AWS Batch refused the job: {e.response['Error'].get('Message')}") from e
+        raise BadConfig(f"AWS Batch refused the job: {e.response['Error'].get('Code')}") from e
     except BotoCoreError as e:
-        raise TransientError(f"cannot reach AWS Batch: {e}") from e
+        raise TransientError(f"cannot reach AWS Batch: {type(e).__name__}") from e
+
+
+def _batch_targets(client: Any, queue: str, definition: str) -> tuple[dict, list[dict]]:
+    """The job definition (its newest active revision) and the queue's compute environments."""
+    # name:revision or an ARN, else a name (DescribeJobDefinitions takes them differently)
+    which: dict[str, Any] = (
+        {"jobDefinitions": [definition]} if ":" in definition else {"jobDefinitionName": definition}
+    )
+    found = client.describe_job_definitions(**which, status="ACTIVE")["jobDefinitions"]
+    if not found:
+        raise BadConfig(
+            f"AWS Batch has no active job definition {definition!r} (infra/aws-batch/template.yaml"
+            " makes huggingtweets and huggingtweets-multinode): give --job-definition"
+        )
+    newest = max(found, key=lambda d: int(d.get("revision", 0)))
+    queues = client.describe_job_queues(jobQueues=[queue])["jobQueues"]
+    if not queues:
+        raise BadConfig(f"AWS Batch has no job queue {queue!r}: give --job-queue")
+    arns = [e["computeEnvironment"] for e in queues[0].get("computeEnvironmentOrder", [])]
+    environments = (
+        client.describe_compute_environments(computeEnvironments=arns)["computeEnvironments"]
+        if arns
+        else []
+    )
+    return newest, environments
 
 
 def overlays() -> list[str]:
@@ -262,11 +367,20 @@ def render_k8s(
     namespace: str,
     overlay: str | None = None,
     cache_claim: str | None = None,
+    service_account: str | None = None,
+    queue: str | None = None,
 ) -> list[dict[str, Any]]:
     """The base Indexed Job, filled in for this submission: an overlay's resources and
-    scheduling (``gpt2-xl``), and the cache on a shared claim instead of the pod's own disk."""
-    if not K8S_JOB.is_file():
-        raise InputNotFound(f"{K8S_JOB} not found: submit to Kubernetes from a checkout")
+    scheduling (``gpt2-xl``), the cache on a shared claim instead of the pod's own disk, the
+    pods' service account, and what Kueue needs to admit it from ``queue``."""
+    for what, value in (
+        ("--namespace", namespace),
+        ("--service-account", service_account),
+        ("--queue", queue),
+        ("--cache-claim", cache_claim),
+    ):
+        if value is not None and not K8S_NAME.fullmatch(value):
+            raise BadConfig(f"{what}: {value!r} is no Kubernetes name (a-z, 0-9 and -, <= 63)")
     job = copy.deepcopy(yaml.safe_load(K8S_JOB.read_text()))
     job["metadata"]["name"] = name
     job["metadata"]["namespace"] = namespace
@@ -292,10 +406,26 @@ def render_k8s(
         (cache,) = [v for v in pod["volumes"] if v["name"] == "cache"]
         cache.clear()
         cache.update({"name": "cache", "persistentVolumeClaim": {"claimName": cache_claim}})
+    if service_account is not None:
+        pod["serviceAccountName"] = service_account
+    if queue is not None:
+        # Kueue (kueue.sigs.k8s.io, "Run a Kubernetes Job"): the queue-name label puts it in
+        # the LocalQueue, and a Job created suspended starts only when Kueue admits it (its
+        # webhook would suspend it too; created so, no pod starts before). Partial admission
+        # (beta since Kueue 0.5): admitted at a smaller parallelism when the queue's quota
+        # holds fewer GPUs than bots, instead of waiting for all of them at once.
+        job["metadata"]["labels"][KUEUE_QUEUE] = queue
+        job["metadata"].setdefault("annotations", {})[KUEUE_MIN_PARALLELISM] = "1"
+        job["spec"]["suspend"] = True
     problems = indexed_job_problems(job)
     if problems:
         raise BadConfig(f"the Kubernetes Job would be refused: {problems[0]}")
     return [job]
+
+
+K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # an RFC 1123 label
+KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+KUEUE_MIN_PARALLELISM = "kueue.x-k8s.io/job-min-parallelism"
 
 
 # The API server's own rules for Indexed Jobs (batch/v1 validation), which a schema check does
@@ -341,22 +471,81 @@ def indexed_job_problems(job: dict[str, Any]) -> list[str]:
 
 SECRET = "huggingtweets"  # what the Job's envFrom names
 
+# The oldest Kubernetes that runs the Job as written: backoffLimitPerIndex and podFailurePolicy's
+# FailIndex are beta and on by default from 1.29 (KEP-3850: alpha 1.28, GA 1.33). An older API
+# server drops the fields it does not know, and one bot's failures would fail them all.
+MIN_KUBERNETES = (1, 29)
 
-def check_k8s(namespace: str, cache_claim: str | None) -> None:
-    """What the Job needs and does not bring: its Secret, and a shared cache claim if named.
-    Missing, the Job's pods would sit in CreateContainerConfigError or Pending."""
-    needed = [("secret", SECRET)] + ([("pvc", cache_claim)] if cache_claim else [])
+# What kubectl says when it reaches no API server (client-go's words: refused, DNS, timeouts).
+UNREACHABLE = re.compile(
+    r"connection refused|was refused|unable to connect to the server|no such host|i/o timeout"
+    r"|tls handshake timeout|network is unreachable|no route to host|dial tcp",
+    re.IGNORECASE,
+)
+
+# What each object the Job needs is, and how to make it when it is missing.
+NEEDED = {
+    "secret": "kubectl create secret generic {name} --namespace {namespace}"
+    " --from-literal=TWITTER_BEARER_TOKEN=... --from-literal=HF_TOKEN=...",
+    "pvc": "apply infra/k8s/overlays/shared-cache/cache-pvc.yaml (a ReadWriteMany class) or leave"
+    " --cache-claim out",
+    "serviceaccount": "kubectl create serviceaccount {name} --namespace {namespace}, annotated"
+    " with its IAM role (docs/deploy.md), or leave --service-account out",
+    "localqueues.kueue.x-k8s.io": "apply a LocalQueue of that name (infra/k8s/kueue/queues.yaml)"
+    " or leave --queue out",
+}
+
+
+def check_k8s(
+    namespace: str,
+    cache_claim: str | None,
+    service_account: str | None = None,
+    queue: str | None = None,
+) -> None:
+    """Before anything is written: the cluster answers and is new enough, and what the Job
+    needs and does not bring is there: its Secret, and the shared cache claim, service account
+    and Kueue LocalQueue where named. Missing, the pods would sit in
+    CreateContainerConfigError or Pending, or the Job would never be admitted."""
+    version = _cluster("version", "-o", "json")
+    try:
+        server = json.loads(version.stdout or "{}").get("serverVersion")
+    except (ValueError, AttributeError):
+        server = None
+    if not isinstance(server, dict):  # kubectl said no more than that it failed
+        raise BadConfig(
+            f"kubectl version could not read the cluster's version (exit {version.returncode});"
+            " check kubectl's context and credentials (kubectl cluster-info)"
+        )
+    found = tuple(
+        int(re.sub(r"\D", "", str(server.get(k, "")))[:3] or 0) for k in ("major", "minor")
+    )
+    if found < MIN_KUBERNETES:
+        need = ".".join(map(str, MIN_KUBERNETES))
+        raise BadConfig(
+            f"the cluster runs Kubernetes {'.'.join(map(str, found))}; the Job needs {need} or"
+            " newer (backoffLimitPerIndex, podFailurePolicy FailIndex)"
+        )
+    needed = [("secret", SECRET), ("pvc", cache_claim), ("serviceaccount", service_account)]
+    needed.append(("localqueues.kueue.x-k8s.io", queue))
     for kind, name in needed:
-        result = _kubectl("get", kind, name, "--namespace", namespace, "-o", "name")
+        if name is None:
+            continue
+        result = _cluster("get", kind, name, "--namespace", namespace, "-o", "name")
         if result.returncode != 0:
-            how = (
-                f"kubectl create secret generic {SECRET} --namespace {namespace}"
-                " --from-literal=TWITTER_BEARER_TOKEN=... --from-literal=HF_TOKEN=..."
-                if kind == "secret"
-                else "apply infra/k8s/overlays/shared-cache/cache-pvc.yaml (a ReadWriteMany"
-                " class) or leave --cache-claim out"
-            )
+            how = NEEDED[kind].format(name=name, namespace=namespace)
             raise BadConfig(f"the Job needs the {kind} {name!r} in namespace {namespace}: {how}")
+
+
+def _cluster(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """kubectl, with a cluster it cannot reach said as that (exit 75: try again), whatever
+    the command: not as a missing object or a refused Job."""
+    result = _kubectl(*args, stdin=stdin)
+    if result.returncode != 0 and UNREACHABLE.search(result.stderr):
+        raise TransientError(
+            "the Kubernetes cluster is unreachable: kubectl's current context has no API server"
+            " that answers (kubectl config current-context; kubectl cluster-info)"
+        )
+    return result
 
 
 def _kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -376,6 +565,6 @@ def _kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
 
 
 def apply_k8s(rendered: str) -> None:
-    result = _kubectl("apply", "-f", "-", stdin=rendered)
+    result = _cluster("apply", "-f", "-", stdin=rendered)
     if result.returncode != 0:
         raise BadConfig(f"kubectl apply failed: {' '.join(result.stderr.split())}")

@@ -41,6 +41,12 @@ def test_make_submit_refuses_the_login_user() -> None:
     assert "USER=someone here comes from your login environment" in result.stderr
 
 
+def dry_run(stdout: str) -> tuple[dict, list[dict]]:
+    """A Kubernetes dry run's output: the manifest (its comments) and the YAML documents."""
+    said = "\n".join(line[4:] for line in stdout.splitlines() if line.startswith("#   "))
+    return yaml.safe_load(said), [d for d in yaml.safe_load_all(stdout) if d is not None]
+
+
 def test_make_submit_with_users_on_the_command_line(s3) -> None:
     result = make(
         "submit",
@@ -52,8 +58,7 @@ def test_make_submit_with_users_on_the_command_line(s3) -> None:
         HUGGINGTWEETS_CONTACT="takedown@example.org",
     )
     assert result.returncode == 0, result.stderr
-    docs = list(yaml.safe_load_all(result.stdout.split("\n", 1)[1]))
-    manifest, job = docs[0], docs[1]
+    manifest, (job,) = dry_run(result.stdout)
     assert [b["users"][0]["handle"] for b in manifest["bots"]] == ["__wmww", "dril"]
     assert manifest["defaults"]["base_model"] == "gpt2-xl"
     assert manifest["hub"]["contact"] == "takedown@example.org"
@@ -157,7 +162,7 @@ def test_bots_per_task_sizes_the_array_and_goes_in_the_manifest(batch) -> None:
         *("--bots-per-task", "4", "--output", "s3://results/bots", "--dry-run"),
     )
     assert rendered.returncode == 0, rendered.stderr
-    job = next(iter(yaml.safe_load_all(rendered.stdout.split("---\n", 1)[1])))
+    _, (job,) = dry_run(rendered.stdout)
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == 2
 
 
@@ -229,7 +234,15 @@ def test_one_bot_per_user_or_one_for_all() -> None:
     assert jobs(parse(yaml.safe_dump(together))) == [bot]  # what is written reads the same
     assert bot.bot == "a-b" and bot.hub_repo == "me/a-b"
     assert bot.contact == "https://example.org/takedown"
-    assert bot.config.train.base_model == "gpt2-xl"
+    assert bot.config.train.base_model == "gpt2-xl" and not bot.config.train.lora
+    typed, data = build_manifest(
+        ["a"],
+        SubmitOptions(output="s3://results/p", base_model="gpt2-xl", adapter="lora", push=False),
+    )
+    assert data["defaults"]["train"] == {"adapter": "lora"}  # written where run reads it
+    assert (
+        jobs(typed)[0].config.train.lora and jobs(parse(yaml.safe_dump(data)))[0].config.train.lora
+    )
 
 
 @pytest.mark.parametrize("bots", [1, 3, 150])
@@ -280,14 +293,17 @@ def test_kubernetes_needs_an_image_a_cluster_can_pull(s3) -> None:
     assert result.returncode == 10 and "--target k8s needs --image" in result.stderr
 
 
-def fake_kubectl(tmp_path, monkeypatch, has: set[str]) -> Path:
-    """A kubectl on PATH that knows the objects in ``has`` and logs every call."""
+def fake_kubectl(tmp_path, monkeypatch, has: set[str], server: str = "31") -> Path:
+    """A kubectl on PATH that knows the objects in ``has``, answers ``version`` as an API
+    server of Kubernetes 1.``server`` would, and logs every call."""
     log = tmp_path / "kubectl.log"
     script = tmp_path / "bin" / "kubectl"
     script.parent.mkdir()
+    version = json.dumps({"serverVersion": {"major": "1", "minor": f"{server}+"}})
     script.write_text(
         "#!/bin/sh\n"
         f'echo "$*" >> {log}\n'
+        f"if [ \"$1\" = version ]; then echo '{version}'; exit 0; fi\n"
         'if [ "$1" = get ]; then\n'
         f'  case " {" ".join(sorted(has))} " in *" $2/$3 "*) echo "$2/$3"; exit 0;; esac\n'
         '  echo "Error from server (NotFound): $2 "$3" not found" >&2; exit 1\n'
@@ -315,8 +331,127 @@ def test_kubernetes_submit_checks_what_the_job_needs_first(s3, tmp_path, monkeyp
     result = invoke(*args)
     assert result.returncode == 0, result.stderr
     calls = log.read_text().splitlines()
+    assert calls[0].startswith("version -o json")  # the cluster's version, before the rest
     assert calls[-1].startswith("apply -f - --request-timeout=60s")
     assert get_json(open_storage("s3://results/bots"), "alice/status.json")["state"] == "queued"
+
+
+def test_kubernetes_submit_checks_the_clusters_version_the_account_and_the_queue(
+    s3, tmp_path, monkeypatch
+) -> None:
+    """backoffLimitPerIndex and FailIndex need Kubernetes 1.29 (KEP-3850: beta, on by default,
+    from 1.29); a named service account and Kueue LocalQueue must exist in the namespace."""
+    from job.cloud.submit import MIN_KUBERNETES
+
+    assert MIN_KUBERNETES == (1, 29)
+    args = ["submit", "alice", "--target", "k8s", "--output", "s3://results/bots", "--no-push"]
+    args += ["--image", "reg/ht:1", "--service-account", "ht", "--queue", "gpus"]
+    for server, has, said in (
+        ("28", {"secret/huggingtweets"}, "the cluster runs Kubernetes 1.28; the Job needs 1.29"),
+        ("29", {"secret/huggingtweets"}, "needs the serviceaccount 'ht' in namespace default"),
+        (
+            "33",
+            {"secret/huggingtweets", "serviceaccount/ht"},
+            "needs the localqueues.kueue.x-k8s.io 'gpus' in namespace default",
+        ),
+    ):
+        shutil.rmtree(tmp_path / "bin", ignore_errors=True)
+        log = fake_kubectl(tmp_path, monkeypatch, has=has, server=server)
+        result = invoke(*args)
+        assert result.returncode == 10 and said in result.stderr, result.stderr
+        assert "apply" not in log.read_text()
+        log.unlink()
+    assert open_storage("s3://results/bots").get_bytes("alice/status.json") is None
+
+
+def test_an_unreachable_cluster_is_said_as_that_not_as_a_missing_secret(
+    s3, tmp_path, monkeypatch
+) -> None:
+    """The real kubectl, its context an API server on a loopback port nothing listens on:
+    once "connection refused" blamed a missing Secret (exit 10); it is exit 75, try again."""
+    import socket
+
+    from job import errors
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("needs kubectl on PATH (the real client's words are what is checked)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
+                "users": [{"name": "u", "user": {"token": "kube-token-not-to-be-shown"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    result = invoke(
+        *("submit", "alice", "--target", "k8s", "--output", "s3://results/bots", "--no-push"),
+        *("--image", "reg/ht:1"),
+    )
+    assert result.returncode == errors.TRANSIENT, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: the Kubernetes cluster is unreachable")
+    assert "secret" not in line and "kube-token" not in line
+    assert open_storage("s3://results/bots").get_bytes("alice/status.json") is None
+
+
+def test_a_wheel_outside_the_checkout_submits_and_its_dry_run_is_appliable(
+    s3, tmp_path: Path
+) -> None:
+    """The templates are package data: the wheel, installed away from the checkout, renders the
+    Job. The dry run's output is YAML that `kubectl apply -f -` takes as it is (the manifest
+    rides along as comments); with --queue and --service-account it carries what Kueue and
+    IRSA expect. And the dry run checks the opt-out list as a submit does."""
+    from job import errors
+    from job.cloud.consent import opt_out
+    from job.cloud.submit import KUEUE_MIN_PARALLELISM, KUEUE_QUEUE
+
+    pip = [str(REPO / ".venv" / "bin" / "pip"), "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", tmp_path / "dist", REPO], check=True)
+    (wheel,) = (tmp_path / "dist").glob("huggingtweets-*.whl")
+    site = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--target", site, wheel], check=True)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+
+    def submit(*handles: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                *(site / "bin" / "huggingtweets", "submit", *handles, "--target", "k8s"),
+                *("--image", "reg/ht:1", "--dry-run", "--output", "s3://results/bots"),
+                *("--no-push", "--queue", "huggingtweets", "--service-account", "huggingtweets"),
+            ],
+            cwd=tmp_path,  # away from the checkout: infra/ is not there
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+
+    done = submit("alice", "bob")
+    assert done.returncode == 0, done.stderr
+    said, docs = dry_run(done.stdout)
+    assert [d["kind"] for d in docs] == ["Job"]  # nothing kubectl would refuse to apply
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.33", strict=True)
+    (job,) = docs
+    assert job["metadata"]["labels"][KUEUE_QUEUE] == "huggingtweets"
+    assert job["metadata"]["annotations"][KUEUE_MIN_PARALLELISM] == "1"
+    assert job["spec"]["suspend"] is True and job["spec"]["completions"] == 2
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "huggingtweets"
+    assert [b["users"][0]["handle"] for b in said["bots"]] == ["alice", "bob"]
+
+    opt_out(open_storage("s3://results/bots"), "bob", "asked", None)
+    refused = submit("alice", "bob")
+    assert refused.returncode == errors.OPTED_OUT and "bob" in refused.stderr
 
 
 def test_the_base_job_follows_them_too_and_the_rules_catch_the_old_one() -> None:
@@ -328,3 +463,91 @@ def test_the_base_job_follows_them_too_and_the_rules_catch_the_old_one() -> None
     assert indexed_job_problems(old) == ["maxFailedIndexes (100) must be <= completions (1)"]
     broken = {**base, "spec": {**base["spec"], "backoffLimitPerIndex": None}}
     assert "a FailIndex rule needs backoffLimitPerIndex" in indexed_job_problems(broken)
+
+
+@pytest.fixture
+def multinode(batch):
+    """The template's multi-node pieces in moto: an on-demand environment and its queue, a
+    Spot one and its queue, and a multinode job definition of two nodes."""
+    ec2, iam = boto3.client("ec2"), boto3.client("iam")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName="g", Description="g", VpcId=vpc)["GroupId"]
+    role = iam.get_role(RoleName="batch")["Role"]["Arn"]
+    profile = iam.create_instance_profile(InstanceProfileName="p")["InstanceProfile"]["Arn"]
+    for queue, kind in (("huggingtweets-multinode", "EC2"), ("spot", "SPOT")):
+        env = batch.create_compute_environment(
+            computeEnvironmentName=f"{queue}-env",
+            type="MANAGED",
+            state="ENABLED",
+            serviceRole=role,
+            computeResources={
+                "type": kind,
+                "minvCpus": 0,
+                "maxvCpus": 192,
+                "instanceTypes": ["p4d.24xlarge"],
+                "subnets": [subnet],
+                "securityGroupIds": [group],
+                "instanceRole": profile,
+            },
+        )
+        batch.create_job_queue(
+            jobQueueName=queue,
+            state="ENABLED",
+            priority=1,
+            computeEnvironmentOrder=[
+                {"order": 1, "computeEnvironment": env["computeEnvironmentArn"]}
+            ],
+        )
+    container = {
+        "image": "huggingtweets:0.1.0",
+        "command": ["run", "--manifest", "Ref::manifest", "--index", "Ref::index"],
+        "resourceRequirements": [
+            {"type": "VCPU", "value": "90"},
+            {"type": "MEMORY", "value": "700000"},
+        ],
+    }
+    batch.register_job_definition(
+        jobDefinitionName="huggingtweets-multinode",
+        type="multinode",
+        parameters={"manifest": "s3://b/none.yaml", "index": "0"},
+        nodeProperties={
+            "numNodes": 2,
+            "mainNode": 0,
+            "nodeRangeProperties": [{"targetNodes": "0:", "container": container}],
+        },
+    )
+    return batch
+
+
+def test_multi_node_jobs_are_one_job_a_task_on_demand_never_an_array_nor_on_spot(multinode) -> None:
+    """AWS Batch refuses an array job of a multinode definition ("Multinode Array Job not
+    supported") and runs none on Spot (userguide/mnp-ce.html); moto enforces neither, so
+    submit checks both itself (batch_request_problems): 3 bots at 1 a task are 3 jobs, each
+    with its task's --index, on the on-demand queue; the Spot and unmanaged queues are refused."""
+    from job.cloud.submit import batch_request_problems
+
+    args = ["submit", "a_one", "b_two", "c_three", "--target", "batch", "--no-push"]
+    args += ["--output", "s3://results/bots", "--job-definition", "huggingtweets-multinode"]
+    for queue, kind in (("spot", "SPOT"), ("huggingtweets", "UNMANAGED")):
+        result = invoke(*args, "--job-queue", queue)
+        assert result.returncode == 10, result.stderr
+        assert f"AWS Batch runs no multi-node job on {kind} compute environments" in result.stderr
+        assert multinode.list_jobs(jobQueue=queue)["jobSummaryList"] == []
+    result = invoke(*args, "--job-queue", "huggingtweets-multinode")
+    assert result.returncode == 0, result.stderr
+    ids = result.stdout.split("\n")[0].rsplit(": ", 1)[1].split()
+    jobs_ = multinode.describe_jobs(jobs=ids)["jobs"]
+    assert len(jobs_) == 3 and not any("arrayProperties" in j for j in jobs_)
+    assert sorted(j["parameters"]["index"] for j in jobs_) == ["0", "1", "2"]  # Ref::index
+    assert {j["parameters"]["manifest"] for j in jobs_} == {jobs_[0]["parameters"]["manifest"]}
+    # The rule itself, on what submit sent before: an array of the multinode definition.
+    (definition,) = multinode.describe_job_definitions(jobDefinitionName="huggingtweets-multinode")[
+        "jobDefinitions"
+    ]
+    old = {"jobName": "x", "arrayProperties": {"size": 3}}
+    on_demand = [{"type": "MANAGED", "computeResources": {"type": "EC2"}}]
+    assert batch_request_problems(definition, old, on_demand) == [
+        "a multi-node job definition takes no array job: one job per task"
+    ]
+    assert batch_request_problems({"type": "container"}, old, [{"type": "UNMANAGED"}]) == []

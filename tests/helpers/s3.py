@@ -106,6 +106,7 @@ class FaultProxy:
         self.hook: Callable[[str, str], int | None] = lambda method, path: None
         self.echo = False  # injected errors quote the request's Authorization header
         self.requests: list[tuple[str, str]] = []
+        self.body = b""  # the request the hook is asked about (a DeleteObjects names its keys)
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -121,6 +122,7 @@ class FaultProxy:
             def forward(self) -> None:
                 body = self.read_body()
                 proxy.requests.append((self.command, self.path))
+                proxy.body = body
                 status = proxy.hook(self.command, self.path)
                 if status is not None:
                     code = {403: "AccessDenied", 404: "NoSuchKey"}.get(status, "InternalError")
