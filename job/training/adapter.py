@@ -17,7 +17,6 @@ tokenizer and generation config beside them; ``peft.AutoPeftModelForCausalLM`` a
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,13 +54,27 @@ def save_merged(model: Any, folder: Path, precision: str) -> None:
     folder that loads without peft. The live base is not touched (peft's merge_and_unload
     would add into the shared base, and taking it out again is not bit-exact), so the copy is
     made on the host, in fp32 whatever the base is held in, and merged there (gpt2-xl: 6 GB of
-    host memory for the seconds this takes)."""
+    host memory for the seconds this takes, and nothing more on the GPU: a deepcopy would
+    first copy the model where it is)."""
     import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
 
-    merged = copy.deepcopy(model).to("cpu", torch.float32).merge_and_unload(safe_merge=True)
+    with torch.device("meta"):  # the structure only; the weights are the live model's
+        host = get_peft_model(
+            AutoModelForCausalLM.from_config(model.get_base_model().config),
+            model.peft_config["default"],
+        )
+    state = {
+        k: v.detach().to("cpu", torch.float32, copy=True) for k, v in model.state_dict().items()
+    }
+    host.load_state_dict(state, assign=True, strict=True)
+    base = host.get_base_model()
+    if getattr(base.config, "tie_word_embeddings", False):  # GPT-2's: one matrix, saved once
+        base.get_output_embeddings().weight = base.get_input_embeddings().weight
+    merged = host.merge_and_unload(safe_merge=True)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     merged.to(dtype).save_pretrained(folder)
-    del merged
 
 
 def release(model: Any) -> PreTrainedModel:

@@ -227,6 +227,7 @@ def test_an_adapter_bot_with_its_merged_copy_is_pushed_to_two_repos_and_taken_do
     <repo>-merged and recorded that repo, so a takedown removes both."""
     import torch
     from peft import AutoPeftModelForCausalLM
+    from safetensors.torch import load, load_file
     from transformers import AutoModelForCausalLM
 
     from job.outputs.card import inert
@@ -252,6 +253,8 @@ def test_an_adapter_bot_with_its_merged_copy_is_pushed_to_two_repos_and_taken_do
     }
     merged_files = hub.state.files("huggingtweets/sourdough_sam-merged")
     assert "model.safetensors" in merged_files and "adapter_config.json" not in merged_files
+    base_names = set(load_file(tmp_path / "gpt2" / "model.safetensors"))
+    assert set(load(merged_files["model.safetensors"])) == base_names  # tied: saved once
     card = merged_files["README.md"].decode()
     assert inert("huggingtweets/sourdough_sam merged into its base") in card  # names the adapter
     assert "library_name: transformers" in card and "huggingtweets/sourdough_sam-merged" in card
