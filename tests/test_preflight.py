@@ -237,6 +237,7 @@ def fake_gpu_host(tmp_path: Path, driver_cuda: int) -> dict[str, str]:
     }
 
 
+@pytest.mark.integration  # builds a shared library and starts the job
 def test_a_gpu_hosts_driver_too_old_for_the_images_cuda_is_one_line_before_any_work(
     tmp_path: Path,
 ) -> None:

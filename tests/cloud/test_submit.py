@@ -404,6 +404,7 @@ def test_an_unreachable_cluster_is_said_as_that_not_as_a_missing_secret(
     assert open_storage("s3://results/bots").get_bytes("alice/status.json") is None
 
 
+@pytest.mark.integration  # builds and installs the wheel: packaging, end to end
 def test_a_wheel_outside_the_checkout_submits_and_its_dry_run_is_appliable(
     s3, tmp_path: Path
 ) -> None:
