@@ -147,6 +147,13 @@ def stand_in_arguments(parser: argparse.ArgumentParser, out: str) -> None:
     parser.add_argument(
         "--tokenizer", type=Path, help="GPT-2's BPE files (its 50,257 tokens), else the tweets'"
     )
+    parser.add_argument(
+        "--pretrain-share",
+        type=float,
+        default=0.0,
+        help="this share of the training tweets pre-trains the base instead (a base that knows"
+        " the tweets' words, as GPT-2 does), and is not fine-tuned on",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench-out" / out)
 
 
@@ -155,8 +162,10 @@ def stand_in(
 ) -> tuple[Path, list[str], str, dict[str, str]]:
     """The bench's data split (prepare_split), a random base of ``arch`` (the tiny one unless
     it says) with a vocabulary from the tweets (GPT-2's with ``--tokenizer``), pre-trained on
-    ``--pretrain-on`` where given; and the runs' environment. Returns the training file, the
-    held-out texts, the base, env."""
+    ``--pretrain-on`` where given, and on ``--pretrain-share`` of the training tweets (moved
+    out of the training file: a base that has learned the tweets' words, where the docs alone
+    leave most of their embeddings untrained); and the runs' environment. Returns the training
+    file, the held-out texts, the base, env."""
     from job.training.model import build_random
 
     args.out = args.out.resolve()  # the job takes a base folder as /... or ./...
@@ -164,8 +173,18 @@ def stand_in(
     texts = [t.text for t in data.tweets]
     base = str(build_random(args.out / "base", texts, args.tokenizer, 42, arch))
     env = child_env()
-    if args.pretrain_on:
-        base = pretrain(base, args.pretrain_on, args.pretrain_epochs, args.out, env)
+    corpus = list(args.pretrain_on)
+    if args.pretrain_share > 0:
+        lines = train_file.read_text().splitlines()
+        random.Random(0).shuffle(lines)  # as split_tweets: the same draw every run
+        moved = round(len(lines) * args.pretrain_share)
+        tweets = args.out / "pretrain-tweets.txt"  # a paragraph each, as pretrain() reads them
+        tweets.write_text("\n\n".join(json.loads(line)["text"] for line in lines[:moved]))
+        train_file.write_text("".join(line + "\n" for line in lines[moved:]))
+        corpus.append(tweets)
+        print(f"pre-training on {moved} of the {len(lines)} training tweets, not trained on")
+    if corpus:
+        base = pretrain(base, corpus, args.pretrain_epochs, args.out, env)
     return train_file, heldout, base, env
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -245,6 +246,8 @@ def test_the_adapter_bench_compares_both_sides_in_one_run(tmp_path: Path) -> Non
     result = run_bench(
         "adapters.py",
         *["--epochs", "1", "--factors", "10", "--bots", "2", "--out", str(tmp_path)],
+        # a tenth: the sample's other nine tenths stay above the job's 6,000 characters
+        *["--pretrain-share", "0.1", "--pretrain-epochs", "1", "--pretrain-on", *DOCS],
     )
     report = json.loads((tmp_path / "adapters.json").read_text())
     (adapter,) = report["adapters"]
@@ -254,3 +257,9 @@ def test_the_adapter_bench_compares_both_sides_in_one_run(tmp_path: Path) -> Non
     xl = next(r for r in report["sizes"] if r["model"] == "gpt2-xl")
     assert xl["adapter_bytes"] == 16 * 1600 * 16 * 48 * 4  # rank 16 on every block's matrices
     assert "bots in one task" in result.stdout
+    # A tenth of the training tweets pre-trained the base instead, and left the training file.
+    moved, total = map(int, re.findall(r"pre-training on (\d+) of the (\d+)", result.stdout)[0])
+    assert (
+        moved == round(total / 10) > 0
+        and len((tmp_path / "train.jsonl").read_text().splitlines()) == total - moved
+    )
