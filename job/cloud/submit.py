@@ -183,6 +183,13 @@ def submit(users: list[str], options: SubmitOptions) -> Submission:
             "--target k8s needs --image (or HUGGINGTWEETS_IMAGE): the image in a registry the"
             " cluster can pull (make push REGISTRY=...)"
         )
+    if o.target == "batch":  # Kubernetes' own options would be dropped without a word
+        given = [f"--{k.replace('_', '-')}" for k in K8S_ONLY if getattr(o, k) is not None]
+        if given:
+            raise BadConfig(
+                f"{', '.join(given)}: for --target k8s only (AWS Batch takes --job-queue and"
+                " --job-definition)"
+            )
     if not o.output.startswith("s3://"):
         raise BadConfig("submit needs an s3:// output (--output or HUGGINGTWEETS_OUTPUT)")
     handles = [validate_handle(u) for u in users]
@@ -423,6 +430,7 @@ def render_k8s(
     return [job]
 
 
+K8S_ONLY = ("overlay", "cache_claim", "service_account", "queue")  # submit's flags for k8s alone
 K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # an RFC 1123 label
 KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 KUEUE_MIN_PARALLELISM = "kueue.x-k8s.io/job-min-parallelism"

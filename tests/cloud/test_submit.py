@@ -288,6 +288,15 @@ def test_rendered_jobs_follow_the_api_servers_rules_for_indexed_jobs(bots, overl
         render_k8s("s3://b/jobs/x.yaml", 1, name="n", image="i", namespace="d", overlay="huge")
 
 
+@pytest.mark.parametrize(
+    "flag", [["--queue", "gpus"], ["--service-account", "ht"], ["--overlay", "gpt2-xl"]]
+)
+def test_kubernetes_only_options_are_refused_for_aws_batch(s3, flag: list[str]) -> None:
+    result = invoke("submit", "alice", "--output", "s3://results/bots", "--no-push", *flag)
+    assert result.returncode == 10, result.stderr
+    assert f"{flag[0]}: for --target k8s only" in result.stderr
+
+
 def test_kubernetes_needs_an_image_a_cluster_can_pull(s3) -> None:
     result = invoke("submit", "alice", "--target", "k8s", "--output", "s3://results/bots")
     assert result.returncode == 10 and "--target k8s needs --image" in result.stderr
