@@ -263,3 +263,17 @@ def test_the_adapter_bench_compares_both_sides_in_one_run(tmp_path: Path) -> Non
         moved == round(total / 10) > 0
         and len((tmp_path / "train.jsonl").read_text().splitlines()) == total - moved
     )
+
+
+@pytest.mark.integration
+def test_the_packed_adapter_bench_times_each_count_of_bots(tmp_path: Path) -> None:
+    """What docs/benchmarks.md quotes from it: ms a bot-step for each count, against one bot a
+    step (the speed itself is the bench's to measure, not a test's)."""
+    result = run_bench(
+        "packed_adapters.py", "--bots", "1,3", "--layers", "2", "--out", str(tmp_path)
+    )
+    report = json.loads((tmp_path / "packed_adapters.json").read_text())
+    assert [r["bots"] for r in report["rows"]] == [1, 3] and report["layers"] == 2
+    assert all(r["ms_per_bot_step"] > 0 for r in report["rows"])
+    assert report["rows"][0]["against_one_at_a_time"] == 1.0
+    assert "3 bots packed:" in result.stdout and "x one bot a step" in result.stdout
