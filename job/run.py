@@ -126,6 +126,11 @@ class State:
     def staged(self) -> Path:
         return self.staging / "model"
 
+    @property
+    def merged(self) -> Path:
+        """An adapter bot's merged copy (train.lora_merged), beside the model."""
+        return self.staging / "merged"
+
 
 @dataclass
 class Data:
@@ -352,7 +357,7 @@ def train(
         if state.main and config.lora:
             _base_beside(state, base)
         if state.main and config.lora_merged:
-            adapter.save_merged(model, state.staging / "merged", config.save_precision)
+            adapter.save_merged(model, state.merged, config.save_precision)
     return Trained(result, model, tokenizer)
 
 
@@ -387,7 +392,7 @@ def predict(state: State, data: Prepared, trained: Trained) -> Sampled:
         sampling = sampling.model_copy(update={"max_length": context})
     config = state.job.config.model_copy(update={"sampling": sampling})
     job = state.job.model_copy(update={"config": config})
-    for folder in (state.staged, state.staging / "merged"):
+    for folder in (state.staged, state.merged):
         if folder.is_dir():
             _finish_model_folder(folder, trained.tokenizer, sampling, trained.model)
     model, tokenizer = trained.model, trained.tokenizer
@@ -424,7 +429,7 @@ def write_card(state: State, data: Prepared, trained: Trained, sampled: Sampled)
             model_dir=state.bot_dir / "model",
         )
         card.write(state.staged, context, data.data_dir)  # and card.json beside it
-        if (state.staging / "merged").is_dir():
+        if state.merged.is_dir():
             card.write_merged(state.staging, context)
         shutil.rmtree(state.work, ignore_errors=True)
 

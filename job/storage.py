@@ -16,7 +16,7 @@ import os
 import re
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -286,16 +286,21 @@ class S3Storage:
             except self.client.exceptions.NoSuchKey:
                 return None
             except ClientError as e:
-                if _status(e) == 403 and not self._exists(key):
+                if _status(e) == 403 and self._listed(key) is False:
                     return None
-                raise
+                raise  # a 403 the listing cannot explain: credentials (exit 9)
             return bytes(response["Body"].read())
 
-    def _exists(self, key: str) -> bool:
-        """Whether a listing shows ``key`` (a 403 here too: not allowed to know)."""
-        listed = self.client.list_objects_v2(
-            Bucket=self.bucket, Prefix=self.prefix + key, MaxKeys=1
-        )
+    def _listed(self, key: str) -> bool | None:
+        """Whether a listing shows ``key``; None where the listing is refused too."""
+        from botocore.exceptions import ClientError
+
+        try:
+            listed = self.client.list_objects_v2(
+                Bucket=self.bucket, Prefix=self.prefix + key, MaxKeys=1
+            )
+        except ClientError:
+            return None
         return any(o["Key"] == self.prefix + key for o in listed.get("Contents", []))
 
     def delete(self, key: str) -> None:
@@ -312,10 +317,8 @@ class S3Storage:
                 head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
                 return int(head["ContentLength"])
             except ClientError as e:
-                status, listed = _status(e), None
-                if status == 403:
-                    with suppress(ClientError):  # may not list it either: the 403 is all
-                        listed = self._exists(key)
+                status = _status(e)
+                listed = self._listed(key) if status == 403 else None
                 if status == 404 or listed is False:
                     raise InputNotFound(f"{name}: no such object") from e
                 if listed:

@@ -13,16 +13,9 @@ import yaml
 
 from job import errors
 from tests.helpers import REPO
-from tests.helpers.iam import job_role
+from tests.helpers.iam import batch_template, job_role
 
 BIN = Path(sys.executable).parent  # the venv's bin: the tools come with the test extras
-
-
-class CfnLoader(yaml.SafeLoader):
-    """YAML with CloudFormation's short tags (!Ref, !Sub, !GetAtt) read as plain values."""
-
-
-CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 
 def tool(name: str) -> str:
@@ -64,20 +57,12 @@ def test_cfn_lint() -> None:
     assert _CFN_LINT.returncode == 0, output
 
 
-class RefLoader(yaml.SafeLoader):
-    """CloudFormation YAML with !Ref kept as {"Ref": name}: what points at what."""
-
-
-RefLoader.add_constructor("!Ref", lambda loader, node: {"Ref": loader.construct_scalar(node)})
-RefLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
-
-
 def test_multi_node_jobs_go_to_on_demand_in_one_cluster_placement_group() -> None:
     """AWS Batch, "Compute environment considerations for MNP" (docs.aws.amazon.com/batch/latest/
     userguide/mnp-ce.html): multi-node parallel jobs are not supported on Spot (nor UNMANAGED)
     compute environments, and want a cluster placement group in a single Availability Zone.
     Once the multi-node definition could only go to the one queue, Spot first."""
-    template = yaml.load((REPO / "infra/aws-batch/template.yaml").read_text(), RefLoader)
+    template = batch_template()
     resources, parameters = template["Resources"], template["Parameters"]
     queue = resources[template["Outputs"]["MultiNodeJobQueue"]["Value"]["Ref"]]
     order = queue["Properties"]["ComputeEnvironmentOrder"]
@@ -103,7 +88,7 @@ def test_multi_node_jobs_go_to_on_demand_in_one_cluster_placement_group() -> Non
 
 
 def test_batch_retries_match_the_exit_codes() -> None:
-    template = yaml.load((REPO / "infra/aws-batch/template.yaml").read_text(), CfnLoader)
+    template = batch_template()
     for name in ("JobDefinition", "MultiNodeJobDefinition"):
         rules = template["Resources"][name]["Properties"]["RetryStrategy"]["EvaluateOnExit"]
         assert {"OnStatusReason": "Host EC2*", "Action": "RETRY"} in rules  # spot reclaim
@@ -258,7 +243,7 @@ def test_the_hosts_cache_folder_belongs_to_the_images_user_on_every_node() -> No
     """Every container of every job definition, each node of a multi-node job included, mounts
     the host's cache at /cache (else each node downloads the base again on every attempt), and
     every compute environment makes that folder for uid 1000 at boot."""
-    template = yaml.load((REPO / "infra/aws-batch/template.yaml").read_text(), CfnLoader)
+    template = batch_template()
     resources = template["Resources"]
     script = resources["CacheLaunchTemplate"]["Properties"]["LaunchTemplateData"]["UserData"]
     containers = [

@@ -533,8 +533,12 @@ def check_k8s(
             f"the cluster runs Kubernetes {'.'.join(map(str, found))}; the Job needs {need} or"
             " newer (backoffLimitPerIndex, podFailurePolicy FailIndex)"
         )
-    needed = [("secret", SECRET), ("pvc", cache_claim), ("serviceaccount", service_account)]
-    needed.append(("localqueues.kueue.x-k8s.io", queue))
+    needed = [
+        ("secret", SECRET),
+        ("pvc", cache_claim),
+        ("serviceaccount", service_account),
+        ("localqueues.kueue.x-k8s.io", queue),
+    ]
     for kind, name in needed:
         if name is None:
             continue

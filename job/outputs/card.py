@@ -118,7 +118,7 @@ def placed(context: dict[str, Any], repo: str | None) -> dict[str, Any]:
     hub = f"https://huggingface.co/{repo}/resolve/main/" if repo else ""
     merged = None  # an adapter bot's merged copy (train.lora_merged), where it will be
     if context.get("adapter") and context.get("train", {}).get("lora_merged"):
-        merged = merged_repo(repo) if repo else str(Path(context["model_dir"]).parent / "merged")
+        merged = merged_repo(repo) if repo else _merged_dir(context)
     users = []
     for user in context["users"]:
         src = f"{hub}{user['avatar_file']}" if user.get("avatar_file") else user.get("avatar_url")
@@ -133,6 +133,11 @@ def placed(context: dict[str, Any], repo: str | None) -> dict[str, Any]:
     }
 
 
+def _merged_dir(context: dict[str, Any]) -> str:
+    """Where an adapter bot's merged copy is, beside its model folder."""
+    return str(Path(context["model_dir"]).parent / "merged")
+
+
 def _merged(context: dict[str, Any], repo: str | None) -> str:
     """The merged copy's card: a full model's, that names the adapter it was made from."""
     adapter_at = repo or context["model_dir"]
@@ -140,7 +145,7 @@ def _merged(context: dict[str, Any], repo: str | None) -> str:
         **context,
         "adapter": None,
         "merged_of": adapter_at,
-        "model_dir": str(Path(context["model_dir"]).parent / "merged"),
+        "model_dir": _merged_dir(context),
     }
     return render(placed(context, merged_repo(repo) if repo else None))
 

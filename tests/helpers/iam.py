@@ -30,17 +30,24 @@ from tests.helpers import REPO
 BUCKET = "my-bucket"
 
 
-class _SubLoader(yaml.SafeLoader):
-    """CloudFormation YAML with !Sub read as its text and the other short tags as None."""
+class _CfnLoader(yaml.SafeLoader):
+    """CloudFormation YAML: !Ref kept as {"Ref": name} (what points at what), !Sub as its
+    text, the other short tags (!GetAtt...) as None."""
 
 
-_SubLoader.add_constructor("!Sub", lambda loader, node: loader.construct_scalar(node))
-_SubLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+_CfnLoader.add_constructor("!Ref", lambda loader, node: {"Ref": loader.construct_scalar(node)})
+_CfnLoader.add_constructor("!Sub", lambda loader, node: loader.construct_scalar(node))
+_CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def batch_template() -> dict[str, Any]:
+    """infra/aws-batch/template.yaml, read."""
+    return yaml.load((REPO / "infra/aws-batch/template.yaml").read_text(), _CfnLoader)
 
 
 @cache
 def job_role() -> JobRole:
-    template = yaml.load((REPO / "infra/aws-batch/template.yaml").read_text(), _SubLoader)
+    template = batch_template()
     prefix = template["Parameters"]["OutputPrefix"]["Default"]
     statements = [
         s
