@@ -277,3 +277,25 @@ def test_the_packed_adapter_bench_times_each_count_of_bots(tmp_path: Path) -> No
     assert all(r["ms_per_bot_step"] > 0 for r in report["rows"])
     assert report["rows"][0]["against_one_at_a_time"] == 1.0
     assert "3 bots packed:" in result.stdout and "x one bot a step" in result.stdout
+
+
+@pytest.mark.integration
+def test_the_adapter_bench_times_tasks_alone_with_gpt2s_vocabulary(
+    tmp_path: Path, shared: Path
+) -> None:
+    """--parts seconds: only the K-bot tasks, no quality runs; --tokenizer: GPT-2's 50,257
+    tokens, the vocabulary the seconds in docs/benchmarks.md were measured with."""
+    result = run_bench(
+        "adapters.py",
+        *["--parts", "seconds", "--bots", "2", "--out", str(tmp_path)],
+        *["--tokenizer", str(shared / "tokenizers" / "gpt2"), "--lora-dropout", "0.1"],
+    )
+    report = json.loads((tmp_path / "adapters.json").read_text())
+    assert report["full"] is None and report["adapters"] == []  # the quality part did not run
+    assert set(report["seconds_per_bot"]) == {"full", "adapter"}
+    assert report["tokenizer"].endswith("gpt2") and report["lora_dropout"] == 0.1
+    assert not (tmp_path / "full").exists() and "bots in one task" in result.stdout
+    config = json.loads((tmp_path / "base" / "config.json").read_text())
+    assert config["vocab_size"] == 50257
+    task = json.loads((tmp_path / "task-adapter.yaml").read_text())  # JSON: YAML reads it
+    assert task["defaults"]["train"] == {"epochs": 1, "adapter": "lora", "lora_dropout": 0.1}

@@ -561,3 +561,29 @@ def test_multi_node_jobs_are_one_job_a_task_on_demand_never_an_array_nor_on_spot
         "a multi-node job definition takes no array job: one job per task"
     ]
     assert batch_request_problems({"type": "container"}, old, [{"type": "UNMANAGED"}]) == []
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--namespace", "Kube-System"),
+        ("--namespace", "../etc"),
+        ("--queue", "gpus;kubectl delete ns default"),
+        ("--queue", "q" * 64),
+        ("--service-account", "ht\nkind: Secret"),
+        ("--cache-claim", "-leading-dash"),
+    ],
+)
+def test_a_name_kubernetes_would_refuse_is_one_line_before_anything_is_written(
+    s3, flag: str, value: str
+) -> None:
+    """Whatever goes into the Job's names is an RFC 1123 label, checked before the YAML is
+    made: nothing a flag carries can add a line, a document or a path to it."""
+    result = invoke(
+        *("submit", "alice", "--target", "k8s", "--image", "reg/ht:1", "--no-push"),
+        *("--output", "s3://results/bots", "--dry-run", flag, value),
+    )
+    assert result.returncode == 10, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {flag}:") and "is no Kubernetes name" in line
+    assert result.stdout == ""
