@@ -26,9 +26,10 @@ from job.gpt2 import GPT2, GPT2_NAMES, GPT2Size
 HUB_REPO = re.compile(r"^\w(?:[\w.-]*\w)?/\w(?:[\w.-]{0,94}\w)?$", re.ASCII)
 
 
-def merged_repo(repo: str) -> str:
-    """Where an adapter bot's merged copy (``train.lora_merged``) is pushed: beside it."""
-    return f"{repo}-merged"
+def is_repo_id(repo: str) -> bool:
+    """Whether ``repo`` has the form of a Hub repo id (owner/name): checked before any Hub
+    call is made with it."""
+    return bool(HUB_REPO.fullmatch(repo)) and ".." not in repo and "--" not in repo
 
 
 FOLDER_PREFIXES = ("/", "./", "../", "~")
@@ -51,7 +52,7 @@ class Base:
             return cls(name, "gpt2", GPT2[short])
         if name.startswith(FOLDER_PREFIXES):
             return cls(name, "folder")
-        if HUB_REPO.fullmatch(name) and ".." not in name and "--" not in name:
+        if is_repo_id(name):
             return cls(name, "hub")
         raise ValueError(
             f"{name!r}: use tiny, {', '.join(GPT2_NAMES)}, a folder (/... or ./...) or a Hub id"

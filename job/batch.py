@@ -13,14 +13,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
 import tempfile
 from pathlib import Path
 
-from job.base import Base, merged_repo
+from job.base import Base
 from job.cloud import hub
 from job.cloud.consent import Guard, check_not_opted_out
 from job.cloud.runs import latest_complete, new_run_id, upload_run
@@ -33,7 +32,7 @@ from job.cloud.status import (
     read_status,
     write_status,
 )
-from job.data.handles import bot_name, is_bot_name
+from job.data.handles import bot_name
 from job.data.sources import sources_for
 from job.deadline import deadline
 from job.errors import (
@@ -47,11 +46,13 @@ from job.errors import (
     detached,
     gpu_lost,
 )
+from job.inventory import CARD, MERGED, MODEL, merged_repo
 from job.outputs.card import for_repo
 from job.preflight import per_bot, shared
+from job.records import Record, read_record
 from job.run import run
 from job.spec import BotJob, check_repo, jobs, load_manifest, tasks
-from job.storage import Storage, download, open_storage
+from job.storage import LocalStorage, Storage, download, open_storage
 from job.training.distributed import ranks
 from job.training.memory import process_memory_bytes
 from job.training.model import bases_kept
@@ -208,7 +209,7 @@ def _preflight(todo: list[BotJob], storage: Storage, manifest: str) -> dict[str,
 
 def _done(storage: Storage, job: BotJob) -> bool:
     marker = latest_complete(storage, job.bot)
-    return bool(marker and marker["fingerprint"] == job.fingerprint())
+    return bool(marker and marker.fingerprint == job.fingerprint())
 
 
 def run_bot(
@@ -223,17 +224,17 @@ def run_bot(
         return None
     fingerprint = job.fingerprint()
     marker = latest_complete(storage, job.bot)
-    if marker and marker["fingerprint"] == fingerprint and not force:
-        log.info("%s: already published as run %s; nothing to do", job.bot, marker["run_id"])
+    if marker and marker.fingerprint == fingerprint and not force:
+        log.info("%s: already published as run %s; nothing to do", job.bot, marker.run_id)
         status = read_status(storage, job.bot)
-        if status is None or status.state != "succeeded" or status.run_id != marker["run_id"]:
+        if status is None or status.state != "succeeded" or status.run_id != marker.run_id:
             # The published run is the bot's truth: a failed (or stale) record of another
             # attempt, or of another manifest, does not outlive it.
-            hub = status.hub if status and status.hub.run_id == marker["run_id"] else HubStatus()
+            hub = status.hub if status and status.hub.run_id == marker.run_id else HubStatus()
             status = write_status(
-                storage, job.bot, "succeeded", fresh=True, run_id=marker["run_id"], hub=hub
+                storage, job.bot, "succeeded", fresh=True, run_id=marker.run_id, hub=hub
             )
-        if job.hub_push and job.hub_repo and status.hub.run_id != marker["run_id"]:
+        if job.hub_push and job.hub_repo and status.hub.run_id != marker.run_id:
             return publish_latest(storage, job.bot, job.hub_repo, job.hub_private)
         return status
     run_id = new_run_id(fingerprint)
@@ -300,11 +301,11 @@ def publish_latest(
 ) -> Status:
     """Push the latest complete run of ``bot`` to the Hub (again), from the output prefix. Its
     card is rendered for the repo it goes to; every repo it was pushed to stays recorded."""
-    if is_bot_name(bot):  # its people's opt-outs first: a takedown may have come since
-        check_not_opted_out(storage, bot.split("-"))
+    guard = Guard.of(storage, bot)
+    check_not_opted_out(storage, guard.handles)  # first: a takedown may have come since
     marker = latest_complete(storage, bot)
     if marker is None:
-        raise InputNotFound(f"{bot}: no complete run under {storage.uri}")
+        raise InputNotFound(f"{bot}: no complete run under {storage.where('')}")
     status = read_status(storage, bot)
     hub = status.hub if status else HubStatus()
     repo = repo or hub.repo
@@ -313,14 +314,27 @@ def publish_latest(
     check_repo(repo, "--repo")
     private = hub.private if private is None else private
     listed = {
-        rel: meta["sha256"]
-        for rel, meta in marker["files"].items()
-        if rel.startswith(("model/", "merged/")) or rel == "card.json"
+        rel: meta.sha256
+        for rel, meta in marker.files.items()
+        if rel.startswith((f"{MODEL}/", f"{MERGED}/")) or rel == CARD
     }
     with tempfile.TemporaryDirectory(prefix="huggingtweets-publish-") as tmp:
         run_dir = Path(tmp) / "run"
-        download(storage, f"{bot}/{marker['run_id']}/", run_dir, expected=listed)
-        return _push(storage, bot, run_dir, marker["run_id"], repo, private)
+        download(storage, f"{bot}/{marker.run_id}/", run_dir, expected=listed)
+        return _push(storage, bot, run_dir, marker.run_id, repo, private, guard)
+
+
+class AdapterConfig(Record):
+    """What publishing reads of peft's ``adapter_config.json``: the base it names."""
+
+    base_model_name_or_path: str | None = None
+
+
+def _hub_id(base: str) -> str | None:
+    try:
+        return Base.of(base).hub_id
+    except ValueError:
+        return None
 
 
 def _push(
@@ -330,20 +344,20 @@ def _push(
     run_id: str,
     repo: str,
     private: bool,
-    guard: Guard | None = None,
+    guard: Guard,
 ) -> Status:
     """Push ``run_dir/model`` (its card rendered for ``repo``), and an adapter's merged copy
-    (``run_dir/merged``, train.lora_merged) to ``<repo>-merged``, and record them; the guard,
-    when given, is checked before and after (cloud/consent.py)."""
-    adapter_config = run_dir / "model" / "adapter_config.json"
-    if adapter_config.is_file():  # an adapter loads its base by the name it gives
-        base = str(json.loads(adapter_config.read_text()).get("base_model_name_or_path", ""))
-        if Base.of(base).hub_id is None:
+    (``run_dir/merged``, train.lora_merged) to ``<repo>-merged``, and record them, inside the
+    guard of public writes (cloud/consent.py: a takedown meanwhile wins)."""
+    adapter = read_record(LocalStorage(run_dir / MODEL), "adapter_config.json", AdapterConfig)
+    if adapter is not None:  # an adapter loads its base by the name it gives
+        base = adapter.base_model_name_or_path
+        if base is None or _hub_id(base) is None:
             raise BadConfig(
                 f"{bot}: an adapter of {base!r}, which is no Hub model: the Hub could not load"
                 " it; make the bot again from a Hub base to publish it"
             )
-    merged = merged_repo(repo) if (run_dir / "merged").is_dir() else None
+    merged = merged_repo(repo) if (run_dir / MERGED).is_dir() else None
     if merged:
         check_repo(merged, "the merged copy's repo")
     for_repo(run_dir, repo, private)
@@ -354,19 +368,20 @@ def _push(
     write_status(
         storage, bot, state, hub=HubStatus(repo=repo, private=private, state="pending", repos=also)
     )
-    if guard is not None:
-        guard.check("the Hub push was recorded")
-    try:
-        url = hub.push_folder(run_dir / "model", repo, private=private, run_id=run_id)
-        if merged:
-            hub.push_folder(run_dir / "merged", merged, private=private, run_id=run_id)
-    except Exception as e:
-        error = classify(e)
-        failed = HubStatus(repo=repo, private=private, state="failed", reason=str(error))
-        write_status(storage, bot, state, hub=failed)
-        raise error from e
-    pushed = HubStatus(repo=repo, private=private, state="pushed", run_id=run_id, commit_url=url)
-    record = write_status(storage, bot, state, hub=pushed)
-    if guard is not None:
-        guard.check("the Hub push")
+    with guard.public("the Hub push", [repo, *also]):
+        try:
+            url = hub.push_folder(run_dir / MODEL, repo, private=private, run_id=run_id)
+            if merged:
+                hub.push_folder(run_dir / MERGED, merged, private=private, run_id=run_id)
+        except Exception as e:
+            if not isinstance(e, OptedOut):
+                failed = HubStatus(
+                    repo=repo, private=private, state="failed", reason=str(classify(e))
+                )
+                write_status(storage, bot, state, hub=failed)
+            raise
+        pushed = HubStatus(
+            repo=repo, private=private, state="pushed", run_id=run_id, commit_url=url
+        )
+        record = write_status(storage, bot, state, hub=pushed)
     return record

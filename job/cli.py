@@ -283,10 +283,10 @@ def publish(
     """Push a bot's latest published run to the Hub again (after a Hub failure)."""
     with _command():
         from job.batch import output_of, publish_latest
-        from job.data.handles import bot_name
+        from job.data.handles import bot_name, handles_of
         from job.storage import open_storage
 
-        name = bot_name(bot.split("-"))
+        name = bot_name(handles_of(bot.split("-")))
         storage = open_storage(output_of(manifest, output)[0])
         typer.echo(publish_latest(storage, name, repo, private).line())
 
@@ -316,15 +316,18 @@ def takedown(
     With WANDB_API_KEY set, their W&B runs and artifacts go too."""
     with _command():
         from job.cloud.consent import takedown as take_down
+        from job.data.handles import Handle
         from job.outputs.tracking import remove_group
         from job.storage import open_storage
+
+        person = Handle(handle)  # @, case and a profile's address: the same person
 
         def wandb_remove(project: str, group: str) -> list[str]:
             return remove_group(project, group, wandb_entity)
 
         done = take_down(
             open_storage(output),
-            handle,
+            person,
             reason=reason,
             requested_by=requested_by,
             keep_private=keep_private,
@@ -332,6 +335,9 @@ def takedown(
             wandb_project=wandb_project,
         )
         typer.echo(done.lines())
+        error = done.error()
+        if error is not None:
+            raise error
 
 
 @app.command()

@@ -98,6 +98,10 @@ class PrepareConfig(Section):
         return value
 
 
+# GPT-2's matrices, as peft names them by suffix: the four of a block (Conv1D), or one kind.
+LORA_TARGETS = ("c_attn", "c_proj", "c_fc", "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+
+
 class TrainConfig(Section):
     """Fine-tuning (job/training/train.py); defaults from the original HuggingTweets recipe."""
 
@@ -214,6 +218,31 @@ class TrainConfig(Section):
     def _merged_needs_lora(self) -> TrainConfig:
         if self.lora_merged and not self.lora:
             raise ValueError("lora_merged merges an adapter into its base: it needs adapter: lora")
+        return self
+
+    @field_validator("lora_targets")
+    @classmethod
+    def _gpt2_modules(cls, value: list[str]) -> list[str]:
+        # Every base is a GPT-2 (training/model.py checks its config.json), so its modules are
+        # known before any download: peft matches these names by suffix, and a name that
+        # matches nothing, or a module that is no matrix (ln_1, a regex), fails only after the
+        # data stage.
+        wrong = [t for t in value if t not in LORA_TARGETS]
+        if wrong:
+            raise ValueError(
+                f"{wrong[0]!r} is not a GPT-2 matrix LoRA can adapt: use {', '.join(LORA_TARGETS)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _adapter_without_zero(self) -> TrainConfig:
+        # the same rule as training/strategy.py's, before any work: a manifest's second bot
+        # is refused at load, not after its first bot trained
+        if self.lora and self.strategy not in ("auto", "ddp"):
+            raise ValueError(
+                f"strategy {self.strategy} with an adapter: ZeRO partitions the optimizer state,"
+                " and a LoRA run has none for the base; use strategy ddp (or auto)"
+            )
         return self
 
     strategy: Strategy = Field(

@@ -13,6 +13,7 @@ Each deadline can be changed with ``HUGGINGTWEETS_DEADLINE_<NAME>`` (seconds), f
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
@@ -20,7 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from job.errors import TransientError
+from job.errors import BadConfig, TransientError
 
 # Seconds, by operation. Each is many times what the operation takes on a working link, and
 # short enough that a stuck one gives its task back to the platform's retry within the hour.
@@ -55,12 +56,33 @@ class _Expired(BaseException):
     ``deadline`` turns it into DeadlineExceeded where the block ends."""
 
 
+# The longest deadline a variable may set: a week. A deadline is there to end a stuck wait;
+# none, or an endless one, is not something a variable can ask for.
+MAX_SECONDS = 7 * 24 * 3600.0
+
+
 def seconds_for(name: str) -> float:
-    given = os.environ.get(f"HUGGINGTWEETS_DEADLINE_{name.upper()}")
-    try:
-        return float(given) if given else DEADLINES[name]
-    except ValueError:
+    """``DEADLINES[name]``, or ``HUGGINGTWEETS_DEADLINE_<NAME>`` where set: a number of seconds
+    above 0 and at most a week (``nan``, ``inf``, ``1e400``, ``-5``: BadConfig, exit 10)."""
+    variable = f"HUGGINGTWEETS_DEADLINE_{name.upper()}"
+    given = os.environ.get(variable)
+    if not given:
         return DEADLINES[name]
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= MAX_SECONDS:  # nan and inf fail too
+        raise BadConfig(
+            f"{variable}={given[:20]!r}: give seconds above 0 and at most {MAX_SECONDS:.0f}"
+        )
+    return seconds
+
+
+def check_deadlines() -> None:
+    """Every deadline variable that is set, checked (preflight: before any work)."""
+    for name in DEADLINES:
+        seconds_for(name)
 
 
 @contextmanager

@@ -231,7 +231,11 @@ def classify(error: BaseException) -> JobError:
         return CorruptInput("an input is nested too deeply to read")
     if type(error).__name__ == "OfflineModeIsEnabled":  # huggingface_hub's, not imported here
         return BadConfig("HF_HUB_OFFLINE is set: the Hub cannot be reached; unset it to push")
-    if isinstance(error, MemoryError):
+    if isinstance(error, MemoryError) or any(
+        # torch's allocator under a memory cap: "DefaultCPUAllocator: can't allocate memory"
+        isinstance(e, RuntimeError) and "can't allocate memory" in str(e)
+        for e in chain
+    ):
         return TransientError("out of memory")
     if gpu_lost(error):
         return TransientError("the GPU failed (a CUDA error); a retry starts a fresh process")

@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from job.cloud.hub import hf_token, whoami
+from job.deadline import check_deadlines
 from job.errors import BadConfig, CredentialsError, NotWritable
 from job.spec import BotJob
 from job.storage import Storage, open_storage
@@ -63,7 +64,9 @@ def per_bot(job: BotJob) -> None:
 
 def shared(jobs: list[BotJob], storage: Storage | None) -> None:
     """The checks of what every bot of a task shares, a deployment's set-up: the output, the
-    Twitter, Hub and W&B tokens, HF_HOME. A failure here fails the task's every bot."""
+    Twitter, Hub and W&B tokens, HF_HOME, the deadline variables. A failure here fails the
+    task's every bot."""
+    check_deadlines()
     if storage is not None:
         output_writable(storage)
     for job in jobs:

@@ -29,7 +29,7 @@ from job import __version__
 from job.atomic import lock, recover, replace_dir, write_json
 from job.config import JobConfig
 from job.data.clean import CleanTweet, Prepared, UserStats, clean
-from job.data.handles import bot_name
+from job.data.handles import Handle, bot_name
 from job.data.tweets import TweetSource, UserTweets
 from job.deadline import deadline
 from job.errors import BadConfig, NotEnoughData, NotWritable
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def prepare(
-    sources: dict[str, TweetSource], out: Path, config: JobConfig, data_dir: Path | None = None
+    sources: dict[Handle, TweetSource], out: Path, config: JobConfig, data_dir: Path | None = None
 ) -> Prepared:
     """Fetch, clean and balance the tweets of each user; write the bot's data folder. Only
     the ``clean`` and ``prepare`` sections of ``config`` are read. Alone (``huggingtweets

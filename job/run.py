@@ -38,6 +38,7 @@ from job.atomic import replace_dir, write_json
 from job.cloud.status import inputs_of
 from job.config import SamplingConfig
 from job.data.clean import Prepared
+from job.data.handles import Handle
 from job.data.tweets import TweetSource
 from job.errors import OptedOut
 from job.outputs import card
@@ -160,7 +161,7 @@ class Sampled:
 
 def run(
     job: BotJob,
-    sources: dict[str, TweetSource],
+    sources: dict[Handle, TweetSource],
     out: Path,
     progress: Progress | None = None,
     checkpoint_storage: tuple[Storage, str] | None = None,
@@ -204,7 +205,7 @@ def _tidy(state: State) -> None:
 
 def _run(
     state: State,
-    sources: dict[str, TweetSource],
+    sources: dict[Handle, TweetSource],
     checkpoint_storage: tuple[Storage, str] | None,
     guard: Callable[[str], None] | None,
 ) -> RunResult | None:
@@ -272,7 +273,7 @@ def setup(job: BotJob, out: Path) -> State:
     )
 
 
-def prepare_data(state: State, sources: dict[str, TweetSource]) -> Data | None:
+def prepare_data(state: State, sources: dict[Handle, TweetSource]) -> Data | None:
     """Rank 0: the tweets, cleaned, and W&B's raw and dataset artifacts; None on other ranks."""
     if not state.main:
         return None

@@ -36,7 +36,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from job import config as settings
-from job.base import HUB_REPO, Base, merged_repo
+from job.base import Base, is_repo_id
 from job.config import (
     PREPARE_SECTIONS,
     TRAINING,
@@ -44,8 +44,9 @@ from job.config import (
     Section,
     WandbConfig,
 )
-from job.data.handles import bot_name, validate_handle
+from job.data.handles import Handle, bot_name
 from job.errors import BadConfig
+from job.inventory import merged_repo
 from job.loading import _carried, load_yaml, validate
 from job.storage import check_uri, read_uri
 
@@ -53,7 +54,7 @@ VERSION = 1  # of the manifest format
 
 
 class UserSpec(Section):
-    handle: str
+    handle: Handle
     source: Literal["api", "archive", "jsonl"] = "api"
     uri: str | None = None  # s3:// or a local path; required for archive and jsonl
 
@@ -61,11 +62,6 @@ class UserSpec(Section):
     @classmethod
     def _uri_form(cls, value: str | None) -> str | None:
         return _carried(check_uri, value) if value is not None else None
-
-    @field_validator("handle")
-    @classmethod
-    def _handle(cls, value: str) -> str:
-        return _carried(validate_handle, value)
 
     @model_validator(mode="after")
     def _uri(self) -> UserSpec:
@@ -137,7 +133,7 @@ def bot_job(
 
 
 def check_repo(repo: str, where: str) -> str:
-    if not HUB_REPO.fullmatch(repo) or ".." in repo or "--" in repo:
+    if not is_repo_id(repo):
         raise BadConfig(f"{where}: {repo!r} is not a Hub repo id (owner/name)")
     return repo
 

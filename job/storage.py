@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
-import logging
 import os
 import re
 import threading
@@ -55,30 +53,12 @@ class Storage(Protocol):
     uri: str
 
     def put_file(self, key: str, path: Path) -> None: ...
+    def where(self, key: str) -> str: ...
     def put_bytes(self, key: str, data: bytes) -> None: ...
-    def get_bytes(self, key: str) -> bytes | None: ...
+    def get_bytes(self, key: str, limit: int | None = None) -> bytes | None: ...
     def list(self, prefix: str) -> list[str]: ...
     def delete(self, key: str) -> None: ...
     def head(self, key: str, name: str) -> int: ...
-
-
-def get_json(storage: Storage, key: str) -> dict[str, Any] | None:
-    """A JSON record (an object) the job keeps in storage: a status, a marker, ``latest.json``.
-    Anyone who can write to the output can damage one: a record that is not JSON, or not an
-    object, reads as absent (with a warning naming it), and the job goes on as without it."""
-    data = storage.get_bytes(key)
-    if data is None:
-        return None
-    try:
-        record = json.loads(data)
-    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested past reading
-        record = None
-    if not isinstance(record, dict):
-        logging.getLogger(__name__).warning(
-            "%s%s: not a JSON object (damaged?); read as absent", storage.uri, key
-        )
-        return None
-    return record
 
 
 def put_json(storage: Storage, key: str, value: Any) -> None:
@@ -90,6 +70,8 @@ def read_uri(uri: str, max_bytes: int | None = None, what: str = "file") -> byte
     refused by its size, before any of it is read (CorruptInput: not ``what``)."""
     if uri.startswith("s3://"):
         bucket, _, key = uri[len("s3://") :].partition("/")
+        if not key or key.endswith("/"):
+            raise BadConfig(f"{uri}: names a folder, not a {what} (s3://bucket/key)")
         storage: Storage = open_storage(f"s3://{bucket}")
         size = storage.head(key, uri) if max_bytes is not None else None
     else:
@@ -121,21 +103,23 @@ def download(
         rel = key[len(prefix) :].lstrip("/")
         target = dest / rel
         if ".." in PurePosixPath(rel).parts or root not in target.resolve().parents:
-            raise CorruptInput(f"{storage.uri}{key}: a key that leaves its folder")
+            raise CorruptInput(f"{storage.where(key)}: a key that leaves its folder")
         if expected is not None and rel not in expected:
             continue  # not part of the run
         data = storage.get_bytes(key)
         if data is None:
             continue
         if expected is not None and hashlib.sha256(data).hexdigest() != expected[rel]:
-            raise CorruptInput(f"{storage.uri}{key}: not the file its run's marker lists")
+            raise CorruptInput(f"{storage.where(key)}: not the file its run's marker lists")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         files.append(target)
         seen.add(rel)
     missing = sorted(set(expected or ()) - seen)
     if missing:
-        raise CorruptInput(f"{storage.uri}{prefix}{missing[0]}: listed in its run's marker, gone")
+        raise CorruptInput(
+            f"{storage.where(prefix + missing[0])}: listed in its run's marker, gone"
+        )
     return files
 
 
@@ -187,9 +171,17 @@ class LocalStorage:
     def put_bytes(self, key: str, data: bytes) -> None:
         write_bytes(self.root / key, data)
 
-    def get_bytes(self, key: str) -> bytes | None:
+    def get_bytes(self, key: str, limit: int | None = None) -> bytes | None:
+        """``key``'s bytes (at most ``limit + 1`` of them: enough to tell it is over)."""
         path = self.root / key
-        return path.read_bytes() if path.is_file() else None
+        if not path.is_file():
+            return None
+        with path.open("rb") as f:
+            return f.read() if limit is None else f.read(limit + 1)
+
+    def where(self, key: str) -> str:
+        """``key`` as a person finds it: the folder's path and the key."""
+        return str(self.root / key) if key else str(self.root)
 
     def delete(self, key: str) -> None:
         path = self.root / key
@@ -213,14 +205,19 @@ class LocalStorage:
             return path.stat().st_size
 
     def list(self, prefix: str) -> list[str]:
-        base = self.root / prefix
+        """Every key that starts with ``prefix``, as S3 lists them: ``a/b`` finds ``a/b.json``
+        and ``a/bc/d`` (a prefix, not only a folder)."""
+        folder, _, start = prefix.rpartition("/")
+        base = self.root / folder
         if not base.is_dir():
             return []
-        return sorted(
+        found = (
             p.relative_to(self.root).as_posix()
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.endswith(".tmp")
+            for child in base.iterdir()
+            if child.name.startswith(start)
+            for p in ([child] if child.is_file() else child.rglob("*"))
         )
+        return sorted(k for k in found if (self.root / k).is_file() and not k.endswith(".tmp"))
 
 
 def s3_client() -> Any:
@@ -265,29 +262,39 @@ class S3Storage:
         )
 
     def put_file(self, key: str, path: Path) -> None:
-        with _errors(self.uri + key):
+        with _errors(self.where(key)):
             self.client.upload_file(str(path), self.bucket, self.prefix + key, Config=self.transfer)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        with _errors(self.uri + key):
+        with _errors(self.where(key)):
             self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
 
-    def get_bytes(self, key: str) -> bytes | None:
-        """``key``'s bytes, or None where it does not exist. S3 answers a missing key with 404
-        only to a caller that may list the whole bucket; the job's role may list its own
-        prefixes only (infra/aws-batch/template.yaml), so its "is it there yet?" reads
+    def where(self, key: str) -> str:
+        """``key`` as a person finds it: its s3:// URI."""
+        return self.uri + key
+
+    def get_bytes(self, key: str, limit: int | None = None) -> bytes | None:
+        """``key``'s bytes, or None where it does not exist; with ``limit``, at most ``limit +
+        1`` of them (one ranged GET: a record is never read whole). S3 answers a missing key
+        with 404 only to a caller that may list the whole bucket; the job's role may list its
+        own prefixes only (infra/aws-batch/template.yaml), so its "is it there yet?" reads
         (status, opt-outs, latest.json, checkpoints) get 403. A 403 is then asked again as a
         listing of that one key, which the role may make: absent there, it is absent."""
         from botocore.exceptions import ClientError
 
-        with _errors(self.uri + key):
+        with _errors(self.where(key)):
+            ranged = {} if limit is None else {"Range": f"bytes=0-{limit}"}
             try:
-                response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+                response = self.client.get_object(
+                    Bucket=self.bucket, Key=self.prefix + key, **ranged
+                )
             except self.client.exceptions.NoSuchKey:
                 return None
             except ClientError as e:
                 if _status(e) == 403 and self._listed(key) is False:
                     return None
+                if _status(e) == 416 and ranged:  # an empty object has no byte 0
+                    return b""
                 raise  # a 403 the listing cannot explain: credentials (exit 9)
             return bytes(response["Body"].read())
 
@@ -304,7 +311,7 @@ class S3Storage:
         return any(o["Key"] == self.prefix + key for o in listed.get("Contents", []))
 
     def delete(self, key: str) -> None:
-        with _errors(self.uri + key):
+        with _errors(self.where(key)):
             self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
 
     def head(self, key: str, name: str) -> int:
@@ -312,7 +319,7 @@ class S3Storage:
         missing key (get_bytes): a listing that may be made tells which."""
         from botocore.exceptions import ClientError
 
-        with _errors(self.uri + key):
+        with _errors(self.where(key)):
             try:
                 head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
                 return int(head["ContentLength"])
@@ -335,7 +342,7 @@ class S3Storage:
 
     def list(self, prefix: str) -> list[str]:
         keys = []
-        with _errors(self.uri + prefix):
+        with _errors(self.where(prefix)):
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=self.prefix + prefix
             )
@@ -412,7 +419,15 @@ def _status(error: Any) -> int:
 def _errors(where: str) -> Iterator[None]:
     """Turn botocore's errors into the job's: transient, credentials or configuration."""
     from boto3.exceptions import S3UploadFailedError
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from botocore.exceptions import (
+        BotoCoreError,
+        ChecksumError,
+        ClientError,
+        ConnectionError,
+        HTTPClientError,
+        IncompleteReadError,
+        NoCredentialsError,
+    )
 
     try:
         yield
@@ -436,8 +451,10 @@ def _errors(where: str) -> Iterator[None]:
         if "AccessDenied" in str(e) or "InvalidAccessKeyId" in str(e):
             raise CredentialsError(f"{where}: access denied") from e
         raise TransientError(f"{where}: upload failed") from e
-    except BotoCoreError as e:  # the network: connection refused, timeouts
-        raise TransientError(f"{where}: {e}") from e
+    except (ConnectionError, HTTPClientError, IncompleteReadError, ChecksumError) as e:
+        raise TransientError(f"{where}: {e}") from e  # the network: refused, timeouts, cut off
+    except BotoCoreError as e:  # the request itself (a parameter, the region): never retried
+        raise BadConfig(f"{where}: not a request S3 can take ({type(e).__name__})") from e
 
 
 def sha256_file(path: Path) -> str:

@@ -19,8 +19,8 @@ from job.cloud import hub as hub_module
 from job.cloud.runs import MARKER
 from job.errors import TransientError
 from job.outputs.card import inert
-from job.storage import get_json, open_storage
-from tests.helpers import SAMPLE
+from job.storage import open_storage
+from tests.helpers import SAMPLE, get_json
 from tests.helpers.cli import Result, invoke, process
 from tests.helpers.jobs import TINY_MANIFEST
 from tests.helpers.s3 import FaultProxy

@@ -14,8 +14,8 @@ import pytest
 
 from job import errors
 from job.preflight import write_problem
-from job.storage import get_json, open_storage
-from tests.helpers import SAMPLE
+from job.storage import open_storage
+from tests.helpers import SAMPLE, get_json
 from tests.helpers.cli import Result, invoke
 from tests.helpers.s3 import FaultProxy
 from tests.helpers.twitter_api import FakeUser, TwitterAPI, v2_tweet

@@ -6,7 +6,8 @@ import boto3
 import pytest
 
 from job.errors import BadConfig, CorruptInput, InputNotFound
-from job.storage import LocalStorage, download, get_json, open_storage, put_json
+from job.storage import LocalStorage, download, open_storage, put_json
+from tests.helpers import get_json
 
 
 def test_s3_roundtrip(s3, tmp_path: Path) -> None:

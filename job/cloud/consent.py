@@ -11,38 +11,48 @@ original HuggingTweets gave that person no way to ask for removal. Here:
   a handle again, delete its record, deliberately (docs/batch.md).
 - **``takedown``** writes the record first, so nothing new is made while it works, then for
   each bot holding the handle (alone or with others; a folder is a bot's when its name is
-  handles joined with '-', local scratch ``.<bot>`` and a killed run's ``.<bot>.old`` too):
-  every Hub repo its status names (all those it was ever pushed to) is deleted (or made
-  private with ``keep_private``); with a W&B key, its W&B runs and their artifacts; the
-  person's input files that the bot recorded, where the takedown may delete them (under the
-  output, or the bucket's ``inputs/``), the others named with the command that removes them;
-  then everything under ``OUTPUT/<bot>/``, the status last. The Hub goes first because the
-  status names the repos: if the Hub fails, the bot's files stay and a rerun finishes the job.
-  A bot that is running is said to be, and cannot publish (below).
-- **The race**: a run checks the opt-out list after each thing it writes under the bot's
-  folder or to the Hub (its status, each checkpoint, the run's files, the marker, ``latest``,
-  the push): ``Guard.check``. A takedown writes the record, then lists and deletes. So for
+  handles joined with '-', local scratch ``.<bot>`` and a killed run's ``.<bot>.old`` too;
+  what a bot leaves is named in job/inventory.py): every Hub repo its status names (all those
+  it was ever pushed to; a damaged status's too, read from its bytes) that proves to be the
+  bot's is deleted (or made private with ``keep_private``); with a W&B key, its W&B runs and
+  their artifacts; the person's input files that the bot recorded, where the takedown may
+  delete them (under the output, or the bucket's ``inputs/``), the others named with the
+  command that removes them; then everything under ``OUTPUT/<bot>/``, the status last. The
+  Hub goes first because the status names the repos: if the Hub fails, the bot's files stay
+  and a rerun finishes the job. A bot that is running is said to be, and cannot publish.
+- **A Hub repo is deleted only when it proves to be the bot's**: its name is the bot's (any
+  owner; ``<bot>-merged`` for a merged copy), or its card on the Hub names the handle as its
+  bot's (``huggingtweets.handles`` in the front matter the job writes, so a ``publish --repo``
+  copy is found too). Whoever can write the output prefix can write a status; a record that
+  names any other repo is reported, never obeyed.
+- **The race**: a run checks the opt-out list after each thing it writes under the bot's folder
+  or to the Hub (its status, each checkpoint, the run's files, the marker, ``latest``, the
+  push): ``Guard.check``; every write that makes something public (the Hub commit, the merged
+  copy) runs inside ``Guard.public``, which checks at the moment of commit and, on a commit that
+  lost the race (or failed because the takedown deleted the repo under it), deletes what it made
+  public and stops with exit 12. A takedown writes the record, then lists and deletes. So for
   every write of the run, either the run's check comes after the record and finds it, and the
   run removes the whole bot itself (S3 and the Hub) and stops with exit 12; or the check came
   before the record, so the write came before the takedown's listing, which deletes it. Only a
-  run killed between a write and its check can leave that one write (its status says running
-  or stale; a second takedown removes it).
+  run killed between a write and its check can leave that one write (its status says running or
+  stale; a second takedown removes it).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shlex
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from job.atomic import _alive
-from job.cloud.hub import remove_repo
+from pydantic import Field
+
+from job.atomic import _alive, json_bytes
+from job.cloud import hub as hub_api
 from job.cloud.runs import RUN_ID, now
 from job.cloud.status import (
     STALE_AFTER_SECONDS,
@@ -51,88 +61,103 @@ from job.cloud.status import (
     as_seen,
     read_status,
     seconds_since,
-    write_status,
 )
 from job.config import WANDB_PROJECT
-from job.data.handles import is_bot_name, validate_handle
+from job.data.handles import Handle, handles_in, holds
 from job.errors import CredentialsError, JobError, OptedOut
+from job.inventory import (
+    BOT_FILES,
+    BOT_FOLDERS,
+    JOB,
+    LATEST,
+    STATUS,
+    bot_of_folder,
+    local_folders,
+    repo_named_for,
+)
+from job.records import AnyObject, DamagedRecord, Record, read_record
 from job.spec import jobs, load_manifest
-from job.storage import LocalStorage, S3Storage, Storage, get_json, open_storage
+from job.storage import LocalStorage, S3Storage, Storage, open_storage
 
 log = logging.getLogger(__name__)
 
 OPT_OUT = "_opt-out/"
-# What a bot's folder holds (cloud/runs.py, run.py): a folder named like a bot that holds
-# anything else (an `inputs/` folder at the bucket's root, when a handle is "inputs") is not
-# taken for one: the takedown names it and leaves it.
-BOT_FILES = {"status.json", "latest.json", "job.json", "predictions.json", "card.json"}
-BOT_FOLDERS = {"data", "model", "checkpoints"}
 HubRemove = Callable[[str, bool], str]
+HubCard = Callable[[str], "list[str] | None"]  # the handles a repo's card names (hub.py)
 WandbRemove = Callable[[str, str], list[str]]
 
 
-def opt_out_key(handle: str) -> str:
-    return f"{OPT_OUT}{validate_handle(handle).lower()}.json"
+def opt_out_key(handle: Handle) -> str:
+    """Where ``takedown`` records the opt-out: the handle's lowercase key."""
+    return f"{OPT_OUT}{handle.key}.json"
 
 
 # Past this many handles (a submit of thousands), one listing of the opt-out folder costs less
-# than a read per handle (10,000 reads: ~30 s against moto here).
+# than two listings per handle (10,000 reads: ~30 s against moto here).
 LIST_ABOVE = 20
 
 
-def opted_out(storage: Storage, handles: list[str]) -> tuple[str, dict[str, Any]] | None:
-    """The first of ``handles`` with an opt-out record under ``storage``, with the record."""
-    keyed = [(h, opt_out_key(h)) for h in handles]
-    if len(keyed) > LIST_ABOVE:
-        listed = set(storage.list(OPT_OUT))
-        keyed = [(h, k) for h, k in keyed if k in listed]
-    for handle, key in keyed:
-        data = storage.get_bytes(key)
-        if data is not None:
-            try:  # a damaged record still opts the handle out: it was written for a reason
-                record = json.loads(data)
-            except ValueError:
-                record = {}
-            return handle, record if isinstance(record, dict) else {}
+def _opt_out_keys(storage: Storage, handles: list[Handle]) -> dict[str, str]:
+    """Every opt-out record of ``handles`` by handle key, however its file name is cased (one
+    written by hand as ``_opt-out/SourDough_Sam.json`` counts). Listed by the first letter in
+    both cases, so a check costs one or two listings of a few keys, not the whole folder."""
+    if len(handles) > LIST_ABOVE:
+        prefixes = {OPT_OUT}
+    else:
+        prefixes = {OPT_OUT + c for h in handles for c in {h.key[0], h.key[0].upper()}}
+    wanted = {h.key for h in handles}
+    found: dict[str, str] = {}
+    for prefix in sorted(prefixes):
+        for key in storage.list(prefix):
+            name = key[len(OPT_OUT) :].removesuffix(".json").lower()
+            if key.endswith(".json") and name in wanted:
+                found.setdefault(name, key)
+    return found
+
+
+def opted_out(storage: Storage, handles: list[Handle]) -> tuple[Handle, str, dict] | None:
+    """The first of ``handles`` with an opt-out record under ``storage``: the handle, the
+    record's key and the record. A damaged record still opts the handle out (it was written
+    for a reason); it reads as empty."""
+    found = _opt_out_keys(storage, handles)
+    for handle in handles:
+        key = found.get(handle.key)
+        if key is None:
+            continue
+        try:
+            record = read_record(storage, key, AnyObject)
+        except DamagedRecord as e:
+            log.warning("%s; it still opts @%s out", e, handle)
+            record = None
+        return handle, key, record.model_dump() if record is not None else {}
     return None
 
 
-def check_not_opted_out(storage: Storage, handles: list[str]) -> None:
+def check_not_opted_out(storage: Storage, handles: list[Handle]) -> None:
     """Refuse the first handle of ``handles`` that has an opt-out record under ``storage``."""
     found = opted_out(storage, handles)
     if found is not None:
-        handle, record = found
+        handle, key, record = found
         when = str(record.get("at", "?"))[:40]
         raise OptedOut(
             f"@{handle} asked not to be made into a bot (opt-out recorded {when} at"
-            f" {storage.uri.rstrip('/')}/{opt_out_key(handle)}); no bot of theirs will be made"
+            f" {storage.where(key)}); no bot of theirs will be made"
         )
 
 
-def opt_out(storage: Storage, handle: str, reason: str | None, requested_by: str | None) -> dict:
+def opt_out(storage: Storage, handle: Handle, reason: str | None, requested_by: str | None) -> dict:
     """Record the opt-out (kept as first written when one exists: its date is when they asked)."""
-    key = opt_out_key(handle)
     found = opted_out(storage, [handle])
-    if found is not None and found[1]:
-        return found[1]
-    record = {"handle": handle, "at": now(), "reason": reason, "requested_by": requested_by}
-    storage.put_bytes(key, json.dumps(record, indent=2).encode())
+    if found is not None and found[2]:
+        return found[2]
+    record = {"handle": handle.key, "at": now(), "reason": reason, "requested_by": requested_by}
+    storage.put_bytes(opt_out_key(handle), json_bytes(record))
     return record
 
 
-def bot_of_folder(folder: str) -> str | None:
-    """The bot a top-level folder belongs to: ``<bot>``, a local run's scratch ``.<bot>``, or
-    the result a killed local run left aside, ``.<bot>.old`` (atomic.replace_dir)."""
-    name = folder
-    if name.startswith("."):
-        name = name[1:].removesuffix(".old")
-    return name if is_bot_name(name) else None
-
-
-def bots_of(storage: Storage, handle: str) -> tuple[list[str], list[str]]:
+def bots_of(storage: Storage, handle: Handle) -> tuple[list[str], list[str]]:
     """The folders under ``storage`` of every bot whose users include ``handle`` (any case),
     and the folders named so that do not hold a bot's files (left, and named)."""
-    wanted = handle.lower()
     children: dict[str, set[str]] = {}
     for key in storage.list(""):
         parts = key.split("/")
@@ -142,7 +167,7 @@ def bots_of(storage: Storage, handle: str) -> tuple[list[str], list[str]]:
     odd: list[str] = []
     for folder, inside in sorted(children.items()):
         bot = bot_of_folder(folder)
-        if bot is None or wanted not in bot.lower().split("-"):
+        if bot is None or not holds(bot, handle):
             continue
         shaped = folder.startswith(".") or all(
             c in BOT_FILES or c in BOT_FOLDERS or c.startswith(".") or RUN_ID.fullmatch(c)
@@ -159,15 +184,17 @@ class Removed:
     bot: str
     running: str | None = None  # how it was running, when it was
     hub: list[str] = field(default_factory=list)  # "deleted owner/name" or "made private ..."
+    unproven: list[str] = field(default_factory=list)  # repos a record named, not the bot's
     wandb: list[str] = field(default_factory=list)  # entity/project/run, deleted with artifacts
     inputs: list[str] = field(default_factory=list)  # the person's input files, deleted
     kept: list[str] = field(default_factory=list)  # inputs it may not delete, with the command
+    denied: list[str] = field(default_factory=list)  # inputs whose delete was refused
     objects: int = 0
 
 
 @dataclass
 class Takedown:
-    handle: str
+    handle: Handle
     opt_out: dict
     removed: list[Removed] = field(default_factory=list)
     odd: list[str] = field(default_factory=list)  # folders named like a bot, holding other files
@@ -194,27 +221,45 @@ class Takedown:
                     " has ended to be sure"
                 )
             out += [f"  hub: {h}" for h in r.hub]
+            out += [
+                f"  hub: NOT removed {u}: {r.bot}'s record names it, but neither its name nor"
+                f" its card says it is {r.bot}'s; check it by hand"
+                for u in r.unproven
+            ]
             out += [f"  wandb: deleted {w} and its artifacts" for w in r.wandb]
             out += [f"  input: deleted {i}" for i in r.inputs]
-            out += [f"  input: NOT deleted {k}" for k in r.kept]
+            out += [f"  input: NOT deleted {k}" for k in (*r.kept, *r.denied)]
         out.append(f"  storage: {sum(r.objects for r in self.removed)} object(s) deleted")
         return "\n".join(out + odd)
+
+    def error(self) -> JobError | None:
+        """What the takedown could not do that it should have: an input whose delete was
+        refused (exit 9), after everything else was removed."""
+        denied = [d for r in self.removed for d in r.denied]
+        if denied:
+            return CredentialsError(
+                f"@{self.handle}: {len(denied)} input file(s) of theirs could not be deleted"
+                f" (access denied), the first {denied[0]}"
+            )
+        return None
 
 
 def takedown(
     storage: Storage,
-    handle: str,
+    handle: Handle,
     *,
     reason: str | None = None,
     requested_by: str | None = None,
     keep_private: bool = False,
     hub_remove: HubRemove | None = None,
+    hub_card: HubCard | None = None,
     wandb_remove: WandbRemove | None = None,
     wandb_project: str = WANDB_PROJECT,
 ) -> Takedown:
     """Opt ``handle`` out and remove every bot that holds it (see the module's docstring).
     ``hub_remove(repo, keep_private)`` deletes (or hides) a Hub repo and says what it did;
-    ``wandb_remove(project, group)`` deletes a bot's W&B runs (None: no W&B key was given)."""
+    ``hub_card(repo)`` reads the handles its card names; ``wandb_remove(project, group)``
+    deletes a bot's W&B runs (None: no W&B key was given)."""
     done = Takedown(handle, opt_out(storage, handle, reason, requested_by))
     bots, done.odd = bots_of(storage, handle)
     for bot in bots:
@@ -225,6 +270,7 @@ def takedown(
                 handle,
                 keep_private=keep_private,
                 hub_remove=hub_remove,
+                hub_card=hub_card,
                 wandb_remove=wandb_remove,
                 wandb_project=wandb_project,
             )
@@ -232,20 +278,51 @@ def takedown(
     return done
 
 
+class _Wandb(Record):
+    project: str | None = None
+
+
+class _Config(Record):
+    wandb: _Wandb = _Wandb()
+
+
+class _Logged(Record):
+    mode: str | None = None
+
+
+class JobRecord(Record):
+    """What a takedown reads of a run's ``job.json``: where it logged, whose inputs."""
+
+    config: _Config = _Config()
+    wandb: _Logged = _Logged()
+    inputs: list[Input] = Field(default_factory=list)
+
+
+def proven(repo: str, bot: str, handle: Handle, hub_card: HubCard) -> bool:
+    """Whether ``repo`` is ``bot``'s, so a takedown of ``handle`` may delete it: by its name,
+    or by its card on the Hub (module docstring)."""
+    if repo_named_for(repo, bot):
+        return True
+    return handle.key in (hub_card(repo) or [])
+
+
 def remove_bot(
     storage: Storage,
     bot: str,
-    handle: str,
+    handle: Handle,
     *,
     keep_private: bool = False,
     hub_remove: HubRemove | None = None,
+    hub_card: HubCard | None = None,
     wandb_remove: WandbRemove | None = None,
     wandb_project: str = WANDB_PROJECT,
     check_wandb: bool = True,
+    also: list[str] | None = None,
 ) -> Removed:
-    """Everything of one bot folder: its Hub repos, W&B runs, ``handle``'s inputs, its files."""
-    if hub_remove is None:
-        hub_remove = remove_repo
+    """Everything of one bot folder: its Hub repos (with ``also``: repos a run is writing,
+    named by its own hand), W&B runs, ``handle``'s inputs, its files."""
+    hub_remove = hub_remove or hub_api.remove_repo
+    hub_card = hub_card or hub_api.card_handles
     keys = storage.list(f"{bot}/")
     group = bot_of_folder(bot) or bot  # the W&B group: the bot's name
     projects, online, recorded = _published(storage, keys)
@@ -257,23 +334,25 @@ def remove_bot(
         )
     status = read_status(storage, bot) if not bot.startswith(".") else None
     done = Removed(bot, running=_running(storage, bot, status))
-    if status is not None:
-        for repo in status.hub.every_repo():
+    repos = sorted({*(status.hub.every_repo() if status else []), *(also or [])})
+    for repo in repos:
+        if repo in (also or []) or proven(repo, group, handle, hub_card):
             done.hub.append(hub_remove(repo, keep_private))
+        else:
+            log.warning("%s: %s names the Hub repo %s, which is not the bot's", bot, STATUS, repo)
+            done.unproven.append(repo)
     if wandb_remove is not None and not bot.startswith("."):
         for project in sorted(projects | {wandb_project}):
             done.wandb += wandb_remove(project, group)
     given = [*(status.inputs if status else []), *recorded]
-    uris = sorted({i.uri for i in given if i.uri and i.handle.lower() == handle.lower()})
+    uris = sorted({i.uri for i in given if i.uri and i.handle.lower() == handle.key})
     if status is not None and status.manifest and not given:  # a record of an older version
         uris = _manifest_inputs(status.manifest, group, handle)
     for uri in uris:
         _remove_input(storage, uri, done)
     # Readers first lose latest.json, then the runs; the status, which names the Hub repos,
     # goes last.
-    ordered = sorted(
-        keys, key=lambda k: (k.endswith("/status.json"), not k.endswith("/latest.json"))
-    )
+    ordered = sorted(keys, key=lambda k: (k.endswith(f"/{STATUS}"), not k.endswith(f"/{LATEST}")))
     for key in ordered:
         storage.delete(key)
     if isinstance(storage, LocalStorage):  # what a listing leaves: empty folders, *.tmp files
@@ -297,28 +376,37 @@ def _running(storage: Storage, bot: str, status: Status | None) -> str | None:
         return None
     if isinstance(storage, LocalStorage) and bot.startswith("."):
         try:
-            holder = json.loads((storage.root / bot / "lock").read_text(encoding="utf-8"))
-            pid = int(holder["pid"])
-        except (OSError, ValueError, KeyError, TypeError):
+            holder = read_record(storage, f"{bot}/lock", _Lock)
+        except DamagedRecord:
             return None
-        return f"pid {pid}" if _alive(pid) else None
+        if holder is None:
+            return None
+        return f"pid {holder.pid}" if _alive(holder.pid) else None
     return None
 
 
-def _published(storage: Storage, keys: list[str]) -> tuple[set[str], bool, list[Any]]:
+class _Lock(Record):
+    pid: int
+
+
+def _published(storage: Storage, keys: list[str]) -> tuple[set[str], bool, list[Input]]:
     """From a bot's ``job.json`` files: the W&B projects its runs name, whether any logged
-    online, and the inputs each run recorded."""
+    online, and the inputs each run recorded. A damaged one is named and passed over (the
+    status names the inputs too)."""
     projects, online, inputs = set(), False, []
     for key in keys:
-        record = get_json(storage, key) if key.endswith("/job.json") else None
-        if record is None:  # not a job.json, or a damaged one
+        if not key.endswith(f"/{JOB}"):
             continue
-        config = (record.get("config") or {}).get("wandb") or {}
-        projects.add(str(config.get("project") or WANDB_PROJECT))
-        online |= (record.get("wandb") or {}).get("mode") == "online"
-        for given in record.get("inputs") or []:
-            if isinstance(given, dict) and isinstance(given.get("handle"), str):
-                inputs.append(Input.model_validate({"source": "?", **given}))
+        try:
+            record = read_record(storage, key, JobRecord)
+        except DamagedRecord as e:
+            log.warning("takedown: %s", e)
+            continue
+        if record is None:
+            continue
+        projects.add(record.config.wandb.project or WANDB_PROJECT)
+        online |= record.wandb.mode == "online"
+        inputs += record.inputs
     return projects, online, inputs
 
 
@@ -352,10 +440,10 @@ def _remove_input(storage: Storage, uri: str, done: Removed) -> None:
             where.delete(key)
             done.inputs.append(uri)
     except CredentialsError:
-        done.kept.append(f"{uri}: access denied; remove it with: {how}")
+        done.denied.append(f"{uri}: access denied; remove it with: {how}")
 
 
-def _manifest_inputs(manifest: str, bot: str, handle: str) -> list[str]:
+def _manifest_inputs(manifest: str, bot: str, handle: Handle) -> list[str]:
     """The inputs a manifest gave ``handle`` in ``bot``: for records written before the status
     named its inputs."""
     try:
@@ -368,33 +456,58 @@ def _manifest_inputs(manifest: str, bot: str, handle: str) -> list[str]:
         for job in jobs(spec)
         if job.bot == bot
         for user in job.users
-        if user.handle.lower() == handle.lower() and user.uri
+        if user.handle.key == handle.key and user.uri
     ]
 
 
 class Guard:
     """A run's side of the race with a takedown (module docstring): ``check()`` after each
-    write; when one of the bot's people has opted out, it removes the whole bot (its folder,
-    its Hub repos), records why in its status, and raises OptedOut."""
+    write, ``public()`` around each write that makes something public. When one of the bot's
+    people has opted out, it removes the whole bot (its folders, its Hub repos) and raises
+    OptedOut; it leaves no record of its own (a status would be a new trace)."""
 
-    def __init__(self, storage: Storage, bot: str, handles: list[str]) -> None:
+    def __init__(self, storage: Storage, bot: str, handles: list[Handle]) -> None:
         self.storage, self.bot, self.handles = storage, bot, handles
+
+    @classmethod
+    def of(cls, storage: Storage, bot: str) -> Guard:
+        """The guard of the bot named ``bot``: its people are in its name."""
+        return cls(storage, bot, handles_in(bot) or [])
 
     def check(self, after: str) -> None:
         found = opted_out(self.storage, self.handles)
-        if found is None:
-            return
-        handle = found[0]
-        bots = [self.bot, f".{self.bot}"] if isinstance(self.storage, LocalStorage) else [self.bot]
-        for bot in bots:
-            remove_bot(self.storage, bot, handle, check_wandb=False)
+        if found is not None:
+            self._withdraw(found[0], after, [])
+
+    def _withdraw(self, handle: Handle, after: str, made: list[str]) -> None:
+        local = isinstance(self.storage, LocalStorage)
+        for i, bot in enumerate(local_folders(self.bot) if local else [self.bot]):
+            remove_bot(self.storage, bot, handle, check_wandb=False, also=made if i == 0 else None)
         reason = (
             f"@{handle} opted out while the bot was being made (found after {after}); nothing"
             " of it was published, and what the run wrote was removed"
         )
-        if not isinstance(self.storage, LocalStorage):
-            write_status(self.storage, self.bot, "failed", fresh=True, reason=reason)
         raise OptedOut(f"{self.bot}: {reason}")
+
+    @contextmanager
+    def public(self, what: str, made: list[str]) -> Iterator[None]:
+        """Around a write that makes ``made`` (Hub repos) public: checked before, and at the
+        moment of commit after; a write that lost the race, or failed because a takedown
+        deleted what it wrote to, is undone (``made`` deleted) and ends in OptedOut."""
+        self.check(f"before {what}")
+        try:
+            yield
+        except Exception as e:
+            found = opted_out(self.storage, self.handles)
+            if found is not None:
+                try:
+                    self._withdraw(found[0], what, made)
+                except OptedOut as stop:
+                    raise stop from e
+            raise
+        found = opted_out(self.storage, self.handles)
+        if found is not None:
+            self._withdraw(found[0], what, made)
 
     def quiet(self) -> bool:
         """For the heartbeat: whether the bot may still be written to (no opt-out yet)."""

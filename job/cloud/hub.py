@@ -111,6 +111,61 @@ def remove_repo(repo_id: str, keep_private: bool = False, retries: int = 4) -> s
     )  # fmt: skip
 
 
+MAX_CARD_BYTES = 1 << 20  # a card is a few KB; a larger README is not one the job wrote
+
+
+def card_handles(repo_id: str, retries: int = 2) -> list[str] | None:
+    """The handles the card of ``repo_id`` on the Hub names as its bot's (its front matter's
+    ``huggingtweets.handles``, written by the job: outputs/card.py); None where the repo, its
+    card or that field is not there, or the card cannot be read. A takedown's proof that a
+    repo a record names is the bot's (cloud/consent.py)."""
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    token = hf_token(f"reading {repo_id}'s card on the Hub")
+    hub_timeouts()
+
+    def once() -> bytes | None:
+        with _hub_errors(repo_id):
+            url = hf_hub_url(repo_id, "README.md")
+            try:
+                with get_session().stream(
+                    "GET", url, headers=build_hf_headers(token=token), follow_redirects=True
+                ) as response:
+                    hf_raise_for_status(response)
+                    data = b""
+                    for chunk in response.iter_bytes():
+                        data += chunk
+                        if len(data) > MAX_CARD_BYTES:
+                            return None
+                    return data
+            except (RepositoryNotFoundError, EntryNotFoundError):
+                return None
+
+    data = _within("hub_call", f"reading {repo_id}'s card", once, retries, time.sleep, "retry")
+    return None if data is None else _card_handles(data)
+
+
+def _card_handles(data: bytes) -> list[str] | None:
+    from job.errors import JobError
+    from job.loading import load_yaml
+
+    text = data.decode("utf-8", "replace")
+    if not text.startswith("---\n") or "\n---" not in text[3:]:
+        return None
+    head = text[4 : text.index("\n---", 3)]
+    try:
+        meta = load_yaml(head, "the card's front matter")
+    except JobError:
+        return None
+    named = meta.get("huggingtweets") if isinstance(meta, dict) else None
+    handles = named.get("handles") if isinstance(named, dict) else None
+    if not isinstance(handles, list):
+        return None
+    return [h.lower() for h in handles if isinstance(h, str)]
+
+
 def whoami(token: str, retries: int = 2, sleep: Callable[[float], None] = time.sleep) -> dict:
     """The Hub's ``whoami-v2`` for ``token``: its user, organizations and role."""
     from huggingface_hub import HfApi

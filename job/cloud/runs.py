@@ -22,13 +22,26 @@ import re
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from job.storage import MARKER, Storage, get_json, put_json, sha256_file
+from pydantic import AfterValidator, Field
+
+from job.inventory import files_to_publish
+from job.records import Record, read_or_none
+from job.storage import MARKER, Storage, put_json, sha256_file
 
 log = logging.getLogger(__name__)
 
 RUN_ID = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{8}")  # new_run_id's form
+
+
+def _run_id(value: str) -> str:
+    if not RUN_ID.fullmatch(value):
+        raise ValueError("not a run id")
+    return value
+
+
+RunId = Annotated[str, AfterValidator(_run_id)]
 
 
 def now() -> str:
@@ -37,18 +50,6 @@ def now() -> str:
 
 def new_run_id(fingerprint: str) -> str:
     return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}-{fingerprint[:8]}"
-
-
-def files_to_publish(bot_dir: Path) -> list[Path]:
-    wanted = [
-        bot_dir / "predictions.json",
-        bot_dir / "job.json",
-        bot_dir / "data" / "stats.json",
-        bot_dir / "data" / "clean.jsonl",
-    ]
-    # The card's context (outputs/card.py), from which a push to another repo renders it
-    card = [bot_dir / "card.json"] if (bot_dir / "card.json").is_file() else []
-    return sorted(p for p in (bot_dir / "model").rglob("*") if p.is_file()) + wanted + card
 
 
 def upload_run(
@@ -81,9 +82,8 @@ def upload_run(
     # Forward only: two attempts at once (a retry while the first still runs) must not move
     # latest back to the earlier-started one. Run ids begin with their start time, so they
     # sort in time. (A read, then a write: two writers within the same moment can still race.)
-    current = (get_json(storage, f"{bot}/latest.json") or {}).get("run_id")
-    # (a damaged latest.json names no run: it is not kept for one)
-    if isinstance(current, str) and RUN_ID.fullmatch(current) and current > run_id:
+    current = latest_run(storage, bot)  # (a damaged latest.json names no run: not kept for one)
+    if current is not None and current > run_id:
         log.info("%s: run %s is newer; latest.json stays on it", bot, current)
         return marker
     put_json(
@@ -96,17 +96,40 @@ def upload_run(
     return marker
 
 
-def latest_complete(storage: Storage, bot: str) -> dict[str, Any] | None:
-    """The marker of the run ``latest.json`` names, if that run is complete."""
-    latest = get_json(storage, f"{bot}/latest.json") or {}
-    run_id = latest.get("run_id")
-    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):  # damaged: no run named
+class Latest(Record):
+    """``<bot>/latest.json``: the run readers should use."""
+
+    run_id: RunId
+    fingerprint: str = ""
+    completed_at: str | None = None
+
+
+class Listed(Record):
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Marker(Record):
+    """``<bot>/<run-id>/_COMPLETE``: the run is whole, and these are its files."""
+
+    bot: str | None = None
+    run_id: RunId
+    fingerprint: str
+    completed_at: str | None = None
+    files: dict[str, Listed]
+
+
+def latest_run(storage: Storage, bot: str) -> str | None:
+    """The run ``latest.json`` names; None where it names none (absent, or damaged)."""
+    latest = read_or_none(storage, f"{bot}/latest.json", Latest)
+    return latest.run_id if latest else None
+
+
+def latest_complete(storage: Storage, bot: str) -> Marker | None:
+    """The marker of the run ``latest.json`` names, if that run is complete: a damaged
+    ``latest.json`` or marker (records.py) names no complete run."""
+    run_id = latest_run(storage, bot)
+    if run_id is None:
         return None
-    marker = get_json(storage, f"{bot}/{run_id}/{MARKER}")
-    if (
-        marker is None
-        or marker.get("run_id") != run_id
-        or not isinstance(marker.get("files"), dict)
-    ):
-        return None
-    return marker
+    marker = read_or_none(storage, f"{bot}/{run_id}/{MARKER}", Marker)
+    return marker if marker is not None and marker.run_id == run_id else None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,10 +26,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
+from job.base import is_repo_id
 from job.cloud.runs import now
-from job.storage import Storage, get_json, put_json
+from job.records import DamagedRecord, read_record
+from job.storage import Storage, put_json
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,20 @@ class HubStatus(BaseModel):
     commit_url: str | None = None
     reason: str | None = None
     repos: list[str] = []  # every repo this bot was pushed (or set to be pushed) to
+
+    @field_validator("repo")
+    @classmethod
+    def _repo(cls, value: str | None) -> str | None:
+        if value is not None and not is_repo_id(value):
+            raise ValueError("not a Hub repo id")
+        return value
+
+    @field_validator("repos")
+    @classmethod
+    def _repos(cls, value: list[str]) -> list[str]:
+        if not all(is_repo_id(r) for r in value):
+            raise ValueError("not a list of Hub repo ids")
+        return value
 
     def every_repo(self) -> list[str]:
         """The repos a takedown must remove: those recorded, and the current one unless off."""
@@ -96,7 +113,7 @@ class Status(BaseModel):
     # Records written by other versions may carry keys this one does not know: keep reading.
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    bot: str
+    bot: str = ""  # the folder's name: read_status sets it
     state: State
     run_id: str | None = None
     updated_at: str | None = None
@@ -132,17 +149,30 @@ COLUMNS = ["bot", "state", "run", "updated", "hub", "reason"]
 
 def read_status(storage: Storage, bot: str) -> Status | None:
     """The bot's record; None when it has none. A record this version cannot read (a state it
-    does not know, a field of the wrong type) reads as ``unknown``, saying so; the next
-    attempt writes a whole new one."""
-    from pydantic import ValidationError
-
-    data = get_json(storage, f"{bot}/status.json")
-    if data is None:
-        return None
+    does not know, a field of the wrong type, not JSON, too large: records.py) reads as
+    ``unknown``, saying so, and keeps every Hub repo id its bytes still name (``named_repos``):
+    a takedown must find them, and the next attempt's record carries them on."""
     try:
-        return Status.model_validate({**data, "bot": bot})
-    except ValidationError:
-        return Status(bot=bot, state="unknown", reason="its status record cannot be read")
+        record = read_record(storage, f"{bot}/status.json", Status)
+    except DamagedRecord as e:
+        return Status(
+            bot=bot,
+            state="unknown",
+            reason="its status record cannot be read",
+            hub=HubStatus(repos=named_repos(e.raw)),
+        )
+    return None if record is None else record.model_copy(update={"bot": bot})
+
+
+# A quoted string of a Hub repo id's form, anywhere in a record's bytes (HUB_REPO checks it)
+_QUOTED_REPO = re.compile(rb'"([A-Za-z0-9_.-]{1,96}/[A-Za-z0-9_.-]{1,96})"')
+
+
+def named_repos(raw: bytes) -> list[str]:
+    """Every Hub repo id that a damaged record's bytes name, wherever they stand in it: the
+    candidates a takedown checks (consent.py deletes only those that prove to be the bot's)."""
+    found = {m.decode() for m in _QUOTED_REPO.findall(raw)}
+    return sorted(r for r in found if is_repo_id(r))
 
 
 def write_status(

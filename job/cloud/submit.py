@@ -20,6 +20,8 @@ import re
 import secrets
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,8 +34,9 @@ from job.cloud.consent import check_not_opted_out
 from job.cloud.status import hub_of, write_status
 from job.config import Section
 from job.data.handles import validate_handle
-from job.errors import BadConfig, TransientError
+from job.errors import BadConfig, CredentialsError, TransientError
 from job.loading import validate
+from job.records import MAX_RECORD_BYTES
 from job.spec import Manifest, jobs, tasks
 from job.storage import open_storage
 
@@ -51,6 +54,7 @@ class Submission:
     target: str
     job: str  # the Batch job id, or the Kubernetes Job's name
     rendered: str = ""  # the Kubernetes YAML (dry run)
+    note: str = ""  # what a dry run could not check, said above what it prints
 
     def follow(self) -> str:
         how = [f"huggingtweets status --manifest {self.manifest_uri}"]
@@ -65,18 +69,22 @@ class Submission:
     def lines(self, dry_run: bool) -> str:
         """What ``huggingtweets submit`` prints: what it would submit, or what it did."""
         if dry_run:
-            manifest = yaml.safe_dump(self.manifest, sort_keys=False)
-            if not self.rendered:
-                return f"# manifest, to be written to {self.manifest_uri}\n{manifest}"
-            # Kubernetes: only the Job as YAML, so that `| kubectl apply -f -` takes it as is;
-            # the manifest it will read, as comments above it.
-            said = "".join(f"#   {line}\n" for line in manifest.splitlines())
-            return f"# manifest, to be written to {self.manifest_uri}:\n{said}{self.rendered}"
+            note = f"# {self.note}\n" if self.note else ""
+            return note + self._dry()
         bots = len(self.manifest["bots"])
         return (
             f"submitted {bots} bot{'s' if bots > 1 else ''} to {self.target}: {self.job}\n"
             + self.follow()
         )
+
+    def _dry(self) -> str:
+        manifest = yaml.safe_dump(self.manifest, sort_keys=False)
+        if not self.rendered:
+            return f"# manifest, to be written to {self.manifest_uri}\n{manifest}"
+        # Kubernetes: only the Job as YAML, so that `| kubectl apply -f -` takes it as is;
+        # the manifest it will read, as comments above it.
+        said = "".join(f"#   {line}\n" for line in manifest.splitlines())
+        return f"# manifest, to be written to {self.manifest_uri}:\n{said}{self.rendered}"
 
 
 class SubmitOptions(Section):
@@ -168,7 +176,7 @@ def build_manifest(users: list[str], options: SubmitOptions) -> tuple[Manifest, 
             **({"contact": options.contact} if options.contact else {}),
         },
         "wandb": {"mode": options.wandb_mode},
-        "bots": [{"users": [{"handle": h, "source": "api"} for h in g]} for g in groups],
+        "bots": [{"users": [{"handle": str(h), "source": "api"} for h in g]} for g in groups],
         **({"bots_per_task": options.bots_per_task} if options.bots_per_task != 1 else {}),
     }
     return validate(Manifest, data, "manifest"), data
@@ -201,7 +209,17 @@ def submit(users: list[str], options: SubmitOptions) -> Submission:
         )
 
     results = open_storage(o.output)
-    check_not_opted_out(results, handles)  # before anything is written or started, dry run too
+    note = ""
+    try:  # before anything is written or started, dry run too
+        check_not_opted_out(results, handles)
+    except CredentialsError:
+        if not (o.dry_run and o.target == "k8s"):
+            raise
+        # the path the docs give where kubectl (or AWS) is missing: print the Job all the same
+        note = (
+            "opt-outs NOT checked: no AWS credentials here to read the output; the job checks"
+            " them again before any download"
+        )
     manifest, data = build_manifest(users, o)
     made = jobs(manifest)  # every bot resolved, once: what the job will make
     sid = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
@@ -231,20 +249,24 @@ def submit(users: list[str], options: SubmitOptions) -> Submission:
         )
         rendered = yaml.safe_dump_all(job, sort_keys=False)
         if o.dry_run:
-            return Submission(sid, uri, data, o.target, name, rendered)
+            return Submission(sid, uri, data, o.target, name, rendered, note)
         check_k8s(o.namespace, o.cache_claim, o.service_account, o.queue)  # before any write
     elif o.dry_run:
         return Submission(sid, uri, data, o.target, "(dry run)")
+    else:  # the queue and the definition, before any status is read or written
+        batch = plan_batch(uri, n, name, o.job_queue, o.job_definition)
 
     inputs = open_storage(f"s3://{bucket}")
     inputs.put_bytes(f"jobs/{sid}.yaml", yaml.safe_dump(data, sort_keys=False).encode())
-    before = {bot.bot: results.get_bytes(f"{bot.bot}/status.json") for bot in made}
+    # each record as it was, to put back should nothing start (bytes, not read: bounded)
+    before = {
+        bot.bot: results.get_bytes(f"{bot.bot}/status.json", limit=MAX_RECORD_BYTES) for bot in made
+    }
     try:
         for bot in made:
             write_status(results, bot.bot, "queued", manifest=uri, hub=hub_of(bot))
         if o.target == "batch":
-            job_id = submit_batch(uri, n, name, o.job_queue, o.job_definition)
-            return Submission(sid, uri, data, o.target, job_id)
+            return Submission(sid, uri, data, o.target, start_batch(*batch))
         apply_k8s(rendered)
         return Submission(sid, uri, data, o.target, name, rendered)
     except BaseException:
@@ -297,14 +319,38 @@ def batch_request_problems(
 
 
 def submit_batch(manifest_uri: str, tasks: int, name: str, queue: str, definition: str) -> str:
-    """``tasks`` tasks, one per index (a task makes bots_per_task bots): an array job of a
-    single-node definition, or one job per task of a multi-node one, each given its --index.
-    Returns the job id(s)."""
-    import boto3
+    """``tasks`` tasks, one per index: ``plan_batch``, then ``start_batch``; the job id(s)."""
+    return start_batch(*plan_batch(manifest_uri, tasks, name, queue, definition))
+
+
+@contextmanager
+def _batch_errors() -> Iterator[None]:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    client = boto3.client("batch")
     try:
+        yield
+    except ClientError as e:
+        raise BadConfig(f"AWS Batch refused the job: {e.response['Error'].get('Code')}") from e
+    except BotoCoreError as e:
+        raise TransientError(f"cannot reach AWS Batch: {type(e).__name__}") from e
+
+
+def start_batch(client: Any, requests: list[dict[str, Any]]) -> str:
+    """Submit the requests ``plan_batch`` made; the job id(s)."""
+    with _batch_errors():
+        return " ".join(str(client.submit_job(**r)["jobId"]) for r in requests)
+
+
+def plan_batch(
+    manifest_uri: str, tasks: int, name: str, queue: str, definition: str
+) -> tuple[Any, list[dict[str, Any]]]:
+    """``tasks`` tasks, one per index (a task makes bots_per_task bots): an array job of a
+    single-node definition, or one job per task of a multi-node one, each given its --index;
+    the queue and the definition checked, nothing submitted. The client and the requests."""
+    import boto3
+
+    client = boto3.client("batch")
+    with _batch_errors():
         kind, environments = _batch_targets(client, queue, definition)
         base: dict[str, Any] = {
             "jobName": name,
@@ -328,11 +374,7 @@ def submit_batch(manifest_uri: str, tasks: int, name: str, queue: str, definitio
             problems = batch_request_problems(kind, request, environments)
             if problems:
                 raise BadConfig(f"AWS Batch would refuse the job: {problems[0]}")
-        return " ".join(str(client.submit_job(**r)["jobId"]) for r in requests)
-    except ClientError as e:
-        raise BadConfig(f"AWS Batch refused the job: {e.response['Error'].get('Code')}") from e
-    except BotoCoreError as e:
-        raise TransientError(f"cannot reach AWS Batch: {type(e).__name__}") from e
+        return client, requests
 
 
 def _batch_targets(client: Any, queue: str, definition: str) -> tuple[dict, list[dict]]:

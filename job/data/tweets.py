@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from job.data.handles import Handle
+
 # Snowflake ids are 19-20 digits; other sources' ids are short too. A longer one is made short.
 MAX_ID_CHARS = 64
 MAX_NAME_CHARS = 200  # Twitter's display names are at most 50 characters
@@ -108,7 +110,7 @@ class UserTweets:
 class TweetSource(Protocol):
     """One implementation per kind of input (archive, API, JSONL/CSV)."""
 
-    def fetch(self, handle: str) -> UserTweets: ...
+    def fetch(self, handle: Handle) -> UserTweets: ...
 
 
 def newest_first(tweets: list[Tweet]) -> list[Tweet]:

@@ -17,7 +17,6 @@ renders the card again for that repo (``for_repo``), so a card always names its 
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
@@ -27,10 +26,12 @@ import yaml
 
 from job import __version__
 from job.atomic import write_json
-from job.base import merged_repo
 from job.config import STRATEGIES
-from job.errors import BadConfig, CorruptInput
+from job.errors import BadConfig
+from job.inventory import CARD, merged_repo
 from job.outputs import thumbnail
+from job.records import AnyObject, read_record
+from job.storage import LocalStorage
 
 if TYPE_CHECKING:
     from job.data.clean import Prepared
@@ -84,6 +85,10 @@ def front_matter(context: dict[str, Any]) -> dict[str, Any]:
     }
     if context.get("base_model_id"):
         meta["base_model"] = context["base_model_id"]
+    # Whose bot this is, as the job names it: a takedown deletes a repo whose name is not the
+    # bot's (a copy made with publish --repo) only when its card says so (cloud/consent.py).
+    handles = context.get("handles") or [str(u["handle"]).lower() for u in context["users"]]
+    meta["huggingtweets"] = {"bot": context.get("bot") or "-".join(handles), "handles": handles}
     if context.get("adapter"):  # the Hub lists it under its base's adapters
         meta["library_name"] = "peft"
         meta["tags"] = [*meta["tags"], "lora"]
@@ -180,13 +185,10 @@ def write(folder: Path, context: dict[str, Any], data_dir: Path) -> None:
 def for_repo(run_dir: Path, repo: str, private: bool) -> None:
     """Render ``run_dir/model/README.md`` again for ``repo`` from ``run_dir/card.json``: the
     card names the repo it is pushed to (its thumbnail, avatars and ``pipeline(model=...)``)."""
-    saved = run_dir / "card.json"
-    if not saved.is_file():  # a run made before cards were saved: only its own repo will do
+    found = read_record(LocalStorage(run_dir), CARD, AnyObject)  # damaged: exit 5
+    if found is None:  # a run made before cards were saved: only its own repo will do
         return
-    try:
-        context = json.loads(saved.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise CorruptInput(f"{saved.name}: not JSON") from e
+    context = found.model_dump()
     if not private and not context.get("contact"):
         raise BadConfig(
             "a public Hub push needs a contact for removal requests on its card; this run was"
@@ -255,6 +257,8 @@ def context(
     shown = [asdict(p) for p in predictions]
     return {
         "users": users,
+        "bot": job.bot,
+        "handles": [u.handle.key for u in job.users],  # the front matter's proof: cloud/hub.py
         "version": __version__,
         "repo": job.hub_repo,
         "model_dir": str(model_dir),

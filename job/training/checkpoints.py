@@ -13,6 +13,10 @@
   fresh machine. Checkpoints belong to one fingerprint (data and training config): others are
   discarded, never resumed.
 - The W&B run id is stored with them, so the resumed attempt continues the same W&B run.
+- A damaged checkpoint (its marker, metadata or trainer state not a record of its shape, a file
+  its marker lists missing or of another size, a shard on S3 missing or changed) is discarded
+  with one line, and training resumes from the one before it, or starts again: never a
+  failure on every retry. Every record is read through job/records.py.
 """
 
 from __future__ import annotations
@@ -27,14 +31,55 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pydantic import ConfigDict, Field, RootModel
+
 from job.atomic import write_json
 from job.deadline import deadline
-from job.storage import MARKER, Storage, download, get_json, put_json, sha256_file
+from job.errors import CorruptInput
+from job.records import DamagedRecord, Record, read_record
+from job.storage import MARKER, LocalStorage, Storage, download, put_json, sha256_file
 from job.training import distributed
 
 log = logging.getLogger(__name__)
 _STEP = re.compile(r"checkpoint-(\d+)")
 LISTING = "_FILES-"  # _FILES-<rank>: the files one node uploaded, and their SHA-256
+
+
+TRAINER_STATE = "trainer_state.json"  # the Trainer's own record of a checkpoint
+
+
+class Marker(Record):
+    """``checkpoint-<step>/_COMPLETE``: whole, of this fingerprint, and (since this version)
+    the files rank 0 wrote, with their sizes."""
+
+    step: int = Field(ge=0)
+    fingerprint: str
+    batch_size: int | None = Field(None, ge=1)
+    files: dict[str, int] | None = None
+
+
+class Meta(Record):
+    """``meta.json``: the fingerprint and what a run remembers (its W&B run id)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    fingerprint: str | None = None
+
+
+class TrainerState(Record):
+    global_step: int = Field(ge=0)
+
+
+class Listing(RootModel[dict[str, str]]):
+    """``_FILES-<rank>``: one node's files of a checkpoint and their SHA-256."""
+
+
+def _record(folder: Path, name: str, model: type[Any]) -> Any:
+    """A record in a local folder (records.py), None where absent or damaged."""
+    try:
+        return read_record(LocalStorage(folder), name, model)
+    except DamagedRecord as e:
+        log.warning("%s", e)
+        return None
 
 
 # With several processes, the ranks agree on "save now?" (SIGTERM, the checkpoint clock) every
@@ -93,18 +138,27 @@ class Checkpoints:
             with deadline("output", "fetching the latest checkpoint"):
                 self._sync_down()
         distributed.barrier()
+        chosen = self._sound() if r.main else None
+        if r.world > 1:  # rank 0 decides: every rank resumes the same step
+            chosen = distributed.share(chosen)
+        return chosen
+
+    def _sound(self) -> Path | None:
+        """The newest complete checkpoint of ours that is not damaged; damaged ones go."""
         done = [p for p in self.folder.glob("checkpoint-*") if self._ours(p / MARKER)]
-        return max(done, key=_step) if done else None
+        for path in sorted(done, key=_step, reverse=True):
+            why = damage(path)
+            if why is None:
+                return path
+            log.warning("%s is damaged (%s): discarded, and the one before used", path.name, why)
+            shutil.rmtree(path, ignore_errors=True)
+        return None
 
     def _ours(self, marker: Path) -> bool:
         """Complete, and of this fingerprint: another run writing into the same folder (other
         seed, other tweets) may have left checkpoints of its own beside ours."""
-        if not marker.is_file():
-            return False
-        try:
-            return bool(json.loads(marker.read_text()).get("fingerprint") == self.fingerprint)
-        except (ValueError, AttributeError):
-            return False
+        found = _record(marker.parent, marker.name, Marker)
+        return found is not None and found.fingerprint == self.fingerprint
 
     def _sync_down(self) -> None:
         meta = self._read_meta()
@@ -115,44 +169,54 @@ class Checkpoints:
         self.folder.mkdir(parents=True, exist_ok=True)
         if self.storage is None:
             return
-        meta_remote = get_json(self.storage, self.prefix + "meta.json") or {}
-        if meta_remote.get("fingerprint") != self.fingerprint:
+        meta_remote = self._remote(self.prefix + "meta.json", Meta)
+        if meta_remote is None or meta_remote.fingerprint != self.fingerprint:
             return
-        self._write_meta(meta_remote)
-        steps = self._remote_steps(self.storage.list(self.prefix))
-        ours = [
-            s
-            for s in steps
-            if (get_json(self.storage, f"{self.prefix}checkpoint-{s}/{MARKER}") or {}).get(
-                "fingerprint"
-            )
-            == self.fingerprint
-        ]
-        if not ours:
-            return
-        name = f"checkpoint-{ours[-1]}"
-        if self._ours(self.folder / name / MARKER):
-            return
-        log.info("fetching %s from %s%s", name, self.storage.uri, self.prefix)
+        self._write_meta(meta_remote.model_dump())
+        for step in reversed(self._remote_steps(self.storage.list(self.prefix))):
+            name = f"checkpoint-{step}"
+            marker = self._remote(f"{self.prefix}{name}/{MARKER}", Marker)
+            if marker is None or marker.fingerprint != self.fingerprint:
+                continue
+            if self._ours(self.folder / name / MARKER) and damage(self.folder / name) is None:
+                return
+            try:
+                self._fetch(name, marker)
+                return
+            except CorruptInput as e:  # a shard gone or changed: the one before, or none
+                log.warning("%s on %s is damaged (%s): discarded", name, self.storage.uri, e)
+                shutil.rmtree(self.folder / name, ignore_errors=True)
+                for key in self.storage.list(f"{self.prefix}{name}/"):
+                    self.storage.delete(key)
+
+    def _remote(self, key: str, model: type[Any]) -> Any:
+        assert self.storage is not None
+        try:
+            return read_record(self.storage, key, model)
+        except DamagedRecord as e:
+            log.warning("%s", e)
+            return None
+
+    def _fetch(self, name: str, marker: Marker) -> None:
+        """``name`` from storage, each file checked against its node's listing."""
+        assert self.storage is not None
+        log.info("fetching %s from %s", name, self.storage.where(self.prefix))
         # Each uploading node listed its files with their SHA-256: nothing else is taken, and
         # a file someone changed under the output prefix is refused, not resumed from.
         remote = f"{self.prefix}{name}/"
         listed: dict[str, str] = {}
         for key in self.storage.list(remote):
             if PurePosixPath(key).name.startswith(LISTING):
-                listed.update(get_json(self.storage, key) or {})
+                listing = read_record(self.storage, key, Listing)  # damaged: CorruptInput
+                listed.update(listing.root if listing else {})
         download(self.storage, remote, self.folder / name, expected=listed)
-        marker = get_json(self.storage, remote + MARKER)
-        (self.folder / name / MARKER).write_text(json.dumps(marker))
+        (self.folder / name / MARKER).write_text(marker.model_dump_json(exclude_none=True))
 
     @staticmethod
     def batch_of(checkpoint: Path) -> int | None:
         """The blocks per device the checkpoint's run trained at, where its marker says."""
-        try:
-            batch = json.loads((checkpoint / MARKER).read_text()).get("batch_size")
-        except (OSError, ValueError, AttributeError):
-            return None
-        return batch if isinstance(batch, int) else None
+        marker = _record(checkpoint, MARKER, Marker)
+        return marker.batch_size if marker is not None else None
 
     @staticmethod
     def _remote_steps(keys: list[str]) -> list[int]:
@@ -191,6 +255,12 @@ class Checkpoints:
         marker: dict[str, Any] = {"step": step, "fingerprint": self.fingerprint}
         if batch is not None:
             marker["batch_size"] = batch
+        # what this node wrote, by size: a resume finds a file gone or cut short (damage())
+        marker["files"] = {
+            p.relative_to(path).as_posix(): p.stat().st_size
+            for p in sorted(path.rglob("*"))
+            if p.is_file() and p.name != MARKER
+        }
         (path / MARKER).write_text(json.dumps(marker))
         if self.storage is not None:
             put_json(self.storage, f"{self.prefix}checkpoint-{step}/{MARKER}", marker)
@@ -223,8 +293,9 @@ class Checkpoints:
         return meta.get(key) if meta.get("fingerprint") == self.fingerprint else None
 
     def _read_meta(self) -> dict[str, Any]:
-        path = self.folder / "meta.json"
-        return dict(json.loads(path.read_text())) if path.is_file() else {}
+        """The local metadata; a damaged one reads as none (its checkpoints then go)."""
+        meta = _record(self.folder, "meta.json", Meta)
+        return meta.model_dump() if meta is not None else {}
 
     def _write_meta(self, meta: dict[str, Any]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -236,6 +307,24 @@ class Checkpoints:
         if self.storage is not None:
             for key in self.storage.list(self.prefix):
                 self.storage.delete(key)
+
+
+def damage(path: Path) -> str | None:
+    """What is wrong with the complete checkpoint ``path``, or None: its marker and trainer
+    state must be records of their shape, and the files its marker lists there, at their
+    sizes (a shard missing or cut short; an adapter of another rank has another size)."""
+    marker = _record(path, MARKER, Marker)
+    if marker is None:
+        return "its marker cannot be read"
+    if (path / TRAINER_STATE).exists() and _record(path, TRAINER_STATE, TrainerState) is None:
+        return f"{TRAINER_STATE} cannot be read"
+    for rel, size in (marker.files or {}).items():
+        file = path / rel
+        if ".." in PurePosixPath(rel).parts or not file.is_file():
+            return f"{rel} is missing"
+        if file.stat().st_size != size:
+            return f"{rel} is {file.stat().st_size:,} bytes, not {size:,}"
+    return None
 
 
 def discard_incomplete(folder: Path) -> None:

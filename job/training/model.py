@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, ValidationError
 
 from job.base import Base
 from job.deadline import deadline, hub_timeouts
@@ -28,6 +30,9 @@ from job.errors import (
     TransientError,
     causes,
 )
+from job.gpt2 import GPT2
+from job.records import DamagedRecord, Record, read_record
+from job.storage import LocalStorage
 from job.training import memory
 
 if TYPE_CHECKING:
@@ -56,6 +61,50 @@ def check_base(base: Base, tokenizer: Path | None) -> None:
             raise InputNotFound(f"--base-model {base.name}: no such folder")
         if not (folder / "config.json").is_file():
             raise InputNotFound(f"--base-model {base.name}: folder has no config.json")
+        try:  # read, not trusted: a llama's config would build a 7 B model
+            shape = read_record(LocalStorage(folder), "config.json", BaseShape)
+        except DamagedRecord as e:
+            raise BadConfig(f"--base-model {base.name}: {e}; not a GPT-2's config.json") from e
+        assert shape is not None
+        check_shape(shape, base.name)
+
+
+# Bounds of a base the job will build: twice gpt2-xl's depth and width, GPT-2's context at
+# most 8x (a larger one is no GPT-2 the job trains), a block of at least 16 tokens (a tweet's
+# length in tokens is ~30), and 4x GPT-2's vocabulary.
+MAX_LAYERS, MAX_WIDTH, MIN_POSITIONS, MAX_POSITIONS, MAX_VOCAB = 96, 3200, 16, 8192, 4 * 50257
+GPT2_VOCAB = 50257
+
+
+class BaseShape(Record):
+    """What the job reads of a base's ``config.json`` before it builds anything: a GPT-2, of
+    sizes that make sense (the family's table in gpt2.py, and the tiny one)."""
+
+    model_type: Literal["gpt2"]
+    n_layer: int = Field(ge=1, le=MAX_LAYERS)
+    n_embd: int = Field(ge=1, le=MAX_WIDTH)
+    n_head: int = Field(ge=1)
+    n_positions: int = Field(ge=MIN_POSITIONS, le=MAX_POSITIONS)
+    vocab_size: int = Field(ge=1, le=MAX_VOCAB)
+
+
+def check_shape(shape: BaseShape, name: str) -> None:
+    """A base named by a GPT-2 size is that size, whatever cache or mirror it came from (its
+    shape in gpt2.py's table, GPT-2's vocabulary): the card's ``base_model`` says so."""
+    if shape.n_embd % shape.n_head:
+        raise BadConfig(f"--base-model {name}: width {shape.n_embd} is not a multiple of its heads")
+    size = GPT2.get(name.removeprefix("openai-community/"))
+    if size is None:
+        return
+    want = {**size.arch, "vocab_size": GPT2_VOCAB}
+    have = shape.model_dump(include=set(want))
+    if have != want:
+        differ = next(k for k in want if have[k] != want[k])
+        raise BadConfig(
+            f"--base-model {name}: what loaded has {differ} {have[differ]}, not {name}'s"
+            f" {want[differ]}: it is not {name} (a stale or foreign cache, or a mirror); point"
+            " HF_HOME elsewhere, or name the folder it is"
+        )
 
 
 def resolve_base(
@@ -235,6 +284,16 @@ def _load(
 
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     config = AutoConfig.from_pretrained(name_or_path)
+    try:
+        check_shape(BaseShape.model_validate(config.to_dict()), name_or_path)
+    except ValidationError as e:
+        raise BadConfig(f"{name_or_path}: its config.json is not a GPT-2's of a sane size") from e
+    family = name_or_path.removeprefix("openai-community/") in GPT2
+    if family and len(tokenizer) != GPT2_VOCAB:
+        raise BadConfig(
+            f"--base-model {name_or_path}: its tokenizer has {len(tokenizer):,} tokens, not"
+            f" GPT-2's {GPT2_VOCAB:,}: it is not {name_or_path} (a stale or foreign cache)"
+        )
     if getattr(config, "activation_function", None) == "gelu_new":
         # GPT-2's GELU as transformers writes it is 8 elementwise ops, each saving its
         # input for the backward pass; PyTorch's tanh GELU is the same function in one

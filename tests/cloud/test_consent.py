@@ -12,7 +12,9 @@ import pytest
 from job import errors
 from job.cloud.consent import opt_out_key
 from job.cloud.status import HubStatus, write_status
-from job.storage import Storage, get_json, open_storage
+from job.data.handles import Handle, handles_of
+from job.storage import Storage, open_storage
+from tests.helpers import get_json
 from tests.helpers.cli import invoke
 from tests.helpers.twitter_api import TwitterAPI
 from tests.helpers.wandb_api import FAULT_BODY, FakeWandb
@@ -90,13 +92,15 @@ def test_takedown_removes_every_bot_of_the_handle_and_keeps_them_out(api, hub, t
     assert set(hub.state.repos) == {"huggingtweets/bob"}
     assert "bob/latest.json" in left
     assert [k for k in left if k.startswith("inputs/")] == ["inputs/bob.zip", "inputs/carol.jsonl"]
-    record = get_json(storage, opt_out_key("alice"))
+    record = get_json(storage, opt_out_key(Handle("alice")))
     assert record["reason"] == "asked by email" and record["requested_by"] == "alice herself"
 
     # Again: idempotent, and it says there was nothing left.
     again = invoke("takedown", "alice", "--output", "s3://results/bots")
     assert again.returncode == 0 and "nothing to remove" in again.stdout
-    assert get_json(storage, opt_out_key("alice")) == record  # the first request's date stays
+    assert (
+        get_json(storage, opt_out_key(Handle("alice"))) == record
+    )  # the first request's date stays
 
     # run --manifest (the handle in another case) and submit: refused before any work.
     manifest = (
@@ -210,7 +214,7 @@ def test_without_a_wandb_key_an_online_bot_is_refused_before_anything_goes(
     assert result.returncode == errors.CREDENTIALS
     assert "logged to W&B online" in result.stderr and "WANDB_API_KEY" in result.stderr
     assert "huggingtweets/alice" in hub.state.repos and f"alice/{RUN}/job.json" in storage.list("")
-    assert get_json(storage, opt_out_key("alice")) is not None  # the opt-out holds already
+    assert get_json(storage, opt_out_key(Handle("alice"))) is not None  # the opt-out holds already
 
 
 @pytest.mark.parametrize(
@@ -336,7 +340,7 @@ def test_takedown_deletes_the_inputs_it_may_and_names_those_it_may_not(
     assert kept_local.exists()
 
 
-def test_an_input_the_takedown_may_not_delete_is_named_not_fatal(
+def test_an_input_the_takedown_may_not_delete_is_named_and_the_exit_says_so(
     api, hub, s3, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     storage = open_storage("s3://results/bots")
@@ -358,25 +362,46 @@ def test_an_input_the_takedown_may_not_delete_is_named_not_fatal(
             "s3://results/bots",
             env={"AWS_ENDPOINT_URL": proxy.url},
         )
-    assert result.returncode == 0, result.stderr
+    # everything else is removed; the exit says what was not (the person's tweets stay)
+    assert result.returncode == errors.CREDENTIALS, result.stderr
     assert "input: NOT deleted s3://results/bots/in/alice.zip: access denied" in result.stdout
+    assert "could not be deleted (access denied)" in result.stderr
     assert storage.list("alice/") == []
 
 
 # --- Every repo it was pushed to, and a run in progress ---------------------------------------
 
 
+def card_naming(hub, repo: str, *handles: str) -> None:
+    """``repo`` on the fake Hub, with a card whose front matter names ``handles`` as its bot's
+    people, as the job writes it (outputs/card.py)."""
+    from tests.helpers.hub import Commit
+
+    hub.state.repos[repo] = {"private": False}
+    meta = f"---\ntags: [huggingtweets]\nhuggingtweets:\n  handles: [{', '.join(handles)}]\n---\n"
+    hub.state.commits.append(Commit(repo, "card", {"README.md": meta.encode()}, "0" * 40))
+
+
 def test_takedown_removes_every_repo_the_bot_was_pushed_to(api, hub) -> None:
+    """A repo is the bot's by its name (any owner), or by its card's word: a `publish --repo`
+    copy. A record that names any other repo is reported, never obeyed: whoever can write
+    the output prefix cannot steer deletions with the operator's token."""
     storage = open_storage("s3://results/bots")
     publish(storage, hub, "alice")
-    hub.state.repos["someone/alice-moved"] = {"private": False}
-    moved = HubStatus(repo="someone/alice-moved", state="pushed", run_id=RUN)
-    write_status(storage, "alice", "succeeded", hub=moved)  # `publish --repo` does this
-    result = invoke("takedown", "alice", "--output", "s3://results/bots")
+    card_naming(hub, "someone/alice-moved", "Alice")  # publish --repo: its card says whose
+    hub.state.repos["other/ALICE"] = {"private": False}  # the bot's name: no card needed
+    hub.state.repos["victim/important"] = {"private": False}  # no card: not alice's
+    card_naming(hub, "victim/carols", "carol")  # a card, of someone else's bot
+    for repo in ("someone/alice-moved", "other/ALICE", "victim/important", "victim/carols"):
+        pushed = HubStatus(repo=repo, state="pushed", run_id=RUN)
+        write_status(storage, "alice", "succeeded", hub=pushed)  # `publish --repo` does this
+    result = invoke("takedown", "@ALICE", "--output", "s3://results/bots")
     assert result.returncode == 0, result.stderr
-    assert "deleted huggingtweets/alice" in result.stdout
-    assert "deleted someone/alice-moved" in result.stdout
-    assert hub.state.repos == {}
+    for repo in ("huggingtweets/alice", "someone/alice-moved", "other/ALICE"):
+        assert f"deleted {repo}" in result.stdout
+    for repo in ("victim/important", "victim/carols"):
+        assert f"hub: NOT removed {repo}" in result.stdout
+    assert set(hub.state.repos) == {"victim/important", "victim/carols"}
 
 
 def test_takedown_says_a_bot_is_running(api, hub) -> None:
@@ -390,7 +415,7 @@ def test_takedown_says_a_bot_is_running(api, hub) -> None:
 
 def test_publish_refuses_an_opted_out_bot(api, hub) -> None:
     storage = open_storage("s3://results/bots")
-    storage.put_bytes(opt_out_key("alice"), b"{}")  # even an empty record opts out
+    storage.put_bytes(opt_out_key(Handle("alice")), b"{}")  # even an empty record opts out
     result = invoke("publish", "carol-alice", "--output", "s3://results/bots")
     assert result.returncode == errors.OPTED_OUT, result.stderr
     assert "@alice asked not to be made into a bot" in result.stderr
@@ -400,8 +425,8 @@ def test_many_handles_are_checked_against_one_listing_of_the_opt_outs(api, hub) 
     from job.cloud.consent import LIST_ABOVE, check_not_opted_out
 
     storage = open_storage("s3://results/bots")
-    storage.put_bytes(opt_out_key("user_17"), b'{"at": "2026-12-01"}')
-    handles = [f"user_{i}" for i in range(LIST_ABOVE + 10)]
+    storage.put_bytes(opt_out_key(Handle("user_17")), b'{"at": "2026-12-01"}')
+    handles = handles_of(f"user_{i}" for i in range(LIST_ABOVE + 10))
     with pytest.raises(errors.OptedOut, match="@user_17 asked not to be made"):
         check_not_opted_out(storage, handles)
     check_not_opted_out(storage, handles[:17] + handles[18:])  # the others may be made
@@ -410,7 +435,7 @@ def test_many_handles_are_checked_against_one_listing_of_the_opt_outs(api, hub) 
 @pytest.mark.parametrize("target", [["--target", "batch"], ["--target", "k8s", "--image", "r/i:1"]])
 def test_a_dry_run_of_submit_checks_the_opt_outs_like_a_real_one(api, hub, target) -> None:
     storage = open_storage("s3://results/bots")
-    storage.put_bytes(opt_out_key("alice"), b'{"at": "2026-12-01"}')
+    storage.put_bytes(opt_out_key(Handle("alice")), b'{"at": "2026-12-01"}')
     result = invoke(
         *("submit", "bob", "Alice", "--output", "s3://results/bots", "--no-push", "--dry-run"),
         *target,

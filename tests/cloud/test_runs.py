@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from job.cloud.runs import MARKER, latest_complete, new_run_id, upload_run
-from job.storage import LocalStorage, get_json
+from job.storage import LocalStorage
+from tests.helpers import get_json
 
 
 def bot_folder(root: Path) -> Path:
@@ -49,7 +50,7 @@ def test_upload_lists_every_file_in_the_marker_then_moves_latest(tmp_path: Path)
     assert weights == {"bytes": 7, "sha256": hashlib.sha256(b"weights").hexdigest()}
     assert get_json(storage, f"alice/{R1}/{MARKER}") == marker
     assert get_json(storage, "alice/latest.json")["run_id"] == R1
-    assert latest_complete(storage, "alice") == marker
+    assert latest_complete(storage, "alice").model_dump() == marker
 
 
 def test_latest_without_its_marker_is_not_complete(tmp_path: Path) -> None:
@@ -84,4 +85,4 @@ def test_a_damaged_latest_json_reads_as_no_published_run(tmp_path: Path, latest:
     assert latest_complete(storage, "alice") is None
     later = new_run_id("b" * 64)
     upload_run(storage, "alice", later, bot_folder(tmp_path / "w2"), "fp")
-    assert latest_complete(storage, "alice")["run_id"] == later
+    assert latest_complete(storage, "alice").run_id == later

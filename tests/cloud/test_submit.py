@@ -18,8 +18,8 @@ from job.cloud.submit import SubmitOptions, build_manifest, render_k8s
 from job.errors import BadConfig
 from job.spec import jobs
 from job.spec import parse_manifest as parse
-from job.storage import get_json, open_storage
-from tests.helpers import REPO
+from job.storage import open_storage
+from tests.helpers import REPO, get_json
 from tests.helpers.cli import invoke
 
 
@@ -424,6 +424,7 @@ def test_a_wheel_outside_the_checkout_submits_and_its_dry_run_is_appliable(
     from job import errors
     from job.cloud.consent import opt_out
     from job.cloud.submit import KUEUE_MIN_PARALLELISM, KUEUE_QUEUE
+    from job.data.handles import Handle
 
     pip = [str(REPO / ".venv" / "bin" / "pip"), "-q"]
     subprocess.run([*pip, "wheel", "--no-deps", "-w", tmp_path / "dist", REPO], check=True)
@@ -459,7 +460,7 @@ def test_a_wheel_outside_the_checkout_submits_and_its_dry_run_is_appliable(
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == "huggingtweets"
     assert [b["users"][0]["handle"] for b in said["bots"]] == ["alice", "bob"]
 
-    opt_out(open_storage("s3://results/bots"), "bob", "asked", None)
+    opt_out(open_storage("s3://results/bots"), Handle("bob"), "asked", None)
     refused = submit("alice", "bob")
     assert refused.returncode == errors.OPTED_OUT and "bob" in refused.stderr
 

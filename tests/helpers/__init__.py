@@ -32,3 +32,18 @@ class QuietServer(ThreadingHTTPServer):
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
+
+
+def get_json(storage: Any, key: str) -> Any:
+    """A record as a test reads it back (the job reads through job/records.py): the parsed
+    JSON, or None where the key is absent or holds no JSON object."""
+    import json
+
+    data = storage.get_bytes(key)
+    if data is None:
+        return None
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

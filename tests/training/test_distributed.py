@@ -15,8 +15,8 @@ import boto3
 import pytest
 
 from job import errors
-from job.storage import get_json, open_storage
-from tests.helpers import SAMPLE
+from job.storage import open_storage
+from tests.helpers import SAMPLE, get_json
 from tests.helpers.cli import invoke
 from tests.helpers.jobs import TINY_FLAGS, TINY_MANIFEST
 

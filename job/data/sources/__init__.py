@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Literal, cast
 
-from job.data.handles import HANDLE_RE, validate_handle
+from job.data.handles import HANDLE_RE, Handle, validate_handle
 from job.data.sources import files
 from job.data.sources.api import ApiSource
 from job.data.sources.archive import ArchiveSource
@@ -70,12 +70,12 @@ def sources_for(
     inputs: Path | None = None,
     fetch: bool = True,
     bars: Callable[[str], Callable[[int, int], None] | None] | None = None,
-) -> dict[str, TweetSource]:
+) -> dict[Handle, TweetSource]:
     """A source for each user, by handle. With ``fetch``, local files are checked now (before
     the run's seconds of imports) and S3 inputs are downloaded into ``inputs``; without it
     (ranks other than 0, which never read the tweets) nothing is touched. ``bars`` gives the
     API a progress bar (console.Bars)."""
-    sources: dict[str, TweetSource] = {}
+    sources: dict[Handle, TweetSource] = {}
     api: TweetSource | None = None
     for user in users:
         if user.source == "api":

@@ -23,6 +23,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from job.data.handles import Handle
 from job.data.tweets import (
     Avatar,
     Profile,
@@ -100,7 +101,7 @@ class ApiSource:
         self.sleep = sleep
         self.progress = progress
 
-    def fetch(self, handle: str) -> UserTweets:
+    def fetch(self, handle: Handle) -> UserTweets:
         import tweepy
 
         answer = mapping(self._call(self.client.get_user, username=handle, user_fields=USER_FIELDS))
@@ -140,7 +141,7 @@ class ApiSource:
                     raise AccountProtected(f"@{handle}: the Twitter API may not read its tweets")
                 raise AccountNotFound(f"@{handle}: {_gone(page.get('errors'))}")
             for t in mappings(page.get("data")):
-                tweet = _tweet(profile.handle, t)
+                tweet = _tweet(handle, t)  # ours: the server's spelling is only shown
                 if tweet is None:
                     unreadable += 1
                 else:
@@ -210,7 +211,7 @@ class ApiSource:
         )
 
 
-def _tweet(handle: str, data: dict[str, Any]) -> Tweet | None:
+def _tweet(handle: Handle, data: dict[str, Any]) -> Tweet | None:
     """A tweet of the timeline, or None when it has no text or id to read."""
     refs = mappings(data.get("referenced_tweets"))
     note = mapping(data.get("note_tweet"))

@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from job.data.handles import Handle
 from job.data.tweets import (
     Avatar,
     Profile,
@@ -192,7 +193,7 @@ class ArchiveSource:
         else:
             self.file, self.path = path, Path(str(getattr(path, "uri", "archive")))
 
-    def fetch(self, handle: str) -> UserTweets:
+    def fetch(self, handle: Handle) -> UserTweets:
         files = _Files(self.file if self.file is not None else self.path)
         manifest = self._manifest(files)
         account = self._load(files, "data/account.js", "account")
@@ -301,7 +302,7 @@ class ArchiveSource:
         return Avatar(url=ref, suffix=suffix)
 
     @staticmethod
-    def _tweet(handle: str, t: dict[str, Any]) -> Tweet | None:
+    def _tweet(handle: Handle, t: dict[str, Any]) -> Tweet | None:
         raw_id = t.get("id_str") or t.get("id")
         tweet_id = str(raw_id) if isinstance(raw_id, (str, int)) else ""
         text = t.get("full_text", t.get("text"))

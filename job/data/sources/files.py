@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from job.data.handles import Handle
 from job.data.tweets import Profile, Tweet, UserTweets, loads, parse_date
 from job.errors import CorruptInput, InputNotFound, NotEnoughData
 
@@ -33,7 +34,7 @@ class FileSource:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
 
-    def fetch(self, handle: str) -> UserTweets:
+    def fetch(self, handle: Handle) -> UserTweets:
         records = self._records()
         tweets = []
         name = None
@@ -92,7 +93,7 @@ class FileSource:
             out.append((n, record))
         return out
 
-    def _tweet(self, handle: str, n: int, record: dict[str, Any]) -> Tweet:
+    def _tweet(self, handle: Handle, n: int, record: dict[str, Any]) -> Tweet:
         text = record.get("text")
         if not isinstance(text, str):
             raise CorruptInput(f"{self.path}:{n}: record has no 'text'")
