@@ -98,8 +98,11 @@ class PrepareConfig(Section):
         return value
 
 
-# GPT-2's matrices, as peft names them by suffix: the four of a block (Conv1D), or one kind.
-LORA_TARGETS = ("c_attn", "c_proj", "c_fc", "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+# GPT-2's matrices as peft names them (by suffix): every base is a GPT-2 (training/model.py),
+# so a name that matches no matrix (ln_1, a regex) is refused before any download.
+LoraTarget = Literal[
+    "c_attn", "c_proj", "c_fc", "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"
+]
 
 
 class TrainConfig(Section):
@@ -201,7 +204,7 @@ class TrainConfig(Section):
     # CPU) for held-out perplexity within noise (docs/benchmarks.md, adapter rows); the
     # epochs, not dropout, keep a bot from memorising its tweets. unsloth's default is 0 too.
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on LoRA's input.")
-    lora_targets: list[str] = Field(
+    lora_targets: list[LoraTarget] = Field(
         ["c_attn", "c_proj", "c_fc"],
         min_length=1,
         description="Modules LoRA adapts (GPT-2's names: every matrix of a block).",
@@ -218,31 +221,6 @@ class TrainConfig(Section):
     def _merged_needs_lora(self) -> TrainConfig:
         if self.lora_merged and not self.lora:
             raise ValueError("lora_merged merges an adapter into its base: it needs adapter: lora")
-        return self
-
-    @field_validator("lora_targets")
-    @classmethod
-    def _gpt2_modules(cls, value: list[str]) -> list[str]:
-        # Every base is a GPT-2 (training/model.py checks its config.json), so its modules are
-        # known before any download: peft matches these names by suffix, and a name that
-        # matches nothing, or a module that is no matrix (ln_1, a regex), fails only after the
-        # data stage.
-        wrong = [t for t in value if t not in LORA_TARGETS]
-        if wrong:
-            raise ValueError(
-                f"{wrong[0]!r} is not a GPT-2 matrix LoRA can adapt: use {', '.join(LORA_TARGETS)}"
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _adapter_without_zero(self) -> TrainConfig:
-        # the same rule as training/strategy.py's, before any work: a manifest's second bot
-        # is refused at load, not after its first bot trained
-        if self.lora and self.strategy not in ("auto", "ddp"):
-            raise ValueError(
-                f"strategy {self.strategy} with an adapter: ZeRO partitions the optimizer state,"
-                " and a LoRA run has none for the base; use strategy ddp (or auto)"
-            )
         return self
 
     strategy: Strategy = Field(

@@ -98,6 +98,14 @@ class BotJob(Section):
                 f" {self.config.train.base_model!r} is none: give --base-model a Hub model"
                 " (gpt2 ... gpt2-xl, or OWNER/NAME), or --no-push"
             )
+        train = self.config.train
+        if train.lora and train.strategy not in ("auto", "ddp"):
+            # training/strategy.py's rule, here too: a manifest's second bot is refused when
+            # the manifest is read, not after its first bot trained
+            raise ValueError(
+                f"strategy {train.strategy} with an adapter: ZeRO partitions the optimizer"
+                " state, and a LoRA run has none for the base; use strategy ddp (or auto)"
+            )
         if self.hub_push and self.hub_repo and self.config.train.lora_merged:
             check_repo(merged_repo(self.hub_repo), "the merged copy's repo (<repo>-merged)")
         return self

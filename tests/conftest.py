@@ -31,6 +31,22 @@ def real_archive(shared: Path) -> Path:
     return shared / "data" / "archives" / "andreruffert"
 
 
+@pytest.fixture(scope="session")
+def gpt2_stand_in(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init model of gpt2's own shape (12 layers, 768 wide) and vocabulary (GPT-2's
+    BPE files), for what runs `--base-model gpt2` as printed: a base named gpt2 must be one
+    (training/model.py check_shape). Built once a worker (~8 s, 480 MB)."""
+    import json
+
+    from job.gpt2 import GPT2
+    from job.training.model import build_random
+    from tests.helpers import SAMPLE
+
+    texts = [json.loads(line)["text"] for line in SAMPLE.read_text().splitlines()]
+    folder = tmp_path_factory.mktemp("gpt2-stand-in")
+    return build_random(folder, texts, shared / "tokenizers" / "gpt2", 42, GPT2["gpt2"].arch)
+
+
 # --- Loopback servers -------------------------------------------------------------------------
 # huggingface_hub reads HF_ENDPOINT and HF_HUB_DISABLE_XET when it is imported, so the fake Hub
 # starts here, before any test imports it; the session fixture below stops it.

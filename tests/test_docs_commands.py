@@ -1,6 +1,7 @@
 """The README's and the docs' commands, run exactly as printed, against the stand-ins: the
-Twitter API and the Hub on loopback (the Hub serving a tiny GPT-2 as `openai-community/gpt2`,
-through the same from_pretrained download a real run makes), moto's S3 and Batch."""
+Twitter API and the Hub on loopback (the Hub serving a random model of gpt2's shape as
+`openai-community/gpt2`, through the same from_pretrained download a real run makes), moto's
+S3 and Batch."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from pathlib import Path
 import boto3
 import pytest
 
-from job.training.model import build_random
 from tests.cloud.test_submit import batch  # noqa: F401 (a fixture: moto's Batch, as deployed)
 from tests.helpers import REPO, SAMPLE
 from tests.helpers.twitter_api import FakeUser, TwitterAPI, v2_tweet
@@ -38,11 +38,12 @@ def shell(lines: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Comple
 
 
 @pytest.fixture
-def stand_ins(hub, tmp_path: Path):
-    """The Twitter API with @__wmww (its token is the README's own `...`), and gpt2 on the Hub."""
+def stand_ins(hub, tmp_path: Path, gpt2_stand_in: Path):
+    """The Twitter API with @__wmww (its token is the README's own `...`), and gpt2 on the Hub
+    (a random model of its shape and vocabulary: a base named gpt2 must be one)."""
     texts = [json.loads(line)["text"] for line in SAMPLE.read_text().splitlines()]
-    hub.serve("openai-community/gpt2", build_random(tmp_path / "gpt2", texts, None, 42))
-    tweets = [v2_tweet(10_000 - i, f"{text} #{i}") for i, text in enumerate(texts * 2)]
+    hub.serve("openai-community/gpt2", gpt2_stand_in)
+    tweets = [v2_tweet(10_000 - i, f"{text} #{i}") for i, text in enumerate(texts)]
     with TwitterAPI(token="...") as api:
         api.add(FakeUser(id="42", username="__wmww", name="wmww", tweets=tweets))
         env = {

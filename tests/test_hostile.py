@@ -8,7 +8,7 @@ are marked ``(ours)``. The classes are fixed where they escaped:
 - archive members no reader here can open: ``archive.UNREADABLE``;
 - a file or folder where the job writes, a path too long: ``errors.classify`` by OSError kind;
 - values that pass a bound and fail later: no inf or NaN in any config field, and bounds;
-- records the job keeps in storage: ``storage.get_json`` reads a damaged one as absent;
+- records the job keeps in storage: job/records.py reads a damaged one as damaged;
 - API answers of the wrong shape: the paginator's ``meta``, any requests failure retried.
 """
 

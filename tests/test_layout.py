@@ -104,7 +104,8 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
 # line last.
 LAYERS = [
     {"job.errors", "job.atomic", "job.deadline", "job.retry", "job.storage", "job.gpt2",
-     "job.data.handles", "job.console", "job.loading", "job.base"},
+     "job.data.handles", "job.console", "job.loading", "job.base", "job.records",
+     "job.inventory"},
     {"job.config", "job.spec"},
     {"job.data", "job.training", "job.outputs"},
     {"job.cloud"},
@@ -221,3 +222,64 @@ def test_a_light_project_module_is_imported_at_the_top() -> None:
                     if light:
                         late.append(f"{name}:{node.lineno} imports {', '.join(light)}")
     assert late == []
+
+
+# --- One handle, one way to read a record (issue "Consent by design") ----------------------
+
+# Where a handle enters as the text a person gave: the command line and the parser itself.
+HANDLE_BOUNDARY = {"job/cli.py", "job/options.py", "job/data/handles.py"}
+
+
+def test_no_function_below_the_boundary_takes_a_bare_string_for_a_handle() -> None:
+    """Every parameter named ``handle`` or ``handles`` below the command line is a Handle (or
+    a collection of them): parsed once where it entered, so ``@``, case and a profile's
+    address mean the same person in every consent, naming and storage function."""
+    bare = []
+    for path in sorted((REPO / "job").rglob("*.py")):
+        rel = path.relative_to(REPO).as_posix()
+        if rel in HANDLE_BOUNDARY:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = node.args
+                for arg in [*args.posonlyargs, *args.args, *args.kwonlyargs]:
+                    if arg.arg in ("handle", "handles"):
+                        shown = ast.unparse(arg.annotation) if arg.annotation else ""
+                        if "Handle" not in shown:
+                            bare.append(f"{rel}:{node.lineno} {node.name}({arg.arg}: {shown})")
+    assert bare == [], bare
+
+
+# Reads of bytes the job keeps in storage, outside records.py, and why each is not a record.
+RAW_READS = {
+    "job/storage.py": "the storage itself: inputs (read_uri) and runs (download) by their bytes",
+    "job/cloud/submit.py": "a status's bytes kept to put back as they were (bounded)",
+}
+# json.loads outside records.py: none of these is a record the job keeps in storage
+PARSES = {
+    "job/data/tweets.py": "a person's tweets (an input, bounded by its reader)",
+    "job/training/model.py": "GPT-2's vocabulary file that --tokenizer names",
+    "job/training/strategy.py": "the DeepSpeed configs the package ships",
+    "job/run.py": "the model folder's files the run itself just wrote",
+    "job/atomic.py": "the local lock's holder (any damage: taken as no holder)",
+    "job/cloud/submit.py": "kubectl's own answer",
+    "job/records.py": "the one reader",
+}
+
+
+def test_every_record_read_goes_through_records() -> None:
+    """A status, ``latest.json``, a marker, ``job.json``, an opt-out, a checkpoint's metadata,
+    marker or trainer state: read through job/records.py (bounded, then typed), never by
+    ``get_bytes`` and ``json.loads`` of their own."""
+    raw, parsed = [], []
+    for path in sorted((REPO / "job").rglob("*.py")):
+        rel = path.relative_to(REPO).as_posix()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                name = node.func.attr
+                if name == "get_bytes" and rel not in (*RAW_READS, "job/records.py"):
+                    raw.append(f"{rel}:{node.lineno}")
+                is_json = isinstance(node.func.value, ast.Name) and node.func.value.id == "json"
+                if is_json and name in ("loads", "load") and rel not in PARSES:
+                    parsed.append(f"{rel}:{node.lineno}")
+    assert raw == [] and parsed == [], (raw, parsed)

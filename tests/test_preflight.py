@@ -137,7 +137,11 @@ def test_an_unwritable_output_and_a_403_input(api, monkeypatch: pytest.MonkeyPat
             (403, "may not read it, or it does not exist"),
         ):
             proxy.hook = lambda m, p, listing=listing: (
-                403 if m == "HEAD" and "sam.jsonl" in p else listing if "list-type" in p else None
+                403
+                if m == "HEAD" and "sam.jsonl" in p
+                else listing
+                if "list-type" in p and "sam.jsonl" in p
+                else None
             )
             result = run(manifest=sam)
             assert result.returncode == errors.CREDENTIALS and said in result.stderr, result.stderr

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from job.deadline import deadline, hub_timeouts
-from job.errors import BadConfig, CredentialsError
+from job.errors import BadConfig, CredentialsError, JobError
+from job.loading import load_yaml
 from job.retry import Retry, with_retries
 
 log = logging.getLogger(__name__)
@@ -148,9 +149,6 @@ def card_handles(repo_id: str, retries: int = 2) -> list[str] | None:
 
 
 def _card_handles(data: bytes) -> list[str] | None:
-    from job.errors import JobError
-    from job.loading import load_yaml
-
     text = data.decode("utf-8", "replace")
     if not text.startswith("---\n") or "\n---" not in text[3:]:
         return None

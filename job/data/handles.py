@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from job.errors import InvalidHandle
+from job.loading import _carried
 
 # Twitter's own rule for usernames: 1-15 letters, digits or underscores.
 HANDLE_RE = re.compile(r"^[A-Za-z0-9_]{1,15}$")
@@ -57,8 +58,6 @@ class Handle(str):
         """In a pydantic model (a manifest's ``users``): checked as here, its InvalidHandle
         carried through pydantic with its own code (loading.py)."""
         from pydantic_core import core_schema
-
-        from job.loading import _carried
 
         return core_schema.no_info_after_validator_function(
             lambda value: _carried(cls, value),

@@ -87,7 +87,8 @@ def front_matter(context: dict[str, Any]) -> dict[str, Any]:
         meta["base_model"] = context["base_model_id"]
     # Whose bot this is, as the job names it: a takedown deletes a repo whose name is not the
     # bot's (a copy made with publish --repo) only when its card says so (cloud/consent.py).
-    handles = context.get("handles") or [str(u["handle"]).lower() for u in context["users"]]
+    users = context.get("users") or []
+    handles = context.get("handles") or [str(u["handle"]).lower() for u in users]
     meta["huggingtweets"] = {"bot": context.get("bot") or "-".join(handles), "handles": handles}
     if context.get("adapter"):  # the Hub lists it under its base's adapters
         meta["library_name"] = "peft"

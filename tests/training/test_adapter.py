@@ -17,6 +17,10 @@ from job.training.plan import ADAPTER_RATE_FACTOR, plan
 from tests.helpers import SAMPLE
 from tests.helpers.cli import invoke
 
+# A tiny GPT-2 served on the loopback Hub under a name of its own: a GPT-2 size's name must
+# be that size (training/model.py check_shape), and a tiny model is none.
+STAND_IN = "stand-ins/tiny-gpt2"
+
 MODEL = pytest.mark.integration  # trains, and loads transformers and peft
 
 
@@ -64,7 +68,7 @@ def test_a_tiny_adapter_bot_is_a_few_percent_of_its_base_and_loads_as_the_hub_sh
 
 @MODEL
 def test_an_adapter_of_a_hub_base_names_it_and_loads_from_the_hub(hub, tmp_path: Path) -> None:
-    """The base on the loopback Hub (a tiny GPT-2 served as openai-community/gpt2, through the
+    """The base on the loopback Hub (a tiny GPT-2 served as a Hub model, through the
     real from_pretrained download); the bot's adapter then served as its own repo: pipeline()
     takes both from the Hub."""
     from transformers import pipeline
@@ -72,14 +76,17 @@ def test_an_adapter_of_a_hub_base_names_it_and_loads_from_the_hub(hub, tmp_path:
     from job.training.model import build_random
 
     texts = [json.loads(line)["text"] for line in SAMPLE.read_text().splitlines()]
-    hub.serve("openai-community/gpt2", build_random(tmp_path / "gpt2", texts, None, 42))
-    bot = run_adapter(tmp_path / "out", "--base-model", "gpt2", "--learning-rate", "1e-3")
+    hub.serve(STAND_IN, build_random(tmp_path / "gpt2", texts, None, 42))
+    bot = run_adapter(tmp_path / "out", "--base-model", STAND_IN, "--learning-rate", "1e-3")
     config = json.loads((bot / "model" / "adapter_config.json").read_text())
-    assert config["base_model_name_or_path"] == "openai-community/gpt2"
+    assert config["base_model_name_or_path"] == STAND_IN
     assert not (bot / "base").exists()  # a Hub base is named, not copied
-    assert "base_model: openai-community/gpt2" in (bot / "model" / "README.md").read_text()
+    assert f"base_model: {STAND_IN}" in (bot / "model" / "README.md").read_text()
     hub.serve("huggingtweets/sourdough_sam", bot / "model")
-    generator = pipeline("text-generation", model="huggingtweets/sourdough_sam")
+    # as the card says: the adapter's repo holds its tokenizer (no GPT-2 to fall back on here)
+    bot_repo = "huggingtweets/sourdough_sam"
+    generator = pipeline("text-generation", model=bot_repo, tokenizer=bot_repo)
+    assert ", tokenizer=" in (bot / "model" / "README.md").read_text()
     assert hasattr(generator.model, "peft_config")
     assert generator("<|endoftext|>Bread", max_new_tokens=4)[0]["generated_text"]
 
@@ -193,7 +200,8 @@ def test_publish_refuses_an_adapter_whose_base_the_hub_lacks(hub, tmp_path: Path
     from job import errors
     from job.cloud.runs import upload_run
     from job.cloud.status import HubStatus, write_status
-    from job.storage import get_json, open_storage
+    from job.storage import open_storage
+    from tests.helpers import get_json
     from tests.helpers.cli import one_line
 
     storage = open_storage(str(tmp_path / "out"))
@@ -231,18 +239,19 @@ def test_an_adapter_bot_with_its_merged_copy_is_pushed_to_two_repos_and_taken_do
     from transformers import AutoModelForCausalLM
 
     from job.outputs.card import inert
-    from job.storage import get_json, open_storage
+    from job.storage import open_storage
     from job.training.model import build_random
+    from tests.helpers import get_json
 
     texts = [json.loads(line)["text"] for line in SAMPLE.read_text().splitlines()]
-    hub.serve("openai-community/gpt2", build_random(tmp_path / "gpt2", texts, None, 42))
+    hub.serve(STAND_IN, build_random(tmp_path / "gpt2", texts, None, 42))
     out = tmp_path / "out"
     manifest = tmp_path / "m.yaml"
     manifest.write_text(
         f"version: 1\noutput: {out}\nwandb: {{mode: disabled}}\n"
         "hub: {push: true, owner: huggingtweets, contact: takedown@example.org}\n"
-        "defaults: {base_model: gpt2, train: {epochs: 2, learning_rate: 0.001, adapter: lora,"
-        " lora_merged: true}, sampling: {per_prompt: 1}}\n"
+        f"defaults: {{base_model: {STAND_IN}, train: {{epochs: 2, learning_rate: 0.001,"
+        " adapter: lora, lora_merged: true}, sampling: {per_prompt: 1}}\n"
         f"bots:\n  - users: [{{handle: sourdough_sam, source: jsonl, uri: {SAMPLE}}}]\n"
     )
     result = invoke("run", "--manifest", str(manifest))
@@ -275,7 +284,7 @@ def test_an_adapter_bot_with_its_merged_copy_is_pushed_to_two_repos_and_taken_do
     torch.testing.assert_close(merged(ids).logits, adapted(input_ids=ids).logits)
     assert not torch.equal(  # and the adapter did change something
         merged(ids).logits,
-        AutoModelForCausalLM.from_pretrained("openai-community/gpt2")(ids).logits,
+        AutoModelForCausalLM.from_pretrained(STAND_IN)(ids).logits,
     )
 
     result = invoke("takedown", "sourdough_sam", "--output", str(out))
