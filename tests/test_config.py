@@ -202,3 +202,20 @@ def test_a_public_push_without_a_contact_is_refused() -> None:
 
     with pytest.raises(BadConfig, match=r"manifest\.hub\.contact"):
         parse_manifest(manifest)
+
+
+@pytest.mark.parametrize("target", ["does_not_exist", ".*", "ln_1", "", "c_attn|c_fc"])
+def test_lora_targets_are_gpt2s_matrices_checked_before_the_data(target: str, tmp_path) -> None:
+    """They were checked at training time: exit 1 after the data stage."""
+    from job import errors
+    from tests.helpers import SAMPLE
+    from tests.helpers.cli import invoke, one_line
+
+    out = tmp_path / "out"
+    done = invoke(
+        *("run", "sam", "--jsonl", str(SAMPLE), "--base-model", "tiny", "--adapter", "lora"),
+        *("--lora-targets", target, "--out", str(out)),
+    )
+    line = one_line(done, errors.BAD_CONFIG)
+    assert "lora" in line.lower() and "c_attn" in line
+    assert not out.exists()

@@ -303,7 +303,11 @@ def test_a_damaged_status_is_shown_as_unknown_not_a_crash(case: str, tmp_path: P
     assert [r[:2] for r in rows] == [["a", "unknown"], ["b", "queued"]]
 
 
-@pytest.mark.parametrize("record", [b"", b"{", b"[]", b"null", b'"x"'])
+@pytest.mark.parametrize(
+    "record",
+    [b"", b"{", b"[]", b"null", b'"x"', b"[" * 100_000, b'{"at": "' + b"x" * (2 << 20) + b'"}'],
+    ids=["empty", "{", "[]", "null", "a string", "100,000 [", "2 MiB"],
+)
 def test_a_damaged_opt_out_still_opts_out_and_stops_no_other_bot(
     record: bytes, tmp_path: Path
 ) -> None:

@@ -109,3 +109,19 @@ def test_an_s3_that_stops_answering_times_out(monkeypatch: pytest.MonkeyPatch) -
         with pytest.raises(TransientError):
             open_storage("s3://results/x").get_bytes("k")
     assert time.monotonic() - start < 5
+
+
+def test_a_request_s3_cannot_take_is_configuration_not_a_retry(s3) -> None:
+    """`run --manifest s3://results` (no key) was exit 75, "Invalid length for parameter Key":
+    a typo retried forever, as every botocore parameter error was taken for the network."""
+    from job import errors
+    from tests.helpers.cli import invoke, one_line
+
+    for uri in ("s3://results", "s3://results/", "s3://results/jobs/"):
+        line = one_line(invoke("run", "--manifest", uri), errors.BAD_CONFIG)
+        assert "names a folder, not a manifest" in line
+    # the class, below read_uri's own check: any request botocore refuses to make
+    from job.storage import _errors, s3_client
+
+    with pytest.raises(errors.BadConfig, match="not a request S3 can take"), _errors("s3://x"):
+        s3_client().get_object(Bucket="results", Key="")

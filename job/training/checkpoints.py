@@ -145,8 +145,11 @@ class Checkpoints:
 
     def _sound(self) -> Path | None:
         """The newest complete checkpoint of ours that is not damaged; damaged ones go."""
-        done = [p for p in self.folder.glob("checkpoint-*") if self._ours(p / MARKER)]
-        for path in sorted(done, key=_step, reverse=True):
+        marked = [p for p in self.folder.glob("checkpoint-*") if (p / MARKER).is_file()]
+        for path in sorted(marked, key=_step, reverse=True):
+            marker = _record(path, MARKER, Marker)
+            if marker is not None and marker.fingerprint != self.fingerprint:
+                continue  # another run's, beside ours: not resumed, not ours to remove
             why = damage(path)
             if why is None:
                 return path

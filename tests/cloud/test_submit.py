@@ -14,6 +14,7 @@ import pytest
 import requests
 import yaml
 
+from job import errors
 from job.cloud.submit import SubmitOptions, build_manifest, render_k8s
 from job.errors import BadConfig
 from job.spec import jobs
@@ -588,3 +589,55 @@ def test_a_name_kubernetes_would_refuse_is_one_line_before_anything_is_written(
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"error: {flag}:") and "is no Kubernetes name" in line
     assert result.stdout == ""
+
+
+def test_aws_batch_is_checked_before_any_status_is_read_or_written(batch) -> None:
+    """A queue that does not exist once cost 38.6 s of 2,000 statuses read, written and put
+    back first; now it is the first thing asked, and nothing is written."""
+    from tests.helpers.s3 import FaultProxy
+
+    users = [f"user_{i}" for i in range(200)]
+    with FaultProxy(os.environ["AWS_ENDPOINT_URL"]) as proxy:
+        done = invoke(
+            *("submit", *users, "--output", "s3://results/bots", "--no-push"),
+            *("--job-queue", "no-such-queue"),
+            env={"AWS_ENDPOINT_URL": proxy.url},
+        )
+    assert done.returncode == errors.BAD_CONFIG, done.stderr
+    assert "no job queue 'no-such-queue'" in done.stderr
+    touched = [p for m, p in proxy.requests if m in ("GET", "PUT", "DELETE") and "/bots/" in p]
+    assert touched == []  # no status read, written or put back
+    assert open_storage("s3://results").list("") == []  # and no manifest
+
+
+def test_a_kubernetes_dry_run_without_aws_credentials_prints_the_job(tmp_path) -> None:
+    """The path the docs give where kubectl is missing once failed on the opt-out check: it
+    says the opt-outs were not checked, and that the job checks them before any download."""
+    import subprocess
+    import sys
+
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("AWS_") or k == "AWS_ENDPOINT_URL"
+    }
+    env |= {
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+    def submit(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "job", "submit", "alice", "--dry-run", "--no-push"]
+        return subprocess.run(
+            [*command, "--output", "s3://results/bots", *args],
+            env=env, capture_output=True, text=True, timeout=120, cwd=REPO,
+        )  # fmt: skip
+
+    done = submit("--target", "k8s", "--image", "reg/ht:1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("# opt-outs NOT checked: no AWS credentials here")
+    jobs = [d for d in yaml.safe_load_all(done.stdout) if d]
+    assert [d["kind"] for d in jobs] == ["Job"]
+    # AWS Batch has no such dry run to fall back to: there it is the credentials' error
+    batch = submit()
+    assert batch.returncode == errors.CREDENTIALS, batch.stderr

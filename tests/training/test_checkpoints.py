@@ -4,6 +4,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from job.storage import LocalStorage
 from job.training.checkpoints import MARKER, Cadence, Checkpoints
 
@@ -100,3 +102,69 @@ def test_a_checkpoint_changed_on_storage_is_refused_on_resume(tmp_path: Path, ca
     assert fresh.latest() is None
     assert "checkpoint-10" in caplog.text and "not the file its run's marker lists" in caplog.text
     assert not [k for k in store.list("bot/checkpoints/") if "checkpoint-10" in k]
+
+
+# --- A damaged checkpoint is set aside, never a failure on every retry -----------------------
+
+
+def saved(ck: Checkpoints, folder: Path, step: int) -> Path:
+    """A checkpoint as the Trainer and ``saved`` leave it: files, trainer state, marker."""
+    path = folder / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "model.safetensors").write_bytes(b"w" * step)
+    (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    ck.saved(step)
+    return path
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda p: (p / "model.safetensors").unlink(),
+        lambda p: (p / "model.safetensors").write_bytes(b"w"),
+        lambda p: (p / "model.safetensors").write_bytes(b"w" * 999),
+        lambda p: (p / "trainer_state.json").write_text("not json"),
+        lambda p: (p / "trainer_state.json").write_text('{"global_step": "twenty"}'),
+        lambda p: (p / MARKER).write_text('{"step": "x", "fingerprint": "fp1"}'),
+    ],
+    ids=[
+        "a shard missing", "a shard cut short", "a shard of another size (another rank)",
+        "trainer state not JSON", "trainer state of the wrong type", "a marker of the wrong type",
+    ],
+)  # fmt: skip
+def test_a_damaged_checkpoint_is_discarded_and_the_one_before_used(damage, tmp_path, caplog):
+    """Each was exit 1 on every rerun: a bad checkpoint was never set aside."""
+    ck = Checkpoints(tmp_path / "ck", "fp1")
+    ck.remember()
+    saved(ck, tmp_path / "ck", 10)
+    damage(saved(ck, tmp_path / "ck", 20))
+    latest = Checkpoints(tmp_path / "ck", "fp1").latest()
+    assert latest is not None and latest.name == "checkpoint-10"
+    assert not (tmp_path / "ck" / "checkpoint-20").exists()
+    if "marker" not in caplog.text:  # a marker it cannot read is simply not a complete one
+        assert "checkpoint-20 is damaged" in caplog.text
+
+
+@pytest.mark.parametrize("meta", [b"not json", b"[1]", b'{"fingerprint": 7}', b"[" * 100_000])
+def test_damaged_metadata_starts_over(meta: bytes, tmp_path: Path) -> None:
+    ck = Checkpoints(tmp_path / "ck", "fp1")
+    ck.remember(wandb_train_run="abc")
+    saved(ck, tmp_path / "ck", 10)
+    (tmp_path / "ck" / "meta.json").write_bytes(meta)
+    fresh = Checkpoints(tmp_path / "ck", "fp1")
+    assert fresh.latest() is None  # not ours, as far as anyone can tell: gone
+    assert fresh.recall("wandb_train_run") is None
+
+
+def test_a_shard_missing_on_storage_falls_back_to_the_checkpoint_before(tmp_path: Path) -> None:
+    """It was exit 5 on every retry."""
+    store = LocalStorage(tmp_path / "s3")
+    first = Checkpoints(tmp_path / "m1", "fp", keep=3, storage=store, prefix="bot/checkpoints")
+    first.remember()
+    for step in (10, 20):
+        saved(first, tmp_path / "m1", step)
+    store.delete("bot/checkpoints/checkpoint-20/model.safetensors")
+    fresh = Checkpoints(tmp_path / "m2", "fp", storage=store, prefix="bot/checkpoints")
+    latest = fresh.latest()
+    assert latest is not None and latest.name == "checkpoint-10"
+    assert not [k for k in store.list("bot/checkpoints/") if "checkpoint-20" in k]

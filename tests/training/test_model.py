@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -133,6 +134,9 @@ def test_resolve_base(tmp_path: Path) -> None:
     with pytest.raises(InputNotFound, match=r"vocab\.json"):
         resolved("tiny", tmp_path / "empty")
     (tmp_path / "empty" / "config.json").write_text("{}")
+    with pytest.raises(errors.BadConfig, match=r"not a GPT-2's config\.json"):
+        resolved(str(tmp_path / "empty"))
+    (tmp_path / "empty" / "config.json").write_text(json.dumps(TINY_CONFIG))
     assert resolved(str(tmp_path / "empty")) == str(tmp_path / "empty")
 
 
@@ -263,3 +267,68 @@ def test_a_hub_client_line_is_printed_once() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("Retrying in 1s") == 1, done.stderr
+
+
+# --- A base is what its config.json says, read before anything is built ----------------------
+
+TINY_CONFIG = {
+    "model_type": "gpt2",
+    "n_layer": 2,
+    "n_embd": 64,
+    "n_head": 2,
+    "n_positions": 128,
+    "vocab_size": 1000,
+}
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {**TINY_CONFIG, "model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32},
+        [],
+        {**TINY_CONFIG, "n_positions": 8},
+        {**TINY_CONFIG, "n_positions": 10**9},
+        {**TINY_CONFIG, "n_embd": 0},
+        {**TINY_CONFIG, "vocab_size": -1},
+        {**TINY_CONFIG, "n_layer": 10_000},
+        {**TINY_CONFIG, "n_head": 3},
+        "[" * 100_000,
+    ],
+    ids=[
+        "llama", "[]", "8 positions", "1e9 positions", "width 0", "vocab -1", "10,000 layers",
+        "heads that do not divide", "deep",
+    ],
+)  # fmt: skip
+def test_a_base_folder_that_is_no_sane_gpt2_is_refused_before_the_data(config, tmp_path) -> None:
+    """A llama's config.json once built a 7 B model and the kernel killed the job (no line);
+    the others were exit 1 after the data stage."""
+    import json
+
+    from tests.helpers import SAMPLE
+    from tests.helpers.cli import invoke, one_line
+
+    base = tmp_path / "base"
+    base.mkdir()
+    text = config if isinstance(config, str) else json.dumps(config)
+    (base / "config.json").write_text(text)
+    out = tmp_path / "out"
+    done = invoke(
+        "run", "sam", "--jsonl", str(SAMPLE), "--base-model", str(base), "--out", str(out)
+    )
+    line = one_line(done, errors.BAD_CONFIG)
+    assert f"--base-model {base}" in line
+    assert not (out / ".sam").exists()  # before the data stage
+
+
+@pytest.mark.parametrize("name", ["gpt2", "openai-community/gpt2-medium"])
+def test_a_base_named_for_a_gpt2_size_must_be_that_size(name: str, tmp_path: Path) -> None:
+    """A tiny model served (or cached) as gpt2 once trained and was carded as gpt2."""
+    from job.training.model import BaseShape, check_shape
+
+    tiny = BaseShape.model_validate(TINY_CONFIG)
+    with pytest.raises(errors.BadConfig, match=f"it is not {name}"):
+        check_shape(tiny, name)
+    size = GPT2[name.removeprefix("openai-community/")]
+    real = BaseShape.model_validate({**TINY_CONFIG, **size.arch, "vocab_size": 50257})
+    check_shape(real, name)  # the real one passes
+    check_shape(tiny, "someone/tiny-gpt2")  # another name: any sane GPT-2
