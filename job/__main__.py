@@ -39,6 +39,12 @@ def main() -> None:
         exit_code[0] = error.exit_code
         sys.exit(error.exit_code)
     finally:
+        if _STOPPED:
+            # SIGTERM, and the command's boundary has said its line and written its status:
+            # nothing is left to wait for. A thread stuck in a stalled upload (boto3's
+            # transfer workers, which the interpreter joins at exit) would otherwise hold the
+            # exit until the fallback below, past what the platform's grace allows for.
+            _exit_without_teardown(exit_code)
         # The command is over; the interpreter now joins every worker thread before the exit
         # handlers run, and one stuck in a read (a download's, a server's that drips) would
         # hold the exit code back for as long as the read lasts.
@@ -68,9 +74,13 @@ def _exit_within(seconds: float, exit_code: list[int], line: errors.JobError | N
 EXIT_GRACE_SECONDS = 15.0
 
 
+_STOPPED: list[int] = []  # the SIGTERM that ends the command, once it has come
+
+
 def _terminated(signum: int, frame: object) -> None:
     import os
 
+    _STOPPED.append(signum)
     stuck = errors.TransientError("stopped by SIGTERM; the process did not end by itself")
     _exit_within(EXIT_GRACE_SECONDS, [errors.TRANSIENT], stuck)
     signal.signal(signal.SIGTERM, lambda s, f: os._exit(errors.TRANSIENT))  # a second: now

@@ -373,7 +373,7 @@ def _push(
             url = hub.push_folder(run_dir / MODEL, repo, private=private, run_id=run_id)
             if merged:
                 hub.push_folder(run_dir / MERGED, merged, private=private, run_id=run_id)
-        except Exception as e:
+        except (Exception, Terminated, KeyboardInterrupt) as e:  # a stop too: not "pending"
             if not isinstance(e, OptedOut):
                 failed = HubStatus(
                     repo=repo, private=private, state="failed", reason=str(classify(e))

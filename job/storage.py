@@ -262,8 +262,29 @@ class S3Storage:
         )
 
     def put_file(self, key: str, path: Path) -> None:
+        """Upload ``path`` (multipart past the threshold). boto3's transfer manager waits, on
+        its way out, for its threads' requests to end: a SIGTERM (or a deadline) during a
+        stalled upload would wait with it, past the platform's grace. So the upload runs in a
+        thread of its own and this one waits for it, interruptibly: a stop leaves it behind,
+        and the process's exit ends it (__main__.py)."""
+        done: list[BaseException | None] = []
+
+        def upload() -> None:
+            try:
+                self.client.upload_file(
+                    str(path), self.bucket, self.prefix + key, Config=self.transfer
+                )
+                done.append(None)
+            except BaseException as e:  # handed to the waiting thread, raised there
+                done.append(e)
+
+        thread = threading.Thread(target=upload, name=f"upload-{path.name}", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.5)  # a signal's handler runs between waits: a stop is not held
         with _errors(self.where(key)):
-            self.client.upload_file(str(path), self.bucket, self.prefix + key, Config=self.transfer)
+            if done and done[0] is not None:
+                raise done[0]
 
     def put_bytes(self, key: str, data: bytes) -> None:
         with _errors(self.where(key)):

@@ -101,3 +101,60 @@ def test_sigterm_while_wandb_starts_is_not_swallowed(tmp_path) -> None:
         job.send_signal(signal.SIGTERM)
         line = ended(job, errors.TRANSIENT, EXIT_GRACE_SECONDS + 5)
     assert "SIGTERM" in line
+
+
+@pytest.mark.parametrize("at", ["an S3 upload", "the Hub commit"])
+def test_sigterm_during_a_stalled_upload_ends_at_once_and_says_so(s3, hub, tmp_path, at) -> None:
+    """A stalled upload once held the exit until the 15 s fallback, the status left
+    `running`; during the Hub commit the status stayed `succeeded` with the Hub `pending`
+    (a push no one will make). Now the command's boundary ends it: exit 75 well inside the
+    grace, the status failed (the run) or the push failed (the Hub), never pending."""
+    import boto3
+
+    from job.storage import open_storage
+    from tests.helpers import get_json
+    from tests.helpers.jobs import TINY_MANIFEST
+    from tests.helpers.s3 import FaultProxy
+    from tests.test_consent_runs import Hold
+
+    client = boto3.client("s3")
+    client.upload_file(str(SAMPLE), "results", "inputs/sam.jsonl")
+    manifest = (
+        f"version: 1\noutput: s3://results/bots{TINY_MANIFEST}"
+        "hub: {push: true, owner: huggingtweets, contact: t@example.org}\n"
+        "wandb: {mode: disabled}\nbots:\n"
+        "  - users: [{handle: sourdough_sam, source: jsonl, uri: s3://results/inputs/sam.jsonl}]\n"
+    )
+    client.put_object(Bucket="results", Key="m.yaml", Body=manifest.encode())
+    if at == "an S3 upload":
+        hold = Hold(lambda m, p: m == "PUT" and p.endswith("/model/model.safetensors"))
+    else:
+        hold = Hold(lambda m, p: m == "POST" and p.endswith("/commit/main"))
+        hub.state.faults.append(hold)
+    with FaultProxy(s3.url) as proxy:
+        if at == "an S3 upload":
+            proxy.hook = hold
+        job = subprocess.Popen(
+            [sys.executable, "-m", "job", "run", "--manifest", "s3://results/m.yaml"],
+            env={**os.environ, "AWS_ENDPOINT_URL": proxy.url, "HF_HOME": str(tmp_path / "hf")},
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / "stderr").open("w"),
+        )
+        try:
+            assert hold.reached.wait(IMPORTS + 120), "the upload never began"
+            started = time.monotonic()
+            job.send_signal(signal.SIGTERM)
+            job.wait(timeout=EXIT_GRACE_SECONDS + 30)
+            took = time.monotonic() - started
+        finally:
+            hold.go.set()
+            job.kill()
+    err = (tmp_path / "stderr").read_text()
+    assert job.returncode == errors.TRANSIENT, err
+    assert took < EXIT_GRACE_SECONDS - 5, f"{took:.1f} s: the fallback, not the boundary"
+    assert "stopped by SIGTERM" in err and "did not end by itself" not in err
+    status = get_json(open_storage("s3://results/bots"), "sourdough_sam/status.json")
+    if at == "an S3 upload":
+        assert status["state"] == "failed" and "SIGTERM" in status["reason"]
+    else:
+        assert status["hub"]["state"] == "failed" and "SIGTERM" in status["hub"]["reason"]
