@@ -345,7 +345,7 @@ def remove_bot(
         for project in sorted(projects | {wandb_project}):
             done.wandb += wandb_remove(project, group)
     given = [*(status.inputs if status else []), *recorded]
-    uris = sorted({i.uri for i in given if i.uri and i.handle.lower() == handle.key})
+    uris = sorted({i.uri for i in given if i.uri and i.handle.same(handle)})
     if status is not None and status.manifest and not given:  # a record of an older version
         uris = _manifest_inputs(status.manifest, group, handle)
     for uri in uris:

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from job.base import is_repo_id
 from job.cloud.runs import now
+from job.data.handles import Handle
 from job.records import DamagedRecord, read_record
 from job.storage import Storage, put_json
 
@@ -85,7 +86,7 @@ class Input(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    handle: str
+    handle: Handle  # parsed where the record is read, as everywhere a handle enters
     source: str
     uri: str | None = None
 
