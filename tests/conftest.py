@@ -19,11 +19,83 @@ if _WORKERS > 1:
 SHARED = Path(os.environ.get("HUGGINGTWEETS_SHARED", REPO.parent / "shared"))
 
 
+MISSING_SHARED = (
+    f"the shared test data is missing: expected {SHARED}/data (a checkout's ../shared);"
+    " point HUGGINGTWEETS_SHARED at it"
+)
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     if not (SHARED / "data").is_dir():  # a hard failure, not a skip: these tests matter
-        pytest.fail(f"the shared test data is missing: expected it at {SHARED}")
+        pytest.fail(MISSING_SHARED)
     return SHARED
+
+
+# --- The suite keeps to itself ----------------------------------------------------------------
+# Every test gets a home of its own (HOME, and the Hugging Face, W&B and cache folders that
+# would follow it), so nothing a test does lands in the user's caches: the suite once wrote a
+# fake gpt2 into the real Hugging Face cache, and a later `run --base-model gpt2` trained on it.
+# The session then checks that those folders are as it found them.
+REAL_HOME = Path.home()
+WATCHED = [
+    REAL_HOME / ".cache" / "huggingface",
+    REAL_HOME / ".cache" / "wandb",
+    REAL_HOME / ".local" / "share" / "wandb",
+    REAL_HOME / ".config" / "wandb",
+    *([Path(os.environ["HF_HOME"])] if os.environ.get("HF_HOME") else []),
+]
+HOME_VARIABLES = (
+    "HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME", "XDG_DATA_HOME", "WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR",
+    "WANDB_DATA_DIR",
+)  # fmt: skip
+_BEFORE = pytest.StashKey[dict]()
+
+
+def snapshot(folders: list[Path]) -> dict[str, tuple[int, int]]:
+    """Every file under ``folders``: its size and modification time."""
+    found = {}
+    for folder in folders:
+        if folder.is_dir():
+            for p in folder.rglob("*"):
+                if p.is_file() or p.is_symlink():
+                    stat = p.lstat()
+                    found[str(p)] = (stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    if hasattr(config, "workerinput"):
+        return
+    if not (SHARED / "data").is_dir():  # at the start, once: not as 28 errors minutes later
+        pytest.exit(MISSING_SHARED, returncode=4)
+    config.stash[_BEFORE] = snapshot(WATCHED)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    if hasattr(config, "workerinput") or _BEFORE not in config.stash:
+        return
+    before, after = config.stash[_BEFORE], snapshot(WATCHED)
+    changed = sorted(k for k in {*after, *before} if after.get(k) != before.get(k))
+    if changed:
+        session.exitstatus = 1
+        sys.stderr.write(
+            f"\nthe suite changed the user's caches: {len(changed)} file(s), first {changed[0]}\n"
+        )
+
+
+@pytest.fixture(autouse=True)
+def _a_home_of_its_own(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """HOME, and every cache folder that would follow it, in a folder of the test's own."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    for name in HOME_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(home / ".cache" / "huggingface"))
+    yield
 
 
 @pytest.fixture(scope="session")
@@ -73,20 +145,35 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> FakeHub:
     return _HUB
 
 
-# moto starts now, as its own process, and is waited for by the first test that uses it.
-_MOTO = MotoS3().start()
+# moto starts in each process that runs tests (pytest_configure), as its own process, and is
+# waited for by the first test that uses it. Not in pytest-xdist's controller, which runs none:
+# it once started one there that outlived every run (~200 MB each).
+_MOTO: MotoS3 | None = None
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _moto_process():
-    """Stopped when the session ends, whether or not a test used it (a leaked server per
-    session piles up: ~200 MB each)."""
-    yield _MOTO
-    _MOTO.stop()
+def _runs_tests(config: pytest.Config) -> bool:
+    """A worker, or a run without workers; not xdist's controller."""
+    return hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _MOTO
+    if _runs_tests(config) and _MOTO is None:
+        _MOTO = MotoS3().start()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stopped when the process's session ends, whether or not it ran a test (a worker may
+    run none)."""
+    global _MOTO
+    if _MOTO is not None:
+        _MOTO.stop()
+        _MOTO = None
 
 
 @pytest.fixture(scope="session")
 def _moto():
+    assert _MOTO is not None
     return _MOTO.wait()
 
 

@@ -1,0 +1,97 @@
+"""The suite keeps to itself: a run writes nothing into the user's caches (and fails if a test
+does), leaves no server running, and says at once where the shared data is missing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.integration
+
+WRITES = """
+from tests.conftest import REAL_HOME
+
+def test_writes_into_the_users_cache():
+    folder = REAL_HOME / ".cache" / "huggingface" / "hub"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "a-fake-gpt2").write_text("x")
+
+def test_writes_into_its_own_home():
+    from pathlib import Path
+    import os
+    (Path(os.environ["HF_HOME"])).mkdir(parents=True, exist_ok=True)
+    (Path(os.environ["HF_HOME"]) / "fine").write_text("x")
+"""
+
+
+def session(tmp_path: Path, body: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """A pytest session of the project's conftest over ``body``, with ``tmp_path/home`` as
+    the user's home."""
+    (tmp_path / "home").mkdir(exist_ok=True)
+    test = tmp_path / "test_body.py"
+    test.write_text(body)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "tests.conftest",
+            "-p",
+            "no:cacheprovider",
+            *args,
+            "--rootdir",
+            str(tmp_path),
+            str(test),
+        ],
+        cwd=REPO,
+        env={**os.environ, "HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_test_that_writes_into_the_users_caches_fails_the_session(tmp_path: Path) -> None:
+    env = {k: "" for k in ("HF_HOME",)}
+    done = session(tmp_path, WRITES, **env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "the suite changed the user's caches: 1 file(s)" in done.stderr
+    assert "a-fake-gpt2" in done.stderr
+    clean = session(tmp_path, WRITES.split("def test_writes_into_the_users_cache")[0] + (
+        "def test_only_its_own():\n    pass\n"
+    ))  # fmt: skip
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+
+
+def test_the_parallel_runner_leaves_no_server_running(tmp_path: Path) -> None:
+    """Each `pytest -n` run once left its controller's moto server (~200 MB) behind."""
+    tag = uuid.uuid4().hex
+    done = session(tmp_path, "def test_a():\n    pass\n", "-n", "2", SUITE_TAG=tag)
+    assert done.returncode == 0, done.stdout + done.stderr
+    left = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if tag.encode() in (proc / "environ").read_bytes():
+                left.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    assert left == []
+
+
+def test_missing_shared_data_is_one_line_at_the_start(tmp_path: Path) -> None:
+    done = session(
+        tmp_path, "def test_a():\n    pass\n", HUGGINGTWEETS_SHARED=str(tmp_path / "nowhere")
+    )
+    assert done.returncode == 4, done.stdout + done.stderr
+    out = done.stdout + done.stderr
+    assert f"expected {tmp_path / 'nowhere'}/data" in out and "HUGGINGTWEETS_SHARED" in out
+    assert "passed" not in out  # nothing ran
