@@ -20,3 +20,21 @@ def test_every_doc_is_linked_from_the_readme_and_every_link_resolves() -> None:
     for page in [REPO / "README.md", *(REPO / "docs").glob("*.md")]:
         for link in re.findall(r"\]\(([^)#:]+)\)", page.read_text()):
             assert (page.parent / link).exists(), f"{page.name} links to missing {link}"
+
+
+def test_the_offline_way_is_the_same_everywhere() -> None:
+    """What runs with no download is said in one line the Hub's failure ends with, in the
+    README, and is what `make demo` runs."""
+    from job.training.model import OFFLINE_HINT, TINY_FLAGS
+
+    readme = " ".join((REPO / "README.md").read_text().split())
+    makefile = " ".join((REPO / "Makefile").read_text().replace("\\\n", " ").split())
+    assert f"`{TINY_FLAGS}` needs no download" in readme
+    for flag in ("--base-model tiny", "--learning-rate 3e-3", "--epochs 30"):
+        assert flag in TINY_FLAGS and flag in makefile.split("demo: install", 1)[1][:400]
+    assert TINY_FLAGS in OFFLINE_HINT
+
+
+def test_the_readme_says_how_to_reach_the_command() -> None:
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "`.venv/bin/huggingtweets`" in readme and "`source .venv/bin/activate`" in readme

@@ -61,7 +61,8 @@ def test_the_config_example_and_the_readmes_second_use_run_as_printed(
     stand_ins: dict[str, str], tmp_path: Path
 ) -> None:
     usage = printed("docs/usage.md", "# Options from a YAML file")
-    readme = printed("README.md", "# 2. From the Twitter API v2")[:2]
+    readme = printed("README.md", "# 2. From the Twitter API v2")[:3]
+    assert readme[1].startswith("printf") and "> my-run.yaml" in readme[1]  # made, not assumed
     assert any("5e-5" in line for line in usage)  # the number YAML 1.1 read as a string
     work = tmp_path / "work"
     work.mkdir()

@@ -315,6 +315,13 @@ def _load(
     return model, tokenizer
 
 
+# What runs with no download at all: a tiny GPT-2 built here, which starts from random weights
+# and so needs a far higher rate and more epochs than a fine-tune (the Makefile's demo uses
+# these, and the README prints them).
+TINY_FLAGS = "--base-model tiny --learning-rate 3e-3 --epochs 30"
+OFFLINE_HINT = f"{TINY_FLAGS} trains a tiny GPT-2 built locally (a demo, not a real bot)"
+
+
 def load_error(name: str, error: BaseException) -> JobError:
     """What a failed ``from_pretrained`` means, from the errors under transformers' OSError:
     the Hub saying the model or a file does not exist is the input (exit 4), gated is the
@@ -360,7 +367,7 @@ def load_error(name: str, error: BaseException) -> JobError:
         kind = type(wire[0]).__name__ if wire else "not reached"
         return TransientError(
             f"base model {name!r}: the Hub could not be reached ({kind}) and the model is not"
-            " in the cache (HF_HOME); a retry fetches it"
+            f" in the cache (HF_HOME); a retry fetches it. With no network: {OFFLINE_HINT}"
         )
     return InputNotFound(f"cannot load base model {name!r}: not a model folder or Hub model")
 

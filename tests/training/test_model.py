@@ -332,3 +332,14 @@ def test_a_base_named_for_a_gpt2_size_must_be_that_size(name: str, tmp_path: Pat
     real = BaseShape.model_validate({**TINY_CONFIG, **size.arch, "vocab_size": 50257})
     check_shape(real, name)  # the real one passes
     check_shape(tiny, "someone/tiny-gpt2")  # another name: any sane GPT-2
+
+
+def test_a_hub_that_cannot_be_reached_says_what_runs_offline() -> None:
+    """With no network, `--base-model gpt2` said only "the Hub could not be reached"."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from job.training.model import OFFLINE_HINT, load_error
+
+    error = load_error("openai-community/gpt2", LocalEntryNotFoundError("not cached"))
+    assert error.exit_code == errors.TRANSIENT
+    assert "could not be reached" in str(error) and OFFLINE_HINT in str(error)
