@@ -50,7 +50,7 @@ from job.inventory import CARD, MERGED, MODEL, merged_repo
 from job.outputs.card import for_repo
 from job.preflight import per_bot, shared
 from job.records import Record, read_record
-from job.run import run
+from job.run import RunResult, run
 from job.spec import BotJob, check_repo, jobs, load_manifest, tasks
 from job.storage import LocalStorage, Storage, download, open_storage
 from job.training.distributed import ranks
@@ -193,7 +193,9 @@ def _preflight(todo: list[BotJob], storage: Storage, manifest: str) -> dict[str,
         except Exception as e:
             error = classify(e)
             log.error("%s: %s", job.bot, error)
-            write_status(storage, job.bot, "failed", manifest=manifest, reason=str(error))
+            write_status(  # with the push it would have made: `status` shows it will not
+                storage, job.bot, "failed", manifest=manifest, reason=str(error), hub=hub_of(job)
+            )
             failed[job.bot] = error
             continue
         kept.append(job)
@@ -202,7 +204,9 @@ def _preflight(todo: list[BotJob], storage: Storage, manifest: str) -> dict[str,
     except Exception as e:
         error = classify(e)
         for job in kept:
-            write_status(storage, job.bot, "failed", manifest=manifest, reason=str(error))
+            write_status(  # with the push it would have made: `status` shows it will not
+                storage, job.bot, "failed", manifest=manifest, reason=str(error), hub=hub_of(job)
+            )
         raise error from e
     return failed
 
@@ -304,24 +308,80 @@ def publish_latest(
     guard = Guard.of(storage, bot)
     check_not_opted_out(storage, guard.handles)  # first: a takedown may have come since
     marker = latest_complete(storage, bot)
-    if marker is None:
-        raise InputNotFound(f"{bot}: no complete run under {storage.where('')}")
     status = read_status(storage, bot)
+    local = _local_result(storage, bot, status) if marker is None else None
+    if marker is None and local is None:
+        raise InputNotFound(f"{bot}: no complete run under {storage.where('')}")
     hub = status.hub if status else HubStatus()
     repo = repo or hub.repo
     if not repo:
         raise BadConfig(f"{bot}: no Hub repo recorded; give --repo OWNER/NAME")
     check_repo(repo, "--repo")
     private = hub.private if private is None else private
-    listed = {
-        rel: meta.sha256
-        for rel, meta in marker.files.items()
-        if rel.startswith((f"{MODEL}/", f"{MERGED}/")) or rel == CARD
-    }
     with tempfile.TemporaryDirectory(prefix="huggingtweets-publish-") as tmp:
         run_dir = Path(tmp) / "run"
+        if local is not None:  # a `run --out` result: its folders, as they are
+            _linked(local, run_dir)
+            assert status is not None and status.run_id is not None
+            return _push(storage, bot, run_dir, status.run_id, repo, private, guard)
+        assert marker is not None
+        listed = {
+            rel: meta.sha256
+            for rel, meta in marker.files.items()
+            if rel.startswith((f"{MODEL}/", f"{MERGED}/")) or rel == CARD
+        }
         download(storage, f"{bot}/{marker.run_id}/", run_dir, expected=listed)
         return _push(storage, bot, run_dir, marker.run_id, repo, private, guard)
+
+
+def _local_result(storage: Storage, bot: str, status: Status | None) -> Path | None:
+    """The result a local ``run --out`` left (``OUT/<bot>/``, recorded by record_local_run),
+    where ``storage`` is that folder."""
+    if not isinstance(storage, LocalStorage) or status is None or status.state != "succeeded":
+        return None
+    result = storage.root / bot
+    return result if (result / MODEL).is_dir() and status.run_id else None
+
+
+def _linked(result: Path, run_dir: Path) -> None:
+    """What a push reads of a local result, without copying gigabytes: the model folders as
+    hard links (a copy where the file system has none), and the card, which the push renders
+    again for its repo, as a copy (a link would rewrite the user's own card)."""
+    import os
+    import shutil
+
+    def place(source: str, target: str) -> None:
+        if Path(source).name == "README.md":
+            shutil.copy2(source, target)
+            return
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
+
+    for folder in (MODEL, MERGED):
+        if (result / folder).is_dir():
+            shutil.copytree(result / folder, run_dir / folder, copy_function=place)
+    if (result / CARD).is_file():
+        shutil.copy2(result / CARD, run_dir / CARD)
+
+
+def record_local_run(out: Path, job: BotJob, result: RunResult) -> Status:
+    """A local run's record, ``OUT/<bot>/status.json``, as a manifest's run writes one: what
+    ``status`` lists, ``publish`` pushes and ``takedown`` reads (the repos it was pushed to
+    stay recorded across runs)."""
+    storage = LocalStorage(out)
+    return write_status(
+        storage,
+        job.bot,
+        "succeeded",
+        fresh=True,
+        run_id=new_run_id(job.fingerprint()),
+        perplexity=result.train.perplexity,
+        memorized=result.flagged,
+        inputs=inputs_of(job.users),
+        hub=HubStatus(repo=job.hub_repo, private=job.hub_private),
+    )
 
 
 class AdapterConfig(Record):

@@ -44,6 +44,11 @@ class _Group(TyperGroup):
     """The commands, with Click's placeholders for values (TEXT, INTEGER, FLOAT, PATH) where
     Typer would print Python's types (``<list[str]>``), and none for flags (``--api``)."""
 
+    ARGUMENTS: typing.ClassVar[dict[str, str]] = {
+        "users": "HANDLE",
+        "handle": "HANDLE",
+        "bot": "BOT",
+    }
     NAMES: typing.ClassVar[dict[Any, str]] = {
         str: "TEXT",
         int: "INTEGER",
@@ -58,6 +63,14 @@ class _Group(TyperGroup):
             for param in command.params:
                 if param.param_type_name == "argument":  # its name says what it is
                     param.display_type_rich = lambda ctx: None  # type: ignore[attr-defined]
+                    # as Click's users know them: HANDLE... (optional: [HANDLE]...), not
+                    # Typer's {users}..., which reads as a template left unfilled
+                    name = self.ARGUMENTS.get(param.name or "", str(param.name).upper())
+                    shown = (name if param.required else f"[{name}]") + (
+                        "..." if param.nargs != 1 else ""
+                    )
+                    param.metavar = name
+                    param._usage_display_name = lambda shown=shown: shown  # type: ignore[attr-defined]
                 elif param.metavar is None:
                     annotation = param.type_descriptor.annotation  # type: ignore[attr-defined]
                     inner = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -222,7 +235,12 @@ def run(
             from job.run import run as run_bot
 
             result = run_bot(job, sources, out, progress=bars, guard=guard.check)
-    if result is not None:  # None: a rank other than 0 of a multi-process run
+        if result is not None:  # None: a rank other than 0 of a multi-process run
+            from job.batch import record_local_run
+
+            record_local_run(out, job, result)  # status lists it, publish pushes it
+            guard.check("the bot's record")
+    if result is not None:
         typer.echo(result.line())
 
 
@@ -238,22 +256,41 @@ def _check_consent(out: Path, job: Any) -> Any:
     return Guard(LocalStorage(out), job.bot, handles)
 
 
+# One output setting for every command that reads one, as submit's: HUGGINGTWEETS_OUTPUT.
+OUTPUT_VARIABLE = "HUGGINGTWEETS_OUTPUT"
 OutputUri = Annotated[
-    str | None, typer.Option(help="The output prefix (s3://bucket/prefix or a folder).")
+    str | None,
+    typer.Option(
+        help="The output prefix (s3://bucket/prefix or a folder).",
+        envvar=OUTPUT_VARIABLE,
+        show_envvar=True,
+    ),
 ]
+
+
+def _output(ctx: typer.Context, manifest: str | None, output: str | None) -> str | None:
+    """``--output``, unless it only came from the environment and a manifest was given."""
+    source = ctx.get_parameter_source("output")
+    if manifest is not None and source is not None and source.name == "ENVIRONMENT":
+        return None
+    return output
+
+
 ManifestUri = Annotated[str | None, typer.Option(help="A job manifest: its output and bots.")]
 
 
 @app.command()
-def status(manifest: ManifestUri = None, output: OutputUri = None) -> None:
+def status(ctx: typer.Context, manifest: ManifestUri = None, output: OutputUri = None) -> None:
     """Status of each bot: queued, running, succeeded or failed (with the reason)."""
     with _command():
         from job.batch import output_of
+        from job.cloud.consent import shown
         from job.cloud.status import COLUMNS, statuses
         from job.storage import open_storage
 
-        uri, bots = output_of(manifest, output)
-        records = statuses(open_storage(uri), bots)
+        uri, bots = output_of(manifest, _output(ctx, manifest, output))
+        storage = open_storage(uri)
+        records = shown(storage, statuses(storage, bots))
         if sys.stdout.isatty():  # a person reads it: a table
             from rich.console import Console
             from rich.table import Table
@@ -271,6 +308,7 @@ def status(manifest: ManifestUri = None, output: OutputUri = None) -> None:
 
 @app.command()
 def publish(
+    ctx: typer.Context,
     bot: Annotated[str, typer.Argument(help="The bot (handles joined with '-').")],
     output: OutputUri = None,
     manifest: ManifestUri = None,
@@ -287,7 +325,7 @@ def publish(
         from job.storage import open_storage
 
         name = bot_name(handles_of(bot.split("-")))
-        storage = open_storage(output_of(manifest, output)[0])
+        storage = open_storage(output_of(manifest, _output(ctx, manifest, output))[0])
         typer.echo(publish_latest(storage, name, repo, private).line())
 
 
@@ -295,7 +333,12 @@ def publish(
 def takedown(
     handle: Annotated[str, typer.Argument(help="The person's Twitter handle.")],
     output: Annotated[
-        str, typer.Option(help="The output prefix (s3://bucket/prefix or a folder).")
+        str,
+        typer.Option(
+            help="The output prefix (s3://bucket/prefix or a folder).",
+            envvar=OUTPUT_VARIABLE,
+            show_envvar=True,
+        ),
     ],
     reason: Annotated[str | None, typer.Option(help="Why, for the opt-out record.")] = None,
     requested_by: Annotated[

@@ -41,6 +41,7 @@ from job.data.clean import Prepared
 from job.data.handles import Handle
 from job.data.tweets import TweetSource
 from job.errors import OptedOut
+from job.inventory import STATUS
 from job.outputs import card
 from job.outputs.card import languages
 from job.outputs.predict import Prediction, flag_memorized, sample
@@ -498,6 +499,10 @@ def finish(state: State, result: TrainResult, sampled: Sampled) -> RunResult:
             },
         },
     )
+    # The bot's record (a local run's, job/batch.py record_local_run) outlives its result: it
+    # names every Hub repo the bot was pushed to, which a takedown needs.
+    if (state.bot_dir / STATUS).is_file():
+        shutil.copy2(state.bot_dir / STATUS, staging / STATUS)
     replace_dir(staging, state.bot_dir)
     return RunResult(
         job.bot, model_dir, result, sampled.predictions, sampled.flagged, phases.seconds

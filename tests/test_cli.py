@@ -363,3 +363,97 @@ def test_numbers_as_people_write_them_load_in_config_files_and_manifests(
     quoted.write_text(f"train: {{learning_rate: '{written}'}}\n")
     with pytest.raises(errors.BadConfig, match="expected a number"):
         bot_job_from_args(["a"], [], [str(SAMPLE)], False, quoted, {})
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        ("run", "[HANDLE]..."), ("prepare", "HANDLE..."), ("publish", "BOT"),
+        ("takedown", "HANDLE"), ("submit", "HANDLE..."),
+    ],
+)  # fmt: skip
+def test_usage_lines_name_what_to_type_not_a_template(command: str, shown: str) -> None:
+    """`{users}...`, `{bot}`, `{handle}` read as templates left unfilled."""
+    out = cli(command, "--help").stdout
+    usage = next(line for line in out.splitlines() if "Usage:" in line)
+    assert usage.split("[OPTIONS]", 1)[1].strip() == shown
+    assert "{" not in out.split("Usage:", 1)[1].splitlines()[0]
+
+
+def test_every_command_that_reads_an_output_reads_the_one_setting(tmp_path, monkeypatch) -> None:
+    """The README tells users to export HUGGINGTWEETS_OUTPUT; submit read it, and status,
+    publish and takedown did not."""
+    out = tmp_path / "out"
+    (out / "sam").mkdir(parents=True)
+    (out / "sam" / "status.json").write_text('{"bot": "sam", "state": "queued"}')
+    monkeypatch.setenv("HUGGINGTWEETS_OUTPUT", str(out))
+    listed = cli("status")
+    assert listed.returncode == 0 and "sam\tqueued" in listed.stdout, listed.stderr
+    published = cli("publish", "sam")
+    assert published.returncode == errors.INPUT_NOT_FOUND, published.stderr
+    assert f"no complete run under {out}" in published.stderr
+    taken = cli("takedown", "sam")
+    assert taken.returncode == 0 and "@sam: opted out" in taken.stdout, taken.stderr
+    assert (out / "_opt-out" / "sam.json").is_file()
+    # a manifest given beside the variable is what the command reads
+    manifest = tmp_path / "m.yaml"
+    other = tmp_path / "other"
+    manifest.write_text(f"version: 1\noutput: {other}\nbots:\n  - users: [{{handle: kim}}]\n")
+    by_manifest = cli("status", "--manifest", str(manifest))
+    assert by_manifest.returncode == 0 and "kim\tunknown" in by_manifest.stdout
+
+
+@pytest.mark.integration
+def test_a_bot_made_locally_is_listed_published_and_taken_down(hub, tmp_path) -> None:
+    """`publish HANDLE --output out` after `run HANDLE --out out` said "no complete run", and
+    `status --output out` showed an empty table beside finished bots. A local run now writes
+    the record a manifest's run writes."""
+    from tests.helpers.jobs import TINY_FLAGS
+
+    out = tmp_path / "out"
+    made = cli(
+        *("run", "sourdough_sam", "--jsonl", str(SAMPLE), *TINY_FLAGS, "--out", str(out)),
+        *("--contact", "takedown@example.org", "--wandb-mode", "disabled"),
+    )
+    assert made.returncode == 0, made.stderr
+    listed = cli("status", "--output", str(out))
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [line.split("\t") for line in listed.stdout.splitlines()[1:]]
+    assert row[:2] == ["sourdough_sam", "succeeded"] and row[4] == "off"
+    before = (out / "sourdough_sam" / "model" / "README.md").read_text()
+    pushed = cli("publish", "sourdough_sam", "--output", str(out), "--repo", "me/sam-bot")
+    assert pushed.returncode == 0, pushed.stderr
+    assert "me/sam-bot" in hub.state.repos and "hub:pushed" in pushed.stdout
+    files = hub.state.files("me/sam-bot")
+    assert "model.safetensors" in files and b"me/sam-bot" in files["README.md"]
+    assert (out / "sourdough_sam" / "model" / "README.md").read_text() == before  # untouched
+    # a rerun keeps the record of where it was pushed: the takedown still finds the repo
+    again = cli(
+        *("run", "sourdough_sam", "--jsonl", str(SAMPLE), *TINY_FLAGS, "--out", str(out)),
+        *("--wandb-mode", "disabled"),
+    )
+    assert again.returncode == 0, again.stderr
+    taken = cli("takedown", "sourdough_sam", "--output", str(out))
+    assert taken.returncode == 0, taken.stderr
+    assert "deleted me/sam-bot" in taken.stdout and "me/sam-bot" not in hub.state.repos
+
+
+def test_status_tells_an_opted_out_bot_and_a_push_that_will_not_happen(tmp_path) -> None:
+    """A bot refused by an opt-out showed `unknown`; a failed bot whose manifest asked for a
+    push showed `off`, where docs/batch.md says `-`."""
+    out = tmp_path / "out"
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"version: 1\noutput: {out}\n"
+        "hub: {push: true, owner: huggingtweets, contact: t@example.org}\nbots:\n"
+        "  - users: [{handle: alice}]\n"
+        f"  - users: [{{handle: bob, source: jsonl, uri: {tmp_path / 'missing.jsonl'}}}]\n"
+    )
+    (out / "_opt-out").mkdir(parents=True)
+    (out / "_opt-out" / "alice.json").write_text("{}")
+    done = cli("run", "--manifest", str(manifest))
+    assert done.returncode != 0
+    shown = cli("status", "--manifest", str(manifest))
+    rows = {r[0]: r for r in (line.split("\t") for line in shown.stdout.splitlines()[1:])}
+    assert rows["alice"][1] == "opted out" and "asked not to be made" in rows["alice"][5]
+    assert rows["bob"][1] == "failed" and rows["bob"][4] == "-"

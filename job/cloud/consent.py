@@ -145,6 +145,21 @@ def check_not_opted_out(storage: Storage, handles: list[Handle]) -> None:
         )
 
 
+def shown(storage: Storage, records: list[Status]) -> list[Status]:
+    """Records as ``status`` shows them: a bot with no record whose person has opted out is
+    ``opted out`` (a takedown removed its record, or a manifest's run refused it), not
+    ``unknown``."""
+    out = []
+    for record in records:
+        if record.state == "unknown" and record.reason is None:
+            found = opted_out(storage, handles_in(record.bot) or [])
+            if found is not None:
+                why = f"@{found[0]} asked not to be made into a bot (huggingtweets takedown)"
+                record = record.model_copy(update={"state": "opted out", "reason": why})
+        out.append(record)
+    return out
+
+
 def opt_out(storage: Storage, handle: Handle, reason: str | None, requested_by: str | None) -> dict:
     """Record the opt-out (kept as first written when one exists: its date is when they asked)."""
     found = opted_out(storage, [handle])

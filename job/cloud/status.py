@@ -36,7 +36,8 @@ from job.storage import Storage, put_json
 
 log = logging.getLogger(__name__)
 
-State = Literal["queued", "running", "succeeded", "failed", "unknown", "stale"]
+State = Literal["queued", "running", "succeeded", "failed", "unknown", "stale", "opted out"]
+DERIVED = ("unknown", "stale", "opted out")  # said when reading, never written
 # Five minutes between heartbeats: one small PUT, nothing next to training. Three missed
 # heartbeats (15 minutes) make a running record stale: longer than any pause of a live job
 # (a checkpoint upload is written by the same process, between heartbeats' writes).
@@ -182,7 +183,7 @@ def write_status(
     """The one writer: the bot's record with ``changes`` applied, in ``state``, now. ``fresh``
     starts from an empty record: a new attempt carries nothing of the last one's (its reason,
     perplexity or Hub fields)."""
-    if state in ("unknown", "stale"):
+    if state in DERIVED:
         raise ValueError(f"{state} is derived when reading, never written")
     previous = read_status(storage, bot)
     current = None if fresh else previous
