@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -183,9 +184,42 @@ def bot_job_from_args(
         base = data.get(section)
         data[section] = {**(base if isinstance(base, dict) else {}), **values}
     where = str(config_file) if config_file else "options"
-    job_config = loading.validate(config.JobConfig, data, where)
+    try:
+        job_config = loading.validate(config.JobConfig, data, where)
+    except errors.BadConfig as e:
+        raise as_typed(e, where, overrides, config_file is None) from None
     specs: list[UserSpec] = user_specs(users, archives, jsonls, api)
     return bot_job(specs, job_config, hub_repo, contact)
+
+
+def as_typed(
+    error: errors.BadConfig, where: str, overrides: dict[str, dict[str, Any]], flags_only: bool
+) -> errors.BadConfig:
+    """``error`` in the words the user typed: a field given as a flag is its flag
+    (``--replies: ...``, not ``options.clean.replies: ...``), and so is every field a rule of
+    its section names (``--lora-merged ... needs --adapter lora``); a file's key stays a key."""
+    match = re.fullmatch(rf"{re.escape(where)}\.(\w+)(?:\.(\w+))?(?:\[\d+\])?: (.*)", str(error))
+    if match is None:
+        return error
+    section, name, said = match.groups()
+    model = config.JobConfig.model_fields[section].annotation
+    if not (isinstance(model, type) and issubclass(model, Section)):
+        return error
+    given = overrides.get(section, {})
+    if name is not None:  # one field's own check
+        return errors.BadConfig(f"--{flag(model, name)}: {said}") if name in given else error
+    if not (flags_only or given):  # a rule of the section, of a file's keys
+        return error
+    for field in model.model_fields:
+        # "adapter: lora" -> "--adapter lora"; a bare name only where it cannot be prose
+        # (lora_merged, not "an adapter")
+        bare = "|" + rf"\b{field}\b" if "_" in field else ""
+        said = re.sub(
+            rf"\b{field}: (\S+){bare}",
+            lambda m, f=field: f"--{flag(model, f)}" + (f" {m.group(1)}" if m.group(1) else ""),
+            said,
+        )
+    return errors.BadConfig(said)
 
 
 # --- docs/options.md: every option, from the same fields ---------------------------------------

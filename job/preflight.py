@@ -24,12 +24,13 @@ import netrc
 import os
 import secrets
 import tempfile
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from job.cloud.hub import hf_token, whoami
 from job.deadline import check_deadlines
-from job.errors import BadConfig, CredentialsError, NotWritable
+from job.errors import BadConfig, CredentialsError, InputNotFound, NotWritable
 from job.spec import BotJob
 from job.storage import Storage, open_storage
 from job.training import memory
@@ -148,7 +149,9 @@ def inputs_readable(job: BotJob) -> None:
         if user.uri.startswith("s3://"):
             parsed = urlparse(user.uri)
             open_storage(f"s3://{parsed.netloc}").head(parsed.path.lstrip("/"), user.uri)
-        # local files: sources_for checks them before anything else (exit 4)
+        elif not Path(user.uri).expanduser().exists():  # before "preflight passed" is said
+            noun = "archive" if user.source == "archive" else "tweets file"
+            raise InputNotFound(f"{noun} not found: {user.uri}")
 
 
 def twitter_token(job: BotJob) -> None:

@@ -55,3 +55,46 @@ def test_a_missing_config_file(tmp_path: Path) -> None:
 def test_a_bad_hub_repo_is_refused_before_anything_runs() -> None:
     with pytest.raises(BadConfig, match="not a Hub repo id"):
         bot_job_from_args(["alice"], [], ["t.jsonl"], False, None, {}, "a/b/../c")
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--replies", "bogus"], "--replies: must be one of 'keep', 'drop', 'strip'"),
+        (["--lora-merged"], "--lora-merged merges an adapter into its base: it needs --adapter"),
+        (["--adapter", "lora", "--lora-targets", "ln_1"], "--lora-targets: must be one of"),
+        (["--epochs", "-1"], "--epochs:"),
+    ],
+)  # fmt: skip
+def test_an_error_names_the_flag_the_user_typed(flags, said, tmp_path) -> None:
+    """`--replies bogus` said `options.clean.replies: ...`; a flag is named as a flag."""
+    from job import errors
+    from tests.helpers import SAMPLE
+    from tests.helpers.cli import invoke, one_line
+
+    done = invoke("run", "sam", "--jsonl", str(SAMPLE), *flags, "--out", str(tmp_path))
+    line = one_line(done, errors.BAD_CONFIG)
+    assert said in line and "options." not in line
+
+
+def test_an_error_in_a_file_names_its_key(tmp_path) -> None:
+    from job import errors
+    from tests.helpers import SAMPLE
+    from tests.helpers.cli import invoke, one_line
+
+    config = tmp_path / "c.yaml"
+    config.write_text("train: {lora_merged: true}\nclean: {replies: keep}\n")
+    done = invoke("run", "sam", "--jsonl", str(SAMPLE), "--config", str(config))
+    line = one_line(done, errors.BAD_CONFIG)
+    assert f"{config}.train: lora_merged merges" in line and "needs adapter: lora" in line
+
+
+def test_preflight_checks_the_inputs_it_can_see(tmp_path) -> None:
+    """`run andreruffert --archive missing.zip` logged "preflight passed", then "archive not
+    found"."""
+    from job import errors
+    from tests.helpers.cli import invoke, one_line
+
+    done = invoke("run", "andreruffert", "--archive", str(tmp_path / "missing.zip"))
+    assert "archive not found" in one_line(done, errors.INPUT_NOT_FOUND)
+    assert "preflight passed" not in done.stderr
