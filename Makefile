@@ -140,4 +140,5 @@ submit: install
 	@if [ "$(origin USER)" != "command line" ]; then \
 		echo "make submit needs the Twitter handle on the command line: make submit USER=__wmww" \
 			"(USER=$(USER) here comes from your login environment)" >&2; exit 2; fi
-	@$(BIN)/huggingtweets submit $(USER) --base-model $(BASE_MODEL) --target $(TARGET) $(if $(CONTACT),--contact "$(CONTACT)") $(SUBMIT_FLAGS)
+	@$(BIN)/huggingtweets submit $(USER) --base-model $(BASE_MODEL) --target $(TARGET) $(if $(CONTACT),--contact "$(CONTACT)") $(SUBMIT_FLAGS) \
+		|| { code=$$?; echo "huggingtweets submit exited $$code (docs/exit-codes.md); make itself can only exit 2: a script that reads the code runs $(BIN)/huggingtweets submit" >&2; exit $$code; }

@@ -42,6 +42,28 @@ def test_make_submit_refuses_the_login_user() -> None:
     assert "USER=someone here comes from your login environment" in result.stderr
 
 
+def test_make_submit_says_the_commands_own_code(s3) -> None:
+    """After a takedown, `make submit USER=__wmww` exits 2 ("Error 12" in make's words): GNU
+    make exits 0, 1 or 2 whatever its recipe's code. It says the command's code in one line,
+    and how a script gets it: the command itself, which exits 12."""
+    from job.cloud.consent import opt_out
+    from job.data.handles import Handle
+
+    opt_out(open_storage("s3://results/bots"), Handle("__wmww"), None, None)
+    flags = "SUBMIT_FLAGS=--dry-run --output s3://results/bots --no-push"
+    result = make("submit", "USER=__wmww", flags)
+    assert result.returncode == 2
+    assert "huggingtweets submit exited 12 (docs/exit-codes.md)" in result.stderr
+    command = [str(REPO / ".venv" / "bin" / "huggingtweets"), "submit", "__wmww"]
+    direct = subprocess.run(
+        [*command, "--dry-run", "--output", "s3://results/bots", "--no-push"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert direct.returncode == errors.OPTED_OUT, direct.stderr
+
+
 def dry_run(stdout: str) -> tuple[dict, list[dict]]:
     """A Kubernetes dry run's output: the manifest (its comments) and the YAML documents."""
     said = "\n".join(line[4:] for line in stdout.splitlines() if line.startswith("#   "))
