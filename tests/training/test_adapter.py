@@ -57,6 +57,11 @@ def test_a_tiny_adapter_bot_is_a_few_percent_of_its_base_and_loads_as_the_hub_sh
     assert config["r"] == 2 and config["lora_alpha"] == 4  # tiny's width 64: rank 64/32
     card = (model / "README.md").read_text()
     assert "library_name: peft" in card and "LoRA adapter of" in card
+    # its size as measured ("a few megabytes" was said of 18 KB), and the prefix to prepend
+    from job.outputs.card import size
+
+    assert f": {size(adapter)} that load onto the base" in card and "megabytes" not in card
+    assert "does not add <|endoftext|> itself" in card
     job = json.loads((bot / "job.json").read_text())
     assert job["config"]["train"]["adapter"] == "lora" and job["result"]["strategy"] == "ddp"
     generator = pipeline("text-generation", model=str(model))
