@@ -89,3 +89,26 @@ def test_the_readmes_cloud_use_runs_as_printed(batch, stand_ins: dict[str, str])
     (job,) = batch.describe_jobs(jobs=[job_id])["jobs"]
     assert job["jobQueue"].endswith("huggingtweets")
     assert job["parameters"]["manifest"].startswith("s3://my-bucket/jobs/")
+
+
+def test_the_readmes_first_command_runs_in_a_clone(tmp_path: Path) -> None:
+    """`make demo`, as printed, in a clone of this checkout (its .venv shared: the install is
+    the slow part, and CI's own run is a fresh clone's `make install`), with a home of its
+    own: it makes the bot, with no network and no Hub, and says how long it took."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=120)
+    (clone / ".venv").symlink_to(REPO / ".venv")
+    for made_from in ("pyproject.toml", "requirements/constraints.txt"):  # installed already
+        os.utime(clone / made_from, (0, 0))
+    lines = printed("README.md", "make demo")
+    assert lines[0].startswith("make demo")
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "HF_HOME": str(tmp_path / "hf")}
+    env.pop("WANDB_MODE", None)  # the demo's own default: offline
+    done = shell([lines[0]], clone, {**env, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "done sourdough_sam: validation perplexity" in done.stdout
+    bot = clone / "out" / "sourdough_sam"
+    assert {"README.md", "predictions.png", "model.safetensors"} <= {
+        p.name for p in (bot / "model").iterdir()
+    }
+    assert (bot / "predictions.json").is_file() and (bot / "job.json").is_file()
