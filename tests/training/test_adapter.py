@@ -311,7 +311,7 @@ def test_lora_merged_needs_an_adapter_and_a_repo_name_with_room_for_its_suffix(
                "--out", str(tmp_path)),
         errors.BAD_CONFIG,
     )  # fmt: skip
-    assert "lora_merged merges an adapter into its base: it needs adapter: lora" in line
+    assert "--lora-merged merges an adapter into its base: it needs --adapter lora" in line
     manifest = tmp_path / "m.yaml"
     manifest.write_text(
         f"version: 1\noutput: {tmp_path / 'out'}\nwandb: {{mode: disabled}}\n"
