@@ -112,3 +112,23 @@ def test_the_readmes_first_command_runs_in_a_clone(tmp_path: Path) -> None:
         p.name for p in (bot / "model").iterdir()
     }
     assert (bot / "predictions.json").is_file() and (bot / "job.json").is_file()
+
+
+def test_a_local_bots_life_runs_as_printed(hub, tmp_path: Path) -> None:
+    """docs/usage.md's local bot: made, listed, published, taken down."""
+    lines = printed("docs/usage.md", "huggingtweets run sourdough_sam --jsonl")
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "samples").symlink_to(REPO / "job" / "samples")
+    hub.state.token = "..."  # the page's own token
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+        "HF_HOME": str(tmp_path / "hf"),
+        "WANDB_MODE": "offline",
+    }
+    done = shell(lines, tmp_path, env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "sourdough_sam\tsucceeded" in done.stdout
+    assert "hub:pushed" in done.stdout and "deleted me/sourdough-bot" in done.stdout
+    assert "me/sourdough-bot" not in hub.state.repos
+    assert not (tmp_path / "out" / "sourdough_sam").exists()
