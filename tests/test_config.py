@@ -174,7 +174,7 @@ def test_a_new_field_reaches_the_cli_the_manifest_and_the_docs(
         assert result.exit_code == 0, result.output
         assert seen[0].config.train.label_noise == 0.5
         bad = runner.invoke(cli.app, [*args[:-1], "-1"])
-        assert bad.exit_code == errors.BAD_CONFIG and "label_noise" in bad.stderr
+        assert bad.exit_code == errors.BAD_CONFIG and "--label-noise:" in bad.stderr  # its flag
 
         manifest = parse(BASE.replace("train: {epochs: 5}", "train: {label_noise: 0.75}"))
         assert jobs(manifest)[0].config.train.label_noise == 0.75

@@ -65,6 +65,7 @@ class HubState:
 
 class FakeHub:
     def __init__(self, token: str = "hf_test_token") -> None:
+        self.token = token
         self.state = HubState(token=token)
         state = self.state
         hub = self
@@ -282,5 +283,5 @@ class FakeHub:
         self.state.commits.append(Commit(repo, "the stand-in model", files, oid))
 
     def reset(self) -> None:
-        token = self.state.token
-        self.state.__init__(token=token)  # type: ignore[misc]
+        # the token it was made with: a test may have changed it (a page's own "...")
+        self.state.__init__(token=self.token)  # type: ignore[misc]
