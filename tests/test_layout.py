@@ -262,7 +262,7 @@ PARSES = {
     "job/training/strategy.py": "the DeepSpeed configs the package ships",
     "job/run.py": "the model folder's files the run itself just wrote",
     "job/atomic.py": "the local lock's holder (any damage: taken as no holder)",
-    "job/cloud/submit.py": "kubectl's own answer",
+    "job/cloud/kubernetes.py": "kubectl's own answer",
     "job/records.py": "the one reader",
 }
 

@@ -1,49 +1,34 @@
-"""Submitting: write a manifest to S3, start the job on AWS Batch or Kubernetes, say how to follow.
+"""Submitting: check the handles and options once, write the manifest to S3, start the job on
+AWS Batch (job/cloud/aws_batch.py) or Kubernetes (job/cloud/kubernetes.py), say how to follow.
 
 - One bot per user (``together=True``: one bot of all of them), each from the Twitter API.
-- AWS Batch: ``submit_job`` on the queue and job definition of infra/aws-batch, as an array job
-  of one child per task (the child's ``AWS_BATCH_JOB_ARRAY_INDEX`` picks its bots); of a
-  multi-node definition, one job per task instead, each given its index, and never on Spot
-  (``batch_request_problems``: AWS Batch's rules, which moto does not enforce).
-- Kubernetes: the Indexed Job of k8s/base (package data; infra/k8s links to it) with one
-  completion per task, checked against the cluster (its version, the objects it needs) and
-  applied with ``kubectl apply``; ``dry_run`` prints it instead, as YAML kubectl takes as is.
-  ``--queue`` makes it what Kueue admits, ``--service-account`` names the pods' account.
-- Every bot's status is set to queued before the job starts.
+- Everything a platform would refuse is asked before anything is written: the opt-outs, the
+  queue and job definition (AWS Batch), the cluster's version and objects (Kubernetes).
+- Every bot's status is set to queued before the job starts, and put back as it was when the
+  start fails.
 """
 
 from __future__ import annotations
 
-import copy
-import json
-import re
 import secrets
-import shutil
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import Field
 
+from job.cloud.aws_batch import MAX_BATCH_ARRAY, plan_batch, start_batch
 from job.cloud.consent import check_not_opted_out
+from job.cloud.kubernetes import K8S_ONLY, apply_k8s, check_k8s, render_k8s
 from job.cloud.status import hub_of, write_status
 from job.config import Section
-from job.data.handles import validate_handle
-from job.errors import BadConfig, CredentialsError, TransientError
+from job.data.handles import Handle, handles_of
+from job.errors import BadConfig, CredentialsError
 from job.loading import validate
 from job.records import MAX_RECORD_BYTES
 from job.spec import Manifest, jobs, tasks
 from job.storage import open_storage
-
-# Package data (infra/k8s is a link to it): a wheel or the image submits as a checkout does.
-K8S = Path(__file__).resolve().parent / "k8s"
-K8S_JOB = K8S / "base" / "job.yaml"
-K8S_OVERLAYS = K8S / "overlays"
 
 
 @dataclass
@@ -156,10 +141,11 @@ class SubmitOptions(Section):
     dry_run: bool = Field(False, description="Print what would be submitted.")
 
 
-def build_manifest(users: list[str], options: SubmitOptions) -> tuple[Manifest, dict[str, Any]]:
+def build_manifest(
+    handles: list[Handle], options: SubmitOptions
+) -> tuple[Manifest, dict[str, Any]]:
     """The manifest of these handles, checked as the job will check it (once), and as the
     plain data that is written to S3."""
-    handles = [validate_handle(u) for u in users]
     if not handles:
         raise BadConfig("give at least one Twitter handle")
     groups = [handles] if options.together else [[h] for h in handles]
@@ -200,7 +186,7 @@ def submit(users: list[str], options: SubmitOptions) -> Submission:
             )
     if not o.output.startswith("s3://"):
         raise BadConfig("submit needs an s3:// output (--output or HUGGINGTWEETS_OUTPUT)")
-    handles = [validate_handle(u) for u in users]
+    handles = handles_of(users)  # once, here: every step below takes these
     if o.push and not o.contact:
         raise BadConfig(
             "a public Hub push needs a contact for removal requests, named on every card: give"
@@ -220,7 +206,7 @@ def submit(users: list[str], options: SubmitOptions) -> Submission:
             "opt-outs NOT checked: no AWS credentials here to read the output; the job checks"
             " them again before any download"
         )
-    manifest, data = build_manifest(users, o)
+    manifest, data = build_manifest(handles, o)
     made = jobs(manifest)  # every bot resolved, once: what the job will make
     sid = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
     bucket = o.output[len("s3://") :].split("/", 1)[0]
@@ -279,346 +265,3 @@ def submit(users: list[str], options: SubmitOptions) -> Submission:
                 results.put_bytes(f"{bot_name}/status.json", record)
         inputs.delete(f"jobs/{sid}.yaml")
         raise
-
-
-# AWS Batch's limit on an array job's size (arrayProperties.size: 2 to 10,000).
-MAX_BATCH_ARRAY = 10_000
-
-# AWS Batch's rules for multi-node parallel (MNP) jobs, which moto does not enforce: SubmitJob
-# refuses an array of a multinode definition ("Multinode Array Job not supported"), and MNP jobs
-# run on neither Spot, Fargate nor UNMANAGED compute environments
-# (docs.aws.amazon.com/batch/latest/userguide/mnp-ce.html).
-NO_MNP_ON = {"SPOT", "FARGATE", "FARGATE_SPOT", "UNMANAGED"}
-
-
-def batch_request_problems(
-    definition: dict[str, Any], request: dict[str, Any], environments: list[dict[str, Any]]
-) -> list[str]:
-    """What AWS Batch would refuse, or never run, in ``request`` (a SubmitJob's arguments) of
-    ``definition`` (as DescribeJobDefinitions has it) on its queue's ``environments`` (as
-    DescribeComputeEnvironments has them), one line each."""
-    if definition.get("type") != "multinode":
-        return []
-    kinds = {
-        str(env.get("type") if env.get("type") == "UNMANAGED" else env["computeResources"]["type"])
-        for env in environments
-    }
-    refused = sorted(kinds & NO_MNP_ON)
-    checks = [
-        (
-            "arrayProperties" not in request,
-            "a multi-node job definition takes no array job: one job per task",
-        ),
-        (
-            not refused,
-            f"AWS Batch runs no multi-node job on {' or '.join(refused)} compute environments:"
-            " give --job-queue huggingtweets-multinode (on-demand, in a placement group)",
-        ),
-    ]
-    return [message for ok, message in checks if not ok]
-
-
-def submit_batch(manifest_uri: str, tasks: int, name: str, queue: str, definition: str) -> str:
-    """``tasks`` tasks, one per index: ``plan_batch``, then ``start_batch``; the job id(s)."""
-    return start_batch(*plan_batch(manifest_uri, tasks, name, queue, definition))
-
-
-@contextmanager
-def _batch_errors() -> Iterator[None]:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        yield
-    except ClientError as e:
-        raise BadConfig(f"AWS Batch refused the job: {e.response['Error'].get('Code')}") from e
-    except BotoCoreError as e:
-        raise TransientError(f"cannot reach AWS Batch: {type(e).__name__}") from e
-
-
-def start_batch(client: Any, requests: list[dict[str, Any]]) -> str:
-    """Submit the requests ``plan_batch`` made; the job id(s)."""
-    with _batch_errors():
-        return " ".join(str(client.submit_job(**r)["jobId"]) for r in requests)
-
-
-def plan_batch(
-    manifest_uri: str, tasks: int, name: str, queue: str, definition: str
-) -> tuple[Any, list[dict[str, Any]]]:
-    """``tasks`` tasks, one per index (a task makes bots_per_task bots): an array job of a
-    single-node definition, or one job per task of a multi-node one, each given its --index;
-    the queue and the definition checked, nothing submitted. The client and the requests."""
-    import boto3
-
-    client = boto3.client("batch")
-    with _batch_errors():
-        kind, environments = _batch_targets(client, queue, definition)
-        base: dict[str, Any] = {
-            "jobName": name,
-            "jobQueue": queue,
-            "jobDefinition": definition,
-            "parameters": {"manifest": manifest_uri},
-        }
-        if kind.get("type") == "multinode":
-            # the definition's command takes the task as Ref::index (infra/aws-batch)
-            requests = [
-                base
-                | {
-                    "jobName": f"{name}-{i}" if tasks > 1 else name,
-                    "parameters": {"manifest": manifest_uri, "index": str(i)},
-                }
-                for i in range(tasks)
-            ]
-        else:  # an array job needs at least 2 children; 1 task runs without an index
-            requests = [base | ({"arrayProperties": {"size": tasks}} if tasks > 1 else {})]
-        for request in requests:
-            problems = batch_request_problems(kind, request, environments)
-            if problems:
-                raise BadConfig(f"AWS Batch would refuse the job: {problems[0]}")
-        return client, requests
-
-
-def _batch_targets(client: Any, queue: str, definition: str) -> tuple[dict, list[dict]]:
-    """The job definition (its newest active revision) and the queue's compute environments."""
-    # name:revision or an ARN, else a name (DescribeJobDefinitions takes them differently)
-    which: dict[str, Any] = (
-        {"jobDefinitions": [definition]} if ":" in definition else {"jobDefinitionName": definition}
-    )
-    found = client.describe_job_definitions(**which, status="ACTIVE")["jobDefinitions"]
-    if not found:
-        raise BadConfig(
-            f"AWS Batch has no active job definition {definition!r} (infra/aws-batch/template.yaml"
-            " makes huggingtweets and huggingtweets-multinode): give --job-definition"
-        )
-    newest = max(found, key=lambda d: int(d.get("revision", 0)))
-    queues = client.describe_job_queues(jobQueues=[queue])["jobQueues"]
-    if not queues:
-        raise BadConfig(f"AWS Batch has no job queue {queue!r}: give --job-queue")
-    arns = [e["computeEnvironment"] for e in queues[0].get("computeEnvironmentOrder", [])]
-    environments = (
-        client.describe_compute_environments(computeEnvironments=arns)["computeEnvironments"]
-        if arns
-        else []
-    )
-    return newest, environments
-
-
-def overlays() -> list[str]:
-    """The sizes ``--overlay`` takes: infra/k8s/overlays/ that patch the Job's resources."""
-    return sorted(p.parent.name for p in K8S_OVERLAYS.glob("*/resources.yaml"))
-
-
-def render_k8s(
-    manifest_uri: str,
-    bots: int,
-    *,
-    name: str,
-    image: str,
-    namespace: str,
-    overlay: str | None = None,
-    cache_claim: str | None = None,
-    service_account: str | None = None,
-    queue: str | None = None,
-) -> list[dict[str, Any]]:
-    """The base Indexed Job, filled in for this submission: an overlay's resources and
-    scheduling (``gpt2-xl``), the cache on a shared claim instead of the pod's own disk, the
-    pods' service account, and what Kueue needs to admit it from ``queue``."""
-    for what, value in (
-        ("--namespace", namespace),
-        ("--service-account", service_account),
-        ("--queue", queue),
-        ("--cache-claim", cache_claim),
-    ):
-        if value is not None and not K8S_NAME.fullmatch(value):
-            raise BadConfig(f"{what}: {value!r} is no Kubernetes name (a-z, 0-9 and -, <= 63)")
-    job = copy.deepcopy(yaml.safe_load(K8S_JOB.read_text()))
-    job["metadata"]["name"] = name
-    job["metadata"]["namespace"] = namespace
-    job["spec"]["completions"] = bots
-    job["spec"]["parallelism"] = bots
-    job["spec"]["maxFailedIndexes"] = bots
-    pod = job["spec"]["template"]["spec"]
-    container = pod["containers"][0]
-    container["image"] = image
-    container["args"] = ["run", "--manifest", manifest_uri]
-    if overlay is not None:
-        if overlay not in overlays():
-            raise BadConfig(f"--overlay must be one of {', '.join(overlays())}, not {overlay!r}")
-        patch = yaml.safe_load((K8S_OVERLAYS / overlay / "resources.yaml").read_text())
-        patched = patch["spec"]["template"]["spec"]
-        for key, value in patched.items():  # affinity, nodeSelector...: the overlay's own
-            if key != "containers":
-                pod[key] = value
-        for part in patched.get("containers", []):
-            if part["name"] == container["name"]:
-                container.update({k: v for k, v in part.items() if k != "name"})
-    if cache_claim is not None:
-        (cache,) = [v for v in pod["volumes"] if v["name"] == "cache"]
-        cache.clear()
-        cache.update({"name": "cache", "persistentVolumeClaim": {"claimName": cache_claim}})
-    if service_account is not None:
-        pod["serviceAccountName"] = service_account
-    if queue is not None:
-        # Kueue (kueue.sigs.k8s.io, "Run a Kubernetes Job"): the queue-name label puts it in
-        # the LocalQueue, and a Job created suspended starts only when Kueue admits it (its
-        # webhook would suspend it too; created so, no pod starts before). Partial admission
-        # (beta since Kueue 0.5): admitted at a smaller parallelism when the queue's quota
-        # holds fewer GPUs than bots, instead of waiting for all of them at once.
-        job["metadata"]["labels"][KUEUE_QUEUE] = queue
-        job["metadata"].setdefault("annotations", {})[KUEUE_MIN_PARALLELISM] = "1"
-        job["spec"]["suspend"] = True
-    problems = indexed_job_problems(job)
-    if problems:
-        raise BadConfig(f"the Kubernetes Job would be refused: {problems[0]}")
-    return [job]
-
-
-K8S_ONLY = ("overlay", "cache_claim", "service_account", "queue")  # submit's flags for k8s alone
-K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # an RFC 1123 label
-KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
-KUEUE_MIN_PARALLELISM = "kueue.x-k8s.io/job-min-parallelism"
-
-
-# The API server's own rules for Indexed Jobs (batch/v1 validation), which a schema check does
-# not see: a Job that breaks one is refused at apply time.
-MAX_INDEXED_COMPLETIONS = 100_000  # with backoffLimitPerIndex
-
-
-def indexed_job_problems(job: dict[str, Any]) -> list[str]:
-    """What the API server would refuse in this Indexed Job, one line each."""
-    spec = job.get("spec", {})
-    template = spec.get("template", {}).get("spec", {})
-    completions, parallelism = spec.get("completions"), spec.get("parallelism", 1)
-    per_index, max_failed = spec.get("backoffLimitPerIndex"), spec.get("maxFailedIndexes")
-    rules = (spec.get("podFailurePolicy") or {}).get("rules", [])
-    checks = [
-        (spec.get("completionMode") == "Indexed", "completionMode must be Indexed"),
-        (isinstance(completions, int) and completions >= 1, "completions must be set, >= 1"),
-        (isinstance(parallelism, int) and parallelism >= 0, "parallelism must be >= 0"),
-        (
-            max_failed is None or per_index is not None,
-            "maxFailedIndexes needs backoffLimitPerIndex",
-        ),
-        (
-            max_failed is None or (isinstance(completions, int) and 0 <= max_failed <= completions),
-            f"maxFailedIndexes ({max_failed}) must be <= completions ({completions})",
-        ),
-        (
-            per_index is None
-            or (isinstance(completions, int) and completions <= MAX_INDEXED_COMPLETIONS),
-            f"with backoffLimitPerIndex, completions must be <= {MAX_INDEXED_COMPLETIONS:,}",
-        ),
-        (
-            not rules or template.get("restartPolicy") == "Never",
-            "podFailurePolicy needs restartPolicy: Never",
-        ),
-        (
-            per_index is not None or all(r.get("action") != "FailIndex" for r in rules),
-            "a FailIndex rule needs backoffLimitPerIndex",
-        ),
-    ]
-    return [message for ok, message in checks if not ok]
-
-
-SECRET = "huggingtweets"  # what the Job's envFrom names
-
-# The oldest Kubernetes that runs the Job as written: backoffLimitPerIndex and podFailurePolicy's
-# FailIndex are beta and on by default from 1.29 (KEP-3850: alpha 1.28, GA 1.33). An older API
-# server drops the fields it does not know, and one bot's failures would fail them all.
-MIN_KUBERNETES = (1, 29)
-
-# What kubectl says when it reaches no API server (client-go's words: refused, DNS, timeouts).
-UNREACHABLE = re.compile(
-    r"connection refused|was refused|unable to connect to the server|no such host|i/o timeout"
-    r"|tls handshake timeout|network is unreachable|no route to host|dial tcp",
-    re.IGNORECASE,
-)
-
-# What each object the Job needs is, and how to make it when it is missing.
-NEEDED = {
-    "secret": "kubectl create secret generic {name} --namespace {namespace}"
-    " --from-literal=TWITTER_BEARER_TOKEN=... --from-literal=HF_TOKEN=...",
-    "pvc": "apply infra/k8s/overlays/shared-cache/cache-pvc.yaml (a ReadWriteMany class) or leave"
-    " --cache-claim out",
-    "serviceaccount": "kubectl create serviceaccount {name} --namespace {namespace}, annotated"
-    " with its IAM role (docs/deploy.md), or leave --service-account out",
-    "localqueues.kueue.x-k8s.io": "apply a LocalQueue of that name (infra/k8s/kueue/queues.yaml)"
-    " or leave --queue out",
-}
-
-
-def check_k8s(
-    namespace: str,
-    cache_claim: str | None,
-    service_account: str | None = None,
-    queue: str | None = None,
-) -> None:
-    """Before anything is written: the cluster answers and is new enough, and what the Job
-    needs and does not bring is there: its Secret, and the shared cache claim, service account
-    and Kueue LocalQueue where named. Missing, the pods would sit in
-    CreateContainerConfigError or Pending, or the Job would never be admitted."""
-    version = _cluster("version", "-o", "json")
-    try:
-        server = json.loads(version.stdout or "{}").get("serverVersion")
-    except (ValueError, AttributeError):
-        server = None
-    if not isinstance(server, dict):  # kubectl said no more than that it failed
-        raise BadConfig(
-            f"kubectl version could not read the cluster's version (exit {version.returncode});"
-            " check kubectl's context and credentials (kubectl cluster-info)"
-        )
-    found = tuple(
-        int(re.sub(r"\D", "", str(server.get(k, "")))[:3] or 0) for k in ("major", "minor")
-    )
-    if found < MIN_KUBERNETES:
-        need = ".".join(map(str, MIN_KUBERNETES))
-        raise BadConfig(
-            f"the cluster runs Kubernetes {'.'.join(map(str, found))}; the Job needs {need} or"
-            " newer (backoffLimitPerIndex, podFailurePolicy FailIndex)"
-        )
-    needed = [
-        ("secret", SECRET),
-        ("pvc", cache_claim),
-        ("serviceaccount", service_account),
-        ("localqueues.kueue.x-k8s.io", queue),
-    ]
-    for kind, name in needed:
-        if name is None:
-            continue
-        result = _cluster("get", kind, name, "--namespace", namespace, "-o", "name")
-        if result.returncode != 0:
-            how = NEEDED[kind].format(name=name, namespace=namespace)
-            raise BadConfig(f"the Job needs the {kind} {name!r} in namespace {namespace}: {how}")
-
-
-def _cluster(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """kubectl, with a cluster it cannot reach said as that (exit 75: try again), whatever
-    the command: not as a missing object or a refused Job."""
-    result = _kubectl(*args, stdin=stdin)
-    if result.returncode != 0 and UNREACHABLE.search(result.stderr):
-        raise TransientError(
-            "the Kubernetes cluster is unreachable: kubectl's current context has no API server"
-            " that answers (kubectl config current-context; kubectl cluster-info)"
-        )
-    return result
-
-
-def _kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        raise BadConfig("kubectl is not installed; use --dry-run and apply the YAML yourself")
-    try:
-        return subprocess.run(
-            [kubectl, *args, "--request-timeout=60s"],
-            input=stdin,
-            text=True,
-            capture_output=True,
-            timeout=120,  # kubectl's own timeout covers each request, not a stuck process
-        )
-    except subprocess.TimeoutExpired as e:
-        raise TransientError(f"kubectl {args[0]} did not finish in 120 s") from e
-
-
-def apply_k8s(rendered: str) -> None:
-    result = _cluster("apply", "-f", "-", stdin=rendered)
-    if result.returncode != 0:
-        raise BadConfig(f"kubectl apply failed: {' '.join(result.stderr.split())}")

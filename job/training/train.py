@@ -14,11 +14,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -29,7 +27,7 @@ from job.config import TrainConfig
 from job.errors import TransientError
 from job.training import memory
 from job.training.blocks import BlockDataset, make_blocks
-from job.training.checkpoints import Cadence, Checkpoints, Preemption
+from job.training.checkpoints import Checkpoints
 from job.training.distributed import as_one_process_group, ranks
 from job.training.model import causal_only, hf_home
 from job.training.plan import BATCH, Plan, block_size, plan
@@ -107,7 +105,7 @@ def finetune(
     blocks = make_blocks(
         texts, tokenizer, block_size(config, model_config), config.val_fraction, config.seed
     )
-    run = plan(
+    decided = plan(
         config,
         model_config,
         train_blocks=len(blocks.train),
@@ -117,38 +115,43 @@ def finetune(
         bf16_supported=cuda and torch.cuda.is_bf16_supported(),
         resumed_batch=Checkpoints.batch_of(resume) if resume else None,
     )
-    log.info("strategy %s: %s", run.strategy, run.choice.reason)
-    log.info("batch %d x %d tokens a device: %s", run.batch, run.block_size, run.batch_reason)
-    log.info("learning rate %.3g (%d tokens per step)", run.learning_rate, run.tokens_per_step)
-    log.info("torch.compile %s: %s", "on" if run.compile else "off", run.compile_reason)
-    if run.strategy.startswith("zero"):
-        as_one_process_group()
-    trainer, clock, preemption, stopped_at = _trainer(
-        model, run, config, blocks, workdir, on_log, on_step, checkpoints
+    log.info("strategy %s: %s", decided.strategy, decided.choice.reason)
+    log.info(
+        "batch %d x %d tokens a device: %s", decided.batch, decided.block_size, decided.batch_reason
     )
+    log.info(
+        "learning rate %.3g (%d tokens per step)", decided.learning_rate, decided.tokens_per_step
+    )
+    log.info("torch.compile %s: %s", "on" if decided.compile else "off", decided.compile_reason)
+    if decided.strategy.startswith("zero"):
+        as_one_process_group()
+    from job.training.callbacks import Report  # transformers loads with it
+
+    report = Report(config, checkpoints, on_log, on_step)
+    trainer, clock = _trainer(model, decided, config, blocks, workdir, report)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     # Validation loss by a plain loop, before and after: evaluating through the Trainer before
     # training starts DeepSpeed's inference engine (ZeRO-2 refuses it, ZeRO-3 then cannot
     # train), and the Trainer's eval_loss divides by the unshifted label count (~1/block low).
     with causal_only(model):  # no mask built, no read back to the host, in every forward
-        base_loss = mean_loss(model, blocks.val, run.batch)
+        base_loss = mean_loss(model, blocks.val, decided.batch)
         log.info(
             "base model: validation loss %.3f (perplexity %.1f)", base_loss, math.exp(base_loss)
         )
         start = time.perf_counter()
         if resume:
             log.info("resuming from %s", resume.name)
-        with preemption:
+        with report.preemption:
             output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         seconds = time.perf_counter() - start
         without_autocast(trainer)
-        if stopped_at:
+        if report.stopped_at is not None:
             raise TransientError(
-                f"stopped by SIGTERM at step {stopped_at[0]}; the checkpoint is saved and a rerun"
-                " resumes from it"
+                f"stopped by SIGTERM at step {report.stopped_at}; the checkpoint is saved and a"
+                " rerun resumes from it"
             )
-        val_loss = _final_loss(model, blocks.val, run.batch, run.strategy)
+        val_loss = _final_loss(model, blocks.val, decided.batch, decided.strategy)
     return TrainResult(
         base_val_loss=base_loss,
         val_loss=val_loss,
@@ -164,51 +167,30 @@ def finetune(
         steady_steps=clock.steps,
         steady_tokens=clock.tokens,
         trained_tokens=clock.total_tokens,
-        **run.summary(),
+        **decided.summary(),
     ), trainer
 
 
-def _trainer(
-    model: PreTrainedModel,
-    run: Plan,
-    config: TrainConfig,
-    blocks: Any,
-    workdir: Path,
-    on_log: Callable[[dict[str, float], int], None] | None,
-    on_step: Callable[[int, int], None] | None,
-    checkpoints: Checkpoints | None,
-) -> tuple[Any, Any, Preemption, list[int]]:
-    """The Trainer that runs ``run``, with its callbacks: the job's logs and progress,
-    checkpoints by time or step, SIGTERM's checkpoint (the steps it stopped at), and the clock
-    of steady throughput."""
+def training_arguments(
+    decided: Plan, config: TrainConfig, workdir: Path, checkpoints: Checkpoints | None, width: int
+) -> Any:
+    """The Trainer's arguments: the plan's decisions and the config, each with its reason."""
     import torch
+    from transformers import TrainingArguments
 
-    # transformers' integrations print "[INFO] Running in WANDB offline mode" on stdout at
-    # import when WANDB_MODE=offline; stdout is for the job's one-line result.
-    with contextlib.redirect_stdout(sys.stderr):
-        from transformers import (
-            PrinterCallback,
-            Trainer,
-            TrainerCallback,
-            TrainingArguments,
-            set_seed,
-        )
-    from job.training.clock import PROFILE_ENV, SteadyClock, StepProfile, counted
-
-    set_seed(config.seed)
     cuda = torch.cuda.is_available()
-    args = TrainingArguments(
+    return TrainingArguments(
         output_dir=str(checkpoints.folder if checkpoints else workdir / "trainer"),
         num_train_epochs=config.epochs,
-        learning_rate=run.learning_rate,
+        learning_rate=decided.learning_rate,
         lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_ratio,  # a float < 1 is a ratio of the total steps
         weight_decay=config.weight_decay,
-        per_device_train_batch_size=run.batch,
-        per_device_eval_batch_size=run.batch,
+        per_device_train_batch_size=decided.batch,
+        per_device_eval_batch_size=decided.batch,
         gradient_accumulation_steps=config.grad_accum,
         max_grad_norm=config.max_grad_norm,
-        bf16=run.bf16,
+        bf16=decided.bf16,
         # One kernel for every parameter, on CPU too (torch >= 2.4): ~6x faster than the
         # per-tensor loop on the tiny model. ZeRO's configs name their own optimizer.
         optim="adamw_torch_fused",
@@ -218,7 +200,7 @@ def _trainer(
         # Each log reads the loss and the gradient norm back to the host: the GPU's queue drains
         # and the host, which runs ahead on the small steps, starts again from behind. At
         # most one step in LOG_EVERY pays that; a long run still logs 20 points.
-        logging_steps=max(LOG_EVERY, run.total_steps // 20),
+        logging_steps=max(LOG_EVERY, decided.total_steps // 20),
         # The nan/inf check reads the loss back every step: a host sync that stops the CPU
         # from queuing the next step on a GPU. A nan still shows in the logged loss.
         logging_nan_inf_filter=False,
@@ -233,7 +215,7 @@ def _trainer(
         # the last one to finish before it could queue the next. On CPU there is no copy.
         dataloader_pin_memory=cuda,
         accelerator_config={"non_blocking": cuda},
-        deepspeed=run.choice.deepspeed_config(cpu=not cuda, hidden=int(model.config.n_embd)),
+        deepspeed=decided.choice.deepspeed_config(cpu=not cuda, hidden=width),
         # Every parameter of GPT-2 gets a gradient: the default (True) walks the autograd graph
         # for unused ones and adds an all-reduce every step. Buckets of ~100 MB hold two of
         # gpt2-xl's largest gradients (c_fc, c_proj: 41 MB in fp32); the default 25 MB holds
@@ -242,58 +224,37 @@ def _trainer(
         ddp_bucket_cap_mb=100,
         # One block compiled for all (regional: compile_caches() asks accelerate for it), its
         # caches on HF_HOME; run() calls it before torch is imported.
-        torch_compile=run.compile,
+        torch_compile=decided.compile,
     )
-    preemption = Preemption()
-    stopped_at: list[int] = []
-    due = Cadence(config.checkpoint_every, config.checkpoint_minutes * 60)
 
-    class Report(TrainerCallback):
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-            if on_log and logs:
-                on_log({k: float(v) for k, v in logs.items()}, state.global_step)
 
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if on_step:
-                on_step(state.global_step, state.max_steps)
-            if checkpoints is None:
-                return
-            if preemption.agreed(state.global_step):
-                control.should_save = True
-                control.should_training_stop = True
-                stopped_at.append(state.global_step)
-            elif due(state.global_step):
-                control.should_save = True
+def _trainer(
+    model: PreTrainedModel,
+    decided: Plan,
+    config: TrainConfig,
+    blocks: Any,
+    workdir: Path,
+    report: Any,
+) -> tuple[Any, Any]:
+    """The Trainer that runs ``decided`` with its callbacks (``report``; the clock of steady
+    throughput; the step profile a bench asks for), and the clock."""
+    from transformers import PrinterCallback, set_seed
 
-        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if checkpoints is not None:
-                checkpoints.saved(state.global_step, args.per_device_train_batch_size)
+    from job.training.callbacks import JobTrainer, flops_per_token
+    from job.training.clock import PROFILE_ENV, SteadyClock, StepProfile, counted
 
-    # The Trainer's own floating_point_ops (its logged total_flos) walks every module and
-    # parameter of the model in every step: 2.9 ms a step for 48 layers on the dev CPU, host
-    # time that a GPU's step waits for (docs/benchmarks.md). The count is taken once, here.
-    params = model.num_parameters(exclude_embeddings=True)
-
-    # 6 N a token (forward 2, backward 4); an adapter run computes no gradient for the frozen
-    # weights, only for the activations through them: 4 N (the adapter's own is under 1%).
-    per_param = 4 if config.lora else 6
-
-    class CountedOnce(Trainer):
-        def floating_point_ops(self, inputs: dict[str, Any]) -> int:
-            return per_param * inputs["input_ids"].numel() * params
-
-    clock = SteadyClock(processes=run.world)
-    callbacks = [Report(), clock]
+    set_seed(config.seed)
+    args = training_arguments(decided, config, workdir, report.checkpoints, model.config.n_embd)
+    clock = SteadyClock(processes=decided.world)
+    callbacks = [report, clock]
     if os.environ.get(PROFILE_ENV):  # a diagnostic of the bench's (bench/gpu_probe.py)
         callbacks.append(StepProfile(Path(os.environ[PROFILE_ENV])))
-    trainer = counted(CountedOnce, clock)(
-        model=model,
-        args=args,
-        train_dataset=BlockDataset(blocks.train),
-        callbacks=callbacks,
+    trainer: Any = counted(JobTrainer, clock)(
+        model=model, args=args, train_dataset=BlockDataset(blocks.train), callbacks=callbacks
     )
+    trainer.flops_per_token = flops_per_token(model, config)
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
-    return trainer, clock, preemption, stopped_at
+    return trainer, clock
 
 
 def without_autocast(trainer: Any) -> None:

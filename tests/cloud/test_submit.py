@@ -15,7 +15,8 @@ import requests
 import yaml
 
 from job import errors
-from job.cloud.submit import SubmitOptions, build_manifest, render_k8s
+from job.cloud.kubernetes import render_k8s
+from job.cloud.submit import SubmitOptions, build_manifest
 from job.errors import BadConfig
 from job.spec import jobs
 from job.spec import parse_manifest as parse
@@ -273,7 +274,7 @@ def test_one_bot_per_user_or_one_for_all() -> None:
 def test_rendered_jobs_follow_the_api_servers_rules_for_indexed_jobs(bots, overlay) -> None:
     """Beyond the schema: maxFailedIndexes <= completions and the rest of batch/v1's checks,
     for the base and every overlay, with the cache per pod or on a shared claim."""
-    from job.cloud.submit import indexed_job_problems
+    from job.cloud.kubernetes import indexed_job_problems
 
     for claim in (None, "shared-cache"):
         (job,) = render_k8s(
@@ -373,7 +374,7 @@ def test_kubernetes_submit_checks_the_clusters_version_the_account_and_the_queue
 ) -> None:
     """backoffLimitPerIndex and FailIndex need Kubernetes 1.29 (KEP-3850: beta, on by default,
     from 1.29); a named service account and Kueue LocalQueue must exist in the namespace."""
-    from job.cloud.submit import MIN_KUBERNETES
+    from job.cloud.kubernetes import MIN_KUBERNETES
 
     assert MIN_KUBERNETES == (1, 29)
     args = ["submit", "alice", "--target", "k8s", "--output", "s3://results/bots", "--no-push"]
@@ -446,7 +447,7 @@ def test_a_wheel_outside_the_checkout_submits_and_its_dry_run_is_appliable(
     IRSA expect. And the dry run checks the opt-out list as a submit does."""
     from job import errors
     from job.cloud.consent import opt_out
-    from job.cloud.submit import KUEUE_MIN_PARALLELISM, KUEUE_QUEUE
+    from job.cloud.kubernetes import KUEUE_MIN_PARALLELISM, KUEUE_QUEUE
     from job.data.handles import Handle
 
     pip = [str(REPO / ".venv" / "bin" / "pip"), "-q"]
@@ -489,7 +490,7 @@ def test_a_wheel_outside_the_checkout_submits_and_its_dry_run_is_appliable(
 
 
 def test_the_base_job_follows_them_too_and_the_rules_catch_the_old_one() -> None:
-    from job.cloud.submit import K8S_JOB, indexed_job_problems
+    from job.cloud.kubernetes import K8S_JOB, indexed_job_problems
 
     base = yaml.safe_load(K8S_JOB.read_text())
     assert indexed_job_problems(base) == []
@@ -559,7 +560,7 @@ def test_multi_node_jobs_are_one_job_a_task_on_demand_never_an_array_nor_on_spot
     supported") and runs none on Spot (userguide/mnp-ce.html); moto enforces neither, so
     submit checks both itself (batch_request_problems): 3 bots at 1 a task are 3 jobs, each
     with its task's --index, on the on-demand queue; the Spot and unmanaged queues are refused."""
-    from job.cloud.submit import batch_request_problems
+    from job.cloud.aws_batch import batch_request_problems
 
     args = ["submit", "a_one", "b_two", "c_three", "--target", "batch", "--no-push"]
     args += ["--output", "s3://results/bots", "--job-definition", "huggingtweets-multinode"]
