@@ -3,7 +3,7 @@
 A task is one process, as AWS Batch or Kubernetes starts it: ``huggingtweets run --manifest M
 --index I``. With ``bots_per_task: 1`` each bot pays the whole fixed cost (start-up, imports,
 loading); with ``bots_per_task: K`` one process makes K bots in turn and pays it once
-(job/batch.py, job/training/model.py ``bases_kept``). Both sides make the same K bots, from the
+(job/task.py, job/training/model.py ``bases_kept``). Both sides make the same K bots, from the
 same tweets, into their own local output; each side's figure is its wall time over K. The
 sides alternate over ``--repeats`` and each figure is the median.
 

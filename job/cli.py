@@ -213,7 +213,7 @@ def run(
         if manifest is not None:
             if users or overrides or config:
                 raise errors.BadConfig("--manifest takes no handles or config options")
-            from job.batch import run_manifest
+            from job.task import run_manifest
 
             for record in run_manifest(manifest, index=index, force=force):
                 typer.echo(record.line())
@@ -236,9 +236,10 @@ def run(
 
             result = run_bot(job, sources, out, progress=bars, guard=guard.check)
         if result is not None:  # None: a rank other than 0 of a multi-process run
-            from job.batch import record_local_run
+            from job.cloud.publish import record_local_run
 
-            record_local_run(out, job, result)  # status lists it, publish pushes it
+            # status lists it, publish pushes it
+            record_local_run(out, job, result.train.perplexity, result.flagged)
             guard.check("the bot's record")
     if result is not None:
         typer.echo(result.line())
@@ -283,10 +284,10 @@ ManifestUri = Annotated[str | None, typer.Option(help="A job manifest: its outpu
 def status(ctx: typer.Context, manifest: ManifestUri = None, output: OutputUri = None) -> None:
     """Status of each bot: queued, running, succeeded or failed (with the reason)."""
     with _command():
-        from job.batch import output_of
         from job.cloud.consent import shown
         from job.cloud.status import COLUMNS, statuses
         from job.storage import open_storage
+        from job.task import output_of
 
         uri, bots = output_of(manifest, _output(ctx, manifest, output))
         storage = open_storage(uri)
@@ -320,9 +321,10 @@ def publish(
 ) -> None:
     """Push a bot's latest published run to the Hub again (after a Hub failure)."""
     with _command():
-        from job.batch import output_of, publish_latest
+        from job.cloud.publish import publish_latest
         from job.data.handles import bot_name, handles_of
         from job.storage import open_storage
+        from job.task import output_of
 
         name = bot_name(handles_of(bot.split("-")))
         storage = open_storage(output_of(manifest, _output(ctx, manifest, output))[0])

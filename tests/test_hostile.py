@@ -311,9 +311,9 @@ def test_a_damaged_status_is_shown_as_unknown_not_a_crash(case: str, tmp_path: P
 def test_a_damaged_opt_out_still_opts_out_and_stops_no_other_bot(
     record: bytes, tmp_path: Path
 ) -> None:
-    from job.batch import _opted_out
     from job.spec import jobs, parse_manifest
     from job.storage import LocalStorage
+    from job.task import _opted_out
 
     out = tmp_path / "out"
     (out / "_opt-out").mkdir(parents=True)

@@ -6,7 +6,7 @@ import ast
 
 from tests.helpers import REPO
 
-RECIPES = {"job.prepare", "job.run", "job.batch"}
+RECIPES = {"job.prepare", "job.run", "job.task"}
 TOP = {"job.cli", "job.options", "job.__main__"}  # the command line, above the recipes
 
 
@@ -109,7 +109,7 @@ LAYERS = [
     {"job.config", "job.spec"},
     {"job.data", "job.training", "job.outputs"},
     {"job.cloud"},
-    {"job.prepare", "job.run", "job.batch", "job.preflight"},
+    {"job.prepare", "job.run", "job.task", "job.preflight"},
     {"job.cli", "job.options", "job.__main__"},
 ]  # fmt: skip
 

@@ -191,8 +191,8 @@ def test_a_takedown_during_publish_wins(s3, hub, monkeypatch, at: str) -> None:
 def test_a_manifest_retry_of_a_published_bot_finds_the_opt_out_first(api, hub) -> None:
     """The retry's already-published branch pushes again (publish_latest): the opt-out list
     is read before, so an opted-out bot is never pushed back."""
-    from job.batch import publish_latest
     from job.cloud.consent import opt_out
+    from job.cloud.publish import publish_latest
     from job.data.handles import Handle
 
     storage = open_storage("s3://results/bots")

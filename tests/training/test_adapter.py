@@ -106,7 +106,7 @@ def test_a_task_of_adapter_bots_keeps_one_base_on_the_device_bit_identical(
     import torch
     from safetensors.torch import load_file
 
-    from job import batch
+    from job import task
     from job.training import adapter
     from job.training.model import build_random
 
@@ -144,7 +144,7 @@ def test_a_task_of_adapter_bots_keeps_one_base_on_the_device_bit_identical(
         f"  - users: [{{handle: b3, source: jsonl, uri: {tmp_path / 'b3.jsonl'}}}]\n"
         "    train: {adapter: none}\n"
     )
-    batch.run_manifest(str(manifest), index=0)
+    task.run_manifest(str(manifest), index=0)
     expected = digest({k: v for k, v in on_disk.items()})
     assert [d for _, d in released] == [expected] * 3  # the same weights after every bot
     assert len({i for i, _ in released}) == 1  # the same model object: loaded once

@@ -1,4 +1,4 @@
-"""The cloud batch job against S3 (moto, loopback) and the Hub (fake, loopback), with faults."""
+"""A manifest's task (job/task.py) against S3 (moto) and the Hub (fake), both on loopback."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from job import batch
+from job import task
 from job.cloud import hub as hub_module
 from job.cloud.runs import MARKER
 from job.errors import TransientError
@@ -183,7 +183,7 @@ def test_bad_index_and_missing_manifest(inputs) -> None:
 
 
 def test_s3_error_mid_upload_keeps_the_published_run(inputs, hub, monkeypatch) -> None:
-    first = batch.run_manifest("s3://inputs/jobs/one.yaml")[0]
+    first = task.run_manifest("s3://inputs/jobs/one.yaml")[0]
     before = assert_complete("sourdough_sam")
     direct = os.environ["AWS_ENDPOINT_URL"]
     with FaultProxy(direct) as proxy:
@@ -198,7 +198,7 @@ def test_s3_error_mid_upload_keeps_the_published_run(inputs, hub, monkeypatch) -
 
         proxy.hook = fail_after_two_files
         with pytest.raises(TransientError):
-            batch.run_manifest("s3://inputs/jobs/one.yaml", force=True)
+            task.run_manifest("s3://inputs/jobs/one.yaml", force=True)
     monkeypatch.setenv("AWS_ENDPOINT_URL", direct)
     storage = open_storage("s3://results/bots")
     status = get_json(storage, "sourdough_sam/status.json")
@@ -211,7 +211,7 @@ def test_s3_error_mid_upload_keeps_the_published_run(inputs, hub, monkeypatch) -
 def test_hub_outage_keeps_s3_and_publish_alone_retries(inputs, hub) -> None:
     hub.state.faults.append(lambda m, p: 503 if p.endswith("/commit/main") else None)
     with pytest.raises(TransientError, match="Hub push"):
-        batch.run_manifest("s3://inputs/jobs/one.yaml")
+        task.run_manifest("s3://inputs/jobs/one.yaml")
     marker = assert_complete("sourdough_sam")  # the S3 results are safe
     storage = open_storage("s3://results/bots")
     status = get_json(storage, "sourdough_sam/status.json")
@@ -253,10 +253,10 @@ def test_hub_outage_keeps_s3_and_publish_alone_retries(inputs, hub) -> None:
 def test_rerun_after_hub_failure_pushes_without_retraining(inputs, hub) -> None:
     hub.state.faults.append(lambda m, p: 503 if p.endswith("/commit/main") else None)
     with pytest.raises(TransientError):
-        batch.run_manifest("s3://inputs/jobs/one.yaml")
+        task.run_manifest("s3://inputs/jobs/one.yaml")
     run_id = assert_complete("sourdough_sam")["run_id"]
     hub.state.faults.clear()
-    (record,) = batch.run_manifest("s3://inputs/jobs/one.yaml")  # the platform's retry
+    (record,) = task.run_manifest("s3://inputs/jobs/one.yaml")  # the platform's retry
     assert record.hub.state == "pushed" and record.hub.run_id == run_id
     assert assert_complete("sourdough_sam")["run_id"] == run_id
 
@@ -264,12 +264,12 @@ def test_rerun_after_hub_failure_pushes_without_retraining(inputs, hub) -> None:
 def test_a_published_run_supersedes_a_failed_record(inputs, hub) -> None:
     """A bot that failed under another manifest (or a dead attempt) and then ran well says
     succeeded on the next "nothing to do" pass, with nothing of the failure left."""
-    (first,) = batch.run_manifest("s3://inputs/jobs/one.yaml")
+    (first,) = task.run_manifest("s3://inputs/jobs/one.yaml")
     storage = open_storage("s3://results/bots")
     from job.cloud.status import write_status
 
     write_status(storage, "sourdough_sam", "failed", run_id="other", reason="another manifest")
-    (again,) = batch.run_manifest("s3://inputs/jobs/one.yaml")
+    (again,) = task.run_manifest("s3://inputs/jobs/one.yaml")
     assert again.state == "succeeded" and again.run_id == first.run_id and again.reason is None
     assert again.hub.state == "pushed" and len(hub.state.commits) == 1  # that run is on the Hub
 
@@ -321,12 +321,12 @@ def test_job_killed_between_upload_and_marker(inputs, hub) -> None:
 def test_an_unexpected_error_fails_the_status_with_one_line(inputs, hub, monkeypatch) -> None:
     """Whatever escapes is caught once: the status says failed (not running forever), the
     exit code is 1 (a bug: not retried), and no exception text reaches either."""
-    import job.batch
+    import job.task
 
     def crash(*args, **kwargs):
         raise RuntimeError(f"upstream said: Bearer {TWITTER_TOKEN}")
 
-    monkeypatch.setattr(job.batch, "run", crash)  # the recipe's run, as the manifest runs it
+    monkeypatch.setattr(job.task, "run", crash)  # the recipe's run, as the manifest runs it
     r = cli("run", "--manifest", "s3://inputs/jobs/one.yaml")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.count("error: internal error: RuntimeError") == 1
@@ -404,17 +404,17 @@ def test_a_task_makes_its_slice_of_bots_each_on_its_own(inputs, hub, monkeypatch
 
     # A retryable failure of any bot in the slice makes the task's code retryable (75), even
     # after another bot's bad input; the retry skips what is published (sam, by fingerprint).
-    real = batch.run_bot
+    real = task.run_bot
 
-    def flaky(job, storage, *, force=False, manifest=None):
-        if job.bot == "sourdough_sam" and force:
+    def flaky(job, storage, **kw):
+        if job.bot == "sourdough_sam" and kw["published"] is None:  # forced: made again
             raise TransientError("S3 went away")
-        return real(job, storage, force=force, manifest=manifest)
+        return real(job, storage, **kw)
 
-    monkeypatch.setattr(batch, "run_bot", flaky)
+    monkeypatch.setattr(task, "run_bot", flaky)
     with pytest.raises(TransientError):
-        batch.run_manifest(uri, index=0, force=True)
-    monkeypatch.setattr(batch, "run_bot", real)
+        task.run_manifest(uri, index=0, force=True)
+    monkeypatch.setattr(task, "run_bot", real)
     again = cli("run", "--manifest", uri, "--index", "0")
     assert again.returncode == 4  # ghost still has no input; sam was not made again
     assert assert_complete("sourdough_sam")["run_id"] == published
@@ -448,7 +448,7 @@ def test_a_failed_bots_memory_is_freed_before_the_next_bot_starts(tmp_path, monk
     held: list[weakref.ref] = []
     freed_at_start: list[list[bool]] = []
 
-    def bot(job, storage, *, force=False, manifest=None):
+    def bot(job, storage, **kw):
         weights = Weights()
         freed_at_start.append([ref() is None for ref in held])
         held.append(weakref.ref(weights))
@@ -456,9 +456,9 @@ def test_a_failed_bots_memory_is_freed_before_the_next_bot_starts(tmp_path, monk
             raise TransientError("S3 went away")  # the job's own error: it is what is kept
         raise ValueError("a bug")  # a foreign one: classify makes a new error of it
 
-    monkeypatch.setattr(batch, "run_bot", bot)
+    monkeypatch.setattr(task, "run_bot", bot)
     with pytest.raises(TransientError):
-        batch.run_manifest(many(tmp_path))
+        task.run_manifest(many(tmp_path))
     assert freed_at_start == [[], [True], [True, True]]
     assert all(ref() is None for ref in held)
 
@@ -471,7 +471,7 @@ def test_a_cuda_error_stops_the_task_and_its_retry_makes_the_rest(tmp_path, monk
 
     ran: list[str] = []
 
-    def bot(job, storage, *, force=False, manifest=None):
+    def bot(job, storage, **kw):
         ran.append(job.bot)
         if job.bot == "b":
             try:
@@ -480,9 +480,9 @@ def test_a_cuda_error_stops_the_task_and_its_retry_makes_the_rest(tmp_path, monk
                 raise TransientError("checkpoint upload failed") from e
         return None
 
-    monkeypatch.setattr(batch, "run_bot", bot)
+    monkeypatch.setattr(task, "run_bot", bot)
     with pytest.raises(TransientError) as info:
-        batch.run_manifest(many(tmp_path))
+        task.run_manifest(many(tmp_path))
     assert ran == ["a", "b"] and errors.classify(info.value).exit_code == errors.TRANSIENT
     status = get_json(open_storage(str(tmp_path / "out")), "c/status.json")
     assert status["state"] == "queued"

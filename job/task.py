@@ -1,4 +1,5 @@
-"""Recipe: a cloud batch job. Reads a manifest, makes its bots, publishes them safely.
+"""Recipe: a manifest's task. Reads the manifest, makes the task's bots, publishes them safely
+(the Hub push itself: cloud/publish.py).
 
 - One bot per array index (``AWS_BATCH_JOB_ARRAY_INDEX`` on AWS Batch, ``JOB_COMPLETION_INDEX``
   in a Kubernetes Indexed Job, or ``--index``), or every bot in turn when there is no index.
@@ -19,10 +20,9 @@ import re
 import tempfile
 from pathlib import Path
 
-from job.base import Base
-from job.cloud import hub
 from job.cloud.consent import Guard, check_not_opted_out
-from job.cloud.runs import latest_complete, new_run_id, upload_run
+from job.cloud.publish import publish_latest, push_run
+from job.cloud.runs import Marker, latest_complete, new_run_id, upload_run
 from job.cloud.status import (
     HubStatus,
     Status,
@@ -37,7 +37,6 @@ from job.data.sources import sources_for
 from job.deadline import deadline
 from job.errors import (
     BadConfig,
-    InputNotFound,
     JobError,
     OptedOut,
     Terminated,
@@ -46,13 +45,10 @@ from job.errors import (
     detached,
     gpu_lost,
 )
-from job.inventory import CARD, MERGED, MODEL, merged_repo
-from job.outputs.card import for_repo
 from job.preflight import per_bot, shared
-from job.records import Record, read_record
-from job.run import RunResult, run
-from job.spec import BotJob, check_repo, jobs, load_manifest, tasks
-from job.storage import LocalStorage, Storage, download, open_storage
+from job.run import run
+from job.spec import BotJob, jobs, load_manifest, tasks
+from job.storage import Storage, open_storage
 from job.training.distributed import ranks
 from job.training.memory import process_memory_bytes
 from job.training.model import bases_kept
@@ -99,11 +95,14 @@ def run_manifest(uri: str, *, index: int | None = None, force: bool = False) -> 
         )
     chosen = jobs(manifest, None if index is None else range(index * per, (index + 1) * per))
     refused, chosen = _opted_out(chosen, storage)
-    failed = _preflight([j for j in chosen if force or not _done(storage, j)], storage, uri)
+    # "Is it done?", asked once a bot (a read of latest.json and a marker): what it names is
+    # the run the bot's retry publishes again instead of making it anew
+    done = {job.bot: None if force else published_run(storage, job) for job in chosen}
+    failed = _preflight([j for j in chosen if done[j.bot] is None], storage, uri)
     chosen = [j for j in chosen if j.bot not in failed]
     if index is None:  # this process will do them all: say so before starting the first
         for job in chosen:
-            if not _done(storage, job) or force:
+            if done[job.bot] is None:
                 write_status(
                     storage,
                     job.bot,
@@ -118,7 +117,7 @@ def run_manifest(uri: str, *, index: int | None = None, force: bool = False) -> 
     with bases_kept() if len(chosen) > 1 else contextlib.nullcontext():
         for job in chosen:
             try:
-                record = run_bot(job, storage, force=force, manifest=uri)
+                record = run_bot(job, storage, manifest=uri, published=done[job.bot])
                 if record is not None:
                     records.append(record)
             except Exception as e:  # one bot's failure is recorded; the others still run
@@ -211,24 +210,30 @@ def _preflight(todo: list[BotJob], storage: Storage, manifest: str) -> dict[str,
     return failed
 
 
-def _done(storage: Storage, job: BotJob) -> bool:
+def published_run(storage: Storage, job: BotJob) -> Marker | None:
+    """The marker of ``job``'s published run, if it is of this very job (its fingerprint)."""
     marker = latest_complete(storage, job.bot)
-    return bool(marker and marker.fingerprint == job.fingerprint())
+    return marker if marker is not None and marker.fingerprint == job.fingerprint() else None
 
 
 def run_bot(
-    job: BotJob, storage: Storage, *, force: bool = False, manifest: str | None = None
+    job: BotJob,
+    storage: Storage,
+    *,
+    manifest: str | None = None,
+    published: Marker | None = None,
 ) -> Status | None:
-    """Make one bot and publish it; None on ranks other than 0, which only train. After each
-    thing it writes, it checks the opt-out list (cloud/consent.py, ``Guard``)."""
+    """Make one bot and publish it, or, where it is ``published`` already (``published_run``),
+    make sure its record and its push say so; None on ranks other than 0, which only train.
+    After each thing it writes, it checks the opt-out list (cloud/consent.py, ``Guard``)."""
     checkpoints = (storage, f"{job.bot}/checkpoints/")
     if not ranks().main:  # other ranks only train; rank 0 decides, records and publishes
         with tempfile.TemporaryDirectory(prefix="huggingtweets-") as tmp:
             run(job, sources_for(job.users, fetch=False), Path(tmp) / "out", None, checkpoints)
         return None
     fingerprint = job.fingerprint()
-    marker = latest_complete(storage, job.bot)
-    if marker and marker.fingerprint == fingerprint and not force:
+    marker = published
+    if marker is not None:
         log.info("%s: already published as run %s; nothing to do", job.bot, marker.run_id)
         status = read_status(storage, job.bot)
         if status is None or status.state != "succeeded" or status.run_id != marker.run_id:
@@ -282,7 +287,7 @@ def run_bot(
             )
             guard.check("the succeeded status")
             if job.hub_push and job.hub_repo:
-                return _push(
+                return push_run(
                     storage, job.bot, bot_dir, run_id, job.hub_repo, job.hub_private, guard
                 )
             return record
@@ -298,150 +303,3 @@ def run_bot(
         if not isinstance(e, Exception):
             raise  # a stop ends the task, not just this bot: the boundary says it
         raise error from e
-
-
-def publish_latest(
-    storage: Storage, bot: str, repo: str | None = None, private: bool | None = None
-) -> Status:
-    """Push the latest complete run of ``bot`` to the Hub (again), from the output prefix. Its
-    card is rendered for the repo it goes to; every repo it was pushed to stays recorded."""
-    guard = Guard.of(storage, bot)
-    check_not_opted_out(storage, guard.handles)  # first: a takedown may have come since
-    marker = latest_complete(storage, bot)
-    status = read_status(storage, bot)
-    local = _local_result(storage, bot, status) if marker is None else None
-    if marker is None and local is None:
-        raise InputNotFound(f"{bot}: no complete run under {storage.where('')}")
-    hub = status.hub if status else HubStatus()
-    repo = repo or hub.repo
-    if not repo:
-        raise BadConfig(f"{bot}: no Hub repo recorded; give --repo OWNER/NAME")
-    check_repo(repo, "--repo")
-    private = hub.private if private is None else private
-    with tempfile.TemporaryDirectory(prefix="huggingtweets-publish-") as tmp:
-        run_dir = Path(tmp) / "run"
-        if local is not None:  # a `run --out` result: its folders, as they are
-            _linked(local, run_dir)
-            assert status is not None and status.run_id is not None
-            return _push(storage, bot, run_dir, status.run_id, repo, private, guard)
-        assert marker is not None
-        listed = {
-            rel: meta.sha256
-            for rel, meta in marker.files.items()
-            if rel.startswith((f"{MODEL}/", f"{MERGED}/")) or rel == CARD
-        }
-        download(storage, f"{bot}/{marker.run_id}/", run_dir, expected=listed)
-        return _push(storage, bot, run_dir, marker.run_id, repo, private, guard)
-
-
-def _local_result(storage: Storage, bot: str, status: Status | None) -> Path | None:
-    """The result a local ``run --out`` left (``OUT/<bot>/``, recorded by record_local_run),
-    where ``storage`` is that folder."""
-    if not isinstance(storage, LocalStorage) or status is None or status.state != "succeeded":
-        return None
-    result = storage.root / bot
-    return result if (result / MODEL).is_dir() and status.run_id else None
-
-
-def _linked(result: Path, run_dir: Path) -> None:
-    """What a push reads of a local result, without copying gigabytes: the model folders as
-    hard links (a copy where the file system has none), and the card, which the push renders
-    again for its repo, as a copy (a link would rewrite the user's own card)."""
-    import os
-    import shutil
-
-    def place(source: str, target: str) -> None:
-        if Path(source).name == "README.md":
-            shutil.copy2(source, target)
-            return
-        try:
-            os.link(source, target)
-        except OSError:
-            shutil.copy2(source, target)
-
-    for folder in (MODEL, MERGED):
-        if (result / folder).is_dir():
-            shutil.copytree(result / folder, run_dir / folder, copy_function=place)
-    if (result / CARD).is_file():
-        shutil.copy2(result / CARD, run_dir / CARD)
-
-
-def record_local_run(out: Path, job: BotJob, result: RunResult) -> Status:
-    """A local run's record, ``OUT/<bot>/status.json``, as a manifest's run writes one: what
-    ``status`` lists, ``publish`` pushes and ``takedown`` reads (the repos it was pushed to
-    stay recorded across runs)."""
-    storage = LocalStorage(out)
-    return write_status(
-        storage,
-        job.bot,
-        "succeeded",
-        fresh=True,
-        run_id=new_run_id(job.fingerprint()),
-        perplexity=result.train.perplexity,
-        memorized=result.flagged,
-        inputs=inputs_of(job.users),
-        hub=HubStatus(repo=job.hub_repo, private=job.hub_private),
-    )
-
-
-class AdapterConfig(Record):
-    """What publishing reads of peft's ``adapter_config.json``: the base it names."""
-
-    base_model_name_or_path: str | None = None
-
-
-def _hub_id(base: str) -> str | None:
-    try:
-        return Base.of(base).hub_id
-    except ValueError:
-        return None
-
-
-def _push(
-    storage: Storage,
-    bot: str,
-    run_dir: Path,
-    run_id: str,
-    repo: str,
-    private: bool,
-    guard: Guard,
-) -> Status:
-    """Push ``run_dir/model`` (its card rendered for ``repo``), and an adapter's merged copy
-    (``run_dir/merged``, train.lora_merged) to ``<repo>-merged``, and record them, inside the
-    guard of public writes (cloud/consent.py: a takedown meanwhile wins)."""
-    adapter = read_record(LocalStorage(run_dir / MODEL), "adapter_config.json", AdapterConfig)
-    if adapter is not None:  # an adapter loads its base by the name it gives
-        base = adapter.base_model_name_or_path
-        if base is None or _hub_id(base) is None:
-            raise BadConfig(
-                f"{bot}: an adapter of {base!r}, which is no Hub model: the Hub could not load"
-                " it; make the bot again from a Hub base to publish it"
-            )
-    merged = merged_repo(repo) if (run_dir / MERGED).is_dir() else None
-    if merged:
-        check_repo(merged, "the merged copy's repo")
-    for_repo(run_dir, repo, private)
-    status = read_status(storage, bot)
-    state = status.state if status and status.state != "unknown" else "succeeded"
-    # recorded first: should the push half-happen, a takedown still finds the repos
-    also = [merged] if merged else []
-    write_status(
-        storage, bot, state, hub=HubStatus(repo=repo, private=private, state="pending", repos=also)
-    )
-    with guard.public("the Hub push", [repo, *also]):
-        try:
-            url = hub.push_folder(run_dir / MODEL, repo, private=private, run_id=run_id)
-            if merged:
-                hub.push_folder(run_dir / MERGED, merged, private=private, run_id=run_id)
-        except (Exception, Terminated, KeyboardInterrupt) as e:  # a stop too: not "pending"
-            if not isinstance(e, OptedOut):
-                failed = HubStatus(
-                    repo=repo, private=private, state="failed", reason=str(classify(e))
-                )
-                write_status(storage, bot, state, hub=failed)
-            raise
-        pushed = HubStatus(
-            repo=repo, private=private, state="pushed", run_id=run_id, commit_url=url
-        )
-        record = write_status(storage, bot, state, hub=pushed)
-    return record
