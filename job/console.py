@@ -10,11 +10,13 @@ stdout carries only each command's one-line result.
 from __future__ import annotations
 
 import logging
+import platform
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from job import __version__
 from job.errors import redact
 
 log = logging.getLogger("job")
@@ -134,3 +136,57 @@ def progress() -> Iterator[Bars]:
         transient=True,
     ) as bar:
         yield Bars(bar)
+
+
+def versions() -> dict[str, str]:
+    """What made the model: the job's and its libraries' versions (job.json, the card)."""
+    import tokenizers
+    import torch
+    import transformers
+
+    return {
+        "huggingtweets": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+        "cuda": torch.version.cuda or "none",
+    }
+
+
+def quiet_libraries() -> None:
+    """Keep stdout for the job's result line, and progress bars off the job's own display."""
+    import contextlib
+    import importlib.util
+    import os
+    import sys
+
+    import torch
+
+    if importlib.util.find_spec("deepspeed"):
+        if not torch.cuda.is_available():
+            # Else DeepSpeed probes every accelerator it knows and warns "Setting accelerator
+            # to CPU" on every CPU run; DS_ACCELERATOR is its documented override.
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        # DeepSpeed's logger binds its handler to sys.stdout when first imported (and
+        # accelerate imports it whenever it is installed, even for plain DDP, when the
+        # Trainer unwraps the model): bind it to stderr instead.
+        with contextlib.redirect_stdout(sys.stderr):
+            import deepspeed  # noqa: F401
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_warning()
+    disable_progress_bars()
+    # peft 0.21 asks transformers 5 for a name it renamed: a warning on every adapter run that
+    # says nothing to the job's user (peft's to change, not ours).
+    import warnings
+
+    warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+    # huggingface_hub's logger prints through a handler of its own and then, propagating,
+    # through the job's too: each retry line came out twice. The job's handler (console.py)
+    # is the one.
+    hub_logger = logging.getLogger("huggingface_hub")
+    for handler in list(hub_logger.handlers):
+        hub_logger.removeHandler(handler)

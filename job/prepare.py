@@ -15,24 +15,22 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from job import __version__
-from job.atomic import lock, recover, replace_dir, write_json
+from job.atomic import replace_dir, write_json
 from job.config import JobConfig
 from job.data.clean import CleanTweet, Prepared, UserStats, clean
 from job.data.handles import Handle, bot_name
 from job.data.tweets import TweetSource, UserTweets
 from job.deadline import deadline
-from job.errors import BadConfig, NotEnoughData, NotWritable
+from job.errors import NotEnoughData
+from job.workspace import bot_writer, check_out
 
 log = logging.getLogger(__name__)
 
@@ -103,31 +101,6 @@ def prepare(
     }
     _write(data_dir, fetched, tweets, summary)
     return Prepared(bot=bot, data_dir=data_dir, tweets=tweets, stats=summary)
-
-
-def scratch_of(out: Path, bot: str) -> Path:
-    """``OUT/.<bot>``: the bot's lock, scratch space, checkpoints and W&B files, beside
-    ``OUT/<bot>``, its result."""
-    return out / f".{bot}"
-
-
-@contextmanager
-def bot_writer(out: Path, bot: str) -> Iterator[None]:
-    """Be the one writer of ``OUT/<bot>``: hold its lock, and first put back the result that
-    a run killed between replace_dir's two renames left aside."""
-    with lock(scratch_of(out, bot) / "lock", str(out / bot)):
-        recover(out / bot)
-        yield
-
-
-def check_out(out: Path) -> None:
-    """The output folder can be one: it is a folder, or nothing yet."""
-    if out.exists() and not out.is_dir():
-        raise BadConfig(f"--out {out}: a file is there, not a folder")
-    existing = next((p for p in (out, *out.parents) if p.exists()), None)
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        # A bind mount that Docker made for root, seen by the image's uid 1000, say.
-        raise NotWritable(f"--out {out}: {existing} is not writable by uid {os.getuid()}")
 
 
 def date_range(tweets: list[CleanTweet]) -> dict[str, str | None]:

@@ -24,7 +24,6 @@ import gc
 import hashlib
 import json
 import logging
-import platform
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -33,26 +32,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from job import __version__
 from job.atomic import replace_dir, write_json
 from job.cloud.status import inputs_of
-from job.config import SamplingConfig
+from job.console import quiet_libraries, versions
 from job.data.clean import Prepared
 from job.data.handles import Handle
 from job.data.tweets import TweetSource
 from job.errors import OptedOut
 from job.inventory import STATUS
-from job.outputs import card
+from job.outputs import card, model_folder
 from job.outputs.card import languages
 from job.outputs.predict import Prediction, flag_memorized, sample
 from job.outputs.tracking import Tracker, default_mode
-from job.prepare import bot_writer, check_out, prepare, scratch_of
+from job.prepare import prepare
 from job.spec import BotJob
 from job.storage import Storage
 from job.training import adapter, distributed
 from job.training.checkpoints import Checkpoints, discard_incomplete
-from job.training.model import EOS, check_base, load, load_base, resolve_base
+from job.training.model import check_base, load, load_base, resolve_base
 from job.training.train import TrainResult, compile_caches, finetune
+from job.workspace import bot_writer, check_out, scratch_of
 
 log = logging.getLogger(__name__)
 # console.Bars: a bar per phase name, or None where there is no terminal to draw it on
@@ -255,7 +254,7 @@ def setup(job: BotJob, out: Path) -> State:
     import torch  # after the cheap checks: a typo costs no seconds of imports
 
     phases = Phases()
-    _quiet_libraries()
+    quiet_libraries()
     ranks = distributed.init()
     bot_dir, scratch = out / job.bot, scratch_of(out, job.bot)
     mode = job.config.wandb.mode or default_mode()
@@ -355,25 +354,12 @@ def train(
         # flags every pickle it is given.
         (state.staged / "training_args.bin").unlink(missing_ok=True)
         if state.main and config.save_precision == "bf16":
-            _to_bf16(state.staged)
-        if state.main and config.lora:
-            _base_beside(state, base)
+            model_folder.to_bf16(state.staged)
+        if state.main and config.lora and state.job.base.kind == "tiny":
+            model_folder.keep_base_beside(base, state.staging, state.staged, state.bot_dir)
         if state.main and config.lora_merged:
             adapter.save_merged(model, state.merged, config.save_precision)
     return Trained(result, model, tokenizer)
-
-
-def _base_beside(state: State, base: str) -> None:
-    """An adapter names its base (adapter_config.json). A base built here (the tiny one) is
-    kept beside the model in the result, ``OUT/<bot>/base``, and named there, so the adapter
-    loads after the run's scratch space is gone; a Hub base keeps its Hub id."""
-    if state.job.base.kind != "tiny":
-        return
-    shutil.copytree(base, state.staging / "base")
-    config_path = state.staged / "adapter_config.json"
-    config = json.loads(config_path.read_text())
-    config["base_model_name_or_path"] = str((state.bot_dir / "base").resolve())
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def _gpu_bf16() -> bool:
@@ -396,7 +382,7 @@ def predict(state: State, data: Prepared, trained: Trained) -> Sampled:
     job = state.job.model_copy(update={"config": config})
     for folder in (state.staged, state.merged):
         if folder.is_dir():
-            _finish_model_folder(folder, trained.tokenizer, sampling, trained.model)
+            model_folder.finish(folder, trained.tokenizer, sampling, trained.model)
     model, tokenizer = trained.model, trained.tokenizer
     with state.phases("predict"):
         if trained.result.strategy.startswith("zero3"):  # partitioned in memory: the saved one
@@ -515,107 +501,3 @@ def _fingerprint(job: BotJob, texts: list[str]) -> str:
     for text in texts:
         digest.update(text.encode() + b"\0")
     return digest.hexdigest()
-
-
-def _to_bf16(folder: Path) -> None:
-    """The saved weights in bf16, in place: the model in memory (which samples next) keeps its
-    precision; the files, and everything that loads them, get half the bytes."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    total = 0
-    for path in sorted(folder.glob("*.safetensors")):
-        tensors = {
-            name: t.to(torch.bfloat16) if t.is_floating_point() else t
-            for name, t in load_file(path).items()
-        }
-        total += sum(t.numel() * t.element_size() for t in tensors.values())
-        save_file(tensors, path, metadata={"format": "pt"})
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():  # a sharded save states its total size
-        data = json.loads(index.read_text())
-        data.setdefault("metadata", {})["total_size"] = total
-        index.write_text(json.dumps(data, indent=2) + "\n")
-    config = folder / "config.json"
-    data = json.loads(config.read_text())
-    data["dtype"] = "bfloat16"  # transformers 5's key (torch_dtype before it)
-    data.pop("torch_dtype", None)
-    config.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def _finish_model_folder(
-    folder: Path, tokenizer: Any, sampling: SamplingConfig, model: Any
-) -> None:
-    """Add the tokenizer and the sampling settings where pipeline() and the Hub widget look.
-
-    transformers 5's pipeline reads generation_config.json and config.prefix; older versions
-    read task_specific_params. All three are written so every client samples alike.
-    """
-    from transformers import AutoConfig, GenerationConfig
-
-    generation = sampling.generation_kwargs()
-    if (folder / "adapter_config.json").is_file():  # an adapter: no config.json of its own
-        gen = GenerationConfig.from_dict(model.generation_config.to_dict())  # the base's
-    else:
-        config = AutoConfig.from_pretrained(folder)
-        config.prefix = EOS
-        config.task_specific_params = {"text-generation": {**generation, "prefix": EOS}}
-        config.save_pretrained(folder)
-        gen = GenerationConfig.from_pretrained(folder)
-    gen.update(**generation)
-    gen.save_pretrained(folder)
-    tokenizer.padding_side = "right"
-    tokenizer.save_pretrained(folder)
-
-
-def versions() -> dict[str, str]:
-    import tokenizers
-    import torch
-    import transformers
-
-    return {
-        "huggingtweets": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "tokenizers": tokenizers.__version__,
-        "cuda": torch.version.cuda or "none",
-    }
-
-
-def _quiet_libraries() -> None:
-    """Keep stdout for the job's result line, and progress bars off the job's own display."""
-    import contextlib
-    import importlib.util
-    import os
-    import sys
-
-    import torch
-
-    if importlib.util.find_spec("deepspeed"):
-        if not torch.cuda.is_available():
-            # Else DeepSpeed probes every accelerator it knows and warns "Setting accelerator
-            # to CPU" on every CPU run; DS_ACCELERATOR is its documented override.
-            os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        # DeepSpeed's logger binds its handler to sys.stdout when first imported (and
-        # accelerate imports it whenever it is installed, even for plain DDP, when the
-        # Trainer unwraps the model): bind it to stderr instead.
-        with contextlib.redirect_stdout(sys.stderr):
-            import deepspeed  # noqa: F401
-    from huggingface_hub.utils import disable_progress_bars
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_warning()
-    disable_progress_bars()
-    # peft 0.21 asks transformers 5 for a name it renamed: a warning on every adapter run that
-    # says nothing to the job's user (peft's to change, not ours).
-    import warnings
-
-    warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
-    # huggingface_hub's logger prints through a handler of its own and then, propagating,
-    # through the job's too: each retry line came out twice. The job's handler (console.py)
-    # is the one.
-    hub_logger = logging.getLogger("huggingface_hub")
-    for handler in list(hub_logger.handlers):
-        hub_logger.removeHandler(handler)

@@ -160,7 +160,7 @@ def test_an_output_folder_the_user_cannot_write_is_named(tmp_path, monkeypatch) 
     import os
 
     from job.errors import NotWritable
-    from job.prepare import check_out
+    from job.workspace import check_out
 
     mounted = tmp_path / "out"
     mounted.mkdir()

@@ -260,7 +260,7 @@ def test_a_hub_client_line_is_printed_once() -> None:
     """huggingface_hub's retry lines went out through its own handler and the job's."""
     script = (
         "from job.console import setup_logging; setup_logging(False)\n"
-        "from job.run import _quiet_libraries; _quiet_libraries()\n"
+        "from job.console import quiet_libraries; quiet_libraries()\n"
         "import logging; logging.getLogger('huggingface_hub.utils._http')"
         ".warning('Retrying in 1s [Retry 1/5].')\n"
     )

@@ -1,0 +1,75 @@
+"""The model folder a run leaves (``OUT/<bot>/model``, and an adapter's merged copy and kept
+base beside it), finished after training: the sampling settings and tokenizer where every
+client looks, the weights in the precision asked for, an adapter's local base kept and named.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from job.config import SamplingConfig
+from job.training.model import EOS
+
+
+def to_bf16(folder: Path) -> None:
+    """The saved weights in bf16, in place: the model in memory (which samples next) keeps its
+    precision; the files, and everything that loads them, get half the bytes."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    total = 0
+    for path in sorted(folder.glob("*.safetensors")):
+        tensors = {
+            name: t.to(torch.bfloat16) if t.is_floating_point() else t
+            for name, t in load_file(path).items()
+        }
+        total += sum(t.numel() * t.element_size() for t in tensors.values())
+        save_file(tensors, path, metadata={"format": "pt"})
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():  # a sharded save states its total size
+        data = json.loads(index.read_text())
+        data.setdefault("metadata", {})["total_size"] = total
+        index.write_text(json.dumps(data, indent=2) + "\n")
+    config = folder / "config.json"
+    data = json.loads(config.read_text())
+    data["dtype"] = "bfloat16"  # transformers 5's key (torch_dtype before it)
+    data.pop("torch_dtype", None)
+    config.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def finish(folder: Path, tokenizer: Any, sampling: SamplingConfig, model: Any) -> None:
+    """Add the tokenizer and the sampling settings where pipeline() and the Hub widget look.
+
+    transformers 5's pipeline reads generation_config.json and config.prefix; older versions
+    read task_specific_params. All three are written so every client samples alike.
+    """
+    from transformers import AutoConfig, GenerationConfig
+
+    generation = sampling.generation_kwargs()
+    if (folder / "adapter_config.json").is_file():  # an adapter: no config.json of its own
+        gen = GenerationConfig.from_dict(model.generation_config.to_dict())  # the base's
+    else:
+        config = AutoConfig.from_pretrained(folder)
+        config.prefix = EOS
+        config.task_specific_params = {"text-generation": {**generation, "prefix": EOS}}
+        config.save_pretrained(folder)
+        gen = GenerationConfig.from_pretrained(folder)
+    gen.update(**generation)
+    gen.save_pretrained(folder)
+    tokenizer.padding_side = "right"
+    tokenizer.save_pretrained(folder)
+
+
+def keep_base_beside(base: str, result: Path, model: Path, final: Path) -> None:
+    """An adapter names its base (adapter_config.json). A base built here (the tiny one) is
+    kept beside the model in the ``result``, ``base/``, and named where it will be
+    (``final``, the result's place once the run is done), so the adapter loads after the run's
+    scratch space is gone; a Hub base keeps its Hub id (the caller does not call this)."""
+    shutil.copytree(base, result / "base")
+    config_path = model / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = str((final / "base").resolve())
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
