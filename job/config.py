@@ -137,7 +137,7 @@ class TrainConfig(Section):
     )
     # The original trained batch 1 of one full-context block at 1.372e-4; this job's steps hold
     # more tokens (8 blocks of 256), so fewer steps at that rate end worse (benchmarks.md).
-    # Scaled, it stays at most the rate the base's size was pre-trained at (model.py).
+    # Scaled, it stays at most the rate its size was pre-trained at (gpt2.py pretraining_rate).
     learning_rate: float | None = Field(
         None,
         gt=0,
@@ -150,7 +150,7 @@ class TrainConfig(Section):
     )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     # None: 8 blocks; on a GPU, doubled up to 8 k tokens a step while the memory and the data
-    # allow (train.py batch_size(): a small data set keeps its optimizer steps). The learning
+    # allow (plan.py batch_size(): a small data set keeps its optimizer steps). The learning
     # rate follows the tokens a step (learning_rate above).
     batch_size: int | None = Field(
         None,

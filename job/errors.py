@@ -2,7 +2,7 @@
 
 The job runs unattended (AWS Batch, Kubernetes), so the exit code is the interface: the platform
 retries on ``TRANSIENT`` and gives up at once on the bad-input codes (see infra/). Keep the
-numbers stable; they are documented in the README.
+numbers stable; they are documented in docs/exit-codes.md.
 """
 
 from __future__ import annotations

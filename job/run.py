@@ -485,7 +485,7 @@ def finish(state: State, result: TrainResult, sampled: Sampled) -> RunResult:
             },
         },
     )
-    # The bot's record (a local run's, job/task.py record_local_run) outlives its result: it
+    # The bot's record (a local run's, cloud/publish.py record_local_run) outlives its result: it
     # names every Hub repo the bot was pushed to, which a takedown needs.
     if (state.bot_dir / STATUS).is_file():
         shutil.copy2(state.bot_dir / STATUS, staging / STATUS)

@@ -148,7 +148,7 @@ def learning_rate(
 ) -> float:
     """The configured rate, or the original's scaled to this run's tokens per optimizer step
     (all processes and accumulation together), at most ``ceiling``: the rate the base model's
-    size was pre-trained at (model.py ``pretraining_rate``), where it is known. Linear
+    size was pre-trained at (gpt2.py ``pretraining_rate``), where it is known. Linear
     scaling was measured from small models; a fine-tune of gpt2-xl at 8 k tokens a step would
     get 1.1e-3, five times what its size was pre-trained at."""
     if config.learning_rate is not None:
