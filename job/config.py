@@ -155,7 +155,7 @@ class TrainConfig(Section):
     batch_size: int | None = Field(
         None,
         ge=1,
-        description="Blocks per step, per device. Default: 8, more on a GPU (plan.py batch_size()).",
+        description="Blocks per step and device. Default: 8, more on a GPU (plan.py batch_size()).",
     )
     grad_accum: int = Field(1, ge=1, description="Steps to accumulate before an update.")
     # The Trainer's default and the original recipe's. Clipping costs a norm over every
