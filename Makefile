@@ -62,9 +62,9 @@ test: install
 test-fast: install
 	$(BIN)/pytest -q $(WORKERS) -m "not integration"
 
-# docs/options.md is generated from job/config.py's fields by job/options.py (tests/test_config.py checks it is current).
+# docs/options.md is generated from job/config.py's fields by job/options_page.py (tests/test_config.py checks it is current).
 docs: install
-	$(BIN)/python -m job.options > docs/options.md
+	$(BIN)/python -m job.options_page > docs/options.md
 
 lint: install
 	$(BIN)/ruff check job tests bench

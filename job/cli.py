@@ -24,8 +24,7 @@ import typer
 from typer.core import TyperGroup
 
 from job import __version__, errors
-from job.cloud.submit import SubmitOptions
-from job.config import PREPARE_SECTIONS, RUN_SECTIONS, WANDB_PROJECT
+from job.config import PREPARE_SECTIONS, RUN_SECTIONS, WANDB_PROJECT, SubmitOptions
 from job.options import (
     Api,
     Archive,
@@ -249,7 +248,8 @@ def _check_consent(out: Path, job: Any) -> Any:
     """The output folder's opt-out list (cloud/consent.py), before any download; the guard
     the command checks again after it writes (a takedown may come while it works)."""
     from job.cloud.consent import Guard, check_not_opted_out
-    from job.storage import LocalStorage, check_out_folder
+    from job.storage import LocalStorage
+    from job.workspace import check_out_folder
 
     check_out_folder(str(out), "--out")
     handles = [u.handle for u in job.users]

@@ -347,3 +347,75 @@ class JobConfig(Section):
 PREPARE_SECTIONS = ("clean", "prepare")
 TRAINING = ("train", "sampling")
 RUN_SECTIONS = (*PREPARE_SECTIONS, *TRAINING, "wandb")
+
+
+# --- huggingtweets submit: the options of a submission, typed as the job's are -------------------
+
+
+class SubmitOptions(Section):
+    """``huggingtweets submit``'s options besides the handles. Each field is its flag, with its
+    default and help, once (job/options.py makes the flags); ``envvar`` names a variable
+    that gives it too."""
+
+    target: Literal["batch", "k8s"] = Field(
+        "batch", description="batch (AWS Batch) | k8s (Kubernetes)."
+    )
+    output: str = Field(
+        "",
+        description="The output prefix, s3://bucket/prefix.",
+        json_schema_extra={"envvar": "HUGGINGTWEETS_OUTPUT"},
+    )
+    base_model: str = Field("gpt2", description="The base of every bot (as run's --base-model).")
+    adapter: Literal["none", "lora"] = Field(
+        "none", description="lora: each bot a LoRA adapter of the base (as run's --adapter)."
+    )
+    together: bool = Field(False, description="One bot of all the users.")
+    hub_owner: str = Field("huggingtweets", description="Hub owner of the repos.")
+    push: bool = Field(True, description="Push the models to the Hub.")
+    contact: str | None = Field(
+        None,
+        description="Where people ask for a bot's removal (e-mail or URL): needed to push"
+        " publicly.",
+        json_schema_extra={"envvar": "HUGGINGTWEETS_CONTACT"},
+    )
+    # The manifest says whether W&B is online, not the infra: online needs the key (preflight
+    # checks it before any work).
+    wandb_mode: Literal["online", "offline", "disabled"] = Field(
+        "offline", description="online (needs WANDB_API_KEY in the job) | offline | disabled."
+    )
+    bots_per_task: int = Field(
+        1, ge=1, le=1000, description="Bots each array task makes in turn (small models: 10+)."
+    )
+    job_queue: str = Field(
+        "huggingtweets",
+        description="batch: the AWS Batch job queue.",
+        json_schema_extra={"envvar": "HUGGINGTWEETS_JOB_QUEUE"},
+    )
+    job_definition: str = Field(
+        "huggingtweets",
+        description="batch: the AWS Batch job definition.",
+        json_schema_extra={"envvar": "HUGGINGTWEETS_JOB_DEFINITION"},
+    )
+    image: str | None = Field(
+        None,
+        description="k8s: the image, in a registry.",
+        json_schema_extra={"envvar": "HUGGINGTWEETS_IMAGE"},
+    )
+    namespace: str = Field("default", description="k8s: the namespace of the Job.")
+    overlay: str | None = Field(
+        None, description="k8s: resources of infra/k8s/overlays/NAME (gpt2-xl)."
+    )
+    cache_claim: str | None = Field(
+        None, description="k8s: a ReadWriteMany claim for the model cache (default: per pod)."
+    )
+    service_account: str | None = Field(
+        None,
+        description="k8s: the pods' service account: AWS access through its IAM role (IRSA, EKS"
+        " Pod Identity) instead of keys in the Secret.",
+    )
+    queue: str | None = Field(
+        None,
+        description="k8s: a Kueue LocalQueue; the Job is created suspended and Kueue starts it"
+        " when admitted.",
+    )
+    dry_run: bool = Field(False, description="Print what would be submitted.")

@@ -141,17 +141,6 @@ def check_uri(uri: str) -> str:
     return uri
 
 
-def check_out_folder(value: str, flag: str) -> str:
-    """A local output folder (``--out``): S3 output is a manifest's (run --manifest, submit)."""
-    check_uri(value)
-    if value.startswith("s3://"):
-        raise BadConfig(
-            f"{flag} {value}: a local folder; to write to S3, give it as a manifest's output"
-            " (run --manifest) or use submit"
-        )
-    return value
-
-
 def open_storage(uri: str, multipart_threshold: int = MULTIPART_THRESHOLD) -> Storage:
     check_uri(uri)
     if uri.startswith("s3://"):

@@ -13,6 +13,7 @@ from pathlib import Path
 from job.atomic import lock, recover
 from job.errors import BadConfig, NotWritable
 from job.inventory import scratch
+from job.storage import check_uri
 
 
 def scratch_of(out: Path, bot: str) -> Path:
@@ -38,3 +39,14 @@ def check_out(out: Path) -> None:
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
         # A bind mount that Docker made for root, seen by the image's uid 1000, say.
         raise NotWritable(f"--out {out}: {existing} is not writable by uid {os.getuid()}")
+
+
+def check_out_folder(value: str, flag: str) -> str:
+    """A local output folder (``--out``): S3 output is a manifest's (run --manifest, submit)."""
+    check_uri(value)
+    if value.startswith("s3://"):
+        raise BadConfig(
+            f"{flag} {value}: a local folder; to write to S3, give it as a manifest's output"
+            " (run --manifest) or use submit"
+        )
+    return value

@@ -133,7 +133,7 @@ def test_secret_values_are_not_echoed() -> None:
 
 
 def test_options_page_is_generated_from_the_config() -> None:
-    from job.options import options_markdown
+    from job.options_page import options_markdown
 
     page = (REPO / "docs" / "options.md").read_text()
     assert page == options_markdown(), "docs/options.md is stale: run make docs"
@@ -179,7 +179,7 @@ def test_a_new_field_reaches_the_cli_the_manifest_and_the_docs(
         manifest = parse(BASE.replace("train: {epochs: 5}", "train: {label_noise: 0.75}"))
         assert jobs(manifest)[0].config.train.label_noise == 0.75
 
-        from job.options import options_markdown
+        from job.options_page import options_markdown
 
         page = options_markdown()
         assert (

@@ -204,7 +204,8 @@ def test_every_s3_path_in_the_docs_and_submit_is_one_the_job_role_may_use(s3) ->
 
     import boto3
 
-    from job.cloud.submit import SubmitOptions, submit
+    from job.cloud.submit import submit
+    from job.config import SubmitOptions
 
     boto3.client("s3").create_bucket(Bucket="my-bucket")  # the dry run reads its opt-out list
 

@@ -7,7 +7,12 @@ import ast
 from tests.helpers import REPO
 
 RECIPES = {"job.prepare", "job.run", "job.task"}
-TOP = {"job.cli", "job.options", "job.__main__"}  # the command line, above the recipes
+TOP = {
+    "job.cli",
+    "job.options",
+    "job.options_page",
+    "job.__main__",
+}  # the command line, above the recipes
 
 
 def imports(path) -> set[str]:
@@ -110,7 +115,7 @@ LAYERS = [
     {"job.data", "job.training", "job.outputs"},
     {"job.cloud"},
     {"job.prepare", "job.run", "job.task", "job.preflight"},
-    {"job.cli", "job.options", "job.__main__"},
+    {"job.cli", "job.options", "job.options_page", "job.__main__"},
 ]  # fmt: skip
 
 
@@ -143,7 +148,8 @@ def test_every_import_points_down_or_across() -> None:
 def test_the_config_imports_only_leaves() -> None:
     deps = graph()["job.config"]
     assert deps and all(layer(d) == 0 for d in deps), sorted(deps)
-    assert len((REPO / "job" / "config.py").read_text().splitlines()) < 350  # sections only
+    # declarations only: the job's sections and submit's options, each field with its reason
+    assert len((REPO / "job" / "config.py").read_text().splitlines()) < 450
 
 
 def test_the_habits_a_maintainer_expects() -> None:

@@ -16,7 +16,8 @@ import yaml
 
 from job import errors
 from job.cloud.kubernetes import render_k8s
-from job.cloud.submit import SubmitOptions, build_manifest
+from job.cloud.submit import build_manifest
+from job.config import SubmitOptions
 from job.errors import BadConfig
 from job.spec import jobs
 from job.spec import parse_manifest as parse
