@@ -26,11 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-sys.path.insert(0, str(REPO))
-
-from bench import (  # noqa: E402
+from common import (
     bakers,
     perplexity,
     stand_in,

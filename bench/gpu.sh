@@ -3,10 +3,9 @@
 # device call under 8 minutes: gpt2 3 runs a side (~140 s), gpt2-xl 1 run a side (~130 s).
 # Run on the device from the repository root with carry [".gpu", ".whl"]; results land in $OUT.
 set -u
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 3
-export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT"/log.txt
-python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT"/log.txt
+# shellcheck source=bench/device.sh
+. bench/device.sh
+device_start "$OUT"/log.txt
 run() {  # model repeats limit
   local m=$1 r=$2 limit=$3 start=$SECONDS
   echo "== $m, repeats $r" | tee -a "$OUT"/log.txt

@@ -13,11 +13,10 @@ MODEL=${MODEL:-gpt2-xl}
 OUT=${OUT:-/tmp/fast-paths}
 mkdir -p "$OUT"
 rm -rf /tmp/fp-hf
-if ! python3 -c "import pydantic, tenacity, fontTools, pytest" 2>/dev/null; then  # the device's image
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONUNBUFFERED=1 WANDB_MODE=disabled HF_HOME=/tmp/fp-hf
+# shellcheck source=bench/device.sh
+. bench/device.sh
+device_start "$OUT"/fast_paths.txt pytest
+export WANDB_MODE=disabled HF_HOME=/tmp/fp-hf
 # --noconftest: the suite's conftest starts loopback servers this test does not need
 timeout 120 python3 -m pytest --noconftest -q -p no:cacheprovider tests/training/test_train.py \
   -k reads_nothing_back 2>&1 | tail -15 | tee "$OUT"/syncs.txt

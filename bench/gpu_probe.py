@@ -35,11 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-sys.path.insert(0, str(REPO))
-
-from bench import SAMPLE, bakers, child_env, flops_per_token, task_manifest  # noqa: E402
+from common import SAMPLE, bakers, child_env, flops_per_token, task_manifest
 
 # Seconds each phase may take at most (gpt2-xl on one H100/H200: see docs/benchmarks.md).
 LIMITS = {

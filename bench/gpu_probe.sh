@@ -7,15 +7,9 @@
 set -u
 OUT=${OUT:-/tmp/probe-out}
 mkdir -p "$OUT"
-if ! python3 -c "import pydantic, tenacity, fontTools" 2>/dev/null; then  # the device's image
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 3
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONUNBUFFERED=1
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU"
-  python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
-  echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"; } | tee -a "$OUT"/probe.txt
+# shellcheck source=bench/device.sh
+. bench/device.sh
+device_start "$OUT"/probe.txt
 TWEETS=job/samples/sourdough_sam.jsonl
 TOKENIZER=""
 if [ -d .gpu/archive ]; then  # andreruffert's real archive, cleaned as the job cleans it

@@ -28,11 +28,7 @@ import statistics
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-sys.path.insert(0, str(REPO))
-
-from bench import SAMPLE, child_env, timed  # noqa: E402
+from common import REPO, SAMPLE, child_env, timed
 
 BLOCK = 16  # tokens a block, batch 1: a kernel's arithmetic is negligible against its launch
 WIDTH = {"n_head": 2, "n_embd": 64, "n_positions": 128}  # GPT-2's depth, not its width

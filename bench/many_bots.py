@@ -24,10 +24,7 @@ import time
 from pathlib import Path
 from statistics import median
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-
-from bench import SAMPLE, bakers, child_env, task_manifest  # noqa: E402
+from common import REPO, SAMPLE, bakers, child_env, task_manifest
 
 
 def timed(commands: list[list[str]], env: dict[str, str], log: Path) -> float:

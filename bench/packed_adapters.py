@@ -21,12 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import REPO
 
 BLOCK = 16  # tokens a block, one block a bot a step: the kernels' arithmetic is negligible
 WIDTH = {"n_head": 2, "n_embd": 64, "n_positions": 128}

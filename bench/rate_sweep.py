@@ -20,11 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-sys.path.insert(0, str(REPO))
-
-from bench import (  # noqa: E402
+from common import (
     baseline_command,
     perplexity,
     stand_in,
