@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -108,10 +107,3 @@ def test_auto_checks_the_host_before_it_picks_offload() -> None:
     assert choose("auto", xl, **{**kwargs, "gpu_bytes": 80 * GIB}, host_bytes=GIB).strategy == (
         "ddp"
     )
-
-
-def test_host_memory_is_read() -> None:
-    from job.training.memory import host_memory_bytes
-
-    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    assert 0 < host_memory_bytes() <= physical

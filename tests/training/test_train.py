@@ -1,4 +1,4 @@
-"""Fine-tuning's own logic: the strategy on CPU, the batch and the rate, the loss measurement, the
+"""Fine-tuning's own logic: the strategy on CPU, the loss measurement, the
 result."""
 
 from __future__ import annotations
@@ -11,18 +11,11 @@ from typing import Any
 import pytest
 
 from job.config import TrainConfig
-from job.gpt2 import GPT2, pretraining_rate
+from job.gpt2 import GPT2
 from job.training.model import build_random, load
 from job.training.plan import (
-    BATCH,
-    GPU_TOKENS,
-    MIN_STEPS,
-    ORIGINAL_RATE,
-    batch_size,
-    learning_rate,
     pick_strategy,
 )
-from job.training.strategy import shape_of
 from job.training.train import TrainResult, mean_loss
 
 HOST = 64 * 2**30  # bytes of host memory: enough for anything these tests pick
@@ -81,78 +74,6 @@ def test_result_reports_both_perplexities() -> None:
     assert summary["perplexity"] == pytest.approx(math.e)
     assert summary["base_perplexity"] == pytest.approx(math.e**2)
     assert summary["steps"] == 10 and summary["strategy"] == "ddp"
-
-
-def test_the_default_rate_is_the_originals_scaled_to_the_tokens_per_step() -> None:
-    # The original: batch 1 of one 1024-token block at 1.372e-4. gpt2 here: 8 blocks of 256,
-    # twice the tokens per step; tiny: 8 blocks of its whole 128-token context, eight times.
-    assert learning_rate(TrainConfig(), 8 * 256, 1024) == pytest.approx(2 * ORIGINAL_RATE)
-    assert learning_rate(TrainConfig(), 8 * 128, 128) == pytest.approx(8 * ORIGINAL_RATE)
-    assert learning_rate(TrainConfig(), 1024, 1024) == pytest.approx(ORIGINAL_RATE)
-    assert learning_rate(TrainConfig(learning_rate=3e-5), 8 * 256, 1024) == 3e-5  # given wins
-
-
-def test_the_scaled_rate_stays_under_the_rate_the_size_was_pretrained_at() -> None:
-    xl = pretraining_rate(GPT2["gpt2-xl"].arch)
-    assert xl == 2.0e-4  # GPT-3's 1.3 B (Brown et al. 2020, Table 2.1)
-    assert pretraining_rate({"n_layer": 2, "n_embd": 64}) is None  # tiny: not a GPT-2 size
-    # gpt2-xl at 8 k tokens a step would scale to 8x the original, 1.1e-3: held at 2e-4
-    assert learning_rate(TrainConfig(), 8 * 1024, 1024, xl) == xl
-    small = pretraining_rate(GPT2["gpt2"].arch)
-    assert learning_rate(TrainConfig(), 8 * 256, 1024, small) == pytest.approx(2 * ORIGINAL_RATE)
-    assert learning_rate(TrainConfig(learning_rate=1e-3), 8 * 256, 1024, xl) == 1e-3  # given
-
-
-GIB = 2**30
-XL = shape_of("gpt2-xl")
-
-
-def xl_choice(gpu_bytes: int):  # the strategy the job picks at the default batch
-    return pick_strategy(TrainConfig(base_model="gpt2-xl"), {}, 256, 1, gpu_bytes, HOST)
-
-
-def test_batch_is_the_default_on_cpu_and_as_given() -> None:
-    cpu = pick_strategy(TrainConfig(base_model="gpt2-xl"), {}, 256, 0, 0, HOST)
-    assert batch_size(TrainConfig(), XL, 10_000, 256, 1, cpu, 0, 2e-4) == (BATCH, "no GPU")
-    asked = TrainConfig(batch_size=3)
-    h200 = 141 * GIB
-    assert batch_size(asked, XL, 10_000, 256, 1, xl_choice(h200), h200, 2e-4) == (3, "asked for")
-
-
-def test_on_a_gpu_the_batch_grows_to_the_tokens_sized_to_it() -> None:
-    h200 = 141 * GIB
-    batch, why = batch_size(TrainConfig(), XL, 10_000, 256, 1, xl_choice(h200), h200, 2e-4)
-    assert batch * 256 == GPU_TOKENS and "sized to a GPU" in why
-    # 1,024-token blocks: 8 of them already make 8 k tokens
-    assert batch_size(TrainConfig(), XL, 10_000, 1024, 1, xl_choice(h200), h200, 2e-4)[0] == 8
-    # a base of no GPT-2 size (tiny): its rate has no bound, so its step does not grow
-    tiny = batch_size(TrainConfig(), XL, 10_000, 256, 1, xl_choice(h200), h200, None)
-    assert tiny[0] == BATCH and "pre-training rate" in tiny[1]
-
-
-def test_the_batch_stops_growing_where_the_gpu_memory_ends() -> None:
-    # gpt2-xl's model states are ~25 GB: 8 blocks of 256 fit a 40 GB GPU, 16 would not
-    a100 = 40 * 10**9
-    choice = xl_choice(a100)
-    assert choice.strategy == "ddp"
-    batch, why = batch_size(TrainConfig(), XL, 10_000, 256, 1, choice, a100, 2e-4)
-    assert batch == BATCH and "would need" in why and "GiB" in why
-
-
-def test_the_batch_stops_growing_where_a_small_data_set_would_get_too_few_steps() -> None:
-    h200 = 141 * GIB
-    choice = xl_choice(h200)
-    # 4 epochs of 800 blocks (a bot of several users): 16 blocks a step make 50 x 4 = 200
-    # steps, 32 would make 100
-    blocks = 800
-    batch, why = batch_size(TrainConfig(), XL, blocks, 256, 1, choice, h200, 2e-4)
-    steps = math.ceil(blocks / batch) * 4
-    assert steps >= MIN_STEPS and math.ceil(blocks / (2 * batch)) * 4 < MIN_STEPS
-    assert batch > BATCH and "optimizer steps" in why
-    # one user's ~3,000 tweets (~300 blocks): 152 steps at the default, which stays
-    assert batch_size(TrainConfig(), XL, 300, 256, 1, choice, h200, 2e-4)[0] == BATCH
-    # the same data over 8 GPUs: each step takes 8x the blocks, so the batch cannot grow
-    assert batch_size(TrainConfig(), XL, blocks, 256, 8, choice, h200, 2e-4)[0] == BATCH
 
 
 @MODEL
