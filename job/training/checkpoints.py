@@ -97,20 +97,22 @@ class Cadence:
     time-based decision is rank 0's, shared with the others every ``AGREE_EVERY`` steps.
     """
 
-    def __init__(self, steps: int, seconds: float) -> None:
-        self.steps, self.seconds = steps, seconds
-        self.last = time.monotonic()
+    def __init__(
+        self, steps: int, seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.steps, self.seconds, self.clock = steps, seconds, clock
+        self.last = clock()
 
     def __call__(self, step: int) -> bool:
         if self.steps > 0:
             return step % self.steps == 0
-        due = time.monotonic() - self.last >= self.seconds
+        due = self.clock() - self.last >= self.seconds
         if distributed.ranks().world > 1:
             if step % AGREE_EVERY:
                 return False
             due = bool(distributed.share(due))
         if due:
-            self.last = time.monotonic()
+            self.last = self.clock()
         return due
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -89,13 +89,21 @@ def test_the_heartbeat_beats_and_stops_before_the_final_state(tmp_path: Path) ->
     first = read_status(storage, "eve")
     assert first is not None and first.heartbeat_at
     writes: list[str] = []
+    beat_thrice = threading.Event()
     real_put = storage.put_bytes
-    storage.put_bytes = lambda key, data: (writes.append(key), real_put(key, data))[1]  # type: ignore[method-assign]
-    with heartbeat(storage, "eve", "r1", every=0.02):
-        time.sleep(0.2)
-    assert len(writes) >= 3  # it beat while the block ran
+
+    def put(key: str, data: bytes) -> None:
+        writes.append(key)
+        if len(writes) >= 3:
+            beat_thrice.set()
+        real_put(key, data)
+
+    storage.put_bytes = put  # type: ignore[method-assign]
+    with heartbeat(storage, "eve", "r1", every=0.01):
+        assert beat_thrice.wait(30)  # it beats while the block runs: no sleep to guess at
+    # the block ends with its beats: the thread is joined, so none can undo the final state
+    assert not [t for t in threading.enumerate() if t.name == "heartbeat-eve"]
     write_status(storage, "eve", "succeeded", run_id="r1")
-    time.sleep(0.1)  # a beat after the block would undo the final state
     final = read_status(storage, "eve")
     assert final is not None and final.state == "succeeded" and final.heartbeat_at is None
 
