@@ -1,7 +1,7 @@
-"""Hostile inputs and servers, round two: one table per class of what escaped the boundary,
-each case through the command, each asserting its exit code, one ``error:`` line and no
-traceback (or, where the input is valid, that it is read). Cases beyond those the issue named
-are marked ``(ours)``. The classes are fixed where they escaped:
+"""Hostile inputs and servers, by class of input: one section a class, each case through the
+command, each asserting its exit code, one ``error:`` line and no traceback (or, where the
+input is valid, that it is read). Records and races that touch consent have their own file,
+tests/cloud/test_consent_classes.py. Each class is fixed where it entered:
 
 - text no UTF-8 can hold, ids too long for Python's int: ``Tweet``/``Profile``/``Avatar`` and
   ``loads`` in job/data/tweets.py, the one boundary every source goes through;
@@ -445,7 +445,7 @@ def test_a_manifest_of_more_bots_than_its_bound_is_one_line(tmp_path: Path) -> N
     assert "manifest.bots" in one_line(result, errors.BAD_CONFIG)
 
 
-# --- Runs that train: values the job once wrote or crashed on after training -------------------
+# --- Values the job writes from a run: what it once wrote or crashed on after training --------
 
 
 @pytest.mark.integration
