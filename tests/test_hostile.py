@@ -1,7 +1,8 @@
 """Hostile inputs and servers, by class of input: one section a class, each case through the
 command, each asserting its exit code, one ``error:`` line and no traceback (or, where the
 input is valid, that it is read). Records and races that touch consent have their own file,
-tests/cloud/test_consent_classes.py. Each class is fixed where it entered:
+tests/cloud/test_consent_classes.py. Cases beyond those a report named are marked ``(ours)``.
+Each class is fixed where it entered:
 
 - text no UTF-8 can hold, ids too long for Python's int: ``Tweet``/``Profile``/``Avatar`` and
   ``loads`` in job/data/tweets.py, the one boundary every source goes through;
