@@ -71,7 +71,7 @@ def folder_bytes(folder: Path, names: tuple[str, ...]) -> int:
     return sum((folder / n).stat().st_size for n in names if (folder / n).is_file())
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     stand_in_arguments(parser, "adapters")
     parser.add_argument("--factors", default="3,10,30", help="adapter rate / full rate")
@@ -84,99 +84,117 @@ def main() -> None:
     parser.add_argument(
         "--parts", default="quality,seconds", help="quality (1, 2) and/or seconds (3)"
     )
-    args = parser.parse_args()
-    dropout = {"lora_dropout": float(args.lora_dropout)} if args.lora_dropout else {}
-    lora = ["--adapter", "lora", *(["--lora-dropout", args.lora_dropout] if dropout else [])]
+    return parser.parse_args()
 
-    arch = {"n_embd": args.width, "n_layer": args.layers, "n_head": max(2, args.width // 64)}
-    train_file, heldout, base, env = stand_in(args, arch | {"n_positions": 128})
 
-    def job(name: str, *flags: str) -> dict:
-        out = args.out / name
+class Bench:
+    """The stand-in base and the data every part runs on, and one run of the job."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.dropout = {"lora_dropout": float(args.lora_dropout)} if args.lora_dropout else {}
+        drop = ["--lora-dropout", args.lora_dropout] if self.dropout else []
+        self.lora = ["--adapter", "lora", *drop]
+        arch = {"n_embd": args.width, "n_layer": args.layers, "n_head": max(2, args.width // 64)}
+        self.train_file, self.heldout, self.base, self.env = stand_in(
+            args, arch | {"n_positions": 128}
+        )
+
+    def job(self, name: str, *flags: str) -> dict:
+        """One bot made by the job: its rate, held-out perplexity, seconds and model bytes."""
+        args, out = self.args, self.args.out / name
         seconds, _ = timed(
             [
-                *[sys.executable, "-m", "job", "run", args.handle, "--jsonl", str(train_file)],
-                *["--base-model", base, "--out", str(out), "--epochs", f"{args.epochs:g}"],
+                *[sys.executable, "-m", "job", "run", args.handle, "--jsonl", str(self.train_file)],
+                *["--base-model", self.base, "--out", str(out), "--epochs", f"{args.epochs:g}"],
                 *["--predictions-per-prompt", "1", *flags],
             ],
-            env,
+            self.env,
             out,
         )
         made = json.loads((out / args.handle / "job.json").read_text())
         model = out / args.handle / "model"
         return {
             "learning_rate": made["result"]["learning_rate"],
-            "perplexity": perplexity(str(model), heldout),
+            "perplexity": perplexity(str(model), self.heldout),
             "process_s": seconds,
             "model_bytes": folder_bytes(
                 model, ("model.safetensors", "adapter_model.safetensors", "adapter_config.json")
             ),
         }
 
-    parts = set(args.parts.split(","))
-    full: dict | None = None
-    adapters: list[dict] = []
+
+def quality(bench: Bench) -> tuple[dict, list[dict]]:
+    """1, 2: the full fine-tune, and an adapter at each rate factor: held-out perplexity."""
+    full = bench.job("full")
+    print(f"full fine-tune: rate {full['learning_rate']:.3g}, held-out perplexity"
+          f" {full['perplexity']:.1f}, {full['model_bytes']:,} bytes")  # fmt: skip
+    adapters = []
+    for factor in [float(f) for f in bench.args.factors.split(",")]:
+        rate = full["learning_rate"] * factor
+        run = {
+            "factor": factor,
+            **bench.job(f"lora-{factor:g}", *bench.lora, "--learning-rate", f"{rate:.4g}"),
+        }
+        adapters.append(run)
+        share = run["model_bytes"] / full["model_bytes"]
+        times = run["perplexity"] / full["perplexity"]
+        print(f"adapter x{factor:g}: rate {rate:.3g}, held-out perplexity"
+              f" {run['perplexity']:.1f} ({times:.2f}x the full's),"
+              f" {run['model_bytes']:,} bytes ({share:.1%})")  # fmt: skip
+    return full, adapters
+
+
+def seconds_a_bot(bench: Bench) -> dict[str, float]:
+    """3: seconds a bot, K bots in one task each way."""
+    args = bench.args
+    tweets = bakers(bench.train_file, args.out / "inputs", args.bots)
     per_bot: dict[str, float] = {}
-    if "quality" in parts:
-        full = job("full")
-        print(f"full fine-tune: rate {full['learning_rate']:.3g}, held-out perplexity"
-              f" {full['perplexity']:.1f}, {full['model_bytes']:,} bytes")  # fmt: skip
-        for factor in [float(f) for f in args.factors.split(",")]:
-            rate = full["learning_rate"] * factor
-            run = {
-                "factor": factor,
-                **job(f"lora-{factor:g}", *lora, "--learning-rate", f"{rate:.4g}"),
-            }
-            adapters.append(run)
-            share = run["model_bytes"] / full["model_bytes"]
-            times = run["perplexity"] / full["perplexity"]
-            print(f"adapter x{factor:g}: rate {rate:.3g}, held-out perplexity"
-                  f" {run['perplexity']:.1f} ({times:.2f}x the full's),"
-                  f" {run['model_bytes']:,} bytes ({share:.1%})")  # fmt: skip
+    for side, adapter in (("full", "none"), ("adapter", "lora")):
+        out = args.out / f"task-{side}"
+        defaults = {
+            "base_model": bench.base,
+            "train": {"epochs": 1, "adapter": adapter}
+            | (bench.dropout if adapter == "lora" else {}),
+            "sampling": {"per_prompt": 1},
+        }
+        manifest = task_manifest(out, tweets, args.bots, defaults)
+        start = time.perf_counter()
+        timed([sys.executable, "-m", "job", "run", "--manifest", str(manifest), "--index", "0"],
+              bench.env, out.with_suffix(".log"))  # fmt: skip
+        per_bot[side] = (time.perf_counter() - start) / args.bots
+    ratio = per_bot["adapter"] / per_bot["full"]
+    print(f"{args.bots} bots in one task: {per_bot['adapter']:.2f} s a bot with adapters,"
+          f" {per_bot['full']:.2f} s full ({ratio:.2f}x)")  # fmt: skip
+    return per_bot
 
-    if "seconds" in parts:
-        # 3. seconds a bot, K bots in one task each way
-        tweets = bakers(train_file, args.out / "inputs", args.bots)
-        for side, adapter in (("full", "none"), ("adapter", "lora")):
-            out = args.out / f"task-{side}"
-            defaults = {
-                "base_model": base,
-                "train": {"epochs": 1, "adapter": adapter} | (dropout if adapter == "lora" else {}),
-                "sampling": {"per_prompt": 1},
-            }
-            manifest = task_manifest(out, tweets, args.bots, defaults)
-            start = time.perf_counter()
-            timed([sys.executable, "-m", "job", "run", "--manifest", str(manifest), "--index", "0"],
-                  env, out.with_suffix(".log"))  # fmt: skip
-            per_bot[side] = (time.perf_counter() - start) / args.bots
-        ratio = per_bot["adapter"] / per_bot["full"]
-        print(f"{args.bots} bots in one task: {per_bot['adapter']:.2f} s a bot with adapters,"
-              f" {per_bot['full']:.2f} s full ({ratio:.2f}x)")  # fmt: skip
 
+def main() -> None:
+    args = arguments()
+    bench = Bench(args)
+    parts = set(args.parts.split(","))
+    full, adapters = quality(bench) if "quality" in parts else (None, [])
+    per_bot = seconds_a_bot(bench) if "seconds" in parts else {}
     table = sizes_table()
     for row in table:
         print(f"{row['model']:>11}: adapter {row['adapter_bytes'] / 1e6:7.1f} MB of"
               f" {row['full_bytes'] / 1e9:5.2f} GB ({row['share']:.1%}); 1,000 bots"
               f" {row['per_1000_bots_gb']['adapter']:6.1f} GB against"
               f" {row['per_1000_bots_gb']['full']:7.0f} GB")  # fmt: skip
-    (args.out / "adapters.json").write_text(
-        json.dumps(
-            {
-                "pretrained_on": [str(f) for f in args.pretrain_on],
-                "tokenizer": str(args.tokenizer) if args.tokenizer else "the tweets'",
-                "width": args.width,
-                "layers": args.layers,
-                "lora_dropout": dropout.get("lora_dropout", "the job's default"),
-                "epochs": args.epochs,
-                "full": full,
-                "adapters": adapters,
-                "seconds_per_bot": per_bot,
-                "bots": args.bots,
-                "sizes": table,
-            },
-            indent=2,
-        )
-    )
+    figures = {
+        "pretrained_on": [str(f) for f in args.pretrain_on],
+        "tokenizer": str(args.tokenizer) if args.tokenizer else "the tweets'",
+        "width": args.width,
+        "layers": args.layers,
+        "lora_dropout": bench.dropout.get("lora_dropout", "the job's default"),
+        "epochs": args.epochs,
+        "full": full,
+        "adapters": adapters,
+        "seconds_per_bot": per_bot,
+        "bots": args.bots,
+        "sizes": table,
+    }
+    (args.out / "adapters.json").write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 from common import (
     REPO,
@@ -63,7 +64,7 @@ def summarize(rs: list[dict], mfu: Callable[[float, int], float | None]) -> dict
     }
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--base-model", default="tiny")
     parser.add_argument("--tokenizer", type=Path, help="GPT-2 BPE files, for tiny or --random-init")
@@ -99,26 +100,36 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.out = args.out.resolve()  # the job takes a base folder as /... or ./...
-
-    from job.gpt2 import GPT2, GPT2_NAMES
-    from job.training.model import build_random
+    from job.gpt2 import GPT2_NAMES
 
     if args.random_init and (args.base_model not in GPT2_NAMES or args.tokenizer is None):
         parser.error("--random-init needs a GPT-2 size as --base-model, and --tokenizer")
-    from job.training.clock import WARMUP_STEPS
+    return args
 
-    data, train_file, heldout = prepare_split(args.archive, args.handle, args.out)
+
+def base_of(args: argparse.Namespace, data: Any, env: dict[str, str]) -> str:
+    """One base for both sides, the same starting weights: a Hub name, or built here (tiny,
+    --random-init), pre-trained first where --pretrain-on asks."""
+    from job.gpt2 import GPT2
+    from job.training.model import build_random
+
     base = args.base_model
-    if base == "tiny" or args.random_init:  # one base for both: the same starting weights
+    if base == "tiny" or args.random_init:
         arch = GPT2[base].arch if args.random_init else None
         texts = [t.text for t in data.tweets]
         base = str(build_random(args.out / f"base-{base}", texts, args.tokenizer, 42, arch))
-    env = child_env()
     if args.pretrain_on:
         base = pretrain(base, args.pretrain_on, args.pretrain_epochs, args.out, env)
+    return base
+
+
+def side_commands(
+    args: argparse.Namespace, train_file: Path, base: str
+) -> dict[str, Callable[[Path], list[str]]]:
+    """Each side's command, given the folder it writes."""
     rate = ["--learning-rate", str(args.learning_rate)] if args.learning_rate else []
     ours_rate = ["--learning-rate", str(args.our_learning_rate)] if args.our_learning_rate else rate
-    commands = {
+    return {
         "ours": lambda out: [
             *[sys.executable, "-m", "job", "run", args.handle],
             *["--jsonl", str(train_file), "--base-model", base],
@@ -126,8 +137,16 @@ def main() -> None:
         ],
         "baseline": lambda out: [*baseline_command(train_file, base, out, args.epochs), *rate],
     }
-    # Interleaved (ours, baseline, ours, ...) so a slow spell of a shared machine hits both;
-    # each figure below is the median over the repeats.
+
+
+def run_sides(
+    args: argparse.Namespace,
+    commands: dict[str, Callable[[Path], list[str]]],
+    env: dict[str, str],
+    heldout: list[str],
+) -> dict[str, list[dict]]:
+    """Each side ``--repeats`` times, interleaved (ours, baseline, ours, ...) so a slow spell
+    of a shared machine hits both; each figure reported is the median over the repeats."""
     runs: dict[str, list[dict]] = {"ours": [], "baseline": []}
     for i in range(args.repeats):
         for side, command in commands.items():
@@ -141,10 +160,18 @@ def main() -> None:
                 timings = figures["timings"]
             figures["perplexity"] = perplexity(figures["model_dir"], heldout)
             runs[side].append({**figures, "process_s": seconds, "rss": rss, "timings": timings})
-    # Time-to-quality: the time-to-bot of the shortest whole run of ours (fewer epochs, the same
-    # schedule compressed, as a user would run it) whose held-out perplexity reaches the
-    # baseline's final one. The baseline's is its own time-to-bot: it gets there at its end.
-    target = median(r["perplexity"] for r in runs["baseline"])
+    return runs
+
+
+def quality_runs(
+    args: argparse.Namespace,
+    runs: dict[str, list[dict]],
+    command: Callable[[Path], list[str]],
+    env: dict[str, str],
+    heldout: list[str],
+) -> list[tuple[float, float, float]]:
+    """(epochs, time-to-bot s, held-out perplexity) of ours at each length tried: the whole
+    run's, and shorter whole runs (the same schedule compressed, as a user would run it)."""
     quality = [
         (
             args.epochs,
@@ -156,61 +183,70 @@ def main() -> None:
         if epochs >= args.epochs:
             continue
         out = args.out / f"ours-quality-{epochs:g}"
-        command = commands["ours"](out)
-        command[command.index("--epochs") + 1] = str(epochs)
-        seconds, _ = timed(command, env, out)
+        shorter = command(out)
+        shorter[shorter.index("--epochs") + 1] = str(epochs)
+        seconds, _ = timed(shorter, env, out)
         job = json.loads((out / args.handle / "job.json").read_text())
         quality.append((epochs, seconds, perplexity(job["result"]["model_dir"], heldout)))
-    reached = sorted((s, e, p) for e, s, p in quality if p <= target)
-    help_s = min(
-        timed([sys.executable, "-m", "job", "--help"], env, args.out / "help")[0]
-        for _ in range(args.help_runs)
-    )
+    return sorted(quality)
 
+
+def results_of(
+    args: argparse.Namespace,
+    runs: dict[str, list[dict]],
+    quality: list[tuple[float, float, float]],
+    tweets: int,
+    help_s: float,
+) -> dict[str, Any]:
+    """What OUT/results.json holds: each side's medians, MFU on a GPU, time-to-quality (the
+    time-to-bot of the shortest run of ours whose held-out perplexity reaches the baseline's
+    final one; the baseline's own is its time-to-bot), and the ratios."""
     ours = runs["ours"][0]
     model_config = json.loads(Path(ours["model_dir"], "config.json").read_text())
-    params = flops_per_token(model_config, 1)[1]
     gpu = ours["device"] == "cuda"
 
     def mfu(tokens_per_second: float, block: int) -> float | None:
         per_token = flops_per_token(model_config, block)[0]  # attention grows with the block
         return tokens_per_second * per_token / (args.peak_tflops * 1e12) if gpu else None
 
-    def summary(side: str) -> dict:
-        return summarize(runs[side], mfu)
-
-    results = {
+    target = median(r["perplexity"] for r in runs["baseline"])
+    reached = sorted((s, e, p) for e, s, p in quality if p <= target)
+    o, b = summarize(runs["ours"], mfu), summarize(runs["baseline"], mfu)
+    return {
         "model": args.base_model,
-        "parameters": params,
+        "parameters": flops_per_token(model_config, 1)[1],
         "device": ours["device"],
-        "tweets": len(data.tweets),
+        "tweets": tweets,
         "epochs": args.epochs,
         "repeats": args.repeats,
-        "ours": {**summary("ours"), "strategy": ours["strategy"], "precision": ours["precision"]},
-        "baseline": summary("baseline"),
+        "ours": {**o, "strategy": ours["strategy"], "precision": ours["precision"]},
+        "baseline": b,
         "help_s": help_s,
         "pretrained_on": [str(f) for f in args.pretrain_on],
-        # (epochs, time-to-bot s, held-out perplexity) of ours at each length tried
-        "quality_runs": sorted(quality),
+        "quality_runs": quality,
+        "quality_target": target,
         "time_to_quality_s": reached[0][0] if reached else None,
         "time_to_quality_epochs": reached[0][1] if reached else None,
+        "ratios": {
+            "training_tokens_per_second": o["tokens_per_second"] / b["tokens_per_second"],
+            "steady_tokens_per_second": o["steady_tokens_per_second_per_gpu"]
+            / b["steady_tokens_per_second_per_gpu"],
+            "time_to_bot_speedup": b["time_to_bot_s"] / o["time_to_bot_s"],
+            "perplexity": o["perplexity"] / b["perplexity"],  # at most 1: no worse a model
+            "time_to_quality_speedup": (b["time_to_bot_s"] / reached[0][0] if reached else None),
+        },
     }
-    o, b = results["ours"], results["baseline"]
-    results["ratios"] = {
-        "training_tokens_per_second": o["tokens_per_second"] / b["tokens_per_second"],
-        "steady_tokens_per_second": o["steady_tokens_per_second_per_gpu"]
-        / b["steady_tokens_per_second_per_gpu"],
-        "time_to_bot_speedup": b["time_to_bot_s"] / o["time_to_bot_s"],
-        "perplexity": o["perplexity"] / b["perplexity"],  # at most 1: no worse a model
-        "time_to_quality_speedup": (
-            b["time_to_bot_s"] / results["time_to_quality_s"] if reached else None
-        ),
-    }
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))
 
+
+def report(results: dict[str, Any], heldout: int) -> None:
+    """The results, as a person reads them."""
+    from job.training.clock import WARMUP_STEPS
+
+    o, b = results["ours"], results["baseline"]
     print(
-        f"{args.base_model} ({params / 1e6:.1f} M parameters) on {results['device']}, "
-        f"{len(data.tweets)} tweets, {args.epochs:g} epochs; medians of {args.repeats} runs each"
+        f"{results['model']} ({results['parameters'] / 1e6:.1f} M parameters) on"
+        f" {results['device']}, {results['tweets']} tweets, {results['epochs']:g} epochs;"
+        f" medians of {results['repeats']} runs each"
     )
     print(f"{'phase (s)':<12}{'ours':>10}{'baseline':>10}")
     for phase in ("prepare", "load", "tokenize", "train", "predict", "save", "card"):
@@ -229,7 +265,7 @@ def main() -> None:
         f" {o['steady_tokens_per_second_per_gpu']:,.0f},"
         f" baseline {b['steady_tokens_per_second_per_gpu']:,.0f}"
     )
-    if gpu:
+    if results["device"] == "cuda":
         print(
             f"MFU whole run: ours {o['mfu']:.1%}, baseline {b['mfu']:.1%}; steady: ours"
             f" {o['steady_mfu']:.1%}, baseline {b['steady_mfu']:.1%};"
@@ -240,20 +276,21 @@ def main() -> None:
         f" baseline {b['peak_rss_bytes'] / 2**20:,.0f} MiB"
     )
     print(
-        f"held-out perplexity after ({len(heldout)} tweets neither side saw): ours"
+        f"held-out perplexity after ({heldout} tweets neither side saw): ours"
         f" {o['perplexity']:.1f}, baseline {b['perplexity']:.1f}"
     )
     for epochs, seconds, ppl in results["quality_runs"]:
         print(f"  ours at {epochs:g} epochs: {seconds:.1f} s, held-out perplexity {ppl:.1f}")
-    if reached:
+    target = results["quality_target"]
+    if results["time_to_quality_s"] is not None:
         print(
             f"time-to-quality (the baseline's final perplexity {target:.1f}): ours"
-            f" {reached[0][0]:.1f} s at {reached[0][1]:g} epochs, baseline"
-            f" {b['time_to_bot_s']:.1f} s"
+            f" {results['time_to_quality_s']:.1f} s at {results['time_to_quality_epochs']:g}"
+            f" epochs, baseline {b['time_to_bot_s']:.1f} s"
         )
     else:
         print(f"time-to-quality: ours never reached the baseline's perplexity {target:.1f}")
-    print(f"huggingtweets --help: {help_s:.2f} s")
+    print(f"huggingtweets --help: {results['help_s']:.2f} s")
     r = results["ratios"]
     to_quality = r["time_to_quality_speedup"]
     print(
@@ -262,7 +299,23 @@ def main() -> None:
         f"time-to-quality {f'x{to_quality:.2f} faster' if to_quality else 'not reached'}, "
         f"perplexity ours/baseline {r['perplexity']:.2f}"
     )
-    assert math.isfinite(r["time_to_bot_speedup"])
+
+
+def main() -> None:
+    args = arguments()
+    env = child_env()
+    data, train_file, heldout = prepare_split(args.archive, args.handle, args.out)
+    commands = side_commands(args, train_file, base_of(args, data, env))
+    runs = run_sides(args, commands, env, heldout)
+    quality = quality_runs(args, runs, commands["ours"], env, heldout)
+    help_s = min(
+        timed([sys.executable, "-m", "job", "--help"], env, args.out / "help")[0]
+        for _ in range(args.help_runs)
+    )
+    results = results_of(args, runs, quality, len(data.tweets), help_s)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    report(results, len(heldout))
+    assert math.isfinite(results["ratios"]["time_to_bot_speedup"])
 
 
 if __name__ == "__main__":
