@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import boto3
@@ -24,6 +23,7 @@ from job.run import run
 from job.storage import LocalStorage, open_storage
 from tests.helpers import REPO, SAMPLE
 from tests.helpers.cli import invoke
+from tests.helpers.holds import COMMIT, MARKER, held, hold_at
 from tests.helpers.jobs import TINY_FLAGS, TINY_MANIFEST, tiny_job
 from tests.helpers.s3 import FaultProxy
 
@@ -39,19 +39,6 @@ bots:
 """
 
 
-class Hold:
-    """Holds the first request that ``matches`` until ``go``; ``reached`` once it is held."""
-
-    def __init__(self, matches) -> None:
-        self.matches, self.reached, self.go = matches, threading.Event(), threading.Event()
-
-    def __call__(self, method: str, path: str) -> None:
-        if not self.reached.is_set() and self.matches(method, path):
-            self.reached.set()
-            self.go.wait(300)
-        return None
-
-
 @pytest.mark.parametrize("point", ["the run's marker", "the Hub push"])
 def test_a_takedown_during_a_run_always_wins(s3, hub, monkeypatch, point) -> None:
     from job.cloud import hub as hub_module
@@ -60,27 +47,15 @@ def test_a_takedown_during_a_run_always_wins(s3, hub, monkeypatch, point) -> Non
     client = boto3.client("s3")
     client.upload_file(str(SAMPLE), "results", "inputs/sam.jsonl")
     client.put_object(Bucket="results", Key="jobs/m.yaml", Body=MANIFEST.encode())
-    if point == "the run's marker":
-        hold = Hold(lambda m, p: m == "PUT" and p.endswith("/_COMPLETE") and "checkpoint" not in p)
-    else:
-        hold = Hold(lambda m, p: m == "POST" and p.endswith("/commit/main"))
-        hub.state.faults.append(hold)
     with FaultProxy(s3.url) as proxy:
         if point == "the run's marker":
-            proxy.hook = hold
-        job = subprocess.Popen(
-            [sys.executable, "-m", "job", "run", "--manifest", "s3://results/jobs/m.yaml"],
-            env={**os.environ, "AWS_ENDPOINT_URL": proxy.url},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert hold.reached.wait(300), "the run never reached the point"
+            hold = hold_at(MARKER, proxy=proxy)
+        else:
+            hold = hold_at(COMMIT, hub=hub)
+        run = ["run", "--manifest", "s3://results/jobs/m.yaml"]
+        with held(hold, run, {"AWS_ENDPOINT_URL": proxy.url}) as job:
             done = invoke("takedown", "sourdough_sam", "--output", "s3://results/bots")
-        finally:
-            hold.go.set()
-            _, err = job.communicate(timeout=300)
+    err = job.said
     assert done.returncode == 0, done.stderr
     assert "sourdough_sam: was running" in done.stdout
     assert job.returncode == errors.OPTED_OUT, err

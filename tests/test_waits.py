@@ -113,9 +113,9 @@ def test_sigterm_during_a_stalled_upload_ends_at_once_and_says_so(s3, hub, tmp_p
 
     from job.storage import open_storage
     from tests.helpers import get_json
+    from tests.helpers.holds import COMMIT, WEIGHTS, held, hold_at
     from tests.helpers.jobs import TINY_MANIFEST
     from tests.helpers.s3 import FaultProxy
-    from tests.test_consent_runs import Hold
 
     client = boto3.client("s3")
     client.upload_file(str(SAMPLE), "results", "inputs/sam.jsonl")
@@ -126,30 +126,16 @@ def test_sigterm_during_a_stalled_upload_ends_at_once_and_says_so(s3, hub, tmp_p
         "  - users: [{handle: sourdough_sam, source: jsonl, uri: s3://results/inputs/sam.jsonl}]\n"
     )
     client.put_object(Bucket="results", Key="m.yaml", Body=manifest.encode())
-    if at == "an S3 upload":
-        hold = Hold(lambda m, p: m == "PUT" and p.endswith("/model/model.safetensors"))
-    else:
-        hold = Hold(lambda m, p: m == "POST" and p.endswith("/commit/main"))
-        hub.state.faults.append(hold)
     with FaultProxy(s3.url) as proxy:
-        if at == "an S3 upload":
-            proxy.hook = hold
-        job = subprocess.Popen(
-            [sys.executable, "-m", "job", "run", "--manifest", "s3://results/m.yaml"],
-            env={**os.environ, "AWS_ENDPOINT_URL": proxy.url, "HF_HOME": str(tmp_path / "hf")},
-            stdout=subprocess.DEVNULL,
-            stderr=(tmp_path / "stderr").open("w"),
-        )
-        try:
-            assert hold.reached.wait(IMPORTS + 120), "the upload never began"
-            started = time.monotonic()
+        hold = hold_at(WEIGHTS, proxy=proxy) if at == "an S3 upload" else hold_at(COMMIT, hub=hub)
+        env = {"AWS_ENDPOINT_URL": proxy.url, "HF_HOME": str(tmp_path / "hf")}
+        args = ["run", "--manifest", "s3://results/m.yaml"]
+        with held(hold, args, env, stderr=tmp_path / "stderr") as job:
+            started = time.monotonic()  # still held: the stop may not wait for the release
             job.send_signal(signal.SIGTERM)
             job.wait(timeout=EXIT_GRACE_SECONDS + 30)
             took = time.monotonic() - started
-        finally:
-            hold.go.set()
-            job.kill()
-    err = (tmp_path / "stderr").read_text()
+    err = job.said
     assert job.returncode == errors.TRANSIENT, err
     assert took < EXIT_GRACE_SECONDS - 5, f"{took:.1f} s: the fallback, not the boundary"
     assert "stopped by SIGTERM" in err and "did not end by itself" not in err

@@ -5,9 +5,6 @@ a public write that races a takedown, an opt-out written by hand."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import boto3
 import pytest
@@ -18,8 +15,8 @@ from job.storage import open_storage
 from tests.cloud.test_consent import RUN, card_naming, publish
 from tests.helpers import SAMPLE
 from tests.helpers.cli import invoke
-from tests.helpers.jobs import TINY_MANIFEST
-from tests.test_consent_runs import Hold
+from tests.helpers.holds import COMMIT, held, hold_at
+from tests.test_consent_runs import MANIFEST
 
 
 @pytest.fixture
@@ -128,14 +125,8 @@ def test_an_opt_out_written_by_hand_in_any_case_holds(s3, tmp_path, name: str, w
 
 # --- A public write that races a takedown --------------------------------------------------
 
-MADE = f"""
-version: 1
-output: s3://results/bots{TINY_MANIFEST}
-hub: {{push: false, owner: huggingtweets, contact: takedown@example.org}}
-wandb: {{mode: disabled}}
-bots:
-  - users: [{{handle: sourdough_sam, source: jsonl, uri: s3://results/inputs/sam.jsonl}}]
-"""
+# The bot a race is run on: made first, published to S3 only (the push is the race's)
+MADE = MANIFEST.replace("push: true", "push: false")
 
 
 @pytest.mark.integration
@@ -153,34 +144,11 @@ def test_a_takedown_during_publish_wins(s3, hub, monkeypatch, at: str) -> None:
     client.put_object(Bucket="results", Key="jobs/m.yaml", Body=MADE.encode())
     made = invoke("run", "--manifest", "s3://results/jobs/m.yaml")
     assert made.returncode == 0, made.stderr
-    if at == "the commit":
-        hold = Hold(lambda m, p: m == "POST" and p.endswith("/commit/main"))
-    else:
-        hold = Hold(lambda m, p: m == "POST" and p == "/api/repos/create")
-    hub.state.faults.append(hold)
-    job = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "job",
-            "publish",
-            "sourdough_sam",
-            "--output",
-            "s3://results/bots",
-            "--repo",
-            "huggingtweets/sourdough_sam",
-        ],
-        env=dict(os.environ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert hold.reached.wait(300), "publish never reached the Hub"
+    hold = hold_at(COMMIT if at == "the commit" else ("POST", "/api/repos/create"), hub=hub)
+    publish = ["publish", "sourdough_sam", "--output", "s3://results/bots"]
+    with held(hold, [*publish, "--repo", "huggingtweets/sourdough_sam"]) as job:
         done = invoke("takedown", "sourdough_sam", "--output", "s3://results/bots")
-    finally:
-        hold.go.set()
-        _, err = job.communicate(timeout=300)
+    err = job.said
     assert done.returncode == 0, done.stderr
     assert job.returncode == errors.OPTED_OUT, err
     assert "opted out while the bot was being made" in err
