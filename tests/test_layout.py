@@ -181,13 +181,19 @@ HEAVY_LIBRARIES = {
 
 
 def top_level_imports(path) -> set[str]:
-    """What a file imports when it is imported (not in functions, not for type checking)."""
+    """What a file imports when it is imported: at the top, and in the blocks that run then
+    (``with``, ``try``); not in functions, not for type checking."""
     found = set()
-    for node in ast.parse(path.read_text()).body:
+    todo = list(ast.parse(path.read_text()).body)
+    while todo:
+        node = todo.pop()
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
             found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+        elif isinstance(node, (ast.With, ast.Try)):
+            todo += [*node.body, *getattr(node, "orelse", []), *getattr(node, "finalbody", [])]
+            todo += [s for handler in getattr(node, "handlers", []) for s in handler.body]
     return found
 
 
@@ -266,7 +272,7 @@ PARSES = {
     "job/data/tweets.py": "a person's tweets (an input, bounded by its reader)",
     "job/training/model.py": "GPT-2's vocabulary file that --tokenizer names",
     "job/training/strategy.py": "the DeepSpeed configs the package ships",
-    "job/run.py": "the model folder's files the run itself just wrote",
+    "job/outputs/model_folder.py": "the model folder's files the run itself just wrote",
     "job/atomic.py": "the local lock's holder (any damage: taken as no holder)",
     "job/cloud/kubernetes.py": "kubectl's own answer",
     "job/records.py": "the one reader",
