@@ -71,7 +71,7 @@ def test_the_config_example_and_the_readmes_second_use_run_as_printed(
     assert done.stdout.count("done __wmww: validation perplexity") == 2
     made = json.loads((work / "out" / "__wmww" / "job.json").read_text())
     assert made["config"]["train"]["learning_rate"] == 5e-5
-    assert made["config"]["train"]["epochs"] == 2  # the README's flag wins over the file
+    assert made["config"]["train"]["epochs"] == 1  # the README's flag wins over the file (2)
     assert made["config"]["sampling"]["per_prompt"] == 5
 
 
