@@ -87,10 +87,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         )
 
 
+@pytest.fixture(scope="session")
+def _homes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("homes")
+
+
 @pytest.fixture(autouse=True)
-def _a_home_of_its_own(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """HOME, and every cache folder that would follow it, in a folder of the test's own."""
-    home = tmp_path_factory.mktemp("home")
+def _a_home_of_its_own(_homes: Path, monkeypatch: pytest.MonkeyPatch):
+    """HOME, and every cache folder that would follow it, in a folder of the test's own
+    (made with mkdtemp: tmp_path_factory.mktemp scans its folder on each call)."""
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(dir=_homes))
     monkeypatch.setenv("HOME", str(home))
     for name in HOME_VARIABLES:
         monkeypatch.delenv(name, raising=False)
