@@ -34,13 +34,14 @@ import json
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import common  # noqa: F401 (the checkout on sys.path: job.training.clock)
 
 START = time.perf_counter()
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tweets", type=Path, required=True, help="JSONL of training tweets")
     parser.add_argument("--base-model", required=True)
@@ -49,27 +50,24 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1.372e-4)
     parser.add_argument("--per-prompt", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
-    args = parser.parse_args()
-    timings: dict[str, float] = {}
+    return parser.parse_args()
 
-    t = time.perf_counter()
-    import torch
-    from transformers import (
-        AutoModelForCausalLM,
-        AutoTokenizer,
-        Trainer,
-        TrainingArguments,
-        set_seed,
-    )
 
-    from job.training.clock import SteadyClock, counted
+def load(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The tokenizer and the model, as the notebook loaded them (the imports count: the
+    caller's clock runs over them)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
     set_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(args.base_model)
     model = AutoModelForCausalLM.from_pretrained(args.base_model)  # fp32, eager defaults
-    timings["load"] = time.perf_counter() - t
+    return tokenizer, model
 
-    t = time.perf_counter()
+
+def blocks_of(args: argparse.Namespace, tokenizer: Any, model: Any) -> tuple[list, int]:
+    """EPOCHS shuffled copies of the tweets joined by EOS, cut into full-context blocks."""
+    import torch
+
     tweets = [json.loads(line)["text"] for line in args.tweets.open()]
     eos = tokenizer.eos_token
     shuffler = random.Random(args.seed)
@@ -84,8 +82,15 @@ def main() -> None:
     blocks = [ids[i : i + block] for i in range(0, len(ids) - block + 1, block)]
     # DataCollatorForLanguageModeling(mlm=False) of 2020 gave labels = input_ids for GPT-2 (no
     # pad token, so nothing masked); today's asks for a pad token, so the labels are set here.
-    dataset = [{"input_ids": torch.tensor(b), "labels": torch.tensor(b)} for b in blocks]
-    timings["tokenize"] = time.perf_counter() - t
+    return [{"input_ids": torch.tensor(b), "labels": torch.tensor(b)} for b in blocks], block
+
+
+def trainer_of(args: argparse.Namespace, model: Any, dataset: list) -> tuple[Any, Any]:
+    """The notebook's Trainer: one block a step, one pass over the copies, cosine, no warm-up."""
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from job.training.clock import SteadyClock, counted
 
     clock = SteadyClock()  # counts each batch as the job's does (one block a step here)
     trainer = counted(Trainer, clock)(
@@ -107,16 +112,16 @@ def main() -> None:
         train_dataset=dataset,
         callbacks=[clock],
     )
-    t = time.perf_counter()
-    trainer.train()
-    train_seconds = time.perf_counter() - t
-    timings["train"] = train_seconds
+    return trainer, clock
 
-    t = time.perf_counter()
+
+def predict(args: argparse.Namespace, tokenizer: Any, model: Any) -> list[str]:
+    """The notebook's predictions: one batched generate per prompt."""
     prompts = ["My dream is", "I think that", "I wish", "The best thing about", "Today I"]
+    eos = tokenizer.eos_token
     model.eval()
     predictions = []
-    for prompt in prompts:  # one batched generate per prompt
+    for prompt in prompts:
         encoded = tokenizer(eos + prompt, add_special_tokens=False, return_tensors="pt")
         out = model.generate(
             input_ids=encoded.input_ids.to(model.device),
@@ -132,20 +137,39 @@ def main() -> None:
         for sequence in out:
             text = tokenizer.decode(sequence, skip_special_tokens=True)
             predictions.append(text.split("\n")[0].strip())
-    timings["predict"] = time.perf_counter() - t
+    return predictions
 
+
+def main() -> None:
+    args = arguments()
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    import torch
+
+    tokenizer, model = load(args)
+    timings["load"] = time.perf_counter() - t
+    t = time.perf_counter()
+    dataset, block = blocks_of(args, tokenizer, model)
+    timings["tokenize"] = time.perf_counter() - t
+    trainer, clock = trainer_of(args, model, dataset)
+    t = time.perf_counter()
+    trainer.train()
+    train_seconds = timings["train"] = time.perf_counter() - t
+    t = time.perf_counter()
+    predictions = predict(args, tokenizer, model)
+    timings["predict"] = time.perf_counter() - t
     t = time.perf_counter()
     trainer.save_model(str(args.out / "model"))
     tokenizer.save_pretrained(str(args.out / "model"))
     timings["save"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - START
-    tokens = len(blocks) * block
+    tokens = len(dataset) * block
     result = {
         "timings": timings,
         "model_dir": str(args.out / "model"),
         "base_model": args.base_model,
         "block_size": block,
-        "steps": len(blocks),
+        "steps": len(dataset),
         "train_tokens": tokens,
         "train_seconds": train_seconds,
         "tokens_per_second": tokens / train_seconds,

@@ -191,7 +191,7 @@ print(json.dumps({"imports_s": imports, "cuda_context_s": context, "load_s": loa
 """
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "probe-out")))
     parser.add_argument("--tweets", type=Path, default=SAMPLE, help="a JSON Lines tweets file")
@@ -203,35 +203,42 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="H100/H200 bf16 dense")
     parser.add_argument("--budget", type=float, default=420.0, help="seconds for every phase")
     parser.add_argument("--skip", nargs="*", default=[], choices=PHASES)
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    probe = Probe(args)
-    shutil.rmtree(probe.work, ignore_errors=True)
-    probe.work.mkdir()
-    epochs = ["--epochs", f"{args.epochs:g}"]
-    large = {"name": None}
+    return parser.parse_args()
 
-    def setup() -> tuple[dict, str]:
-        large["name"] = base_of(probe, args.large)
-        small = base_of(probe, args.small)
+
+class Measures:
+    """Each phase's measure: its figures and its line. The bases ``setup`` builds are kept
+    for the phases after it."""
+
+    def __init__(self, probe: Probe, args: argparse.Namespace) -> None:
+        self.probe, self.args = probe, args
+        self.epochs = ["--epochs", f"{args.epochs:g}"]
+        self.large: str | None = None  # what the large phases train: a name or a folder
+        self.small = ""
+
+    def setup(self) -> tuple[dict, str]:
+        args = self.args
+        self.large = base_of(self.probe, args.large)
+        small = base_of(self.probe, args.small)
         if small == "tiny":  # the fixed phase loads a folder: the tiny one, built as the job does
             from job.training.model import build_random
 
             texts = [json.loads(ln)["text"] for ln in args.tweets.read_text().splitlines()]
-            small = str(build_random(probe.work / "base-tiny", texts, None, 42))
-        large["small"] = small
+            small = str(build_random(self.probe.work / "base-tiny", texts, None, 42))
+        self.small = small
         return {"large": args.large, "small": args.small}, f"bases {args.large}, {args.small}"
 
-    def fixed() -> tuple[dict, str]:
-        printed, _ = probe.run("fixed", [sys.executable, "-c", FIXED, large["small"]])
+    def fixed(self) -> tuple[dict, str]:
+        printed, _ = self.probe.run("fixed", [sys.executable, "-c", FIXED, self.small])
         figures = json.loads(printed.strip().splitlines()[-1])
         line = ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in figures.items())
-        return figures, f"{args.small}: {line}"
+        return figures, f"{self.args.small}: {line}"
 
-    def profiled() -> tuple[dict, str]:
-        folder = probe.work / "profile"
-        job = probe.job("large", large["name"], *epochs, env={"HUGGINGTWEETS_PROFILE": str(folder)})
-        figures = steady(job, args.peak_tflops)
+    def profiled(self) -> tuple[dict, str]:
+        folder = self.probe.work / "profile"
+        env = {"HUGGINGTWEETS_PROFILE": str(folder)}
+        job = self.probe.job("large", str(self.large), *self.epochs, env=env)
+        figures = steady(job, self.args.peak_tflops)
         profile = json.loads((folder / "profile.json").read_text())
         figures["profile"] = profile
         return figures, (
@@ -240,16 +247,15 @@ def main() -> None:
             f" {profile['aten_ops_per_step']:.0f} aten ops"
         )
 
-    def many() -> tuple[dict, str]:
-        out = probe.work / "many"
-        tweets = bakers(args.tweets, probe.work / "inputs", args.bots)
-        defaults = {"base_model": large["small"], "sampling": {"per_prompt": 1}}
+    def many(self) -> tuple[dict, str]:
+        args, work = self.args, self.probe.work
+        out = work / "many"
+        tweets = bakers(args.tweets, work / "inputs", args.bots)
+        defaults = {"base_model": self.small, "sampling": {"per_prompt": 1}}
         manifest = task_manifest(out, tweets, args.bots, defaults)
         start = time.monotonic()
-        _, log = probe.run(
-            "many",
-            [sys.executable, "-m", "job", "run", "--manifest", str(manifest), "--index", "0"],
-        )
+        command = [sys.executable, "-m", "job", "run", "--manifest", str(manifest), "--index", "0"]
+        _, log = self.probe.run("many", command)
         seconds = time.monotonic() - start
         totals = []
         for i in range(args.bots):
@@ -273,29 +279,38 @@ def main() -> None:
             f" {host[0]:.1f}-{host[-1]:.1f} GiB"
         )
 
-    def variant(name: str, *flags: str) -> Any:
+    def variant(self, name: str, *flags: str) -> Any:
         def measure() -> tuple[dict, str]:
-            figures = steady(probe.job(name, large["name"], *epochs, *flags), args.peak_tflops)
+            job = self.probe.job(name, str(self.large), *self.epochs, *flags)
+            figures = steady(job, self.args.peak_tflops)
             return figures, describe(figures)
 
         return measure
 
-    probe.phase("setup", setup)
-    if large["name"] is None:
+
+def main() -> None:
+    args = arguments()
+    args.out.mkdir(parents=True, exist_ok=True)
+    probe = Probe(args)
+    shutil.rmtree(probe.work, ignore_errors=True)
+    probe.work.mkdir()
+    measures = Measures(probe, args)
+    probe.phase("setup", measures.setup)
+    if measures.large is None:
         return
-    measures = {
-        "fixed": fixed,
-        "large": profiled,
-        "many": many,
-        "large-8k": variant("large-8k", "--block-size", "1024", "--batch-size", "8"),
-        "large-compile": variant("large-compile", "--compile"),
-        "large-noclip": variant("large-noclip", "--max-grad-norm", "0"),
+    phases = {
+        "fixed": measures.fixed,
+        "large": measures.profiled,
+        "many": measures.many,
+        "large-8k": measures.variant("large-8k", "--block-size", "1024", "--batch-size", "8"),
+        "large-compile": measures.variant("large-compile", "--compile"),
+        "large-noclip": measures.variant("large-noclip", "--max-grad-norm", "0"),
     }
     for name in PHASES:
         if name in args.skip:
             probe.record(name, {"skipped": "asked"}, f"{name}: skipped (asked)")
         else:
-            probe.phase(name, measures[name])
+            probe.phase(name, phases[name])
     shutil.rmtree(probe.work, ignore_errors=True)  # 6 GB of bases and runs: never left behind
     print(f"probe: {time.monotonic() - probe.started:.0f} s; {args.out / 'probe.txt'}")
 

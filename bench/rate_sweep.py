@@ -31,75 +31,82 @@ from common import (
 SCALINGS = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     stand_in_arguments(parser, "rate-sweep")
     parser.add_argument("--batch-sizes", default="8,32", help="comma-separated")
     parser.add_argument(
         "--rates", default="none,sqrt,linear", help="none|sqrt|linear or a number, comma-separated"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    from job.config import JobConfig
+
+def rate_of(name: str, tokens: int, context: int) -> float:
+    """The original's rate scaled to ``tokens`` a step by ``name`` (SCALINGS), or a number."""
     from job.training.plan import ORIGINAL_RATE
 
-    train_file, heldout, base, env = stand_in(args)
+    return ORIGINAL_RATE * (tokens / context) ** SCALINGS[name] if name in SCALINGS else float(name)
+
+
+def one_run(
+    args: argparse.Namespace,
+    made: tuple[Path, list[str], str, dict],
+    batch: int,
+    rate: float,
+    name: str,
+) -> dict:
+    """The job at ``batch`` blocks a step and ``rate``: its steps and held-out perplexity."""
+    train_file, heldout, base, env = made
+    out = args.out / f"b{batch}-{name}"
+    seconds, _ = timed(
+        [
+            *[sys.executable, "-m", "job", "run", args.handle],
+            *["--jsonl", str(train_file), "--base-model", base, "--out", str(out)],
+            *["--epochs", str(args.epochs), "--batch-size", str(batch)],
+            *["--learning-rate", f"{rate:.4g}"],
+        ],
+        env,
+        out,
+    )
+    result = json.loads((out / args.handle / "job.json").read_text())["result"]
+    return {
+        "batch_size": batch,
+        "learning_rate": rate,
+        "steps": result["steps"],
+        "perplexity": perplexity(result["model_dir"], heldout),
+        "process_s": seconds,
+    }
+
+
+def main() -> None:
+    from job.config import JobConfig
+
+    args = arguments()
+    made = stand_in(args)
+    train_file, heldout, base, env = made
     context = json.loads(Path(base, "config.json").read_text())["n_positions"]
     block = min(JobConfig().train.block_size, context)
 
     out = args.out / "baseline"
     timed(baseline_command(train_file, base, out, args.epochs), env, out)
-    baseline = json.loads((out / "baseline.json").read_text())
-    mark = perplexity(baseline["model_dir"], heldout)
+    mark = perplexity(json.loads((out / "baseline.json").read_text())["model_dir"], heldout)
     print(f"baseline: held-out perplexity {mark:.1f}")
-
     runs = []
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
         for name in args.rates.split(","):
             tokens = batch * block
-            rate = (
-                ORIGINAL_RATE * (tokens / context) ** SCALINGS[name]
-                if name in SCALINGS
-                else float(name)
-            )
-            out = args.out / f"b{batch}-{name}"
-            seconds, _ = timed(
-                [
-                    *[sys.executable, "-m", "job", "run", args.handle],
-                    *["--jsonl", str(train_file), "--base-model", base, "--out", str(out)],
-                    *["--epochs", str(args.epochs), "--batch-size", str(batch)],
-                    *["--learning-rate", f"{rate:.4g}"],
-                ],
-                env,
-                out,
-            )
-            result = json.loads((out / args.handle / "job.json").read_text())["result"]
-            ppl = perplexity(result["model_dir"], heldout)
-            runs.append(
-                {
-                    "batch_size": batch,
-                    "tokens_per_step": tokens,
-                    "scaling": name,
-                    "learning_rate": rate,
-                    "steps": result["steps"],
-                    "perplexity": ppl,
-                    "process_s": seconds,
-                }
-            )
+            run = one_run(args, made, batch, rate_of(name, tokens, context), name)
+            runs.append({**run, "tokens_per_step": tokens, "scaling": name})
             print(
-                f"batch {batch:>3} ({tokens:>5} tokens/step, {result['steps']:>3} steps),"
-                f" rate {rate:.3g} ({name}): held-out perplexity {ppl:.1f}"
+                f"batch {batch:>3} ({tokens:>5} tokens/step, {run['steps']:>3} steps), rate"
+                f" {run['learning_rate']:.3g} ({name}): held-out perplexity {run['perplexity']:.1f}"
             )
-    (args.out / "rate_sweep.json").write_text(
-        json.dumps(
-            {
-                "baseline_perplexity": mark,
-                "pretrained_on": [str(f) for f in args.pretrain_on],
-                "runs": runs,
-            },
-            indent=2,
-        )
-    )
+    figures = {
+        "baseline_perplexity": mark,
+        "pretrained_on": [str(f) for f in args.pretrain_on],
+        "runs": runs,
+    }
+    (args.out / "rate_sweep.json").write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":
