@@ -509,7 +509,7 @@ class Guard:
         """Around a write that makes ``made`` (Hub repos) public: checked before, and at the
         moment of commit after; a write that lost the race, or failed because a takedown
         deleted what it wrote to, is undone (``made`` deleted) and ends in OptedOut."""
-        self.check(f"before {what}")
+        self.check(f"the run up to {what}")
         try:
             yield
         except Exception as e:
