@@ -91,6 +91,7 @@ demo: install
 	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/huggingtweets run sourdough_sam \
 		--jsonl job/samples/sourdough_sam.jsonl --base-model tiny \
 		--learning-rate 3e-3 --epochs 30 --out out
+	@echo "hear it: $(BIN)/huggingtweets generate out/sourdough_sam"
 
 # --- Shipping ------------------------------------------------------------------------------
 IMAGE ?= huggingtweets

@@ -47,6 +47,7 @@ class _Group(TyperGroup):
         "users": "HANDLE",
         "handle": "HANDLE",
         "bot": "BOT",
+        "bots": "BOT",
     }
     NAMES: typing.ClassVar[dict[Any, str]] = {
         str: "TEXT",
@@ -383,6 +384,51 @@ def takedown(
         error = done.error()
         if error is not None:
             raise error
+
+
+@app.command()
+def generate(
+    bots: Annotated[
+        list[str],
+        typer.Argument(
+            help="Bots: a bot's folder (out/sam) or a model folder, s3://bucket/prefix/<bot>,"
+            " or a Hub repo (owner/name)."
+        ),
+    ],
+    prompt: Annotated[
+        list[str] | None,
+        typer.Option(help="A prompt (repeatable; default: the bot's own start texts)."),
+    ] = None,
+    n: Annotated[int | None, typer.Option(help="Tweets a prompt (default: the bot's).")] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Tokens after the prompt, at most (within the context).")
+    ] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling.")] = None,
+    seed: Annotated[int, typer.Option(help="The same seed, the same tweets (same machine).")] = 42,
+    json_lines: Annotated[
+        bool, typer.Option("--json", help="One JSON object a line: bot, prompt, text, seed.")
+    ] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Hear bots: sample tweets from each, wherever it is. Several adapter (LoRA) bots of one
+    base load the base once and switch adapters: the cheap way to hear many bots."""
+    with _command(verbose):
+        import json
+
+        from job.generate import Asked, located
+        from job.generate import generate as sample_bots
+
+        asked = Asked(prompt or None, n, max_new_tokens, temperature, top_p, seed)
+        with located(bots) as found:
+            for bot in found:
+                sys.stderr.write(bot.note() + "\n")
+            for said in sample_bots(found, asked):
+                if json_lines:
+                    record = {"bot": said.bot, "prompt": said.prompt, "text": said.text}
+                    typer.echo(json.dumps({**record, "seed": said.seed}, ensure_ascii=False))
+                else:
+                    typer.echo(said.text)
 
 
 @app.command()

@@ -1,12 +1,47 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.helpers import REPO
+
+# --- The suite keeps to itself ----------------------------------------------------------------
+# Every process of the suite has a home of its own from its first line (HOME, and the Hugging
+# Face, W&B and cache folders that would follow it, unset or pointed there), so that a library
+# that fixes its folders when it is imported (huggingface_hub's cache) never uses the user's;
+# every test then gets one of its own as well. The suite once wrote a fake gpt2 into the real
+# Hugging Face cache, and a later `run --base-model gpt2` trained on it. The session checks
+# that the user's folders are as it found them.
+REAL_HOME = Path.home()
+WATCHED = [
+    REAL_HOME / ".cache" / "huggingface",
+    REAL_HOME / ".cache" / "wandb",
+    REAL_HOME / ".local" / "share" / "wandb",
+    REAL_HOME / ".config" / "wandb",
+    *([Path(os.environ["HF_HOME"])] if os.environ.get("HF_HOME") else []),
+]
+HOME_VARIABLES = (
+    "HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME", "XDG_DATA_HOME", "WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR",
+    "WANDB_DATA_DIR",
+)  # fmt: skip
+PROCESS_HOME = Path(tempfile.mkdtemp(prefix="huggingtweets-tests-home-"))
+
+
+def _home_at(home: Path, environ: Any) -> None:
+    environ["HOME"] = str(home)
+    for name in HOME_VARIABLES:
+        environ.pop(name, None)
+    environ["HF_HOME"] = str(home / ".cache" / "huggingface")
+
+
+_home_at(PROCESS_HOME, os.environ)
 
 # Under pytest-xdist each worker, and every job process a test starts, would run torch with a
 # thread per core: two workers on two cores then run four threads that spin-wait for each
@@ -32,24 +67,6 @@ def shared() -> Path:
     return SHARED
 
 
-# --- The suite keeps to itself ----------------------------------------------------------------
-# Every test gets a home of its own (HOME, and the Hugging Face, W&B and cache folders that
-# would follow it), so nothing a test does lands in the user's caches: the suite once wrote a
-# fake gpt2 into the real Hugging Face cache, and a later `run --base-model gpt2` trained on it.
-# The session then checks that those folders are as it found them.
-REAL_HOME = Path.home()
-WATCHED = [
-    REAL_HOME / ".cache" / "huggingface",
-    REAL_HOME / ".cache" / "wandb",
-    REAL_HOME / ".local" / "share" / "wandb",
-    REAL_HOME / ".config" / "wandb",
-    *([Path(os.environ["HF_HOME"])] if os.environ.get("HF_HOME") else []),
-]
-HOME_VARIABLES = (
-    "HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "XDG_CACHE_HOME",
-    "XDG_CONFIG_HOME", "XDG_DATA_HOME", "WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR",
-    "WANDB_DATA_DIR",
-)  # fmt: skip
 _BEFORE = pytest.StashKey[dict]()
 
 
@@ -172,11 +189,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Stopped when the process's session ends, whether or not it ran a test (a worker may
-    run none)."""
+    run none); the process's home goes with it."""
     global _MOTO
     if _MOTO is not None:
         _MOTO.stop()
         _MOTO = None
+    shutil.rmtree(PROCESS_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -101,12 +101,14 @@ def test_the_readmes_first_command_runs_in_a_clone(tmp_path: Path) -> None:
     for made_from in ("pyproject.toml", "requirements/constraints.txt"):  # installed already
         os.utime(clone / made_from, (0, 0))
     lines = printed("README.md", "make demo")
-    assert lines[0].startswith("make demo")
+    assert lines[0].startswith("make demo") and lines[2].startswith(".venv/bin/huggingtweets gen")
     env = {**os.environ, "HOME": str(tmp_path / "home"), "HF_HOME": str(tmp_path / "hf")}
     env.pop("WANDB_MODE", None)  # the demo's own default: offline
-    done = shell([lines[0]], clone, {**env, "HF_HUB_OFFLINE": "1"})
+    done = shell([lines[0], lines[2]], clone, {**env, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "done sourdough_sam: validation perplexity" in done.stdout
+    assert "hear it: .venv/bin/huggingtweets generate out/sourdough_sam" in done.stdout
+    assert "not their words" in done.stderr  # and it was heard
     bot = clone / "out" / "sourdough_sam"
     assert {"README.md", "predictions.png", "model.safetensors"} <= {
         p.name for p in (bot / "model").iterdir()
@@ -129,6 +131,7 @@ def test_a_local_bots_life_runs_as_printed(hub, tmp_path: Path) -> None:
     done = shell(lines, tmp_path, env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "sourdough_sam\tsucceeded" in done.stdout
+    assert "@sourdough_sam's tweets, not their words" in done.stderr  # generate heard it
     assert "hub:pushed" in done.stdout and "deleted me/sourdough-bot" in done.stdout
     assert "me/sourdough-bot" not in hub.state.repos
     assert not (tmp_path / "out" / "sourdough_sam").exists()

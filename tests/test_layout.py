@@ -6,7 +6,7 @@ import ast
 
 from tests.helpers import REPO
 
-RECIPES = {"job.prepare", "job.run", "job.task"}
+RECIPES = {"job.prepare", "job.run", "job.task", "job.generate"}
 TOP = {
     "job.cli",
     "job.options",
@@ -114,7 +114,7 @@ LAYERS = [
     {"job.config", "job.spec"},
     {"job.data", "job.training", "job.outputs"},
     {"job.cloud"},
-    {"job.prepare", "job.run", "job.task", "job.preflight"},
+    {"job.prepare", "job.run", "job.task", "job.generate", "job.preflight"},
     {"job.cli", "job.options", "job.options_page", "job.__main__"},
 ]  # fmt: skip
 

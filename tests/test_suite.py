@@ -95,3 +95,30 @@ def test_missing_shared_data_is_one_line_at_the_start(tmp_path: Path) -> None:
     out = done.stdout + done.stderr
     assert f"expected {tmp_path / 'nowhere'}/data" in out and "HUGGINGTWEETS_SHARED" in out
     assert "passed" not in out  # nothing ran
+
+
+EARLY = """
+import pytest
+
+
+@pytest.fixture(scope="module")
+def cached():  # before any test's own home: what a library fixes at import is the process's
+    from huggingface_hub import constants
+
+    folder = __import__("pathlib").Path(constants.HF_HUB_CACHE)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "written-at-import").write_text("x")
+    return folder
+
+
+def test_uses_it(cached):
+    assert cached.is_dir()
+"""
+
+
+def test_what_a_library_fixes_at_import_is_the_suites_not_the_users(tmp_path: Path) -> None:
+    """huggingface_hub reads its cache folder once, when first imported: a module's fixture
+    that imported it before any test's home was set once wrote to the user's cache."""
+    done = session(tmp_path, EARLY)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not list((tmp_path / "home").rglob("written-at-import"))

@@ -145,10 +145,11 @@ def card_handles(repo_id: str, retries: int = 2) -> list[str] | None:
                 return None
 
     data = _within("hub_call", f"reading {repo_id}'s card", once, retries, time.sleep, "retry")
-    return None if data is None else _card_handles(data)
+    return None if data is None else handles_of_card(data)
 
 
-def _card_handles(data: bytes) -> list[str] | None:
+def handles_of_card(data: bytes) -> list[str] | None:
+    """The handles a card's front matter names as its bot's (``huggingtweets.handles``)."""
     text = data.decode("utf-8", "replace")
     if not text.startswith("---\n") or "\n---" not in text[3:]:
         return None

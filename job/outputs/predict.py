@@ -57,10 +57,13 @@ def sample(
     seed: int,
     on_token: Callable[[int, int], None] | None = None,  # (tokens sampled, at most)
     compile: bool = False,
+    max_new_tokens: int | None = None,
 ) -> list[Prediction]:
     """``config.per_prompt`` predictions per start text, all in one batched ``generate``. In
     bf16 (``config.precision``) the model is cast in place: the job samples after saving it.
-    With a static KV cache on a GPU, ``compile`` lets transformers compile the decode step."""
+    With a static KV cache on a GPU, ``compile`` lets transformers compile the decode step.
+    ``max_new_tokens`` (``generate``'s flag) bounds the tokens after the prompt instead of
+    ``config.max_length``, within the model's context all the same."""
     import torch
 
     bf16, static = fast_paths(
@@ -90,6 +93,8 @@ def sample(
     if batch["input_ids"].shape[1] == room and room < context:
         log.warning("a start text is longer than the model's context: its last tokens are used")
     max_length = min(config.max_length, context)
+    if max_new_tokens is not None:
+        max_length = min(batch["input_ids"].shape[1] + max_new_tokens, context)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     was_training = model.training

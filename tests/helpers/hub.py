@@ -279,7 +279,12 @@ class FakeHub:
             if p.is_file()
         }
         self.state.repos[repo] = {"private": False}
-        oid = hashlib.sha1(repo.encode()).hexdigest()
+        # the commit of these very files: a client's cache, which keys on it, never serves
+        # another test's files served under the same name
+        digest = hashlib.sha1(repo.encode())
+        for name in sorted(files):
+            digest.update(name.encode() + hashlib.sha1(files[name]).digest())
+        oid = digest.hexdigest()
         self.state.commits.append(Commit(repo, "the stand-in model", files, oid))
 
     def reset(self) -> None:
