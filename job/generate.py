@@ -32,14 +32,16 @@ from job.cloud import hub as hub_api
 from job.cloud.consent import check_not_opted_out
 from job.cloud.runs import latest_complete
 from job.config import SamplingConfig
+from job.console import quiet_libraries
 from job.data.handles import Handle, handles_in
 from job.deadline import deadline, hub_timeouts
 from job.errors import BadConfig, CorruptInput, InputNotFound
 from job.inventory import JOB, MODEL
+from job.loading import validate
 from job.outputs.predict import Prediction, flag_memorized, sample
-from job.records import AnyObject, DamagedRecord, read_record
+from job.records import AnyObject, DamagedRecord, Record, read_record
 from job.storage import LocalStorage, download, open_storage
-from job.training.model import load
+from job.training.model import load, load_error
 
 log = logging.getLogger(__name__)
 
@@ -142,25 +144,35 @@ def _hub_file(repo: str, name: str) -> Path | None:
     except EntryNotFoundError:
         return None
     except Exception as e:  # the repo missing, the token, the Hub down: as a base's would be
-        from job.training.model import load_error
-
         raise load_error(repo, e) from e
+
+
+class _Adapter(Record):
+    base_model_name_or_path: str
+
+
+class _Generation(Record):
+    top_p: float | None = None
+    temperature: float | None = None
+    max_length: int | None = None
 
 
 def _base_named(given: str, adapter: Path) -> str:
     try:
-        return str(json.loads(adapter.read_text())["base_model_name_or_path"])
-    except (ValueError, KeyError, TypeError) as e:
+        found = read_record(LocalStorage(adapter.parent), adapter.name, _Adapter)
+    except DamagedRecord as e:
         raise CorruptInput(f"{given}: its adapter_config.json names no base") from e
+    assert found is not None
+    return found.base_model_name_or_path
 
 
 def _sampling_saved(generation: Path, sampling: SamplingConfig) -> SamplingConfig:
-    """A published bot's own settings, from its generation_config.json."""
+    """A published bot's own settings, from its generation_config.json (damaged: the job's)."""
     try:
-        saved = json.loads(generation.read_text())
-    except ValueError:
+        saved = read_record(LocalStorage(generation.parent), generation.name, _Generation)
+    except DamagedRecord:
         return sampling
-    keep = {k: saved[k] for k in ("top_p", "temperature", "max_length") if k in saved}
+    keep = saved.model_dump(exclude_none=True) if saved else {}
     return sampling.model_copy(update=keep)
 
 
@@ -209,8 +221,6 @@ class Asked:
             "temperature": self.temperature,
             "top_p": self.top_p,
         }
-        from job.loading import validate
-
         fields = {
             **bot.sampling.model_dump(),
             **{k: v for k, v in changes.items() if v is not None},
@@ -229,8 +239,6 @@ class Said:
 
 def generate(bots: list[Bot], asked: Asked) -> Iterator[Said]:
     """Each bot's tweets, a bot at a time; adapter bots of one base share it, loaded once."""
-    from job.console import quiet_libraries
-
     quiet_libraries()  # stdout for the tweets, stderr for the one line a bot
     by_base: dict[str, list[Bot]] = {}
     for bot in bots:

@@ -276,6 +276,7 @@ PARSES = {
     "job/atomic.py": "the local lock's holder (any damage: taken as no holder)",
     "job/cloud/kubernetes.py": "kubectl's own answer",
     "job/records.py": "the one reader",
+    "job/generate.py": "a bot's training tweets (clean.jsonl), for the n-gram guard",
 }
 
 
