@@ -203,6 +203,15 @@ def _bot(
     return Bot(given, name, model, handles, sampling, tweets, adapter_of)
 
 
+# The flags of what the user may change, by the sampling field each sets
+FLAGS = {
+    "start_texts": "--prompt",
+    "per_prompt": "--n",
+    "temperature": "--temperature",
+    "top_p": "--top-p",
+}
+
+
 @dataclass
 class Asked:
     """What the flags change of each bot's own sampling (None: the bot's)."""
@@ -221,11 +230,14 @@ class Asked:
             "temperature": self.temperature,
             "top_p": self.top_p,
         }
-        fields = {
-            **bot.sampling.model_dump(),
-            **{k: v for k, v in changes.items() if v is not None},
-        }
-        return validate(SamplingConfig, fields, "generate")
+        given = {k: v for k, v in changes.items() if v is not None}
+        try:
+            return validate(SamplingConfig, {**bot.sampling.model_dump(), **given}, "generate")
+        except BadConfig as e:  # in the words the user typed: the flag
+            said = str(e)
+            for field, flag in FLAGS.items():
+                said = said.replace(f"generate.{field}", flag)
+            raise BadConfig(said) from None
 
 
 @dataclass

@@ -127,6 +127,13 @@ def test_each_bad_input_is_one_line_and_its_code(made: Path, s3, tmp_path: Path)
     assert "no complete run" in one_line(
         invoke("generate", "s3://results/bots/nobody"), errors.INPUT_NOT_FOUND
     )
+    bot = str(made / "out" / "sourdough_sam")
+    for flags, said in (
+        (["--n", "0"], "--n: "),
+        (["--top-p", "2"], "--top-p: "),
+        (["--temperature", "0"], "--temperature: "),
+    ):
+        assert said in one_line(invoke("generate", bot, *flags), errors.BAD_CONFIG)
     (tmp_path / "junk").mkdir()
     assert "neither a bot's folder nor a model folder" in one_line(
         invoke("generate", str(tmp_path / "junk")), errors.INPUT_NOT_FOUND
