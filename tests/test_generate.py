@@ -4,6 +4,7 @@ the run's own sampling, consent first, and one line for each bad input."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -46,11 +47,17 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["sourdough_sam", "--jsonl", str(SAMPLE), *lora], root / "adapters"),
         (["pal_9", "--jsonl", str(pal), *lora], root / "adapters"),
     ]
-    for args, out in runs:  # the flags after TINY_FLAGS win: the adapters' own base
-        done = invoke(
-            "run", *args[:3], *TINY_FLAGS, *args[3:], "--out", str(out), "--wandb-mode", "disabled"
-        )
-        assert done.returncode == 0, done.stderr
+    saved = dict(os.environ)  # a run in this process sets variables (the compile caches):
+    try:  # a module's fixture is outside each test's restoring of the environment
+        for args, out in runs:  # the flags after TINY_FLAGS win: the adapters' own base
+            done = invoke(
+                "run", *args[:3], *TINY_FLAGS, *args[3:], "--out", str(out),
+                "--wandb-mode", "disabled",
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     return root
 
 

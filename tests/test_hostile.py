@@ -492,7 +492,9 @@ def test_a_user_with_no_home_folder_gets_a_line_or_a_bot(tmp_path: Path, hf_home
     # pytest's own folders are root's alone (0700): this user could not reach one
     tmp_path = Path(tempfile.mkdtemp(prefix="no-home-", dir="/tmp"))
     tmp_path.chmod(0o777)
-    env = {k: v for k, v in os.environ.items() if k not in ("HOME", "XDG_CACHE_HOME", "HF_HOME")}
+    # no home, and no folder that an earlier run in this process pointed a cache at
+    gone = ("HOME", "XDG_CACHE_HOME", "HF_HOME", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+    env = {k: v for k, v in os.environ.items() if k not in gone}
     env.update({"WANDB_MODE": "disabled", "TMPDIR": str(tmp_path)})
     if hf_home:
         env["HF_HOME"] = str(tmp_path / "hf")
