@@ -36,7 +36,7 @@ from job.console import quiet_libraries
 from job.data.handles import Handle, handles_in
 from job.deadline import deadline, hub_timeouts
 from job.errors import BadConfig, CorruptInput, InputNotFound
-from job.inventory import JOB, MODEL
+from job.inventory import JOB, LATEST, MODEL
 from job.loading import validate
 from job.outputs.predict import Prediction, flag_memorized, sample
 from job.records import AnyObject, DamagedRecord, Record, read_record
@@ -84,7 +84,17 @@ def locate(given: str, scratch: Path) -> Bot:
 
 
 def _local(given: str, path: Path) -> Bot:
-    """A bot folder (its ``model/`` inside) or a model folder (inside a bot folder or alone)."""
+    """A bot folder (its ``model/`` inside; of a manifest's local output, its latest complete
+    run) or a model folder (inside a bot folder or alone)."""
+    output = LocalStorage(path.parent)
+    handles = handles_in(path.name) or []
+    if handles and (path / LATEST).is_file():  # a manifest's output: its runs, as on S3
+        check_not_opted_out(output, handles)
+        marker = latest_complete(output, path.name)
+        if marker is None:
+            raise InputNotFound(f"{given}: no complete run there")
+        run = path / marker.run_id
+        return _bot(given, path.name, run / MODEL, handles, LocalStorage(run))
     if (path / MODEL).is_dir():
         result, model = path, path / MODEL
     elif (path / "config.json").is_file() or (path / "adapter_config.json").is_file():

@@ -299,3 +299,22 @@ def test_the_adapter_bench_times_tasks_alone_with_gpt2s_vocabulary(
     assert config["vocab_size"] == 50257
     task = json.loads((tmp_path / "task-adapter.yaml").read_text())  # JSON: YAML reads it
     assert task["defaults"]["train"] == {"epochs": 1, "adapter": "lora", "lora_dropout": 0.1}
+
+
+@pytest.mark.integration
+def test_the_generate_bench_hears_bots_in_one_call_and_one_call_a_bot(tmp_path: Path) -> None:
+    """bench/generate.py: the same bots heard both ways, each way's first and last seconds."""
+    script = str(REPO / "bench" / "generate.py")
+    done = subprocess.run(
+        [sys.executable, script, "--bots", "2", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads((tmp_path / "generate.json").read_text())
+    assert figures["bots"] == 2
+    for way in ("one_call", "a_call_a_bot"):
+        assert 0 < figures[way]["first_s"] <= figures[way]["all_s"]
+    assert figures["ratio_all"] == figures["one_call"]["all_s"] / figures["a_call_a_bot"]["all_s"]
+    assert "2 adapter bots: one call" in done.stdout
