@@ -260,14 +260,12 @@ def _check_consent(out: Path, job: Any) -> Any:
 
 # One output setting for every command that reads one, as submit's: HUGGINGTWEETS_OUTPUT.
 OUTPUT_VARIABLE = "HUGGINGTWEETS_OUTPUT"
-OutputUri = Annotated[
-    str | None,
-    typer.Option(
-        help="The output prefix (s3://bucket/prefix or a folder).",
-        envvar=OUTPUT_VARIABLE,
-        show_envvar=True,
-    ),
-]
+OUTPUT_OPTION = typer.Option(
+    help="The output prefix (s3://bucket/prefix or a folder).",
+    envvar=OUTPUT_VARIABLE,
+    show_envvar=True,
+)
+OutputUri = Annotated[str | None, OUTPUT_OPTION]
 
 
 def _output(ctx: typer.Context, manifest: str | None, output: str | None) -> str | None:
@@ -335,14 +333,7 @@ def publish(
 @app.command()
 def takedown(
     handle: Annotated[str, typer.Argument(help="The person's Twitter handle.")],
-    output: Annotated[
-        str,
-        typer.Option(
-            help="The output prefix (s3://bucket/prefix or a folder).",
-            envvar=OUTPUT_VARIABLE,
-            show_envvar=True,
-        ),
-    ],
+    output: Annotated[str, OUTPUT_OPTION],
     reason: Annotated[str | None, typer.Option(help="Why, for the opt-out record.")] = None,
     requested_by: Annotated[
         str | None, typer.Option(help="Who asked (the person, or on their behalf).")

@@ -27,10 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from job.base import is_repo_id
 from job.cloud import hub as hub_api
 from job.cloud.consent import check_not_opted_out
-from job.cloud.runs import latest_complete
+from job.cloud.publish import AdapterConfig
+from job.cloud.runs import Marker, latest_complete
 from job.config import SamplingConfig
 from job.console import quiet_libraries
 from job.data.handles import Handle, handles_in
@@ -39,8 +42,8 @@ from job.errors import BadConfig, CorruptInput, InputNotFound
 from job.inventory import JOB, LATEST, MODEL
 from job.loading import validate
 from job.outputs.predict import Prediction, flag_memorized, sample
-from job.records import AnyObject, DamagedRecord, Record, read_record
-from job.storage import LocalStorage, download, open_storage
+from job.records import DamagedRecord, Record, read_or_none, read_record
+from job.storage import LocalStorage, Storage, download, open_storage
 from job.training.model import load, load_error
 
 log = logging.getLogger(__name__)
@@ -83,17 +86,22 @@ def locate(given: str, scratch: Path) -> Bot:
     raise InputNotFound(f"{given}: no such bot folder, output prefix or Hub repo (owner/name)")
 
 
+def _latest(given: str, output: Storage, name: str, handles: list[Handle]) -> Marker:
+    """The latest complete run of the bot ``name`` under an output (a prefix or a manifest's
+    local output), its people's opt-outs there read first."""
+    check_not_opted_out(output, handles)
+    marker = latest_complete(output, name)
+    if marker is None:
+        raise InputNotFound(f"{given}: no complete run there")
+    return marker
+
+
 def _local(given: str, path: Path) -> Bot:
     """A bot folder (its ``model/`` inside; of a manifest's local output, its latest complete
     run) or a model folder (inside a bot folder or alone)."""
-    output = LocalStorage(path.parent)
     handles = handles_in(path.name) or []
     if handles and (path / LATEST).is_file():  # a manifest's output: its runs, as on S3
-        check_not_opted_out(output, handles)
-        marker = latest_complete(output, path.name)
-        if marker is None:
-            raise InputNotFound(f"{given}: no complete run there")
-        run = path / marker.run_id
+        run = path / _latest(given, LocalStorage(path.parent), path.name, handles).run_id
         return _bot(given, path.name, run / MODEL, handles, LocalStorage(run))
     if (path / MODEL).is_dir():
         result, model = path, path / MODEL
@@ -113,10 +121,7 @@ def _on_s3(given: str, scratch: Path) -> Bot:
     if not handles:
         raise BadConfig(f"{given}: an output prefix's bot is s3://bucket/prefix/<bot>")
     storage = open_storage(prefix)
-    check_not_opted_out(storage, handles)
-    marker = latest_complete(storage, name)
-    if marker is None:
-        raise InputNotFound(f"{given}: no complete run there")
+    marker = _latest(given, storage, name, handles)
     wanted = {
         rel: meta.sha256
         for rel, meta in marker.files.items()
@@ -157,8 +162,14 @@ def _hub_file(repo: str, name: str) -> Path | None:
         raise load_error(repo, e) from e
 
 
-class _Adapter(Record):
-    base_model_name_or_path: str
+class _RunConfig(Record):
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+
+
+class _Made(Record):
+    """What ``generate`` reads of a run's ``job.json``: the sampling its predictions used."""
+
+    config: _RunConfig = Field(default_factory=_RunConfig)
 
 
 class _Generation(Record):
@@ -169,45 +180,29 @@ class _Generation(Record):
 
 def _base_named(given: str, adapter: Path) -> str:
     try:
-        found = read_record(LocalStorage(adapter.parent), adapter.name, _Adapter)
-    except DamagedRecord as e:
-        raise CorruptInput(f"{given}: its adapter_config.json names no base") from e
-    assert found is not None
+        found = read_record(LocalStorage(adapter.parent), adapter.name, AdapterConfig)
+    except DamagedRecord:
+        found = None
+    if found is None or found.base_model_name_or_path is None:
+        raise CorruptInput(f"{given}: its adapter_config.json names no base")
     return found.base_model_name_or_path
 
 
 def _sampling_saved(generation: Path, sampling: SamplingConfig) -> SamplingConfig:
     """A published bot's own settings, from its generation_config.json (damaged: the job's)."""
-    try:
-        saved = read_record(LocalStorage(generation.parent), generation.name, _Generation)
-    except DamagedRecord:
-        return sampling
+    saved = read_or_none(LocalStorage(generation.parent), generation.name, _Generation)
     keep = saved.model_dump(exclude_none=True) if saved else {}
     return sampling.model_copy(update=keep)
 
 
-def _bot(
-    given: str, name: str, model: Path, handles: list[Handle], result: LocalStorage | None
-) -> Bot:
-    """The bot in ``model``, with its own sampling and (from ``result``) its tweets."""
-    sampling = SamplingConfig()
+def _bot(given: str, name: str, model: Path, handles: list[Handle], result: LocalStorage) -> Bot:
+    """The bot in ``model``, with its own sampling and its tweets, from its ``result``."""
+    made = read_or_none(result, JOB, _Made)  # damaged, or of another shape: the defaults
+    sampling = made.config.sampling if made else SamplingConfig()
+    clean = result.root / "data" / "clean.jsonl"
     tweets = None
-    if result is not None:
-        try:
-            made = read_record(result, JOB, AnyObject)
-        except DamagedRecord:
-            made = None
-        given_sampling = (made.model_dump().get("config") or {}).get("sampling") if made else None
-        if isinstance(given_sampling, dict):
-            try:
-                sampling = SamplingConfig.model_validate(given_sampling)
-            except ValueError:
-                sampling = SamplingConfig()
-        clean = result.root / "data" / "clean.jsonl"
-        if clean.is_file():
-            tweets = [json.loads(line) for line in clean.read_text().splitlines() if line]
-    if result is None and (model / "generation_config.json").is_file():
-        sampling = _sampling_saved(model / "generation_config.json", sampling)
+    if clean.is_file():
+        tweets = [json.loads(line) for line in clean.read_text().splitlines() if line]
     adapter = model / "adapter_config.json"
     adapter_of = _base_named(given, adapter) if adapter.is_file() else None
     return Bot(given, name, model, handles, sampling, tweets, adapter_of)

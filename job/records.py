@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import re
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -37,6 +38,7 @@ _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')  # JSON strings: brackets inside th
 _BRACKETS = bytes(range(256)).translate(None, b"[]{}")  # every other byte, to delete
 
 M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 
 class Record(BaseModel):
@@ -93,9 +95,7 @@ def read_or_none(storage: Storage, key: str, model: type[M]) -> M | None:
     try:
         return read_record(storage, key, model)
     except DamagedRecord as e:
-        import logging
-
-        logging.getLogger(__name__).warning("%s; read as absent", e)
+        log.warning("%s; read as absent", e)
         return None
 
 

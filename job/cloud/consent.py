@@ -75,7 +75,7 @@ from job.inventory import (
     local_folders,
     repo_named_for,
 )
-from job.records import AnyObject, DamagedRecord, Record, read_record
+from job.records import AnyObject, DamagedRecord, Record, read_or_none, read_record
 from job.spec import jobs, load_manifest
 from job.storage import LocalStorage, S3Storage, Storage, open_storage
 
@@ -390,13 +390,8 @@ def _running(storage: Storage, bot: str, status: Status | None) -> str | None:
             return f"run {status.run_id}, pushing to the Hub since {status.updated_at}"
         return None
     if isinstance(storage, LocalStorage) and bot.startswith("."):
-        try:
-            holder = read_record(storage, f"{bot}/lock", _Lock)
-        except DamagedRecord:
-            return None
-        if holder is None:
-            return None
-        return f"pid {holder.pid}" if _alive(holder.pid) else None
+        holder = read_or_none(storage, f"{bot}/lock", _Lock)
+        return f"pid {holder.pid}" if holder is not None and _alive(holder.pid) else None
     return None
 
 
@@ -412,11 +407,7 @@ def _published(storage: Storage, keys: list[str]) -> tuple[set[str], bool, list[
     for key in keys:
         if not key.endswith(f"/{JOB}"):
             continue
-        try:
-            record = read_record(storage, key, JobRecord)
-        except DamagedRecord as e:
-            log.warning("takedown: %s", e)
-            continue
+        record = read_or_none(storage, key, JobRecord)
         if record is None:
             continue
         projects.add(record.config.wandb.project or WANDB_PROJECT)
@@ -471,7 +462,7 @@ def _manifest_inputs(manifest: str, bot: str, handle: Handle) -> list[str]:
         for job in jobs(spec)
         if job.bot == bot
         for user in job.users
-        if user.handle.key == handle.key and user.uri
+        if user.handle.same(handle) and user.uri
     ]
 
 
@@ -490,9 +481,12 @@ class Guard:
         return cls(storage, bot, handles_in(bot) or [])
 
     def check(self, after: str) -> None:
+        self._stop_if_opted_out(after, [])
+
+    def _stop_if_opted_out(self, after: str, made: list[str]) -> None:
         found = opted_out(self.storage, self.handles)
         if found is not None:
-            self._withdraw(found[0], after, [])
+            self._withdraw(found[0], after, made)
 
     def _withdraw(self, handle: Handle, after: str, made: list[str]) -> None:
         local = isinstance(self.storage, LocalStorage)
@@ -513,16 +507,12 @@ class Guard:
         try:
             yield
         except Exception as e:
-            found = opted_out(self.storage, self.handles)
-            if found is not None:
-                try:
-                    self._withdraw(found[0], what, made)
-                except OptedOut as stop:
-                    raise stop from e
+            try:
+                self._stop_if_opted_out(what, made)
+            except OptedOut as stop:
+                raise stop from e
             raise
-        found = opted_out(self.storage, self.handles)
-        if found is not None:
-            self._withdraw(found[0], what, made)
+        self._stop_if_opted_out(what, made)
 
     def quiet(self) -> bool:
         """For the heartbeat: whether the bot may still be written to (no opt-out yet)."""

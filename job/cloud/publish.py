@@ -7,6 +7,8 @@ local run's record, so a local output is read as a prefix is.
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -70,8 +72,6 @@ def _linked(result: Path, run_dir: Path) -> None:
     """What a push reads of a local result, without copying gigabytes: the model folders as
     hard links (a copy where the file system has none), and the card, which the push renders
     again for its repo, as a copy (a link would rewrite the user's own card)."""
-    import os
-    import shutil
 
     def place(source: str, target: str) -> None:
         if Path(source).name == "README.md":

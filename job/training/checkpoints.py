@@ -36,7 +36,7 @@ from pydantic import ConfigDict, Field, RootModel
 from job.atomic import write_json
 from job.deadline import deadline
 from job.errors import CorruptInput
-from job.records import DamagedRecord, Record, read_record
+from job.records import Record, read_or_none, read_record
 from job.storage import MARKER, LocalStorage, Storage, download, put_json, sha256_file
 from job.training import distributed
 
@@ -75,11 +75,7 @@ class Listing(RootModel[dict[str, str]]):
 
 def _record(folder: Path, name: str, model: type[Any]) -> Any:
     """A record in a local folder (records.py), None where absent or damaged."""
-    try:
-        return read_record(LocalStorage(folder), name, model)
-    except DamagedRecord as e:
-        log.warning("%s", e)
-        return None
+    return read_or_none(LocalStorage(folder), name, model)
 
 
 # With several processes, the ranks agree on "save now?" (SIGTERM, the checkpoint clock) every
@@ -174,13 +170,13 @@ class Checkpoints:
         self.folder.mkdir(parents=True, exist_ok=True)
         if self.storage is None:
             return
-        meta_remote = self._remote(self.prefix + "meta.json", Meta)
+        meta_remote = read_or_none(self.storage, self.prefix + "meta.json", Meta)
         if meta_remote is None or meta_remote.fingerprint != self.fingerprint:
             return
         self._write_meta(meta_remote.model_dump())
         for step in reversed(self._remote_steps(self.storage.list(self.prefix))):
             name = f"checkpoint-{step}"
-            marker = self._remote(f"{self.prefix}{name}/{MARKER}", Marker)
+            marker = read_or_none(self.storage, f"{self.prefix}{name}/{MARKER}", Marker)
             if marker is None or marker.fingerprint != self.fingerprint:
                 continue
             if self._ours(self.folder / name / MARKER) and damage(self.folder / name) is None:
@@ -193,14 +189,6 @@ class Checkpoints:
                 shutil.rmtree(self.folder / name, ignore_errors=True)
                 for key in self.storage.list(f"{self.prefix}{name}/"):
                     self.storage.delete(key)
-
-    def _remote(self, key: str, model: type[Any]) -> Any:
-        assert self.storage is not None
-        try:
-            return read_record(self.storage, key, model)
-        except DamagedRecord as e:
-            log.warning("%s", e)
-            return None
 
     def _fetch(self, name: str, marker: Marker) -> None:
         """``name`` from storage, each file checked against its node's listing."""
