@@ -28,12 +28,15 @@ from job.config import PREPARE_SECTIONS, RUN_SECTIONS, WANDB_PROJECT, SubmitOpti
 from job.options import (
     Api,
     Archive,
+    Bluesky,
     ConfigFile,
     Jsonl,
+    Mastodon,
     Out,
     Users,
     Verbose,
     bot_job_from_args,
+    online,
     with_config_options,
     with_options_of,
 )
@@ -149,6 +152,8 @@ def prepare(
     archive: Archive = None,
     jsonl: Jsonl = None,
     api: Api = False,
+    bluesky: Bluesky = False,
+    mastodon: Mastodon = False,
     config: ConfigFile = None,
     verbose: Verbose = False,
     overrides: dict[str, dict[str, Any]] | None = None,
@@ -159,11 +164,15 @@ def prepare(
         from job.data.sources import sources_for
         from job.prepare import prepare as prepare_bot
 
-        job = bot_job_from_args(users, archive or [], jsonl or [], api, config, overrides or {})
+        job = bot_job_from_args(
+            users, archive or [], jsonl or [], online(api, bluesky, mastodon), config,
+            overrides or {},
+        )  # fmt: skip
         guard = _check_consent(out, job)
         with progress() as bars:
             try:
-                prepared = prepare_bot(sources_for(job.users, bars=bars), out, job.config)
+                sources = sources_for(job.users, bars=bars, consent=guard.also)
+                prepared = prepare_bot(sources, out, job.config)
             except errors.OptedOut:
                 raise
             except Exception:
@@ -178,7 +187,8 @@ def prepare(
 def run(
     ctx: typer.Context,
     users: Annotated[
-        list[str] | None, typer.Argument(help="Twitter handles (or use --manifest).")
+        list[str] | None,
+        typer.Argument(help="Handles: Twitter, Bluesky or Mastodon (or use --manifest)."),
     ] = None,
     manifest: Annotated[
         str | None,
@@ -197,6 +207,8 @@ def run(
     archive: Archive = None,
     jsonl: Jsonl = None,
     api: Api = False,
+    bluesky: Bluesky = False,
+    mastodon: Mastodon = False,
     config: ConfigFile = None,
     hub_repo: Annotated[
         str | None, typer.Option(help="Hub repo the card should point to (owner/name).")
@@ -219,19 +231,21 @@ def run(
                 typer.echo(record.line())
             return
         if not users:
-            raise errors.BadConfig("give at least one Twitter handle, or --manifest")
+            raise errors.BadConfig("give at least one handle, or --manifest")
         from job.console import progress
         from job.data.sources import sources_for
 
         job = bot_job_from_args(
-            users, archive or [], jsonl or [], api, config, overrides or {}, hub_repo, contact
-        )
+            users, archive or [], jsonl or [], online(api, bluesky, mastodon), config,
+            overrides or {}, hub_repo, contact,
+        )  # fmt: skip
         from job.preflight import preflight
 
         guard = _check_consent(out, job)
         preflight([job], None)  # credentials and HF_HOME: before any download
         with progress() as bars:
-            sources = sources_for(job.users, bars=bars)  # paths checked: before the imports
+            # paths checked: before the imports
+            sources = sources_for(job.users, bars=bars, consent=guard.also)
             from job.run import run as run_bot
 
             result = run_bot(job, sources, out, progress=bars, guard=guard.check)
@@ -332,7 +346,14 @@ def publish(
 
 @app.command()
 def takedown(
-    handle: Annotated[str, typer.Argument(help="The person's Twitter handle.")],
+    handle: Annotated[
+        str,
+        typer.Argument(
+            help="The person's handle, in any form: @ann, x.com/ann, alice.bsky.social, a"
+            " did:plc:, @bob@mastodon.social. A Bluesky person's other name (DID or handle)"
+            " is looked up and opted out too."
+        ),
+    ],
     output: Annotated[str, OUTPUT_OPTION],
     reason: Annotated[str | None, typer.Option(help="Why, for the opt-out record.")] = None,
     requested_by: Annotated[
@@ -358,23 +379,51 @@ def takedown(
         from job.storage import open_storage
 
         person = Handle(handle)  # @, case and a profile's address: the same person
+        storage = open_storage(output)
 
         def wandb_remove(project: str, group: str) -> list[str]:
             return remove_group(project, group, wandb_entity)
 
-        done = take_down(
-            open_storage(output),
-            person,
-            reason=reason,
-            requested_by=requested_by,
-            keep_private=keep_private,
-            wandb_remove=wandb_remove if os.environ.get("WANDB_API_KEY") else None,
-            wandb_project=wandb_project,
-        )
-        typer.echo(done.lines())
-        error = done.error()
+        errors_left = []
+        for name in [person, *other_names(person)]:  # a Bluesky person's handle and DID
+            done = take_down(
+                storage,
+                name,
+                reason=reason,
+                requested_by=requested_by,
+                keep_private=keep_private,
+                wandb_remove=wandb_remove if os.environ.get("WANDB_API_KEY") else None,
+                wandb_project=wandb_project,
+            )
+            typer.echo(done.lines())
+            errors_left.append(done.error())
+        error = next((e for e in errors_left if e is not None), None)
         if error is not None:
             raise error
+
+
+def other_names(person: Any) -> list[Any]:
+    """A Bluesky person's other name (their DID for a handle, their handle for a DID), asked of
+    the AppView once with no retry; a takedown goes on without it, and says so, when it cannot
+    be had (no network, the account gone)."""
+    if person.platform != "bluesky":
+        return []
+    from job.data.sources.bluesky import BlueskySource
+    from job.data.sources.web import Web
+    from job.deadline import deadline
+
+    source = BlueskySource()
+    source.web = Web(source.web.base_url, source.web.what, max_retries=0)
+    try:
+        with deadline("posts_api", f"asking the Bluesky AppView for {person.shown}'s names"):
+            return [n for n in source.names(person) if not n.same(person)]
+    except errors.JobError as e:
+        typer.echo(
+            f"{person.shown}: its other name (handle or DID) could not be read ({e}); bots"
+            " made under that name were not searched: run takedown with it too",
+            err=True,
+        )
+        return []
 
 
 @app.command()
@@ -425,7 +474,7 @@ def generate(
 @app.command()
 @with_options_of(SubmitOptions)
 def submit(
-    users: Annotated[list[str], typer.Argument(help="Twitter handles: one bot each.")],
+    users: Annotated[list[str], typer.Argument(help="Handles (Twitter, Bluesky or Mastodon): one bot each.")],
     options: dict[str, Any] | None = None,
 ) -> None:
     """Write a manifest to S3 and start the job on AWS Batch or Kubernetes."""

@@ -30,6 +30,9 @@ DEADLINES = {
     "base_model": 1800.0,
     # 3,200 tweets are 32 pages; a rate limit's wait is at most 15 minutes (api.py).
     "twitter_api": 1800.0,
+    # Bluesky's or Mastodon's public posts: 10,000 are 100 or 250 pages of ~1 s, and a rate
+    # limit's wait is at most 15 minutes (data/sources/web.py)
+    "posts_api": 1800.0,
     # an input on S3 or a file: a 1 GB archive at 10 MB/s is under 2 minutes
     "input": 900.0,
     # a gpt2-xl model folder is 6.4 GB up (fp32): the same 11 minutes at 10 MB/s

@@ -139,7 +139,13 @@ def with_options_of(model: type[Section]) -> Callable[[Callable[..., Any]], Any]
 
 
 # Options every bot command shares
-Users = Annotated[list[str], typer.Argument(help="Twitter handles, one bot for all of them.")]
+Users = Annotated[
+    list[str],
+    typer.Argument(
+        help="Handles (Twitter: ann; Bluesky: alice.bsky.social; Mastodon: @bob@mastodon.social),"
+        " one bot for all of them."
+    ),
+]
 Out = Annotated[Path, typer.Option(help="Output folder; the bot's files go to OUT/<bot>/.")]
 Archive = Annotated[
     list[str] | None,
@@ -150,6 +156,29 @@ Jsonl = Annotated[
     typer.Option(help="Tweets as JSONL or CSV ('text' per record): PATH or HANDLE=PATH."),
 ]
 Api = Annotated[bool, typer.Option("--api", help="Users without a file source: Twitter API v2.")]
+Bluesky = Annotated[
+    bool,
+    typer.Option(
+        "--bluesky",
+        help="Bluesky users without a file source: their public posts, no login"
+        " (BLUESKY_APPVIEW_URL, else Bluesky's public AppView).",
+    ),
+]
+Mastodon = Annotated[
+    bool,
+    typer.Option(
+        "--mastodon",
+        help="Mastodon users without a file source: their public posts from their server, no"
+        " token (MASTODON_URL, else https://HOST).",
+    ),
+]
+
+
+def online(api: bool, bluesky: bool, mastodon: bool) -> list[str]:
+    """The online sources the flags ask for (spec.py ONLINE's values)."""
+    return [name for name, on in (("api", api), ("bluesky", bluesky), ("mastodon", mastodon)) if on]
+
+
 ConfigFile = Annotated[
     Path | None,
     typer.Option("--config", help="YAML with config sections (as in a manifest); flags win."),
@@ -163,7 +192,7 @@ def bot_job_from_args(
     users: list[str],
     archives: list[str],
     jsonls: list[str],
-    api: bool,
+    online: list[str],
     config_file: Path | None,
     overrides: dict[str, dict[str, Any]],
     hub_repo: str | None = None,
@@ -188,7 +217,7 @@ def bot_job_from_args(
         job_config = loading.validate(config.JobConfig, data, where)
     except errors.BadConfig as e:
         raise as_typed(e, where, overrides, config_file is None) from None
-    specs: list[UserSpec] = user_specs(users, archives, jsonls, api)
+    specs: list[UserSpec] = user_specs(users, archives, jsonls, online)
     return bot_job(specs, job_config, hub_repo, contact)
 
 

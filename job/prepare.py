@@ -43,6 +43,7 @@ def prepare(
     prepare``) it holds the bot's lock and writes ``OUT/<bot>/data``; the run recipe, which
     holds the lock itself, gives ``data_dir`` in its staged result."""
     check_out(out)
+    sources = {Handle(h): source for h, source in sources.items()}  # parsed once: a no-op
     bot = bot_name(sources)
     if data_dir is None:
         with bot_writer(out, bot):
@@ -52,18 +53,20 @@ def prepare(
     kept: dict[str, list[CleanTweet]] = {}
     stats: dict[str, UserStats] = {}
     for handle, source in sources.items():
-        limit = "twitter_api" if getattr(source, "kind", "") == "api" else "input"
-        with deadline(limit, f"reading @{handle}'s tweets"):
+        limit = getattr(source, "deadline", "input")  # an online source names its own
+        with deadline(limit, f"reading {handle.shown}'s {handle.posts}"):
             fetched[handle] = source.fetch(handle)
         kept[handle], stats[handle] = clean(fetched[handle].tweets, config.clean)
         chars = sum(len(t.text) for t in kept[handle])
+        counts = stats[handle].downloaded, stats[handle].kept, chars
         log.info(
-            "@%s: %d downloaded, %d kept (%d characters) from %s",
-            handle, stats[handle].downloaded, stats[handle].kept, chars, fetched[handle].source,
+            "%s: %d downloaded, %d kept (%d characters) from %s",
+            handle.shown, *counts, fetched[handle].source,
         )  # fmt: skip
         if chars < options.min_chars:
             raise NotEnoughData(
-                f"@{handle} has {stats[handle].kept} usable tweets ({chars} characters) after"
+                f"{handle.shown} has {stats[handle].kept} usable {handle.posts} ({chars}"
+                " characters) after"
                 f" cleaning, fewer than the {options.min_chars} characters needed"
             )
     used = balance(kept, options.balance_ratio)

@@ -19,16 +19,20 @@ Manifest format (version 1), for cloud batch jobs (see docs/batch.md)::
       - users:
           - {handle: __wmww, source: api}
           - {handle: andreruffert, source: archive, uri: s3://bucket/inputs/andreruffert.zip}
+      - users: [{handle: alice.bsky.social, source: bluesky}]   # or @bob@mastodon.social
         base_model: gpt2-xl             # a bot's own keys win over the defaults
         train: {epochs: 2}
         hub_repo: someone/custom-name   # else <hub.owner>/<bot>
 
 Gotchas: section overrides merge key by key with the defaults, they do not replace them;
-``sampling.start_texts`` is a list.
+``sampling.start_texts`` is a list. A user's ``source`` defaults to their network's own
+(``api`` for a Twitter handle, ``bluesky``, ``mastodon``); an online source must be the
+handle's network's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from typing import Any, Literal
@@ -45,7 +49,7 @@ from job.config import (
     WandbConfig,
 )
 from job.data.handles import Handle, bot_name
-from job.errors import BadConfig
+from job.errors import BadConfig, InvalidHandle
 from job.inventory import merged_repo
 from job.loading import _carried, load_yaml, validate
 from job.storage import check_uri, read_uri
@@ -53,9 +57,15 @@ from job.storage import check_uri, read_uri
 VERSION = 1  # of the manifest format
 
 
+# Each network's own source, read online with no file (data/sources): the flag that asks for
+# it is ``--<source>``.
+Source = Literal["api", "bluesky", "mastodon", "archive", "jsonl"]
+ONLINE: dict[str, Source] = {"twitter": "api", "bluesky": "bluesky", "mastodon": "mastodon"}
+
+
 class UserSpec(Section):
     handle: Handle
-    source: Literal["api", "archive", "jsonl"] = "api"
+    source: Source = "api"  # given none: the handle's network's own (ONLINE)
     uri: str | None = None  # s3:// or a local path; required for archive and jsonl
 
     @field_validator("uri")
@@ -63,12 +73,29 @@ class UserSpec(Section):
     def _uri_form(cls, value: str | None) -> str | None:
         return _carried(check_uri, value) if value is not None else None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _own_source(cls, data: Any) -> Any:
+        """No source given: the handle's network's own (an unreadable handle is the handle
+        field's to refuse)."""
+        if isinstance(data, dict) and data.get("source") is None and "handle" in data:
+            with contextlib.suppress(InvalidHandle):
+                data = {**data, "source": ONLINE[Handle(data["handle"]).platform]}
+        return data
+
     @model_validator(mode="after")
     def _uri(self) -> UserSpec:
-        if self.source != "api" and not self.uri:
+        own = ONLINE[self.handle.platform]
+        online = self.source in ONLINE.values()
+        if not online and not self.uri:
             raise ValueError(f"source {self.source!r} needs a uri")
-        if self.source == "api" and self.uri:
-            raise ValueError("an api source takes no uri")
+        if online and self.uri:
+            raise ValueError(f"an {self.source} source takes no uri")
+        if online and self.source != own:
+            raise ValueError(
+                f"{self.handle.shown} is a {self.handle.platform} handle: its source is"
+                f" {own}, not {self.source}"
+            )
         return self
 
 

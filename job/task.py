@@ -267,7 +267,7 @@ def run_bot(
             with heartbeat(storage, job.bot, run_id, still=guard.quiet):
                 result = run(
                     job,
-                    sources_for(job.users, work / "inputs"),
+                    sources_for(job.users, work / "inputs", consent=guard.also),
                     work / "out",
                     None,
                     checkpoints,

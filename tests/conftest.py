@@ -43,6 +43,17 @@ def _home_at(home: Path, environ: Any) -> None:
 
 _home_at(PROCESS_HOME, os.environ)
 
+# DeepSpeed builds a C++ op (shm comm) the first time a CPU process starts its backend, ~20 s,
+# into TORCH_EXTENSIONS_DIR (else under HOME, which is each test's own): one folder for the
+# whole session, made by the process that starts it (xdist's workers inherit its environment)
+# and removed by it. torch's builder locks the folder, so workers that build at once wait.
+_EXTENSIONS_OWNER = "HUGGINGTWEETS_TESTS_EXTENSIONS" not in os.environ
+if _EXTENSIONS_OWNER:
+    os.environ["HUGGINGTWEETS_TESTS_EXTENSIONS"] = tempfile.mkdtemp(
+        prefix="huggingtweets-tests-torch-extensions-"
+    )
+os.environ["TORCH_EXTENSIONS_DIR"] = os.environ["HUGGINGTWEETS_TESTS_EXTENSIONS"]
+
 # Under pytest-xdist each worker, and every job process a test starts, would run torch with a
 # thread per core: two workers on two cores then run four threads that spin-wait for each
 # other (OpenMP). A worker's share of the cores each, set before anything imports torch.
@@ -155,6 +166,12 @@ _HUB = FakeHub(token=HUB_TOKEN).start()
 os.environ["HF_ENDPOINT"] = _HUB.url
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ.setdefault("WANDB_MODE", "offline")  # never reach W&B's servers from the tests
+# Bluesky's and Mastodon's public servers are the sources' defaults: here a loopback port where
+# nothing listens (refused at once), so no test reads a real person's posts by accident. Tests
+# that read posts start their own servers (tests/helpers/social.py) and point these at them.
+CLOSED = "http://127.0.0.1:9"
+os.environ["BLUESKY_APPVIEW_URL"] = CLOSED
+os.environ["MASTODON_URL"] = CLOSED
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -195,6 +212,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         _MOTO.stop()
         _MOTO = None
     shutil.rmtree(PROCESS_HOME, ignore_errors=True)
+    if _EXTENSIONS_OWNER:
+        shutil.rmtree(os.environ["HUGGINGTWEETS_TESTS_EXTENSIONS"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -205,8 +224,10 @@ def _moto():
 
 @pytest.fixture
 def s3(_moto: MotoS3, monkeypatch: pytest.MonkeyPatch) -> MotoS3:
-    """A fresh S3 on loopback with the bucket 'results'; boto3 reaches it by AWS_ENDPOINT_URL."""
-    import boto3
+    """A fresh S3 on loopback with the bucket 'results'; boto3 reaches it by AWS_ENDPOINT_URL.
+    The bucket is made with the job's own client (storage.s3_client: one a process for the same
+    settings, where boto3.client costs ~30 ms a test)."""
+    from job.storage import s3_client
 
     _moto.reset()
     for key, value in {
@@ -216,7 +237,7 @@ def s3(_moto: MotoS3, monkeypatch: pytest.MonkeyPatch) -> MotoS3:
         "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(key, value)
-    boto3.client("s3").create_bucket(Bucket="results")
+    s3_client().create_bucket(Bucket="results")
     return _moto
 
 

@@ -139,6 +139,7 @@ def test_missing_archive(tmp_path: Path) -> None:
     assert "gone.zip" in one_line(result, errors.INPUT_NOT_FOUND)
 
 
+@pytest.mark.integration  # a process of its own: not the in-process tier
 def test_missing_tweets_file_fails_before_the_heavy_imports(tmp_path: Path) -> None:
     """A wrong path is reported at once, not after importing transformers and DeepSpeed."""
     missing = tmp_path / "gone.jsonl"
@@ -205,6 +206,7 @@ def test_two_unnamed_archives_for_two_users(tmp_path: Path) -> None:
     assert "HANDLE=PATH" in one_line(result, errors.BAD_CONFIG)
 
 
+@pytest.mark.integration  # a process of its own: not the in-process tier
 @pytest.mark.parametrize(
     ("args", "code"),
     [(["prepare", "--help"], 0), (["prepare", "bad handle!"], errors.InvalidHandle.exit_code)],
@@ -235,6 +237,7 @@ main()
     assert ("Usage:" in result.stdout) if code == 0 else ("error:" in result.stderr)
 
 
+@pytest.mark.integration  # a process of its own: not the in-process tier
 def test_help_and_version() -> None:
     """--version as a process: the console command's own start-up."""
     assert process("--version").stdout.strip().startswith("huggingtweets ")
@@ -242,6 +245,7 @@ def test_help_and_version() -> None:
     assert result.returncode == 0 and "--archive" in result.stdout
 
 
+@pytest.mark.integration  # a process of its own: not the in-process tier
 def test_sigterm_while_fetching_is_one_line_and_transient(tmp_path: Path) -> None:
     """The platform stops the job while the API is slow to answer: one line, exit 75."""
     import signal
@@ -286,6 +290,7 @@ def test_every_option_has_help_and_a_placeholder_people_read(command: str | None
     assert "None:" not in shown  # a default is said in words, not as Python's None
 
 
+@pytest.mark.integration  # a process of its own: not the in-process tier
 def test_status_piped_to_a_reader_that_leaves_ends_quietly(tmp_path: Path) -> None:
     """`status | head -1`: the reader closes the pipe; no 'internal error: BrokenPipeError'."""
     from job.cloud.status import write_status
@@ -352,7 +357,7 @@ def test_numbers_as_people_write_them_load_in_config_files_and_manifests(
 
     config = tmp_path / "my-run.yaml"
     config.write_text(f"train: {{epochs: 2, learning_rate: {written}}}\n")
-    job = bot_job_from_args(["a"], [], [str(SAMPLE)], False, config, {})
+    job = bot_job_from_args(["a"], [], [str(SAMPLE)], [], config, {})
     assert job.config.train.learning_rate == value
     manifest = parse_manifest(
         f"version: 1\noutput: out\ndefaults: {{train: {{learning_rate: {written}}}}}\n"
@@ -362,7 +367,7 @@ def test_numbers_as_people_write_them_load_in_config_files_and_manifests(
     quoted = tmp_path / "quoted.yaml"  # a string stays one: the loader does not guess
     quoted.write_text(f"train: {{learning_rate: '{written}'}}\n")
     with pytest.raises(errors.BadConfig, match="expected a number"):
-        bot_job_from_args(["a"], [], [str(SAMPLE)], False, quoted, {})
+        bot_job_from_args(["a"], [], [str(SAMPLE)], [], quoted, {})
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 
 from tests.helpers import REPO
 
@@ -15,16 +16,23 @@ TOP = {
 }  # the command line, above the recipes
 
 
-def imports(path) -> set[str]:
+@functools.cache
+def tree(path) -> ast.Module:
+    """A file's syntax tree, parsed once for every rule (read, never changed)."""
+    return ast.parse(path.read_text())
+
+
+@functools.cache
+def imports(path) -> frozenset[str]:
     """Every module a file imports, at the top, in a function, or for type checking."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    found: set[str] = set()
+    for node in ast.walk(tree(path)):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
             found.add(node.module)
             found |= {f"{node.module}.{alias.name}" for alias in node.names}
-    return found
+    return frozenset(found)
 
 
 def modules() -> dict[str, object]:
@@ -184,7 +192,7 @@ def top_level_imports(path) -> set[str]:
     """What a file imports when it is imported: at the top, and in the blocks that run then
     (``with``, ``try``); not in functions, not for type checking."""
     found = set()
-    todo = list(ast.parse(path.read_text()).body)
+    todo = list(tree(path).body)
     while todo:
         node = todo.pop()
         if isinstance(node, ast.Import):
@@ -223,7 +231,7 @@ def test_a_light_project_module_is_imported_at_the_top() -> None:
     for name, path in found.items():
         if name in TOP:
             continue
-        for function in ast.walk(ast.parse(path.read_text())):
+        for function in ast.walk(tree(path)):
             if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
                 continue
             for node in ast.walk(function):
@@ -251,7 +259,7 @@ def test_no_function_below_the_boundary_takes_a_bare_string_for_a_handle() -> No
         rel = path.relative_to(REPO).as_posix()
         if rel in HANDLE_BOUNDARY:
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(tree(path)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 args = node.args
                 for arg in [*args.posonlyargs, *args.args, *args.kwonlyargs]:
@@ -287,7 +295,7 @@ def test_every_record_read_goes_through_records() -> None:
     raw, parsed = [], []
     for path in sorted((REPO / "job").rglob("*.py")):
         rel = path.relative_to(REPO).as_posix()
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(tree(path)):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 name = node.func.attr
                 if name == "get_bytes" and rel not in (*RAW_READS, "job/records.py"):

@@ -70,6 +70,7 @@ def test_a_record_on_s3_is_read_by_one_ranged_get(s3) -> None:
     assert read_status(storage, "b").state == "unknown"
 
 
+@pytest.mark.integration  # a process of its own: not the in-process tier
 def test_a_sparse_gigabyte_status_costs_status_no_memory(tmp_path: Path) -> None:
     """`status` read a 1 GiB status.json whole (1.36 GB of memory); now 1 MiB of it, under an
     address-space cap that a whole read would break."""

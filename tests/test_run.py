@@ -134,7 +134,7 @@ def card_table(card: str) -> dict[str, list[str]]:
 def test_card_numbers_match_stats_and_card_is_valid(archive_run) -> None:
     from huggingface_hub import ModelCard
 
-    from job.outputs.card import ROWS
+    from job.outputs.card import ROWS, WORDS
 
     out, result = archive_run
     stats = json.loads((out / "andreruffert" / "data" / "stats.json").read_text())
@@ -142,6 +142,7 @@ def test_card_numbers_match_stats_and_card_is_valid(archive_run) -> None:
     card = ModelCard.load(result.model_dir / "README.md")
     table = card_table(card.text)
     for label, key in ROWS:
+        label = label.format(**WORDS["twitter"])
         assert table[label] == [str(user[key])], label
     assert table["Tweets downloaded"] == ["1986"]
     meta = card.data.to_dict()

@@ -127,7 +127,7 @@ def opted_out(storage: Storage, handles: list[Handle]) -> tuple[Handle, str, dic
         try:
             record = read_record(storage, key, AnyObject)
         except DamagedRecord as e:
-            log.warning("%s; it still opts @%s out", e, handle)
+            log.warning("%s; it still opts %s out", e, handle.shown)
             record = None
         return handle, key, record.model_dump() if record is not None else {}
     return None
@@ -140,7 +140,7 @@ def check_not_opted_out(storage: Storage, handles: list[Handle]) -> None:
         handle, key, record = found
         when = str(record.get("at", "?"))[:40]
         raise OptedOut(
-            f"@{handle} asked not to be made into a bot (opt-out recorded {when} at"
+            f"{handle.shown} asked not to be made into a bot (opt-out recorded {when} at"
             f" {storage.where(key)}); no bot of theirs will be made"
         )
 
@@ -219,9 +219,9 @@ class Takedown:
         return [r.bot for r in self.removed]
 
     def lines(self) -> str:
-        head = f"@{self.handle}: opted out"
+        head = f"{self.handle.shown}: opted out"
         odd = [
-            f"  left: {f}/ is named like a bot of @{self.handle} but holds other files;"
+            f"  left: {f}/ is named like a bot of {self.handle.shown} but holds other files;"
             " check it by hand"
             for f in self.odd
         ]
@@ -483,20 +483,29 @@ class Guard:
     def check(self, after: str) -> None:
         self._stop_if_opted_out(after, [])
 
+    def also(self, names: list[Handle]) -> None:
+        """The bot's people's other names (a Bluesky DID for a handle, and back), as a source
+        reads them before any post: opted out under one, the bot is withdrawn as above."""
+        found = opted_out(self.storage, names)
+        if found is not None:
+            self._withdraw(found[0], "", [], reason="asked not to be made into a bot")
+
     def _stop_if_opted_out(self, after: str, made: list[str]) -> None:
         found = opted_out(self.storage, self.handles)
         if found is not None:
             self._withdraw(found[0], after, made)
 
-    def _withdraw(self, handle: Handle, after: str, made: list[str]) -> None:
+    def _withdraw(
+        self, handle: Handle, after: str, made: list[str], reason: str | None = None
+    ) -> None:
         local = isinstance(self.storage, LocalStorage)
         for i, bot in enumerate(local_folders(self.bot) if local else [self.bot]):
             remove_bot(self.storage, bot, handle, check_wandb=False, also=made if i == 0 else None)
-        reason = (
-            f"@{handle} opted out while the bot was being made (found after {after}); nothing"
-            " of it was published, and what the run wrote was removed"
+        said = reason or f"opted out while the bot was being made (found after {after})"
+        raise OptedOut(
+            f"{self.bot}: {handle.shown} {said}; nothing of it was published, and what the run"
+            " wrote was removed"
         )
-        raise OptedOut(f"{self.bot}: {reason}")
 
     @contextmanager
     def public(self, what: str, made: list[str]) -> Iterator[None]:

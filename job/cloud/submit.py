@@ -26,7 +26,7 @@ from job.data.handles import Handle, handles_of
 from job.errors import BadConfig, CredentialsError
 from job.loading import validate
 from job.records import MAX_RECORD_BYTES
-from job.spec import Manifest, jobs, tasks
+from job.spec import ONLINE, Manifest, jobs, tasks
 from job.storage import open_storage
 
 
@@ -77,7 +77,8 @@ def build_manifest(
     """The manifest of these handles, checked as the job will check it (once), and as the
     plain data that is written to S3."""
     if not handles:
-        raise BadConfig("give at least one Twitter handle")
+        raise BadConfig("give at least one handle")
+    handles = handles_of(handles)  # parsed once: a no-op for Handles
     groups = [handles] if options.together else [[h] for h in handles]
     data = {
         "version": 1,
@@ -92,7 +93,10 @@ def build_manifest(
             **({"contact": options.contact} if options.contact else {}),
         },
         "wandb": {"mode": options.wandb_mode},
-        "bots": [{"users": [{"handle": str(h), "source": "api"} for h in g]} for g in groups],
+        # each person read online from their own network (spec.py ONLINE)
+        "bots": [
+            {"users": [{"handle": str(h), "source": ONLINE[h.platform]} for h in g]} for g in groups
+        ],
         **({"bots_per_task": options.bots_per_task} if options.bots_per_task != 1 else {}),
     }
     return validate(Manifest, data, "manifest"), data

@@ -4,9 +4,11 @@ Rules, in the order they apply (each tweet is counted by the first rule that dro
 ``downloaded = retweets + short + dropped_replies + duplicates + kept``):
 
 1. ``retweets``: retweets are someone else's words; always dropped.
-2. Text is normalised: HTML entities decoded (``&amp;`` -> ``&``), URLs removed (the t.co links
-   the source lists, and anything else that looks like ``http(s)://...``), leading @mentions
-   stripped when ``replies="strip"``, whitespace (newlines too) collapsed to single spaces.
+2. Text is normalised: HTML entities decoded (``&amp;`` -> ``&``), URLs removed (the links
+   the source lists: t.co's, a Bluesky post's link facets, a Mastodon post's links; and
+   anything else that looks like ``http(s)://...``), leading @mentions (of any network:
+   ``@ann``, ``@alice.bsky.social``, ``@bob@host``) stripped when ``replies="strip"``,
+   whitespace (newlines too) collapsed to single spaces.
 3. ``short``: fewer than ``min_words`` real words after normalising. A real word has a letter
    or digit and is not an @mention or #hashtag: "@a @b 👍 #yes" is empty, not three words.
 4. ``dropped_replies``: replies, when ``replies="drop"``.
@@ -29,7 +31,9 @@ from job.config import CleanConfig
 from job.data.tweets import Tweet, newest_first
 
 _URL = re.compile(r"(?:https?://|www\.)\S+|\bpic\.twitter\.com/\S+", re.IGNORECASE)
-_LEADING_MENTIONS = re.compile(r"^(?:\s*[@＠]\w+)+\s*")
+# @ann, and Bluesky's @alice.bsky.social, @my-name.example.org and Mastodon's @bob@host.example
+# (a '.', '-' or '@' inside a mention, never its last character: "@ann." ends a sentence)
+_LEADING_MENTIONS = re.compile(r"^(?:\s*[@＠]\w+(?:[.@-]\w+)*)+\s*")
 _WORD = re.compile(r"\w", re.UNICODE)
 
 

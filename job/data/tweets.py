@@ -12,16 +12,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from job.data.handles import Handle
 
+log = logging.getLogger(__name__)
+
 # Snowflake ids are 19-20 digits; other sources' ids are short too. A longer one is made short.
 MAX_ID_CHARS = 64
 MAX_NAME_CHARS = 200  # Twitter's display names are at most 50 characters
 AVATAR_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp")
+# A profile picture is published with the model: a small image or none. Twitter's own are
+# 400 x 400 and under 100 KB; Bluesky's and Mastodon's are at most 1,000 KB.
+MAX_AVATAR_BYTES = 5 << 20
+MAX_AVATAR_PIXELS = 4096 * 4096
 MAX_INT_DIGITS = 40  # past this, JSON's integers stay text (``loads``)
 
 
@@ -165,3 +172,30 @@ def mappings(value: Any) -> list[dict[str, Any]]:
 def string(value: Any) -> str | None:
     """A non-empty string, or None."""
     return value if isinstance(value, str) and value else None
+
+
+def usable_picture(data: bytes | None, what: str) -> bytes | None:
+    """``data`` if it is a profile picture: small, and an image Pillow can read. It is
+    published with the model, so anything else is left out (with a warning naming ``what``),
+    never copied."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    if data is None:
+        return None
+    try:
+        if len(data) > MAX_AVATAR_BYTES:
+            raise ValueError(f"{len(data):,} bytes")
+        with warnings.catch_warnings():  # Pillow's own bomb warning: the size is checked here
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))  # reads the header: the size, no pixels
+        with image:
+            if image.width * image.height > MAX_AVATAR_PIXELS:
+                raise ValueError(f"{image.width} x {image.height} pixels")
+            image.verify()
+    except Exception as e:  # Pillow raises many kinds; none is a reason to fail the job
+        log.warning("%s is not a usable picture (%s)", what, e)
+        return None
+    return data

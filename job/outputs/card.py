@@ -27,6 +27,7 @@ import yaml
 from job import __version__
 from job.atomic import write_json
 from job.config import STRATEGIES
+from job.data.handles import Handle
 from job.errors import BadConfig
 from job.inventory import CARD, merged_repo
 from job.outputs import thumbnail
@@ -40,15 +41,22 @@ if TYPE_CHECKING:
     from job.training.train import TrainResult
 
 TEMPLATES = Path(__file__).parent / "templates"
-ROWS = [  # the original card's table, plus what our cleaning adds
-    ("Tweets downloaded", "downloaded"),
-    ("Retweets", "retweets"),
-    ("Short tweets", "short"),
+ROWS = [  # the original card's table, plus what our cleaning adds, in its network's words
+    ("{Posts} downloaded", "downloaded"),
+    ("{Reposts}", "retweets"),
+    ("Short {posts}", "short"),
     ("Replies dropped", "dropped_replies"),
     ("Duplicates", "duplicates"),
-    ("Tweets kept", "kept"),
-    ("Tweets used (after balancing)", "used"),
+    ("{Posts} kept", "kept"),
+    ("{Posts} used (after balancing)", "used"),
 ]
+# What each network calls a post and a repost; ``on`` follows "posts" where it is named.
+WORDS = {
+    "twitter": {"posts": "tweets", "Posts": "Tweets", "Reposts": "Retweets", "on": ""},
+    "bluesky": {"posts": "posts", "Posts": "Posts", "Reposts": "Reposts", "on": " on Bluesky"},
+    "mastodon": {"posts": "posts", "Posts": "Posts", "Reposts": "Boosts", "on": " on Mastodon"},
+}
+MIXED = {"posts": "posts", "Posts": "Posts", "Reposts": "Retweets and reposts", "on": ""}
 
 
 # Markdown's and HTML's punctuation, and what starts an autolink (':' of a scheme, '.' of a
@@ -106,12 +114,13 @@ def render(context: dict[str, Any]) -> str:
         keep_trailing_newline=True,
         autoescape=False,  # Markdown, not HTML: every outside value goes through | inert
     )
+    context = {"words": WORDS["twitter"], **context}  # a card.json of an earlier version
     env.filters["inert"] = inert
     env.filters["prefix"] = lambda value, p: f"{p}{value}"
     template = env.get_template("model_card.md.j2")
     return template.render(
         **context,
-        rows=ROWS,
+        rows=[(label.format(**context["words"]), key) for label, key in ROWS],
         table_rows=TABLE_ROWS,
         front_matter=yaml.safe_dump(front_matter(context), sort_keys=False, allow_unicode=True),
         config_yaml=yaml.safe_dump(context["config"], sort_keys=False, allow_unicode=True),
@@ -213,6 +222,8 @@ PROVENANCE = {
     "archive": "their own Twitter archive export (the person downloaded it from Twitter)",
     "files": "tweet files given by the operator (JSONL/CSV)",
     "api": "the public Twitter API v2 (their newest public tweets)",
+    "bluesky": "their public posts on Bluesky, read with no login from an AppView",
+    "mastodon": "their public posts on Mastodon, read with no login from their server",
 }
 
 
@@ -244,9 +255,13 @@ def context(
             shutil.copy(data.data_dir / avatar, folder / avatar_file)
         elif AVATAR_URL.fullmatch(avatar):
             avatar_url = avatar
+        person = Handle(handle)
         users.append(
             {
                 "handle": stats.get("handle") or handle,
+                "platform": person.platform,
+                # a link to their profile for the networks whose handles are not Twitter's
+                "profile_url": person.profile_url if person.platform != "twitter" else None,
                 "display_name": stats.get("display_name") or stats.get("handle") or handle,
                 "avatar_file": avatar_file,
                 "avatar_url": avatar_url,
@@ -257,8 +272,10 @@ def context(
     hub_id = base.hub_id
     shown = [asdict(p) for p in predictions]
     adapter_file = folder / "adapter_model.safetensors"
+    platforms = {u["platform"] for u in users}
     return {
         "users": users,
+        "words": WORDS[platforms.pop()] if len(platforms) == 1 else MIXED,
         "bot": job.bot,
         "handles": [u.handle.key for u in job.users],  # the front matter's proof: cloud/hub.py
         "version": __version__,

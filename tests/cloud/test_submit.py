@@ -44,6 +44,7 @@ def test_make_submit_refuses_the_login_user() -> None:
     assert "USER=someone here comes from your login environment" in result.stderr
 
 
+@pytest.mark.integration  # a process of its own: not the in-process tier
 def test_make_submit_says_the_commands_own_code(s3) -> None:
     """After a takedown, `make submit USER=__wmww` exits 2 ("Error 12" in make's words): GNU
     make exits 0, 1 or 2 whatever its recipe's code. It says the command's code in one line,
@@ -72,6 +73,7 @@ def dry_run(stdout: str) -> tuple[dict, list[dict]]:
     return yaml.safe_load(said), [d for d in yaml.safe_load_all(stdout) if d is not None]
 
 
+@pytest.mark.integration  # a process of its own: not the in-process tier
 def test_make_submit_with_users_on_the_command_line(s3) -> None:
     result = make(
         "submit",
@@ -634,6 +636,7 @@ def test_aws_batch_is_checked_before_any_status_is_read_or_written(batch) -> Non
     assert open_storage("s3://results").list("") == []  # and no manifest
 
 
+@pytest.mark.integration  # a process of its own: not the in-process tier
 def test_a_kubernetes_dry_run_without_aws_credentials_prints_the_job(tmp_path) -> None:
     """The path the docs give where kubectl is missing once failed on the opt-out check: it
     says the opt-outs were not checked, and that the job checks them before any download."""

@@ -3,36 +3,42 @@
 - ``ArchiveSource``: the official account archive, zip or folder (``archive.py``).
 - ``ApiSource``: the Twitter API v2 through tweepy (``api.py``; imports tweepy lazily).
 - ``FileSource``: JSON Lines or CSV the user already has (``files.py``).
+- ``BlueskySource``, ``MastodonSource``: a person's public posts on Bluesky or Mastodon, with
+  no login, each network's consent signals checked first (``bluesky.py``, ``mastodon.py``).
 
-``user_specs`` reads the command line's ``--archive``/``--jsonl``/``--api`` into the
-``UserSpec``s a manifest holds; ``sources_for`` turns specs (from either) into sources.
+``user_specs`` reads the command line's ``--archive``/``--jsonl`` and online flags (``--api``,
+``--bluesky``, ``--mastodon``) into the ``UserSpec``s a manifest holds; ``sources_for`` turns
+specs (from either) into sources.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import BinaryIO, Literal, cast
 
-from job.data.handles import HANDLE_RE, Handle, validate_handle
+from job.data.handles import Handle, validate_handle
 from job.data.sources import files
 from job.data.sources.api import ApiSource
 from job.data.sources.archive import ArchiveSource
+from job.data.sources.bluesky import BlueskySource
 from job.data.sources.files import FileSource
+from job.data.sources.mastodon import MastodonSource
 from job.data.tweets import TweetSource
 from job.deadline import deadline
-from job.errors import BadConfig, InputNotFound
-from job.spec import UserSpec
+from job.errors import BadConfig, InputNotFound, InvalidHandle
+from job.spec import ONLINE, UserSpec
 from job.storage import S3RangeFile, read_uri
 
 __all__ = ["ArchiveSource", "FileSource", "sources_for", "user_specs"]
 
 
 def user_specs(
-    users: list[str], archives: list[str], jsonls: list[str], api: bool
+    users: list[str], archives: list[str], jsonls: list[str], online: Collection[str]
 ) -> list[UserSpec]:
     """Each user's source from ``--archive``/``--jsonl`` values (``PATH`` or ``HANDLE=PATH``);
-    ``--api`` covers the users left over."""
+    the online sources asked for (``online``: ``api``, ``bluesky``, ``mastodon``, each its
+    flag) cover the users left over, each user by their own network's."""
     handles = [validate_handle(u) for u in users]
     chosen: dict[str, UserSpec] = {}
     kinds: list[tuple[Literal["archive", "jsonl"], list[str]]] = [
@@ -42,11 +48,11 @@ def user_specs(
     for kind, values in kinds:
         for value in values:
             name, sep, rest = value.partition("=")
-            named = bool(sep) and HANDLE_RE.fullmatch(name.lstrip("@")) is not None
-            if named:
-                key = next((u for u in handles if u.lower() == name.lstrip("@").lower()), None)
+            given = _handle_or_none(name) if sep else None
+            if given is not None:
+                key = next((u for u in handles if u.same(given)), None)
                 if key is None:
-                    raise BadConfig(f"--{kind} {value}: @{name} is not among the users")
+                    raise BadConfig(f"--{kind} {value}: {given.shown} is not among the users")
                 targets = [key]
             elif kind == "jsonl":  # one file for all: it is filtered by its 'user' field
                 targets = [u for u in handles if u not in chosen]
@@ -56,13 +62,23 @@ def user_specs(
                 raise BadConfig(f"with several users, name each archive: --{kind} HANDLE=PATH")
             for handle in targets:
                 if handle in chosen:
-                    raise BadConfig(f"@{handle} is given two sources")
-                chosen[handle] = UserSpec(handle=handle, source=kind, uri=rest if named else value)
-    missing = [h for h in handles if h not in chosen]
-    if missing and not api:
-        raise BadConfig(f"no source for @{missing[0]}: give --archive, --jsonl or --api")
-    chosen.update({h: UserSpec(handle=h, source="api") for h in missing})
+                    raise BadConfig(f"{handle.shown} is given two sources")
+                chosen[handle] = UserSpec(
+                    handle=handle, source=kind, uri=rest if given is not None else value
+                )
+    for handle in handles:
+        own = ONLINE[handle.platform]
+        if handle not in chosen and own not in online:
+            raise BadConfig(f"no source for {handle.shown}: give --archive, --jsonl or --{own}")
+        chosen.setdefault(handle, UserSpec(handle=handle, source=own))
     return [chosen[h] for h in handles]
+
+
+def _handle_or_none(given: str) -> Handle | None:
+    try:
+        return Handle(given)
+    except InvalidHandle:
+        return None
 
 
 def sources_for(
@@ -70,18 +86,26 @@ def sources_for(
     inputs: Path | None = None,
     fetch: bool = True,
     bars: Callable[[str], Callable[[int, int], None] | None] | None = None,
+    consent: Callable[[list[Handle]], None] | None = None,
 ) -> dict[Handle, TweetSource]:
     """A source for each user, by handle. With ``fetch``, local files are checked now (before
     the run's seconds of imports) and S3 inputs are downloaded into ``inputs``; without it
     (ranks other than 0, which never read the tweets) nothing is touched. ``bars`` gives the
-    API a progress bar (console.Bars)."""
+    API a progress bar (console.Bars). ``consent`` refuses a person's other names that
+    Bluesky gives (cloud/consent.py check_not_opted_out at the output)."""
     sources: dict[Handle, TweetSource] = {}
-    api: TweetSource | None = None
+    online: dict[str, TweetSource] = {}  # one client a network, shared by its users
     for user in users:
-        if user.source == "api":
-            if api is None:
-                api = ApiSource(progress=bars("tweets fetched") if bars else None)
-            sources[user.handle] = api
+        if user.source in ONLINE.values():
+            source = user.source
+            if source not in online:
+                kind = {"api": ApiSource, "bluesky": BlueskySource, "mastodon": MastodonSource}
+                noun = "tweets" if source == "api" else "posts"
+                progress = bars(f"{noun} fetched") if bars else None
+                online[source] = kind[source](progress=progress)
+                if isinstance(online[source], BlueskySource):
+                    online[source].consent = consent  # type: ignore[attr-defined]
+            sources[user.handle] = online[source]
             continue
         assert user.uri is not None
         path = Path(user.uri)

@@ -72,6 +72,7 @@ class ApiSource:
     """Newest tweets of a user from the Twitter API v2."""
 
     kind = "api"  # provenance, on the card: the public API
+    deadline = "twitter_api"  # deadline.py
 
     def __init__(
         self,

@@ -37,6 +37,7 @@ from job.data.tweets import (
     mappings,
     parse_date,
     string,
+    usable_picture,
 )
 from job.errors import CorruptInput, InputNotFound, InvalidHandle
 
@@ -65,8 +66,6 @@ UNREADABLE = (
 # Profile pictures are 400x400 JPEGs of ~50 KB; anything over 5 MB is not one. A small file
 # can still claim many pixels (a 97 KB PNG of 10,000 x 10,000 decodes to 400 MB when the card's
 # picture is drawn): past 4096 x 4096 it is not one either.
-MAX_AVATAR_BYTES = 5 << 20
-MAX_AVATAR_PIXELS = 4096 * 4096
 # A file a real archive is sure to have, used to find the archive's root inside a zip.
 _MARKERS = ("data/manifest.js", "data/account.js", "data/tweets.js", "data/tweet.js")
 
@@ -327,30 +326,8 @@ class ArchiveSource:
 
 
 def _picture(files: _Files, name: str) -> bytes | None:
-    """An archive's profile picture, if it is one: small, and an image Pillow can read. It is
-    published with the model, so anything else is left out (with a warning), not copied."""
-    import io
-    import warnings
-
-    from PIL import Image
-
-    data = files.read(name)
-    if data is None:
-        return None
-    try:
-        if len(data) > MAX_AVATAR_BYTES:
-            raise ValueError(f"{len(data):,} bytes")
-        with warnings.catch_warnings():  # Pillow's own bomb warning: the size is checked here
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))  # reads the header: the size, no pixels
-        with image:
-            if image.width * image.height > MAX_AVATAR_PIXELS:
-                raise ValueError(f"{image.width} x {image.height} pixels")
-            image.verify()
-    except Exception as e:  # Pillow raises many kinds; none is a reason to fail the job
-        log.warning("archive %s: %s is not a usable picture (%s)", files.label, name, e)
-        return None
-    return data
+    """An archive's profile picture, if it is one (tweets.usable_picture)."""
+    return usable_picture(files.read(name), f"archive {files.label}: {name}")
 
 
 def _comparable(text: str) -> str:
