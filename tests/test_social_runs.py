@@ -155,3 +155,26 @@ def test_a_handle_without_its_networks_flag_names_the_flag(tmp_path) -> None:
     assert "no source for @alice.example.org: give --archive, --jsonl or --bluesky" in one_line(
         done, errors.BAD_CONFIG
     )
+
+
+def test_a_manifest_of_bluesky_and_mastodon_people_makes_each_bot(bluesky, mastodon, tmp_path):
+    """A task of a Bluesky bot and a Mastodon bot, each user's source their network's own by
+    default; a DID opted out beforehand refuses its bot when its profile is read (no post
+    read, no status of it left), and the other bot is made."""
+    from tests.helpers.jobs import TINY_MANIFEST
+
+    out = tmp_path / "out"
+    env = {"BLUESKY_APPVIEW_URL": bluesky.url, "MASTODON_URL": mastodon.url}
+    assert invoke("takedown", DID, "--output", str(out)).returncode == 0
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"version: 1\noutput: {out}\n{TINY_MANIFEST}"
+        f"bots:\n  - users: [{{handle: {ALICE}}}]\n  - users: [{{handle: '{BOB}'}}]\n"
+    )
+    done = invoke("run", "--manifest", str(manifest), env=env)
+    assert done.returncode == errors.OPTED_OUT, done.stderr  # the first failed bot's code
+    assert not any(path.endswith("getAuthorFeed") for path, _ in bluesky.requests)
+    assert not (out / ALICE).exists()
+    status = invoke("status", "--manifest", str(manifest))
+    assert "bob._.social.example\tsucceeded" in status.stdout
+    assert f"{ALICE}\tunknown\t-" in status.stdout  # no record of the refused bot is kept
