@@ -474,7 +474,9 @@ def generate(
 @app.command()
 @with_options_of(SubmitOptions)
 def submit(
-    users: Annotated[list[str], typer.Argument(help="Handles (Twitter, Bluesky or Mastodon): one bot each.")],
+    users: Annotated[
+        list[str], typer.Argument(help="Handles (Twitter, Bluesky or Mastodon): one bot each.")
+    ],
     options: dict[str, Any] | None = None,
 ) -> None:
     """Write a manifest to S3 and start the job on AWS Batch or Kubernetes."""
