@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS := requirements/constraints.txt
 TORCH_PIP_ARGS ?=
 
-.PHONY: fonts install test test-fast lint format docs demo bench clean image image-test image-standin push submit lock
+.PHONY: fonts browser install test test-fast lint format docs demo bench clean image image-test image-standin push submit lock
 
 $(BIN)/huggingtweets: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,28 @@ lock:
 		--python-version 3.10 --python $(BIN)/python --no-build-isolation-package deepspeed \
 		-o $(CONSTRAINTS) $(LOCK_FLAGS)
 
-install: $(BIN)/huggingtweets fonts
+install: $(BIN)/huggingtweets fonts browser
+
+# The Space's page in a real browser (tests/outputs/test_browser.py): transformers.js from npm
+# (the version job/outputs/browser.py pins; its onnxruntime-node install script downloads from
+# the internet and is not needed in a browser: --ignore-scripts) into build/npm, and Debian's
+# Chromium where apt can. Elsewhere one line says so, and `make test` fails on its test.
+TRANSFORMERS_JS := 4.3.2
+NPM_DIR := build/npm
+browser:
+	@if [ -f $(NPM_DIR)/node_modules/@huggingface/transformers/package.json ] && \
+	  grep -q '"version": "$(TRANSFORMERS_JS)"' $(NPM_DIR)/node_modules/@huggingface/transformers/package.json; then :; \
+	elif command -v npm >/dev/null; then \
+	  mkdir -p $(NPM_DIR) && npm install --silent --prefix $(NPM_DIR) --ignore-scripts --no-audit --no-fund \
+	    @huggingface/transformers@$(TRANSFORMERS_JS) >/dev/null; \
+	else echo "warning: npm not found: the browser test (transformers.js) cannot run here"; fi
+	@if ! command -v chromium >/dev/null; then \
+	  sudo=""; if [ "$$(id -u)" != 0 ]; then sudo="sudo -n"; fi; \
+	  if command -v apt-get >/dev/null && $$sudo true 2>/dev/null; then \
+	    echo "installing chromium"; \
+	    $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; \
+	  else echo "warning: chromium not installed: the browser test cannot run here"; fi; \
+	fi
 
 # The card picture's fonts (job/outputs/fonts.py): Debian's and Ubuntu's packages, the same the
 # image installs. Installed where apt can (as root, or with sudo); elsewhere one line says so,
@@ -59,8 +80,10 @@ WORKERS := -n auto --maxprocesses 4 --dist worksteal
 # PYTHONDONTWRITEBYTECODE set (some machines set it), each worker does both on every run, ~2 s
 # of the fast tier's. The tests write their bytecode (__pycache__/, ignored by git).
 PYTEST := PYTHONDONTWRITEBYTECODE= $(BIN)/pytest
+# The browser test runs in every `make test`, never skipped (make install put its Chromium and
+# transformers.js in place; a bare pytest without them skips it and says why).
 test: install
-	$(PYTEST) -q $(WORKERS) -m "not image"
+	HUGGINGTWEETS_REQUIRE_BROWSER=1 $(PYTEST) -q $(WORKERS) -m "not image"
 
 # The unit tier: every test not marked integration, in-process, in seconds.
 test-fast: install

@@ -7,7 +7,9 @@ person's tweets, model or name survives their takedown.
 A bot's **result** (``OUT/<bot>/`` from ``run``; ``OUTPUT/<bot>/<run-id>/`` on an output
 prefix)::
 
-    model/             the model folder: weights or the adapter, tokenizer, card, picture
+    model/             the model folder: weights or the adapter, tokenizer, card, picture, and
+                       onnx/ (the browser's graph: sampling.space)
+    space/             the static Space's page and README (sampling.space)
     merged/            an adapter bot's merged copy (train.lora_merged)
     base/              the tiny base an adapter of it names (kept beside it)
     data/              raw.jsonl (local only: as downloaded), clean.jsonl, stats.json, avatars
@@ -21,20 +23,23 @@ Beside the results, under ``OUTPUT/<bot>/``: ``status.json``, ``latest.json``,
 result; and ``OUT/.<bot>.old/``, a result a killed run left aside (atomic.replace_dir).
 
 Elsewhere: the person's **inputs** (their URIs are in ``status.json`` and each ``job.json``),
-the bot's **W&B runs** (group: the bot's name) and its **Hub repos**: the one it was pushed to
-and, for a merged copy, ``<repo>-merged`` (every one recorded in ``status.json``).
+the bot's **W&B runs** (group: the bot's name) and its **Hub repos**: the one it was pushed to,
+for a merged copy ``<repo>-merged``, and its Space, a Space repo of the repo's name (every one
+recorded in ``status.json``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-MODEL, MERGED, BASE, DATA = "model", "merged", "base", "data"
+from job.base import is_repo_id
+
+MODEL, MERGED, BASE, DATA, SPACE = "model", "merged", "base", "data", "space"
 PREDICTIONS, JOB, CARD = "predictions.json", "job.json", "card.json"
 STATUS, LATEST, CHECKPOINTS = "status.json", "latest.json", "checkpoints"
 
 # Folders of a result that are published as they are (everything in them)
-PUBLISHED_FOLDERS = (MODEL, MERGED, BASE)
+PUBLISHED_FOLDERS = (MODEL, MERGED, BASE, SPACE)
 # Of data/, only what the card and a retraining need: raw.jsonl is the API's answer as it was
 PUBLISHED_DATA = ("data/stats.json", "data/clean.jsonl")
 RESULT_FILES = (PREDICTIONS, JOB, CARD)
@@ -73,6 +78,26 @@ def bot_of_folder(folder: str) -> str | None:
 def merged_repo(repo: str) -> str:
     """Where an adapter bot's merged copy (``train.lora_merged``) is pushed: beside it."""
     return f"{repo}{MERGED_SUFFIX}"
+
+
+# A bot's Space is a Space repo of its model repo's id; records name it ``spaces/<owner>/<name>``
+# (the Hub's own path for a Space), so one list holds every repo of a bot whatever its type.
+SPACES = "spaces/"
+
+
+def space_repo(repo: str) -> str:
+    """Where the bot of model repo ``repo`` has its Space (sampling.space), as records name it."""
+    return f"{SPACES}{repo}"
+
+
+def repo_ref(ref: str) -> tuple[str, str]:
+    """A recorded repo (``owner/name`` or ``spaces/owner/name``) as the Hub's id and type."""
+    return (ref[len(SPACES) :], "space") if ref.startswith(SPACES) else (ref, "model")
+
+
+def is_repo_ref(ref: str) -> bool:
+    """Whether ``ref`` names a Hub repo as records do: a model's id, or a Space's."""
+    return is_repo_id(repo_ref(ref)[0])
 
 
 def repo_named_for(repo: str, bot: str) -> bool:

@@ -39,8 +39,8 @@ from job.data.clean import Prepared
 from job.data.handles import Handle
 from job.data.tweets import TweetSource
 from job.errors import OptedOut
-from job.inventory import STATUS
-from job.outputs import card, model_folder
+from job.inventory import SPACE, STATUS
+from job.outputs import browser, card, model_folder
 from job.outputs.card import languages
 from job.outputs.predict import Prediction, flag_memorized, sample
 from job.outputs.tracking import Tracker, default_mode
@@ -113,6 +113,7 @@ class State:
     device: str = "cpu"
     progress: Progress | None = None
     attached: Any = None  # an adapter bot's model: its adapter comes out however the run ends
+    space: browser.Export | None = None  # the browser's graph, when sampling.space made one
 
     @property
     def work(self) -> Path:
@@ -235,6 +236,7 @@ def _run(
             return None
         checkpoints.clear()  # the model is saved: they were only for resuming
         sampled = predict(state, data.prepared, trained)
+        browser_space(state, data.prepared, trained, sampled)
         write_card(state, data.prepared, trained, sampled)
         log_results(state, wb, trained, sampled, data.artifact)
     if guard is not None:
@@ -402,6 +404,52 @@ def predict(state: State, data: Prepared, trained: Trained) -> Sampled:
     return Sampled(job, predictions, flagged)
 
 
+def browser_space(state: State, data: Prepared, trained: Trained, sampled: Sampled) -> None:
+    """Rank 0: the bot for a visitor's browser (outputs/browser.py), where sampling.space asks
+    for it: the ONNX graph in the model folder (an adapter bot's: its merged copy's) and the
+    Space's page in ``space/``, which loads the model from ``../model`` until a push points it
+    at the Hub."""
+    config = state.job.config
+    params = trained.model.num_parameters()
+    adapter_bot = config.train.lora
+    why_not = browser.why_not(config.sampling.space, state.job.base.kind, params, adapter_bot,
+                              state.merged.is_dir())  # fmt: skip
+    if why_not:
+        if config.sampling.space == "on" or "browser" in why_not:
+            log.warning("no Space: %s; hear the bot with huggingtweets generate", why_not)
+        return
+    with state.phases("space"):
+        host = adapter.merged_copy(trained.model) if adapter_bot else _host_copy(trained.model)
+        folder = state.merged if adapter_bot else state.staged
+        made = browser.export(host, folder, [t.text for t in data.tweets], trained.tokenizer)
+        del host
+        gc.collect()
+        who = " & ".join(Handle(u.handle).shown for u in state.job.users)
+        browser.write_space(
+            state.staging / SPACE,
+            bot=state.job.bot,
+            repo=None,
+            card_url=f"../{folder.name}/README.md",
+            who=who,
+            made=made,
+            sampling=sampled.job.config.sampling.model_dump(),
+            model=folder.name,
+            handles=[Handle(u.handle) for u in state.job.users],
+        )
+        state.space = made
+        log.info("Space: %s, %.1f MB for a visitor (%s)", made.file, made.bytes / 1e6, made.dtype)
+
+
+def _host_copy(model: Any) -> Any:
+    """A full bot's model on the host in fp32, for the exporter (the live one stays)."""
+    import copy
+
+    import torch
+
+    host = copy.deepcopy(model).to("cpu", torch.float32)
+    return host.eval()
+
+
 def write_card(state: State, data: Prepared, trained: Trained, sampled: Sampled) -> None:
     """Rank 0: the card and its picture into the staged model folder."""
     with state.phases("card"):
@@ -416,6 +464,9 @@ def write_card(state: State, data: Prepared, trained: Trained, sampled: Sampled)
             versions=versions(),
             model_dir=state.bot_dir / "model",
         )
+        if state.space is not None:  # what a visitor of the Space downloads, as measured
+            context["space"] = {"file": state.space.file, "dtype": state.space.dtype,
+                                "size": card.size(state.space.bytes)}  # fmt: skip
         card.write(state.staged, context, data.data_dir)  # and card.json beside it
         if state.merged.is_dir():
             card.write_merged(state.staging, context)

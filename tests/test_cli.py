@@ -301,7 +301,7 @@ def test_status_piped_to_a_reader_that_leaves_ends_quietly(tmp_path: Path) -> No
         write_status(storage, f"bot{i}", "failed", reason="r" * 300)
     script = f"{sys.executable} -m job status --output {tmp_path} | head -1"
     done = subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True, text=True)
-    assert done.stdout == "bot\tstate\trun\tupdated\thub\treason\n"
+    assert done.stdout == "bot\tstate\trun\tupdated\thub\treason\tspace\n"
     assert done.stderr == "" and done.returncode == 0
 
 
@@ -317,10 +317,10 @@ def test_status_is_a_header_and_a_row_a_bot_with_what_will_happen_on_the_hub(
     write_status(storage, "b", "failed", hub=pending, reason="bad\tinput\nhere")
     result = cli("status", "--output", str(tmp_path))
     rows = [line.split("\t") for line in result.stdout.splitlines()]
-    assert rows[0] == ["bot", "state", "run", "updated", "hub", "reason"]
+    assert rows[0] == ["bot", "state", "run", "updated", "hub", "reason", "space"]
     assert [r[:2] + r[4:] for r in rows[1:]] == [
-        ["a", "queued", "pending", ""],
-        ["b", "failed", "-", "bad input here"],  # a failed bot's push will not happen
+        ["a", "queued", "pending", "", "-"],
+        ["b", "failed", "-", "bad input here", "-"],  # a failed bot's push will not happen
     ]
 
 

@@ -285,6 +285,7 @@ PARSES = {
     "job/cloud/kubernetes.py": "kubectl's own answer",
     "job/records.py": "the one reader",
     "job/generate.py": "a bot's training tweets (clean.jsonl), for the n-gram guard",
+    "job/outputs/browser.py": "the settings of the Space page the run itself just wrote",
 }
 
 

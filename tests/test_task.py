@@ -152,7 +152,7 @@ def test_three_bots_by_array_index(inputs, hub) -> None:
     status = cli("status", "--manifest", uri)
     assert status.returncode == 0
     header, *rows = [line.split("\t") for line in status.stdout.splitlines()]
-    assert header == ["bot", "state", "run", "updated", "hub", "reason"]
+    assert header == ["bot", "state", "run", "updated", "hub", "reason", "space"]
     assert [row[:2] + row[4:5] for row in rows] == [[b, "succeeded", "pushed"] for b in bots]
 
     listed = cli("status", "--output", "s3://results/bots")  # no manifest: every bot found

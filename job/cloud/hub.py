@@ -21,6 +21,7 @@ from typing import TypeVar
 
 from job.deadline import deadline, hub_timeouts
 from job.errors import BadConfig, CredentialsError, JobError
+from job.inventory import repo_ref
 from job.loading import load_yaml
 from job.retry import Retry, with_retries
 
@@ -47,10 +48,14 @@ def push_folder(
     retries: int = 4,
     sleep: Callable[[float], None] = time.sleep,
 ) -> str:
-    """Push ``folder`` to ``repo_id`` in one commit; return the commit's URL."""
-    from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
+    """Push ``folder`` to ``repo_id`` (a model's, or a Space's as records name it:
+    inventory.py ``spaces/owner/name``; a static one) in one commit; return the commit's URL."""
+    from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, SpaceCard
     from huggingface_hub.utils import disable_progress_bars
 
+    repo_id, kind = repo_ref(repo_id)
+    card = SpaceCard if kind == "space" else ModelCard
+    sdk = "static" if kind == "space" else None  # the Space's page is static files
     token = token or hf_token("pushing to the Hub")
     disable_progress_bars()
     hub_timeouts()
@@ -60,11 +65,13 @@ def push_folder(
     def once() -> str:
         try:
             with _hub_errors(repo_id):
-                ModelCard.load(folder / "README.md").validate()
-                api.create_repo(repo_id, private=private, exist_ok=True)
+                card.load(folder / "README.md").validate(repo_type=kind)
+                api.create_repo(
+                    repo_id, private=private, exist_ok=True, repo_type=kind, space_sdk=sdk
+                )
                 # create_repo leaves an existing repo's visibility as it was: set it, so the
                 # recorded `private` is what the Hub shows.
-                api.update_repo_settings(repo_id, private=private)
+                api.update_repo_settings(repo_id, private=private, repo_type=kind)
                 operations = [
                     CommitOperationAdd(
                         path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p)
@@ -72,7 +79,10 @@ def push_folder(
                     for p in files
                 ]
                 info = api.create_commit(
-                    repo_id, operations=operations, commit_message=f"huggingtweets run {run_id}"
+                    repo_id,
+                    operations=operations,
+                    commit_message=f"huggingtweets run {run_id}",
+                    repo_type=kind,
                 )
         except ValueError as e:  # the Hub's card validation said no; its words are not shown
             raise BadConfig(
@@ -94,17 +104,19 @@ def remove_repo(repo_id: str, keep_private: bool = False, retries: int = 4) -> s
     token = hf_token(f"removing {repo_id} from the Hub")
     hub_timeouts()
     api = HfApi(token=token)
+    ref = repo_id
+    repo_id, kind = repo_ref(ref)
 
     def once() -> str:
         with _hub_errors(repo_id):
             if not keep_private:
-                api.delete_repo(repo_id, missing_ok=True)
-                return f"deleted {repo_id}"
+                api.delete_repo(repo_id, missing_ok=True, repo_type=kind)
+                return f"deleted {ref}"
             try:
-                api.update_repo_settings(repo_id, private=True)
+                api.update_repo_settings(repo_id, private=True, repo_type=kind)
             except RepositoryNotFoundError:
-                return f"not on the Hub: {repo_id}"
-            return f"made private {repo_id}"
+                return f"not on the Hub: {ref}"
+            return f"made private {ref}"
 
     return _within(
         "hub_call", f"Hub removal of {repo_id}", once, retries, time.sleep,
@@ -127,9 +139,11 @@ def card_handles(repo_id: str, retries: int = 2) -> list[str] | None:
     token = hf_token(f"reading {repo_id}'s card on the Hub")
     hub_timeouts()
 
+    repo_id, kind = repo_ref(repo_id)
+
     def once() -> bytes | None:
         with _hub_errors(repo_id):
-            url = hf_hub_url(repo_id, "README.md")
+            url = hf_hub_url(repo_id, "README.md", repo_type=kind)
             try:
                 with get_session().stream(
                     "GET", url, headers=build_hf_headers(token=token), follow_redirects=True

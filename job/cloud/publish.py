@@ -18,7 +18,8 @@ from job.cloud.consent import Guard, check_not_opted_out
 from job.cloud.runs import latest_complete, new_run_id
 from job.cloud.status import HubStatus, Status, inputs_of, read_status, write_status
 from job.errors import BadConfig, InputNotFound, OptedOut, Terminated, classify
-from job.inventory import CARD, MERGED, MODEL, merged_repo
+from job.inventory import CARD, MERGED, MODEL, SPACE, merged_repo, space_repo
+from job.outputs import browser
 from job.outputs.card import for_repo
 from job.records import Record, read_record
 from job.spec import BotJob, check_repo
@@ -82,7 +83,7 @@ def _linked(result: Path, run_dir: Path) -> None:
         except OSError:
             shutil.copy2(source, target)
 
-    for folder in (MODEL, MERGED):
+    for folder in (MODEL, MERGED, SPACE):
         if (result / folder).is_dir():
             shutil.copytree(result / folder, run_dir / folder, copy_function=place)
     if (result / CARD).is_file():
@@ -143,11 +144,14 @@ def push_run(
     merged = merged_repo(repo) if (run_dir / MERGED).is_dir() else None
     if merged:
         check_repo(merged, "the merged copy's repo")
+    # the Space (sampling.space): its page loads the model it was made from (an adapter
+    # bot's merged copy) from the Hub
+    space = space_repo(repo) if (run_dir / SPACE / "index.html").is_file() else None
     for_repo(run_dir, repo, private)
     status = read_status(storage, bot)
     state = status.state if status and status.state != "unknown" else "succeeded"
     # recorded first: should the push half-happen, a takedown still finds the repos
-    also = [merged] if merged else []
+    also = [r for r in (merged, space) if r]
     write_status(
         storage, bot, state, hub=HubStatus(repo=repo, private=private, state="pending", repos=also)
     )
@@ -156,6 +160,12 @@ def push_run(
             url = hub.push_folder(run_dir / MODEL, repo, private=private, run_id=run_id)
             if merged:
                 hub.push_folder(run_dir / MERGED, merged, private=private, run_id=run_id)
+            if space:
+                with tempfile.TemporaryDirectory(prefix="huggingtweets-space-") as tmp:
+                    model = merged or repo
+                    card = f"https://huggingface.co/{model}"
+                    browser.for_hub(run_dir / SPACE, Path(tmp), model, card)
+                    hub.push_folder(Path(tmp), space, private=private, run_id=run_id)
         except (Exception, Terminated, KeyboardInterrupt) as e:  # a stop too: not "pending"
             if not isinstance(e, OptedOut):
                 failed = HubStatus(

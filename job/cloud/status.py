@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from job.base import is_repo_id
 from job.cloud.runs import now
 from job.data.handles import Handle
+from job.inventory import SPACES, is_repo_ref
 from job.records import DamagedRecord, read_record
 from job.storage import Storage, put_json
 
@@ -66,7 +67,7 @@ class HubStatus(BaseModel):
     @field_validator("repos")
     @classmethod
     def _repos(cls, value: list[str]) -> list[str]:
-        if not all(is_repo_id(r) for r in value):
+        if not all(is_repo_ref(r) for r in value):
             raise ValueError("not a list of Hub repo ids")
         return value
 
@@ -74,6 +75,12 @@ class HubStatus(BaseModel):
         """The repos a takedown must remove: those recorded, and the current one unless off."""
         named = [self.repo] if self.repo and self.state != "off" else []
         return sorted({*self.repos, *named})
+
+    @property
+    def space(self) -> str:
+        """The bot's Space (sampling.space) once its push is done, as records name it; else -."""
+        found = [r for r in self.repos if r.startswith(SPACES)]
+        return found[0] if found and self.state == "pushed" else "-"
 
     def shown(self, state: str) -> str:
         """The Hub column of ``status``: a failed bot's pending push will not happen."""
@@ -130,8 +137,9 @@ class Status(BaseModel):
 
     def line(self) -> str:
         """What ``run --manifest`` and ``publish`` print for the bot."""
-        bot, state, run_id, updated, hub, reason = self.row()
+        bot, state, run_id, updated, hub, reason, space = self.row()
         line = f"{bot}  {state}  {run_id}  {updated}  hub:{hub}"
+        line += f"  space:{space}" if space != "-" else ""
         return line + (f"  ({reason})" if reason else "")
 
     def row(self) -> list[str]:
@@ -143,10 +151,11 @@ class Status(BaseModel):
             self.updated_at or "-",
             self.hub.shown(self.state),
             self.reason or self.hub.reason or "",
+            self.hub.space,
         ]
 
 
-COLUMNS = ["bot", "state", "run", "updated", "hub", "reason"]
+COLUMNS = ["bot", "state", "run", "updated", "hub", "reason", "space"]
 
 
 def read_status(storage: Storage, bot: str) -> Status | None:
@@ -167,14 +176,14 @@ def read_status(storage: Storage, bot: str) -> Status | None:
 
 
 # A quoted string of a Hub repo id's form, anywhere in a record's bytes (HUB_REPO checks it)
-_QUOTED_REPO = re.compile(rb'"([A-Za-z0-9_.-]{1,96}/[A-Za-z0-9_.-]{1,96})"')
+_QUOTED_REPO = re.compile(rb'"((?:spaces/)?[A-Za-z0-9_.-]{1,96}/[A-Za-z0-9_.-]{1,96})"')
 
 
 def named_repos(raw: bytes) -> list[str]:
     """Every Hub repo id that a damaged record's bytes name, wherever they stand in it: the
     candidates a takedown checks (consent.py deletes only those that prove to be the bot's)."""
     found = {m.decode() for m in _QUOTED_REPO.findall(raw)}
-    return sorted(r for r in found if is_repo_id(r))
+    return sorted(r for r in found if is_repo_ref(r))
 
 
 def write_status(

@@ -116,9 +116,12 @@ class FakeHub:
                     return self.reply(200, {})
                 payload = data
                 parts = path.strip("/").split("/")
+                kind = ""  # a Space's paths start with spaces/, and its repos are keyed so
+                if parts[0] == "spaces" and method in ("GET", "HEAD"):
+                    kind, parts = "spaces/", parts[1:]
                 if method in ("GET", "HEAD") and len(parts) >= 5 and parts[2] == "resolve":
                     # a file download, as from_pretrained asks: the Hub's own 404s
-                    repo, name = f"{parts[0]}/{parts[1]}", "/".join(parts[4:])
+                    repo, name = f"{kind}{parts[0]}/{parts[1]}", "/".join(parts[4:])
                     if repo not in state.repos:
                         return self.reply(404, NOT_FOUND)
                     files = state.files(repo)
@@ -134,6 +137,7 @@ class FakeHub:
                 if method == "DELETE" and path == "/api/repos/delete":
                     body = json.loads(payload)
                     repo = f"{body.get('organization') or 'me'}/{body['name']}"
+                    repo = f"spaces/{repo}" if body.get("type") == "space" else repo
                     if repo not in state.repos:
                         return self.reply(404, NOT_FOUND)
                     del state.repos[repo]
@@ -143,8 +147,11 @@ class FakeHub:
                 if path.endswith("/info/lfs/objects/batch"):
                     return self.lfs_batch(json.loads(payload))
                 parts = path.strip("/").split("/")
+                kind = "spaces/" if parts[:2] == ["api", "spaces"] else ""
+                if kind:  # a Space's endpoints are a model's, under /api/spaces/
+                    parts[1] = "models"
                 if parts[:2] == ["api", "models"] and len(parts) >= 6:
-                    repo, action = f"{parts[2]}/{parts[3]}", parts[4]
+                    repo, action = f"{kind}{parts[2]}/{parts[3]}", parts[4]
                     if repo not in state.repos:
                         return self.reply(404, NOT_FOUND)
                     if action == "preupload":
@@ -152,7 +159,7 @@ class FakeHub:
                     if action == "commit":
                         return self.commit(repo, payload)
                 if parts[:2] == ["api", "models"] and len(parts) == 5 and parts[4] == "settings":
-                    repo = f"{parts[2]}/{parts[3]}"
+                    repo = f"{kind}{parts[2]}/{parts[3]}"
                     if repo not in state.repos:
                         return self.reply(404, NOT_FOUND)
                     if method == "PUT":
@@ -191,6 +198,10 @@ class FakeHub:
 
             def create(self, body: dict[str, Any]) -> None:
                 repo = f"{body.get('organization') or 'me'}/{body['name']}"
+                if body.get("type") == "space":  # kept apart from a model of the same name
+                    if body.get("sdk") != "static":
+                        return self.reply(400, {"error": "a Space needs its sdk"})
+                    repo = f"spaces/{repo}"
                 url = f"{hub.url}/{repo}"
                 if repo in state.repos:
                     return self.reply(
@@ -210,6 +221,12 @@ class FakeHub:
                 meta = yaml.safe_load(content.split("---\n", 2)[1])
                 if not isinstance(meta, dict) or not isinstance(meta.get("tags", []), list):
                     return self.reply(400, text="invalid metadata")
+                if body.get("repoType") == "space" and (
+                    meta.get("sdk") not in ("static", "gradio", "docker")
+                    or not isinstance(meta.get("title", ""), str)
+                    or len(str(meta.get("short_description", ""))) > 60
+                ):  # the Hub's rules for a Space's card
+                    return self.reply(400, text="invalid Space metadata")
                 return self.reply(200, {"errors": [], "warnings": []})
 
             def preupload(self, body: dict[str, Any]) -> None:
