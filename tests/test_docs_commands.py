@@ -176,3 +176,39 @@ def test_the_bluesky_and_mastodon_commands_run_as_printed(tmp_path: Path) -> Non
     for bot in ("sourdough_sam.bsky.social", "sourdough_sam._.mastodon.social"):
         stats = json.loads((tmp_path / "out" / bot / "data" / "stats.json").read_text())
         assert stats["total"]["used"] > 100
+
+
+def test_the_space_is_served_from_a_bots_own_folder_as_printed(tmp_path: Path) -> None:
+    """usage.md's way to serve a bot's Space from one's own machine, run as printed (in the
+    background, until the page answers), on a bot folder of the run's shape."""
+    import signal
+    import time
+    import urllib.request
+
+    (line,) = printed("docs/usage.md", "python3 -m http.server 8000")
+    command = line.split("   #", 1)[0]
+    bot = tmp_path / "out" / "sourdough_sam"
+    (bot / "space").mkdir(parents=True)
+    (bot / "model" / "onnx").mkdir(parents=True)
+    (bot / "space" / "index.html").write_text("<main id='app'>the page</main>")
+    (bot / "model" / "onnx" / "model_quantized.onnx").write_bytes(b"graph")
+    server = subprocess.Popen(
+        ["bash", "-c", f"exec {command}"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                page = urllib.request.urlopen("http://127.0.0.1:8000/space/", timeout=2).read()
+                graph = urllib.request.urlopen(
+                    "http://127.0.0.1:8000/model/onnx/model_quantized.onnx", timeout=2
+                ).read()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=10)
+    assert b"the page" in page and graph == b"graph"  # the page, and ../model beside it

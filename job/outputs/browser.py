@@ -15,8 +15,8 @@
   and a link to the card; transformers.js at ``TRANSFORMERS_JS`` (a pinned version) from
   jsDelivr, the model's files from the Hub. Nothing is sent anywhere else.
 - Which bases get one (``fits``): a browser holds the graph in WebAssembly's memory (4 GB at
-  most) and downloads it whole: gpt2 (124 M parameters, a ~130 MB quantized graph) and
-  gpt2-medium (355 M, ~360 MB) do; gpt2-large (774 M: ~780 MB quantized, 3.1 GB in fp32, past
+  most) and downloads it whole: gpt2 (124 M parameters, a 126 MB quantized graph, measured) and
+  gpt2-medium (355 M, ~358 MB) do; gpt2-large (774 M: ~780 MB quantized, 3.1 GB in fp32, past
   ONNX's 2 GB single file) and gpt2-xl (1.6 G) do not, and get a line pointing to
   ``huggingtweets generate``.
 """
