@@ -302,9 +302,10 @@ class SamplingConfig(Section):
     # The bot in a visitor's browser (job/outputs/browser.py): an ONNX export in the model's
     # onnx/ and a static Space page in space/, pushed beside the model. auto: for a GPT-2 a
     # browser can hold (gpt2, gpt2-medium: the export costs seconds to a minute of CPU, and a
-    # visitor downloads 130-360 MB); not for the tiny test base (random, not a bot anyone
-    # wants to meet) nor gpt2-large and xl (too large for a browser). An adapter bot's Space
-    # runs its merged copy, so it needs --lora-merged.
+    # visitor downloads 126-358 MB), named so; not for the tiny test base (random, not a bot
+    # anyone wants to meet), a folder or another Hub model (on asks for one), nor gpt2-large
+    # and xl (too large for a browser). An adapter bot's Space runs its merged copy, so it
+    # needs --lora-merged.
     space: Literal["auto", "on", "off"] = Field(
         "auto",
         description="A Space that runs the bot in the browser (ONNX export); auto: for gpt2 and"

@@ -60,8 +60,9 @@ def why_not(setting: str, base_kind: str, params: int, adapter: bool, merged: bo
     """Why a bot gets no Space (config.py ``sampling.space``), or None when it gets one."""
     if setting == "off":
         return "sampling.space is off"
-    if setting == "auto" and base_kind == "tiny":
-        return "the tiny base is no bot to meet (give --space on for one)"
+    if setting == "auto" and base_kind != "gpt2":
+        # a base named for a GPT-2 size: gpt2 or gpt2-medium here, larger ones below
+        return f"auto makes one for gpt2 and gpt2-medium, not a {base_kind} base (--space on)"
     if not fits(params):
         return (
             f"{params / 1e6:.0f} M parameters are too many for a browser (at most"

@@ -162,6 +162,7 @@ def test_the_published_files_are_the_inventory(tmp_path) -> None:
         "model/f.bin",
         "merged/f.bin",
         "base/f.bin",
+        "space/f.bin",
         "data/clean.jsonl",
         "data/stats.json",
         "predictions.json",

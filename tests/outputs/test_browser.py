@@ -103,11 +103,13 @@ def test_the_int8_graph_is_kept_where_it_keeps_the_text(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("setting", "kind", "params", "adapter", "merged", "why"),
     [
-        ("auto", "hub", 124_439_808, False, False, None),
-        ("auto", "hub", 354_823_168, False, False, None),
-        ("auto", "hub", 774_030_080, False, False, "too many for a browser"),
+        ("auto", "gpt2", 124_439_808, False, False, None),
+        ("auto", "gpt2", 354_823_168, False, False, None),
+        ("auto", "gpt2", 774_030_080, False, False, "too many for a browser"),
         ("on", "hub", 1_557_611_200, False, False, "too many for a browser"),
-        ("auto", "tiny", 170_000, False, False, "tiny base"),
+        ("auto", "tiny", 170_000, False, False, "not a tiny base"),
+        ("auto", "folder", 124_439_808, False, False, "not a folder base"),
+        ("on", "folder", 124_439_808, False, False, None),
         ("on", "tiny", 170_000, False, False, None),
         ("on", "hub", 124_439_808, True, False, "--lora-merged"),
         ("on", "hub", 124_439_808, True, True, None),
@@ -283,3 +285,25 @@ def test_a_bot_with_a_space_is_published_with_it_and_taken_down_with_it(hub, tmp
     assert taken.returncode == 0, taken.stderr
     assert "deleted spaces/me/sam-bot" in taken.stdout and "deleted me/sam-bot" in taken.stdout
     assert not {"me/sam-bot", "spaces/me/sam-bot"} & set(hub.state.repos)
+
+
+@pytest.mark.integration
+def test_an_adapter_bots_space_runs_its_merged_copy(tmp_path) -> None:
+    """An adapter bot's graph is its merged weights' (merged/onnx/), and its page loads the
+    merged copy; without --lora-merged it gets no Space, and one line says why."""
+    from tests.helpers.cli import invoke
+    from tests.helpers.jobs import TINY_FLAGS
+
+    out = tmp_path / "out"
+    common = ["--jsonl", str(SAMPLE), *TINY_FLAGS, "--adapter", "lora", "--space", "on"]
+    made = invoke("run", "sourdough_sam", *common, "--lora-merged", "--out", str(out))
+    assert made.returncode == 0, made.stderr
+    bot = out / "sourdough_sam"
+    assert (bot / "merged" / "onnx" / "model_quantized.onnx").is_file()
+    assert not (bot / "model" / "onnx").exists()  # the adapter's folder stays peft's own
+    settings = json.loads(_attribute((bot / "space" / "index.html").read_text(), "data-settings"))
+    assert settings["model"] == "merged" and settings["local"] is True
+    alone = invoke("run", "sourdough_sam", *common, "--out", str(tmp_path / "alone"))
+    assert alone.returncode == 0, alone.stderr
+    assert "no Space: an adapter bot's Space runs its merged copy" in alone.stderr
+    assert not (tmp_path / "alone" / "sourdough_sam" / "space").exists()
