@@ -16,7 +16,9 @@ from job.training.model import EOS
 
 def to_bf16(folder: Path) -> None:
     """The saved weights in bf16, in place: the model in memory (which samples next) keeps its
-    precision; the files, and everything that loads them, get half the bytes."""
+    precision; the files, and everything that loads them, get half the bytes. An adapter's
+    folder too (its adapter_model.safetensors: a gpt2-xl rank-16 adapter is 39 MB in bf16, 79
+    MB in fp32); peft loads it into its base's precision."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -34,6 +36,8 @@ def to_bf16(folder: Path) -> None:
         data.setdefault("metadata", {})["total_size"] = total
         index.write_text(json.dumps(data, indent=2) + "\n")
     config = folder / "config.json"
+    if not config.is_file():  # an adapter's folder: peft's adapter_config.json, no model config
+        return
     data = json.loads(config.read_text())
     data["dtype"] = "bfloat16"  # transformers 5's key (torch_dtype before it)
     data.pop("torch_dtype", None)

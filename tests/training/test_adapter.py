@@ -72,6 +72,22 @@ def test_a_tiny_adapter_bot_is_a_few_percent_of_its_base_and_loads_as_the_hub_sh
 
 
 @MODEL
+def test_an_adapter_saved_in_bf16_is_half_the_bytes_and_is_heard(tmp_path: Path) -> None:
+    """save_precision bf16 on an adapter bot: its conversion read a config.json an adapter's
+    folder has not (FileNotFoundError); now the adapter's own tensors are bf16, and it loads."""
+    from safetensors.torch import load_file
+
+    half = run_adapter(tmp_path / "bf16", "--base-model", "tiny", "--save-precision", "bf16")
+    whole = run_adapter(tmp_path / "fp32", "--base-model", "tiny")
+    tensors = load_file(half / "model" / "adapter_model.safetensors")
+    assert {str(t.dtype) for t in tensors.values()} == {"torch.bfloat16"}
+    size = lambda bot: (bot / "model" / "adapter_model.safetensors").stat().st_size  # noqa: E731
+    assert size(half) < 0.6 * size(whole)
+    heard = invoke("generate", str(half), "--n", "1", "--max-new-tokens", "5", "--seed", "1")
+    assert heard.returncode == 0 and heard.stdout.strip(), heard.stderr
+
+
+@MODEL
 def test_an_adapter_of_a_hub_base_names_it_and_loads_from_the_hub(hub, tmp_path: Path) -> None:
     """The base on the loopback Hub (a tiny GPT-2 served as a Hub model, through the
     real from_pretrained download); the bot's adapter then served as its own repo: pipeline()
