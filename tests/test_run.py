@@ -61,6 +61,8 @@ def test_outputs(sample_run) -> None:
         "predictions.png",
         "tokenizer.json",
     } <= names
+    # the model users load keeps its key/value cache (training turned it off in memory)
+    assert json.loads((bot / "model" / "config.json").read_text())["use_cache"] is True
     job = json.loads((bot / "job.json").read_text())
     assert set(job["timings"]) == {"prepare", "load", "train", "predict", "save", "card", "total"}
     assert job["config"]["train"]["seed"] == 42 and job["versions"]["torch"]

@@ -59,6 +59,9 @@ def finish(folder: Path, tokenizer: Any, sampling: SamplingConfig, model: Any) -
         config = AutoConfig.from_pretrained(folder)
         config.prefix = EOS
         config.task_specific_params = {"text-generation": {**generation, "prefix": EOS}}
+        # The Trainer turns the key/value cache off while it trains, and the saved config kept
+        # that: every user's generate() then recomputed the whole text for each new token.
+        config.use_cache = True
         config.save_pretrained(folder)
         gen = GenerationConfig.from_pretrained(folder)
     gen.update(**generation)

@@ -301,6 +301,7 @@ def test_an_adapter_bots_space_runs_its_merged_copy(tmp_path) -> None:
     bot = out / "sourdough_sam"
     assert (bot / "merged" / "onnx" / "model_quantized.onnx").is_file()
     assert not (bot / "model" / "onnx").exists()  # the adapter's folder stays peft's own
+    assert json.loads((bot / "merged" / "config.json").read_text())["use_cache"] is True
     settings = json.loads(_attribute((bot / "space" / "index.html").read_text(), "data-settings"))
     assert settings["model"] == "merged" and settings["local"] is True
     alone = invoke("run", "sourdough_sam", *common, "--out", str(tmp_path / "alone"))
