@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import Field
 
-from job.base import is_repo_id
+from job.base import FOLDER_PREFIXES, is_repo_id
 from job.cloud import hub as hub_api
 from job.cloud.consent import check_not_opted_out
 from job.cloud.publish import AdapterConfig
@@ -39,7 +39,7 @@ from job.console import quiet_libraries
 from job.data.handles import Handle, handles_in
 from job.deadline import deadline, hub_timeouts
 from job.errors import BadConfig, CorruptInput, InputNotFound
-from job.inventory import JOB, LATEST, MODEL
+from job.inventory import BASE, JOB, LATEST, MODEL
 from job.loading import validate
 from job.outputs.predict import Prediction, flag_memorized, sample
 from job.records import DamagedRecord, Record, read_or_none, read_record
@@ -188,7 +188,18 @@ def _base_named(given: str, adapter: Path) -> str:
         found = None
     if found is None or found.base_model_name_or_path is None:
         raise CorruptInput(f"{given}: its adapter_config.json names no base")
-    return found.base_model_name_or_path
+    named = found.base_model_name_or_path
+    return _moved_base(adapter.parent, named) or named
+
+
+def _moved_base(model: Path, named: str) -> str | None:
+    """A local base that is not where the adapter names it, but where the run kept it: beside
+    the model folder (``base/``, inventory.py). A bot copied elsewhere, or mounted into a
+    container, names the base by the path of the machine that made it; its own is used."""
+    if not named.startswith(FOLDER_PREFIXES) or Path(named).expanduser().is_dir():
+        return None  # a Hub id, or a folder that is there
+    beside = model.parent / BASE
+    return str(beside) if (beside / "config.json").is_file() else None
 
 
 def _sampling_saved(generation: Path, sampling: SamplingConfig) -> SamplingConfig:

@@ -88,6 +88,21 @@ def test_an_adapter_saved_in_bf16_is_half_the_bytes_and_is_heard(tmp_path: Path)
 
 
 @MODEL
+def test_a_moved_adapter_bot_is_heard_from_its_own_base(tmp_path: Path) -> None:
+    """A bot of a local base names it by the path of the machine that made it; moved (copied
+    elsewhere, or mounted into a container), `generate` loads the base kept beside it."""
+    import shutil
+
+    made = run_adapter(tmp_path / "made", "--base-model", "tiny")
+    named = json.loads((made / "model" / "adapter_config.json").read_text())
+    moved = tmp_path / "elsewhere" / "sourdough_sam"
+    shutil.move(str(made.parent), str(moved.parent))
+    assert not Path(named["base_model_name_or_path"]).exists()  # where it was made: gone
+    heard = invoke("generate", str(moved), "--n", "1", "--max-new-tokens", "5", "--seed", "1")
+    assert heard.returncode == 0 and heard.stdout.strip(), heard.stderr
+
+
+@MODEL
 def test_an_adapter_of_a_hub_base_names_it_and_loads_from_the_hub(hub, tmp_path: Path) -> None:
     """The base on the loopback Hub (a tiny GPT-2 served as a Hub model, through the
     real from_pretrained download); the bot's adapter then served as its own repo: pipeline()
