@@ -27,6 +27,8 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,7 +138,7 @@ def graph(model: Any, path: Path) -> None:
         "position_ids": {0: batch, 1: seq},
         "past": tuple({0: batch, 2: past_seq} for _ in example_past),
     }
-    with torch.no_grad():
+    with torch.no_grad(), _quiet():
         torch.onnx.export(
             _Flat.module(model, layers),
             example,
@@ -179,7 +181,35 @@ def _quantize(source: Path, target: Path) -> None:
     """onnxruntime's dynamic int8: the matrices' weights as int8 with a scale each."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QUInt8)
+    with _quiet():
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QUInt8)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """The exporter's and the quantizer's notes to their own authors (torchvision's ops it
+    skips, axes it renames, "consider pre-processing" on the root logger), kept out of the
+    job's log; their errors still raise."""
+    import warnings
+
+    class _Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return record.levelno >= logging.ERROR
+
+    drop = _Drop()
+    root = logging.getLogger()  # onnxruntime.quantization logs on the root logger itself
+    # torch logs each skipped torchvision op on this logger (filters do not reach children)
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        root.addFilter(drop)
+        registration.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            root.removeFilter(drop)
+            registration.setLevel(level)
 
 
 def session(path: Path) -> Any:

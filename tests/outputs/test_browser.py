@@ -75,9 +75,12 @@ def test_the_graph_computes_what_the_model_computes(stand_in, tmp_path, shared) 
 
 
 @pytest.mark.integration
-def test_the_int8_graph_is_kept_where_it_keeps_the_text(tmp_path: Path) -> None:
+def test_the_int8_graph_is_kept_where_it_keeps_the_text(tmp_path: Path, capfd) -> None:
     model, tokenizer = tiny_bot(tmp_path / "base")
+    capfd.readouterr()
     made = browser.export(model, tmp_path / "bot", TEXTS[:16], tokenizer)
+    said = capfd.readouterr().err  # the libraries' notes to their authors stay out of the log
+    assert "torchvision" not in said and "pre-processing" not in said and "axis" not in said
     assert made.file == "onnx/model_quantized.onnx" and made.dtype == "q8"
     assert made.agreement is not None and made.agreement >= browser.MIN_AGREEMENT
     assert [p.name for p in (tmp_path / "bot" / "onnx").iterdir()] == ["model_quantized.onnx"]
