@@ -7,6 +7,7 @@ local run's record, so a local output is read as a prefix is.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -24,6 +25,8 @@ from job.outputs.card import for_repo
 from job.records import Record, read_record
 from job.spec import BotJob, check_repo
 from job.storage import LocalStorage, Storage, download
+
+log = logging.getLogger(__name__)
 
 
 def publish_latest(
@@ -145,8 +148,12 @@ def push_run(
     if merged:
         check_repo(merged, "the merged copy's repo")
     # the Space (sampling.space): its page loads the model it was made from (an adapter
-    # bot's merged copy) from the Hub
+    # bot's merged copy) from the Hub, in a visitor's browser, with no token: of a private
+    # repo it could load nothing, so a private push has none
     space = space_repo(repo) if (run_dir / SPACE / "index.html").is_file() else None
+    if space and private:
+        log.info("%s: no Space for a private repo (a visitor's browser could not read it)", bot)
+        space = None
     for_repo(run_dir, repo, private)
     status = read_status(storage, bot)
     state = status.state if status and status.state != "unknown" else "succeeded"

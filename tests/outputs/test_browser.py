@@ -271,7 +271,14 @@ def test_a_bot_with_a_space_is_published_with_it_and_taken_down_with_it(hub, tmp
     assert "a visitor downloads" in (bot / "model" / "README.md").read_text()
     local = json.loads(_attribute((bot / "space" / "index.html").read_text(), "data-settings"))
     assert local["local"] is True and local["model"] == "model"
-    pushed = invoke("publish", "sourdough_sam", "--output", str(out), "--repo", "me/sam-bot")
+    hidden = invoke("publish", "sourdough_sam", "--output", str(out), "--repo", "me/sam-bot",
+                    "--private")  # fmt: skip
+    assert hidden.returncode == 0, hidden.stderr  # a browser could not read a private model:
+    assert "spaces/me/sam-bot" not in hub.state.repos  # no Space
+    assert "onnx/model_quantized.onnx" in hub.state.files("me/sam-bot")
+    pushed = invoke(
+        "publish", "sourdough_sam", "--output", str(out), "--repo", "me/sam-bot", "--public"
+    )
     assert pushed.returncode == 0, pushed.stderr
     assert "onnx/model_quantized.onnx" in hub.state.files("me/sam-bot")
     space = hub.state.files("spaces/me/sam-bot")
