@@ -408,20 +408,24 @@ def browser_space(state: State, data: Prepared, trained: Trained, sampled: Sampl
     """Rank 0: the bot for a visitor's browser (outputs/browser.py), where sampling.space asks
     for it: the ONNX graph in the model folder (an adapter bot's: its merged copy's) and the
     Space's page in ``space/``, which loads the model from ``../model`` until a push points it
-    at the Hub."""
+    at the Hub. Exported from the saved folder, on the host: the whole model on every
+    strategy (ZeRO-3's in memory is partitioned), and nothing more on the GPU."""
+    import torch
+
     config = state.job.config
-    params = trained.model.num_parameters()
     adapter_bot = config.train.lora
-    why_not = browser.why_not(config.sampling.space, state.job.base.kind, params, adapter_bot,
-                              state.merged.is_dir())  # fmt: skip
+    folder = state.merged if adapter_bot else state.staged
+    params = browser.saved_params(folder)  # 0 where an adapter bot has no merged copy
+    why_not = browser.why_not(
+        config.sampling.space, state.job.base.kind, params, adapter_bot, folder.is_dir()
+    )
     if why_not:
         if config.sampling.space == "on" or "browser" in why_not:
             log.warning("no Space: %s; hear the bot with huggingtweets generate", why_not)
         return
     with state.phases("space"):
-        host = adapter.merged_copy(trained.model) if adapter_bot else _host_copy(trained.model)
-        folder = state.merged if adapter_bot else state.staged
-        made = browser.export(host, folder, [t.text for t in data.tweets], trained.tokenizer)
+        host, tokenizer = load(str(folder), device="cpu", dtype=torch.float32)
+        made = browser.export(host.eval(), folder, [t.text for t in data.tweets], tokenizer)
         del host
         gc.collect()
         who = " & ".join(Handle(u.handle).shown for u in state.job.users)
@@ -438,16 +442,6 @@ def browser_space(state: State, data: Prepared, trained: Trained, sampled: Sampl
         )
         state.space = made
         log.info("Space: %s, %.1f MB for a visitor (%s)", made.file, made.bytes / 1e6, made.dtype)
-
-
-def _host_copy(model: Any) -> Any:
-    """A full bot's model on the host in fp32, for the exporter (the live one stays)."""
-    import copy
-
-    import torch
-
-    host = copy.deepcopy(model).to("cpu", torch.float32)
-    return host.eval()
 
 
 def write_card(state: State, data: Prepared, trained: Trained, sampled: Sampled) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -56,6 +57,19 @@ class Export:
 def fits(params: int) -> bool:
     """Whether a browser can hold a base of ``params`` parameters (module docstring)."""
     return params <= MAX_PARAMS
+
+
+def saved_params(folder: Path) -> int:
+    """The parameters of the model saved in ``folder`` (0 where there is none), read from its
+    safetensors headers: no weights are loaded."""
+    from safetensors import safe_open
+
+    count = 0
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as weights:
+            names = weights.keys()  # safe_open is no mapping: no `in` of its own
+            count += sum(math.prod(weights.get_slice(n).get_shape()) for n in names)
+    return count
 
 
 def why_not(setting: str, base_kind: str, params: int, adapter: bool, merged: bool) -> str | None:

@@ -51,20 +51,11 @@ def rank_for(width: int) -> int:
 
 def save_merged(model: Any, folder: Path, precision: str) -> None:
     """The adapter added into a copy of its base, saved as a full model (``lora_merged``): one
-    folder that loads without peft."""
-    import torch
-
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    merged: Any = merged_copy(model)
-    merged.to(dtype).save_pretrained(folder)
-
-
-def merged_copy(model: Any) -> PreTrainedModel:
-    """The adapter added into a copy of its base, on the host in fp32. The live base is not
-    touched (peft's merge_and_unload would add into the shared base, and taking it out again
-    is not bit-exact), so the copy is made on the host, in fp32 whatever the base is held in,
-    and merged there (gpt2-xl: 6 GB of host memory for the seconds this takes, and nothing
-    more on the GPU: a deepcopy would first copy the model where it is)."""
+    folder that loads without peft. The live base is not touched (peft's merge_and_unload
+    would add into the shared base, and taking it out again is not bit-exact), so the copy is
+    made on the host, in fp32 whatever the base is held in, and merged there (gpt2-xl: 6 GB of
+    host memory for the seconds this takes, and nothing more on the GPU: a deepcopy would
+    first copy the model where it is)."""
     import torch
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
@@ -81,7 +72,9 @@ def merged_copy(model: Any) -> PreTrainedModel:
     base = host.get_base_model()
     if getattr(base.config, "tie_word_embeddings", False):  # GPT-2's: one matrix, saved once
         base.get_output_embeddings().weight = base.get_input_embeddings().weight
-    return host.merge_and_unload(safe_merge=True)
+    merged = host.merge_and_unload(safe_merge=True)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    merged.to(dtype).save_pretrained(folder)
 
 
 def release(model: Any) -> PreTrainedModel:

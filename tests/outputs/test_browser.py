@@ -77,6 +77,9 @@ def test_the_graph_computes_what_the_model_computes(stand_in, tmp_path, shared) 
 @pytest.mark.integration
 def test_the_int8_graph_is_kept_where_it_keeps_the_text(tmp_path: Path, capfd) -> None:
     model, tokenizer = tiny_bot(tmp_path / "base")
+    # counted from the saved file's headers, tied weights once, as the model counts them
+    assert browser.saved_params(tmp_path / "base") == model.num_parameters()
+    assert browser.saved_params(tmp_path / "none") == 0
     capfd.readouterr()
     made = browser.export(model, tmp_path / "bot", TEXTS[:16], tokenizer)
     said = capfd.readouterr().err  # the libraries' notes to their authors stay out of the log

@@ -82,8 +82,10 @@ def test_zero_in_one_plain_process(strategy: str, tmp_path: Path) -> None:
     # zero2-offload on one GPU is what `auto` picks for gpt2-xl on a 24 GB card.
     from safetensors.torch import load_file
 
+    # ZeRO-3's weights in memory are partitioned: its browser graph must be the saved model's
+    space = ["--space", "on"] if strategy == "zero3" else []
     result = subprocess.run(
-        [sys.executable, "-m", "job", *JOB, "--strategy", strategy, "--out", str(tmp_path)],
+        [sys.executable, "-m", "job", *JOB, "--strategy", strategy, *space, "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         env=env(),
@@ -95,7 +97,30 @@ def test_zero_in_one_plain_process(strategy: str, tmp_path: Path) -> None:
     tensors = load_file(tmp_path / "sourdough_sam" / "model" / "model.safetensors")
     empty = [name for name, t in tensors.items() if not t.abs().sum() > 0]
     assert len(tensors) > 20 and not empty  # ZeRO-3 saving its empty shards shows as zeros
+    if space:
+        model = tmp_path / "sourdough_sam" / "model"
+        assert_graph_is_the_models(model, model / "onnx" / "model_quantized.onnx")
     assert job["result"]["val_loss"] < job["result"]["base_val_loss"]
+
+
+def assert_graph_is_the_models(model_dir: Path, graph: Path) -> None:
+    """The int8 graph picks the saved model's next token almost everywhere (a graph of empty
+    or other weights would not)."""
+    import numpy as np
+    import torch
+
+    from job.outputs import browser
+    from job.training.model import load
+
+    model, tokenizer = load(str(model_dir), device="cpu", dtype=torch.float32)
+    ids = tokenizer("Bread is the best thing I bake on a Sunday morning")["input_ids"]
+    logits, _ = browser.run_graph(
+        browser.session(graph), np.array([ids]), None, browser.Shape.of(model.config)
+    )
+    with torch.no_grad():
+        expected = model(torch.tensor([ids])).logits.numpy()
+    agree = (logits.argmax(-1) == expected.argmax(-1)).mean()
+    assert agree >= browser.MIN_AGREEMENT and float(logits.std()) > 0, agree
 
 
 @pytest.fixture
