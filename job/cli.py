@@ -409,11 +409,9 @@ def other_names(person: Any) -> list[Any]:
     if person.platform != "bluesky":
         return []
     from job.data.sources.bluesky import BlueskySource
-    from job.data.sources.web import Web
     from job.deadline import deadline
 
-    source = BlueskySource()
-    source.web = Web(source.web.base_url, source.web.what, max_retries=0)
+    source = BlueskySource(retries=0)
     try:
         with deadline("posts_api", f"asking the Bluesky AppView for {person.shown}'s names"):
             return [n for n in source.names(person) if not n.same(person)]

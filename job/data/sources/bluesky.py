@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import html
-import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
 from job.data.handles import Handle
-from job.data.sources.web import Answer, Web
+from job.data.sources.web import Answer, Web, first
 from job.data.tweets import (
-    MAX_AVATAR_BYTES,
     Avatar,
     Profile,
     Tweet,
@@ -40,11 +38,8 @@ from job.data.tweets import (
     mappings,
     parse_date,
     string,
-    usable_picture,
 )
 from job.errors import AccountNotFound, CorruptInput, InvalidHandle, OptedOut
-
-log = logging.getLogger(__name__)
 
 APPVIEW = "https://public.api.bsky.app"  # Bluesky's public AppView: no login, no key
 PAGE_SIZE = 100  # getAuthorFeed's maximum limit
@@ -71,9 +66,10 @@ class BlueskySource:
         max_posts: int = MAX_POSTS,
         web: Web | None = None,
         progress: Any = None,
+        retries: int = 5,
     ) -> None:
         url = base_url or os.environ.get("BLUESKY_APPVIEW_URL") or APPVIEW
-        self.web = web or Web(url, "the Bluesky AppView")
+        self.web = web or Web(url, "the Bluesky AppView", max_retries=retries)
         self.max_posts = max_posts
         self.progress = progress
         # Checks the person's other names (their DID for a handle, their handle for a DID)
@@ -140,12 +136,7 @@ class BlueskySource:
             if answer.status != 200:
                 self._refused(handle, answer)
             page = mapping(answer.body)
-            items = mappings(page.get("feed"))
-            if len(items) > PAGE_SIZE:  # more than asked for: the rest is not read
-                log.warning(
-                    "%s: a page of %d posts; read the first %d", handle.shown, len(items), PAGE_SIZE
-                )
-                items = items[:PAGE_SIZE]
+            items = first(mappings(page.get("feed")), PAGE_SIZE, handle.shown)
             tweets += [t for t in (_post(handle, did, item) for item in items) if t is not None]
             if self.progress:
                 self.progress(min(len(tweets), self.max_posts), self.max_posts)
@@ -156,14 +147,14 @@ class BlueskySource:
         return tweets[: self.max_posts]
 
     def _avatar(self, url: str | None) -> Avatar | None:
-        """The profile's picture, fetched as any avatar is: small, an image, or none."""
-        if url is None or not (url.startswith("https://") or url.startswith(self.web.base_url)):
+        """The profile's picture (web.py ``picture``), or none."""
+        image = self.web.picture(url, "the Bluesky avatar")
+        if image is None or url is None:
             return None
         # Bluesky's CDN names the format after an '@' (".../bafk...@jpeg"); Avatar checks it
         name = url.rsplit("/", 1)[-1]
         suffix = "." + name.rsplit("@", 1)[-1].lower() if "@" in name else ".jpg"
-        image = usable_picture(self.web.read(url, MAX_AVATAR_BYTES), "the Bluesky avatar")
-        return Avatar(image=image, suffix=suffix) if image else None
+        return Avatar(image=image, suffix=suffix)
 
 
 def names_of(profile: dict[str, Any]) -> list[Handle]:

@@ -36,9 +36,8 @@ from html.parser import HTMLParser
 from typing import Any
 
 from job.data.handles import Handle
-from job.data.sources.web import Answer, Web
+from job.data.sources.web import Answer, Web, first
 from job.data.tweets import (
-    MAX_AVATAR_BYTES,
     Avatar,
     Profile,
     Tweet,
@@ -47,7 +46,6 @@ from job.data.tweets import (
     mappings,
     parse_date,
     string,
-    usable_picture,
 )
 from job.errors import AccountNotFound, AccountProtected, CorruptInput, OptedOut
 
@@ -118,12 +116,7 @@ class MastodonSource:
             answer = web.get(f"/api/v1/accounts/{account_id}/statuses", params)
             if answer.status != 200:
                 _refused(handle, answer)
-            page = mappings(answer.body)
-            if len(page) > PAGE_SIZE:  # more than asked for: the rest is not read
-                log.warning(
-                    "%s: a page of %d posts; read the first %d", handle.shown, len(page), PAGE_SIZE
-                )
-                page = page[:PAGE_SIZE]
+            page = first(mappings(answer.body), PAGE_SIZE, handle.shown)
             for status in page:
                 if string(status.get("visibility")) != "public":
                     not_public += 1
@@ -192,14 +185,12 @@ def _status(handle: Handle, status: dict[str, Any]) -> Tweet | None:
 
 
 def _avatar(web: Web, url: str | None) -> Avatar | None:
-    """The profile's picture, fetched as any avatar is: small, an image, or none. Mastodon's
-    stand-in for no picture (``missing.png``) is none."""
+    """The profile's picture (web.py ``picture``), or none: Mastodon's stand-in for no
+    picture (``missing.png``) too."""
     if url is None or url.endswith("/missing.png"):
         return None
-    if not (url.startswith("https://") or url.startswith(web.base_url)):
-        return None
+    image = web.picture(url, "the Mastodon avatar")
     suffix = "." + url.rsplit(".", 1)[-1].lower() if "." in url.rsplit("/", 1)[-1] else ".jpg"
-    image = usable_picture(web.read(url, MAX_AVATAR_BYTES), "the Mastodon avatar")
     return Avatar(image=image, suffix=suffix) if image else None
 
 

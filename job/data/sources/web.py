@@ -21,6 +21,7 @@ what ``requests`` already does here. With plain HTTP every page is bounded the s
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from typing import Any
 
 import requests
 
-from job.data.tweets import loads
+from job.data.tweets import MAX_AVATAR_BYTES, loads, usable_picture
 from job.errors import CorruptInput
 from job.retry import Retry, with_retries
 
@@ -37,6 +38,8 @@ TIMEOUT = (10.0, 30.0)  # as the Twitter API's (api.py)
 PAGE_SECONDS = 120.0  # a page of 100 posts is ~100 KB: seconds on any link
 MAX_PAGE_BYTES = 8 << 20  # a full page is ~100-300 KB; 8 MiB is no page of posts
 MAX_WAIT = 900.0  # both networks' rate-limit windows are 5 minutes; a reset later than 15 is odd
+log = logging.getLogger(__name__)
+
 RESET_HEADERS = ("ratelimit-reset", "x-ratelimit-reset")
 REMAINING_HEADERS = ("ratelimit-remaining", "x-ratelimit-remaining")
 
@@ -85,13 +88,16 @@ class Web:
         self._pace(answer.headers)
         return answer
 
-    def read(self, url: str, limit: int) -> bytes | None:
-        """At most ``limit`` bytes from ``url`` (an avatar), once; None when it cannot be had."""
+    def picture(self, url: str | None, what: str) -> bytes | None:
+        """A profile's picture at ``url``, fetched once as any avatar is: over https (or from
+        this server), at most MAX_AVATAR_BYTES, an image (tweets.usable_picture); else None."""
+        if url is None or not (url.startswith("https://") or url.startswith(self.base_url)):
+            return None
         try:
-            status, data = self._bytes(url, {}, limit)
+            status, data, _ = self._fetch(url, {}, MAX_AVATAR_BYTES)
         except (Retry, CorruptInput):
             return None
-        return data if status == 200 else None
+        return usable_picture(data, what) if status == 200 else None
 
     def _once(self, url: str, params: Mapping[str, Any]) -> Answer:
         status, data, headers = self._fetch(url, params, MAX_PAGE_BYTES)
@@ -107,10 +113,6 @@ class Web:
             else:
                 raise Retry("answering with something that is not JSON") from None
         return Answer(status, body, headers)
-
-    def _bytes(self, url: str, params: Mapping[str, Any], limit: int) -> tuple[int, bytes]:
-        status, data, _ = self._fetch(url, params, limit)
-        return status, data
 
     def _fetch(
         self, url: str, params: Mapping[str, Any], limit: int
@@ -160,3 +162,11 @@ class Web:
         wait = self._reset_in(headers, fallback=None)
         if wait is not None and wait <= self.max_wait:
             self.sleep(wait)
+
+
+def first(items: list[Any], size: int, who: str) -> list[Any]:
+    """A page's items, at most the ``size`` asked for: the rest is not read (a server may send
+    any number), and a log line says so."""
+    if len(items) > size:
+        log.warning("%s: a page of %d posts; read the first %d", who, len(items), size)
+    return items[:size]
