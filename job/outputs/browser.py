@@ -89,34 +89,32 @@ def why_not(setting: str, base_kind: str, params: int, adapter: bool, merged: bo
     return None
 
 
-class _Flat:
-    """The model as a function of flat tensors, as ONNX names its inputs and outputs."""
+def _flat(model: Any, layers: int) -> Any:
+    """``model`` as a module of flat tensors, as ONNX names its inputs and outputs (torch is
+    imported here, when a graph is made, not with the run)."""
+    import torch
+    from transformers.cache_utils import DynamicCache
 
-    @staticmethod
-    def module(model: Any, layers: int) -> Any:
-        import torch
-        from transformers.cache_utils import DynamicCache
+    class Flat(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
 
-        class Flat(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = model
+        def forward(self, input_ids, attention_mask, position_ids, *past):
+            cache = DynamicCache()
+            for i in range(layers):
+                cache.update(past[2 * i], past[2 * i + 1], i)
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cached = out.past_key_values.layers
+            return (out.logits, *(t for c in cached for t in (c.keys, c.values)))
 
-            def forward(self, input_ids, attention_mask, position_ids, *past):
-                cache = DynamicCache()
-                for i in range(layers):
-                    cache.update(past[2 * i], past[2 * i + 1], i)
-                out = self.model(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    position_ids=position_ids,
-                    past_key_values=cache,
-                    use_cache=True,
-                )
-                cached = out.past_key_values.layers
-                return (out.logits, *(t for c in cached for t in (c.keys, c.values)))
-
-        return Flat().eval()
+    return Flat().eval()
 
 
 def names(layers: int) -> tuple[list[str], list[str]]:
@@ -154,7 +152,7 @@ def graph(model: Any, path: Path) -> None:
     }
     with torch.no_grad(), _quiet():
         torch.onnx.export(
-            _Flat.module(model, layers),
+            _flat(model, layers),
             example,
             str(path),
             input_names=inputs,
