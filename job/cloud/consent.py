@@ -488,20 +488,18 @@ class Guard:
         reads them before any post: opted out under one, the bot is withdrawn as above."""
         found = opted_out(self.storage, names)
         if found is not None:
-            self._withdraw(found[0], "", [], reason="asked not to be made into a bot")
+            self._withdraw(found[0], "asked not to be made into a bot", [])
 
     def _stop_if_opted_out(self, after: str, made: list[str]) -> None:
         found = opted_out(self.storage, self.handles)
         if found is not None:
-            self._withdraw(found[0], after, made)
+            said = f"opted out while the bot was being made (found after {after})"
+            self._withdraw(found[0], said, made)
 
-    def _withdraw(
-        self, handle: Handle, after: str, made: list[str], reason: str | None = None
-    ) -> None:
+    def _withdraw(self, handle: Handle, said: str, made: list[str]) -> None:
         local = isinstance(self.storage, LocalStorage)
         for i, bot in enumerate(local_folders(self.bot) if local else [self.bot]):
             remove_bot(self.storage, bot, handle, check_wandb=False, also=made if i == 0 else None)
-        said = reason or f"opted out while the bot was being made (found after {after})"
         raise OptedOut(
             f"{self.bot}: {handle.shown} {said}; nothing of it was published, and what the run"
             " wrote was removed"
