@@ -92,19 +92,22 @@ def sources_for(
     the run's seconds of imports) and S3 inputs are downloaded into ``inputs``; without it
     (ranks other than 0, which never read the tweets) nothing is touched. ``bars`` gives the
     API a progress bar (console.Bars). ``consent`` refuses a person's other names that
-    Bluesky gives (cloud/consent.py check_not_opted_out at the output)."""
+    Bluesky gives (cloud/consent.py Guard.also: an opt-out at the output under either)."""
     sources: dict[Handle, TweetSource] = {}
     online: dict[str, TweetSource] = {}  # one client a network, shared by its users
     for user in users:
         if user.source in ONLINE.values():
             source = user.source
             if source not in online:
-                kind = {"api": ApiSource, "bluesky": BlueskySource, "mastodon": MastodonSource}
                 noun = "tweets" if source == "api" else "posts"
                 progress = bars(f"{noun} fetched") if bars else None
-                online[source] = kind[source](progress=progress)
-                if isinstance(online[source], BlueskySource):
-                    online[source].consent = consent  # type: ignore[attr-defined]
+                online[source] = (
+                    ApiSource(progress=progress)
+                    if source == "api"
+                    else BlueskySource(progress=progress, consent=consent)
+                    if source == "bluesky"
+                    else MastodonSource(progress=progress)
+                )
             sources[user.handle] = online[source]
             continue
         assert user.uri is not None

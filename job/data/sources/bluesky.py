@@ -67,14 +67,15 @@ class BlueskySource:
         web: Web | None = None,
         progress: Any = None,
         retries: int = 5,
+        consent: Callable[[list[Handle]], None] | None = None,
     ) -> None:
         url = base_url or os.environ.get("BLUESKY_APPVIEW_URL") or APPVIEW
         self.web = web or Web(url, "the Bluesky AppView", max_retries=retries)
         self.max_posts = max_posts
         self.progress = progress
         # Checks the person's other names (their DID for a handle, their handle for a DID)
-        # against the output's opt-outs, before any post is read (sources_for sets it).
-        self.consent: Callable[[list[Handle]], None] | None = None
+        # against the output's opt-outs, before any post is read (sources_for gives it).
+        self.consent = consent
 
     def fetch(self, handle: Handle) -> UserTweets:
         profile = self._profile(handle)
