@@ -32,21 +32,21 @@ WARMUP, STEPS = 5, 20  # steps before the clock starts, and steps timed
 RANK = 2  # width 64 / 32, the job's rule (training/adapter.py rank_for)
 
 
-def per_bot_step_ms(model, layers, bots: int, vocab: int) -> float:
+def per_bot_step_ms(model, pack, bots: int, vocab: int) -> float:
     """Milliseconds a bot-step: STEPS steps of ``bots`` bots' blocks, after WARMUP."""
     import torch
     import torch.nn.functional as F
 
     from job.training import packed
 
-    params = [p for layer in layers for p in (layer.a, layer.b)]
-    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    optimizer = packed.AdamW(pack, (0.9, 0.999), 1e-8, 0.0)
+    rates, active = torch.full((bots,), 1e-3), torch.ones(bots, dtype=torch.bool)
     routes = torch.arange(bots)
     times = []
     for step in range(WARMUP + STEPS):
         inputs = torch.randint(0, vocab, (bots, BLOCK))
         start = time.perf_counter()
-        packed.route(layers, routes)
+        pack.route(routes)
         logits = model(input_ids=inputs).logits
         loss = (
             F.cross_entropy(  # one row a bot: the rows' mean losses, summed
@@ -57,9 +57,9 @@ def per_bot_step_ms(model, layers, bots: int, vocab: int) -> float:
             .sum()
         )
         loss.backward()
-        packed.clip(layers, 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
+        pack.clip(1.0)
+        optimizer.step(rates, active)
+        pack.grad.zero_()
         if step >= WARMUP:
             times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000 / bots
@@ -87,8 +87,10 @@ def main() -> None:
     for bots in counts:
         torch.manual_seed(0)
         model = GPT2LMHeadModel(config)
-        layers = packed.pack(model, bots, TrainConfig(adapter="lora"), RANK)
-        rows.append({"bots": bots, "ms_per_bot_step": per_bot_step_ms(model, layers, bots, 2000)})
+        pack = packed.Pack(model, bots, TrainConfig(adapter="lora"), RANK)
+        for bot in range(bots):
+            pack.init(bot, seed=bot)
+        rows.append({"bots": bots, "ms_per_bot_step": per_bot_step_ms(model, pack, bots, 2000)})
     alone = next((r["ms_per_bot_step"] for r in rows if r["bots"] == 1), None)
     for row in rows:
         row["against_one_at_a_time"] = row["ms_per_bot_step"] / alone if alone else None

@@ -27,7 +27,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,20 +181,55 @@ def run(
     compile_caches()
     state = setup(job, out)
     state.progress = progress
-    with bot_writer(out, job.bot) if state.main else nullcontext():
-        try:
-            return _run(state, sources, checkpoint_storage, guard)
-        except Exception as e:
-            if state.main:  # a full disk stays full otherwise; complete checkpoints stay
-                _tidy(state)
-                if guard is not None and not isinstance(e, OptedOut):
-                    # the failure may be a takedown's doing (it removed these files): say so
-                    guard("a failure")
-            raise
-        finally:
-            if state.attached is not None:  # the shared base, as it was, for the next bot
-                adapter.release(state.attached)
-                state.attached = None
+    with bot_writer(out, job.bot) if state.main else nullcontext(), _failing(state, guard):
+        return _run(state, sources, checkpoint_storage, guard)
+
+
+@dataclass
+class Request:
+    """One bot to make, as the task asks for it: its job and sources, where its result goes
+    (``out``), where its checkpoints are mirrored, and the opt-out ``guard``."""
+
+    job: BotJob
+    sources: dict[Handle, TweetSource]
+    out: Path
+    checkpoint_storage: tuple[Storage, str] | None = None
+    guard: Callable[[str], None] | None = None
+
+
+@dataclass
+class Ready:
+    """A bot ready to train: its state, tweets, base and checkpoints (``_ready``)."""
+
+    state: State
+    data: Data | None  # None on ranks other than 0
+    base: str
+    texts: list[str]
+    checkpoints: Checkpoints
+    resume: Path | None
+
+
+@contextmanager
+def _failing(state: State, guard: Callable[[str], None] | None) -> Iterator[None]:
+    """A bot's failure, however it comes: its half-written files go (``_tidy``), the guard is
+    asked (a takedown may be why), and an adapter's layers come out of the shared base."""
+    try:
+        yield
+    except Exception as e:
+        _failed(state, guard, e)
+        raise
+    finally:
+        if state.attached is not None:  # the shared base, as it was, for the next bot
+            adapter.release(state.attached)
+            state.attached = None
+
+
+def _failed(state: State, guard: Callable[[str], None] | None, error: Exception) -> None:
+    if state.main:  # a full disk stays full otherwise; complete checkpoints stay
+        _tidy(state)
+        if guard is not None and not isinstance(error, OptedOut):
+            # the failure may be a takedown's doing (it removed these files): say so
+            guard("a failure")
 
 
 def _tidy(state: State) -> None:
@@ -204,6 +239,30 @@ def _tidy(state: State) -> None:
     discard_incomplete(state.scratch / "checkpoints")
 
 
+def _ready(
+    state: State,
+    sources: dict[Handle, TweetSource],
+    checkpoint_storage: tuple[Storage, str] | None,
+    guard: Callable[[str], None] | None,
+    packed: bool = False,
+) -> Ready:
+    """The tweets prepared, the base located, and the bot's checkpoints (a pack's are of
+    another format: ``packed`` keeps the two apart by fingerprint)."""
+    data = prepare_data(state, sources)
+    base, texts = locate_base(state, data)
+    remote, prefix = checkpoint_storage or (None, "")
+    checkpoints = Checkpoints(
+        state.scratch / "checkpoints",
+        _fingerprint(state.job, texts, packed),
+        state.job.config.train.keep_checkpoints,
+        remote,
+        prefix,
+        guard=guard if state.main else None,
+    )
+    resume = checkpoints.latest()  # fetched from S3 if an earlier attempt left one there
+    return Ready(state, data, base, texts, checkpoints, resume)
+
+
 def _run(
     state: State,
     sources: dict[Handle, TweetSource],
@@ -211,18 +270,8 @@ def _run(
     guard: Callable[[str], None] | None,
 ) -> RunResult | None:
     job = state.job
-    data = prepare_data(state, sources)
-    base, texts = locate_base(state, data)
-    remote, prefix = checkpoint_storage or (None, "")
-    checkpoints = Checkpoints(
-        state.scratch / "checkpoints",
-        _fingerprint(job, texts),
-        job.config.train.keep_checkpoints,
-        remote,
-        prefix,
-        guard=guard if state.main else None,
-    )
-    resume = checkpoints.latest()  # fetched from S3 if an earlier attempt left one there
+    ready = _ready(state, sources, checkpoint_storage, guard)
+    data, checkpoints = ready.data, ready.checkpoints
     previous_run = checkpoints.recall("wandb_train_run")
     with state.tracker.stage("train", job.config.model_dump(), run_id=previous_run) as wb:
         if data is not None and data.artifact is not None:
@@ -231,20 +280,130 @@ def _run(
             checkpoints.remember(
                 **({"wandb_train_run": wb.id} if state.wandb_mode != "disabled" else {})
             )
-        trained = train(state, base, texts, wb, checkpoints, resume)
+        trained = train(state, ready.base, ready.texts, wb, checkpoints, ready.resume)
         if data is None:  # a rank other than 0: it only trains
             return None
-        checkpoints.clear()  # the model is saved: they were only for resuming
-        sampled = predict(state, data.prepared, trained)
-        browser_space(state, data.prepared, trained, sampled)
-        write_card(state, data.prepared, trained, sampled)
-        log_results(state, wb, trained, sampled, data.artifact)
+        sampled = _outputs(state, ready, trained, wb)
+    return _finished(state, trained, sampled, guard)
+
+
+def _outputs(state: State, ready: Ready, trained: Trained, wb: Any) -> Sampled:
+    """Rank 0, once the model is saved: predictions, the Space, the card, W&B's results."""
+    assert ready.data is not None
+    ready.checkpoints.clear()  # the model is saved: they were only for resuming
+    sampled = predict(state, ready.data.prepared, trained)
+    browser_space(state, ready.data.prepared, trained, sampled)
+    write_card(state, ready.data.prepared, trained, sampled)
+    log_results(state, wb, trained, sampled, ready.data.artifact)
+    return sampled
+
+
+def _finished(
+    state: State, trained: Trained, sampled: Sampled, guard: Callable[[str], None] | None
+) -> RunResult:
     if guard is not None:
         guard("training")
     result = finish(state, trained.result, sampled)
     if guard is not None:
         guard("the result was written")
     return result
+
+
+def run_pack(requests: list[Request]) -> list[RunResult | Exception]:
+    """Adapter bots of one base, trained together (training/packs.py), each then saved,
+    sampled, carded and finished as a lone adapter bot is. One outcome a request, in order:
+    its result or its own error; a failure of the pack's training (SIGTERM's TransientError
+    included) is every unfinished bot's. One process only (the task packs no other way)."""
+    compile_caches()
+    outcomes: list[RunResult | Exception | None] = [None] * len(requests)
+    with ExitStack() as stack:
+        ready: dict[int, Ready] = {}
+        for i, request in enumerate(requests):
+            try:
+                state = setup(request.job, request.out)
+                stack.enter_context(bot_writer(request.out, request.job.bot))
+                with _failing(state, request.guard):
+                    one = _ready(
+                        state, request.sources, request.checkpoint_storage, request.guard, True
+                    )
+                    one.checkpoints.remember()  # their fingerprint: a retry fetches them by it
+                    ready[i] = one
+            except Exception as e:  # this bot's: its tweets, its lock
+                outcomes[i] = e
+        if ready:
+            try:
+                model, tokenizer, made = _train_pack(ready)
+            except Exception as e:
+                for i, one in ready.items():
+                    _failed(one.state, requests[i].guard, e)
+                    outcomes[i] = e
+                made = {}
+            for i, outcome in made.items():
+                one = ready[i]
+                try:
+                    with _failing(one.state, requests[i].guard):
+                        outcomes[i] = _packed_bot(one, outcome, model, tokenizer, requests[i])
+                except Exception as e:
+                    outcomes[i] = e
+    return [o if o is not None else RuntimeError("not made") for o in outcomes]
+
+
+def _train_pack(ready: dict[int, Ready]) -> tuple[Any, Any, dict[int, Any]]:
+    """The shared base loaded (kept on the device for the task), the pack trained; each
+    bot's phases get the pack's load and training seconds."""
+    from job.training.packs import Member, train_pack
+
+    first = next(iter(ready.values()))
+    assert all(r.base == first.base for r in ready.values()), "a pack is of one base"
+    start = time.perf_counter()
+    model, tokenizer = load_base(first.base, device=first.state.device, live=True)
+    if first.state.device == "cuda" and _gpu_bf16():
+        model.bfloat16()  # the frozen base: half the memory, never updated
+    loaded = time.perf_counter()
+    members = [
+        Member(r.state.job.bot, r.state.job.config.train, r.texts, r.checkpoints, r.resume)
+        for r in ready.values()
+    ]
+    outcomes = train_pack(model, tokenizer, members, first.state.device)
+    trained = time.perf_counter()
+    for r in ready.values():
+        seconds = r.state.phases.seconds
+        seconds["load"] = round(seconds.get("load", 0) + loaded - start, 3)
+        seconds["train"] = round(trained - loaded, 3)
+    return model, tokenizer, dict(zip(ready, outcomes, strict=True))
+
+
+def _packed_bot(
+    ready: Ready, outcome: Any, base: Any, tokenizer: Any, request: Request
+) -> RunResult:
+    """One bot of a pack, from its trained adapter on: the same folder, card, predictions,
+    W&B run and record as a lone adapter bot's (its W&B history logged as it was made)."""
+    import copy
+
+    import torch
+
+    if outcome.error is not None:
+        raise outcome.error
+    state, config = ready.state, ready.state.job.config
+    assert ready.data is not None
+    with state.tracker.stage("train", config.model_dump()) as wb:
+        if ready.data.artifact is not None:
+            state.tracker.use(wb, ready.data.artifact)
+        for step, logs in outcome.history:
+            wb.log(logs, step=step)
+        with state.phases("load", "the adapter attached"):
+            model = state.attached = adapter.attach(base, config.train)
+            with torch.no_grad():
+                for name, tensor in outcome.weights.items():
+                    module, _, kind = name.rpartition(".lora_")
+                    layer = model.get_submodule(f"base_model.model.{module}")
+                    getattr(layer, f"lora_{kind.split('.')[0]}")["default"].weight.copy_(tensor)
+        with state.phases("save"):
+            model.save_pretrained(str(state.staged))
+            _saved(state, model, ready.base)
+        trained = Trained(outcome.result, model, copy.deepcopy(tokenizer))
+        sampled = _outputs(state, ready, trained, wb)
+    return _finished(state, trained, sampled, request.guard)
 
 
 def setup(job: BotJob, out: Path) -> State:
@@ -355,13 +514,23 @@ def train(
         # The Trainer's arguments, pickled: nothing a user of the model needs, and the Hub
         # flags every pickle it is given.
         (state.staged / "training_args.bin").unlink(missing_ok=True)
-        if state.main and config.save_precision == "bf16":
-            model_folder.to_bf16(state.staged)
-        if state.main and config.lora and state.job.base.kind == "tiny":
-            model_folder.keep_base_beside(base, state.staging, state.staged, state.bot_dir)
-        if state.main and config.lora_merged:
-            adapter.save_merged(model, state.merged, config.save_precision)
+        if state.main:
+            _saved(state, model, base)
     return Trained(result, model, tokenizer)
+
+
+def _saved(state: State, model: Any, base: str) -> None:
+    """Rank 0, once the weights are saved: their precision, an adapter's tiny base kept
+    beside it, and its merged copy."""
+    config = state.job.config.train
+    precision = config.saved_precision
+    if precision == "bf16":
+        model_folder.to_bf16(state.staged)
+    if config.lora and state.job.base.kind == "tiny":
+        model_folder.keep_base_beside(base, state.staging, state.staged, state.bot_dir)
+    if config.lora_merged:  # a full model: auto is fp32, as for any other
+        merged = "fp32" if config.save_precision == "auto" else config.save_precision
+        adapter.save_merged(model, state.merged, merged)
 
 
 def _gpu_bf16() -> bool:
@@ -540,9 +709,11 @@ def finish(state: State, result: TrainResult, sampled: Sampled) -> RunResult:
     )
 
 
-def _fingerprint(job: BotJob, texts: list[str]) -> str:
-    """Checkpoints resume only the same training on the same tweets."""
-    digest = hashlib.sha256(json.dumps(job.config.train.model_dump(), sort_keys=True).encode())
+def _fingerprint(job: BotJob, texts: list[str], packed: bool = False) -> str:
+    """Checkpoints resume only the same training on the same tweets, in the same format (a
+    pack's checkpoint is no Trainer's)."""
+    train = job.config.train.model_dump() | ({"packed": True} if packed else {})
+    digest = hashlib.sha256(json.dumps(train, sort_keys=True).encode())
     for text in texts:
         digest.update(text.encode() + b"\0")
     return digest.hexdigest()

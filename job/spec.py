@@ -144,7 +144,8 @@ class BotJob(Section):
 
     def fingerprint(self) -> str:
         """Identifies the work: a finished run with the same fingerprint needs no rerun."""
-        config = self.config.model_dump(exclude={"wandb"})  # where metrics go: not the model
+        # where metrics go, and whether bots shared their steps: not the model
+        config = self.config.model_dump(exclude={"wandb": True, "train": {"pack"}})
         spec = {"users": [u.model_dump() for u in self.users], "config": config}
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 

@@ -18,7 +18,10 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Callable, Generator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from job.cloud.consent import Guard, check_not_opted_out
 from job.cloud.publish import publish_latest, push_run
@@ -46,7 +49,7 @@ from job.errors import (
     gpu_lost,
 )
 from job.preflight import per_bot, shared
-from job.run import run
+from job.run import Request, RunResult, run, run_pack
 from job.spec import BotJob, jobs, load_manifest, tasks
 from job.storage import Storage, open_storage
 from job.training.distributed import ranks
@@ -115,21 +118,24 @@ def run_manifest(uri: str, *, index: int | None = None, force: bool = False) -> 
     errors: list[JobError] = [refused] if refused else []
     errors += failed.values()
     with bases_kept() if len(chosen) > 1 else contextlib.nullcontext():
-        for job in chosen:
+        for unit in packs(chosen):
             try:
-                record = run_bot(job, storage, manifest=uri, published=done[job.bot])
-                if record is not None:
-                    records.append(record)
-            except Exception as e:  # one bot's failure is recorded; the others still run
-                lost = gpu_lost(e)  # before detaching: the CUDA error may be its cause
-                error = detached(classify(e))
-                log.error("%s: %s", job.bot, error)
-                errors.append(error)
-                if lost:  # every later bot of this process would fail the same way
-                    log.error("the GPU failed: the task stops here; its retry makes the rest")
-                    break
+                outcomes = _make(unit, storage, uri, done)
             finally:
                 _between_bots()
+            lost = False
+            for job, outcome in zip(unit, outcomes, strict=True):
+                if isinstance(outcome, Status):
+                    records.append(outcome)
+                elif isinstance(outcome, BaseException):
+                    # one bot's failure is recorded; the others still run
+                    lost = lost or gpu_lost(outcome)  # before detaching: the CUDA error
+                    error = detached(classify(outcome))
+                    log.error("%s: %s", job.bot, error)
+                    errors.append(error)
+            if lost:  # every later bot of this process would fail the same way
+                log.error("the GPU failed: the task stops here; its retry makes the rest")
+                break
     if errors:
         # The task's exit code says what to retry: a retryable failure of any bot retries
         # the task (its published bots are skipped then, by fingerprint); else the first.
@@ -210,6 +216,100 @@ def _preflight(todo: list[BotJob], storage: Storage, manifest: str) -> dict[str,
     return failed
 
 
+def _make(
+    unit: list[BotJob], storage: Storage, uri: str, done: dict[str, Marker | None]
+) -> list[Status | Exception | None]:
+    """A unit's outcomes, bot by bot: a lone bot's, or a pack's (its published bots only
+    brought up to date, the others trained together)."""
+    if len(unit) == 1:
+        job = unit[0]
+        return [_outcome(lambda: run_bot(job, storage, manifest=uri, published=done[job.bot]))]
+    outcomes: dict[str, Status | Exception | None] = {}
+    for job in unit:
+        marker = done[job.bot]
+        if marker is not None:
+            outcomes[job.bot] = _outcome(partial(_already, job, storage, marker))
+    todo = [j for j in unit if done[j.bot] is None]
+    if todo:
+        outcomes.update(zip([j.bot for j in todo], run_pack_bots(todo, storage, uri), strict=True))
+    return [outcomes[j.bot] for j in unit]
+
+
+def _outcome(make: Callable[[], Status | None]) -> Status | Exception | None:
+    """A bot's record, or its error (a stop, SIGTERM's or Ctrl-C's, ends the task)."""
+    try:
+        return make()
+    except Exception as e:
+        return e
+
+
+def pack_key(job: BotJob) -> tuple[Any, ...] | None:
+    """What adapter bots must share to train in one step (training/packs.py): the base (a
+    tiny base is built from each bot's own tweets: none), the adapter's shape, the block, the
+    precision and the decay; None for a bot that trains alone (a full bot, ``pack`` off, LoRA
+    dropout or gradient accumulation, which a pack's step does not do)."""
+    train = job.config.train
+    if not (train.lora and train.pack) or job.base.kind == "tiny":
+        return None
+    if train.lora_dropout or train.grad_accum != 1 or ranks().world > 1:
+        return None
+    return (
+        train.base_model, train.lora_rank, train.lora_alpha, tuple(train.lora_targets),
+        train.block_size, train.precision, train.weight_decay, train.tokenizer,
+    )  # fmt: skip
+
+
+def packs(chosen: list[BotJob]) -> list[list[BotJob]]:
+    """The task's bots in units of work, in their order: a bot alone, or the adapter bots of
+    one key (``pack_key``), as many a pack as fit (training/packs.py ``pack_size``, planned from
+    the free memory now and said in the log). Decided on the task's bots before the published
+    ones are left out, so that a retry packs a bot as its first attempt did (its checkpoints
+    are a pack's)."""
+    groups: dict[tuple[Any, ...], list[BotJob]] = {}
+    units: list[list[BotJob]] = []
+    for job in chosen:
+        key = pack_key(job)
+        if key is None:
+            units.append([job])
+        elif key not in groups:
+            groups[key] = [job]
+            units.append(groups[key])
+        else:
+            groups[key].append(job)
+    out: list[list[BotJob]] = []
+    for unit in units:
+        if len(unit) < 2:
+            out.append(unit)
+            continue
+        size, why = _pack_size(unit[0])
+        log.info("packs of up to %d adapter bots of %s: %s", size, unit[0].base.name, why)
+        out += [unit[i : i + size] for i in range(0, len(unit), size)]
+    return out
+
+
+def _pack_size(job: BotJob) -> tuple[int, str]:
+    """How many of ``job``'s kind fit a pack on this machine now (training/packs.py)."""
+    import torch
+
+    from job.training.memory import host_memory_bytes, process_memory_bytes
+    from job.training.model import base_arch
+    from job.training.packs import pack_size, tokens_a_bot
+    from job.training.strategy import shape_of
+
+    train = job.config.train
+    arch = base_arch(job.base)
+    shape = shape_of(train.base_model if job.base.size else "model", arch)
+    cuda = torch.cuda.is_available()
+    if cuda:
+        free, _ = torch.cuda.mem_get_info()
+        bf16 = train.precision != "fp32" and torch.cuda.is_bf16_supported()
+    else:
+        free, bf16 = host_memory_bytes() - process_memory_bytes(), False
+    base = shape.params * (2 if bf16 else 4)
+    tokens = tokens_a_bot(train, arch, cuda)
+    return pack_size(shape, int(arch["vocab_size"]), tokens, bf16, free, base)
+
+
 def published_run(storage: Storage, job: BotJob) -> Marker | None:
     """The marker of ``job``'s published run, if it is of this very job (its fingerprint)."""
     marker = latest_complete(storage, job.bot)
@@ -231,21 +331,88 @@ def run_bot(
         with tempfile.TemporaryDirectory(prefix="huggingtweets-") as tmp:
             run(job, sources_for(job.users, fetch=False), Path(tmp) / "out", None, checkpoints)
         return None
+    if published is not None:
+        return _already(job, storage, published)
+    session = _session(job, storage, manifest)
+    request = next(session)
+    try:
+        made = run(request.job, request.sources, request.out, None, request.checkpoint_storage,
+                   guard=request.guard)  # fmt: skip
+    except BaseException as e:
+        return _end(session, e)
+    assert made is not None  # rank 0
+    return _end(session, made)
+
+
+def run_pack_bots(
+    chosen: list[BotJob], storage: Storage, manifest: str | None
+) -> list[Status | Exception | None]:
+    """Make a pack's bots (run.run_pack), each recorded, uploaded and pushed as ``run_bot``
+    does it; one outcome a bot, its record or its error. A stop (SIGTERM's Terminated,
+    Ctrl-C) is recorded on each bot, then ends the task."""
+    sessions: dict[int, Generator[Request, Any, Status]] = {}
+    requests: dict[int, Request] = {}
+    outcomes: dict[int, Status | Exception | None] = {}
+    for i, job in enumerate(chosen):
+        session = _session(job, storage, manifest)
+        try:
+            requests[i] = next(session)
+            sessions[i] = session
+        except Exception as e:  # its running status, its guard: this bot's alone
+            outcomes[i] = e
+    made: dict[int, Any]
+    try:
+        made = dict(zip(requests, run_pack(list(requests.values())), strict=True))
+    except BaseException as e:  # the pack's training stopped: every bot's end says so
+        made = dict.fromkeys(requests, e)
+    stop: BaseException | None = None
+    for i, session in sessions.items():
+        try:
+            outcomes[i] = _end(session, made[i])
+        except Exception as e:
+            outcomes[i] = e
+        except BaseException as e:  # a stop: recorded on every bot, then the task ends
+            stop = e
+    if stop is not None:
+        raise stop
+    return [outcomes[i] for i in range(len(chosen))]
+
+
+def _end(session: Generator[Request, Any, Status], made: Any) -> Status:
+    """The rest of a bot's session (``_session``) with what its run made, or its error."""
+    try:
+        if isinstance(made, BaseException):
+            session.throw(made)
+        else:
+            session.send(made)
+    except StopIteration as finished:
+        return finished.value
+    raise AssertionError("a bot's session yields once")
+
+
+def _already(job: BotJob, storage: Storage, marker: Marker) -> Status:
+    """A bot whose very job is published: its record and its push made to say so."""
+    log.info("%s: already published as run %s; nothing to do", job.bot, marker.run_id)
+    status = read_status(storage, job.bot)
+    if status is None or status.state != "succeeded" or status.run_id != marker.run_id:
+        # The published run is the bot's truth: a failed (or stale) record of another
+        # attempt, or of another manifest, does not outlive it.
+        hub = status.hub if status and status.hub.run_id == marker.run_id else HubStatus()
+        status = write_status(
+            storage, job.bot, "succeeded", fresh=True, run_id=marker.run_id, hub=hub
+        )
+    if job.hub_push and job.hub_repo and status.hub.run_id != marker.run_id:
+        return publish_latest(storage, job.bot, job.hub_repo, job.hub_private)
+    return status
+
+
+def _session(
+    job: BotJob, storage: Storage, manifest: str | None
+) -> Generator[Request, Any, Status]:
+    """One bot's attempt, around its making: the running record, then (a generator) the
+    ``Request`` for whoever makes it (run.run, or a pack's run.run_pack), sent back its
+    ``RunResult`` or thrown its error; then the upload, the record and the push."""
     fingerprint = job.fingerprint()
-    marker = published
-    if marker is not None:
-        log.info("%s: already published as run %s; nothing to do", job.bot, marker.run_id)
-        status = read_status(storage, job.bot)
-        if status is None or status.state != "succeeded" or status.run_id != marker.run_id:
-            # The published run is the bot's truth: a failed (or stale) record of another
-            # attempt, or of another manifest, does not outlive it.
-            hub = status.hub if status and status.hub.run_id == marker.run_id else HubStatus()
-            status = write_status(
-                storage, job.bot, "succeeded", fresh=True, run_id=marker.run_id, hub=hub
-            )
-        if job.hub_push and job.hub_repo and status.hub.run_id != marker.run_id:
-            return publish_latest(storage, job.bot, job.hub_repo, job.hub_private)
-        return status
     run_id = new_run_id(fingerprint)
     guard = Guard(storage, job.bot, [u.handle for u in job.users])
     earlier = read_status(storage, job.bot)
@@ -265,15 +432,13 @@ def run_bot(
         with tempfile.TemporaryDirectory(prefix="huggingtweets-") as tmp:
             work = Path(tmp)
             with heartbeat(storage, job.bot, run_id, still=guard.quiet):
-                result = run(
+                result: RunResult = yield Request(
                     job,
                     sources_for(job.users, work / "inputs", consent=guard.also),
                     work / "out",
-                    None,
-                    checkpoints,
-                    guard=guard.check,
+                    (storage, f"{job.bot}/checkpoints/"),
+                    guard.check,
                 )
-                assert result is not None  # rank 0
                 bot_dir = work / "out" / job.bot
                 with deadline("output", f"uploading {job.bot}'s run"):
                     upload_run(storage, job.bot, run_id, bot_dir, fingerprint, guard.check)

@@ -88,6 +88,18 @@ class BaseShape(Record):
     vocab_size: int = Field(ge=1, le=MAX_VOCAB)
 
 
+def base_arch(base: Base) -> dict[str, Any]:
+    """A base's shape before it is loaded: a GPT-2 size's from the table, a folder's from its
+    config.json (check_base has read it); a Hub id's is not read before its download, so it is
+    taken as gpt2-xl's, the largest a plan must allow for."""
+    if base.folder is not None:
+        shape = read_record(LocalStorage(base.folder), "config.json", BaseShape)
+        assert shape is not None  # check_base refused a folder without one
+        return shape.model_dump()
+    size = base.size or GPT2["gpt2-xl"]
+    return {**size.arch, "vocab_size": GPT2_VOCAB}
+
+
 def check_shape(shape: BaseShape, name: str) -> None:
     """A base named by a GPT-2 size is that size, whatever cache or mirror it came from (its
     shape in gpt2.py's table, GPT-2's vocabulary): the card's ``base_model`` says so."""

@@ -66,6 +66,7 @@ class TrainResult:
     learning_rate: float = 0.0  # the peak rate used (configured, or scaled: learning_rate())
     batch_size: int = BATCH  # blocks per step and device (configured, or batch_size())
     compiled: bool = False  # torch.compile, regional (asked for, or plan.compiled())
+    packed_with: int = 0  # other adapter bots trained in the same steps (training/packs.py)
 
     @property
     def base_perplexity(self) -> float:
