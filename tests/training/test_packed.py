@@ -169,7 +169,9 @@ def test_the_packs_adamw_is_torchs_for_each_bot_at_its_own_rate_and_leaves_a_res
     optimizer = packed.AdamW(pack, (0.9, 0.999), 1e-8, 0.01)
     rates = [1e-2, 3e-3, 1e-3]
     theirs = [torch.nn.Parameter(pack.data[bot].clone()) for bot in range(3)]
-    torch_opts = [torch.optim.AdamW([p], lr=r, weight_decay=0.01) for p, r in zip(theirs, rates)]
+    torch_opts = [
+        torch.optim.AdamW([p], lr=r, weight_decay=0.01) for p, r in zip(theirs, rates, strict=True)
+    ]
     generator = torch.Generator().manual_seed(0)
     for step in range(4):
         grads = torch.randn(pack.data.shape, generator=generator)

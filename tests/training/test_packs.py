@@ -107,10 +107,8 @@ def test_packed_bots_are_lone_adapter_bots_and_mixed_gradients_would_show(
 
     monkeypatch.setattr(packed, "rows_of", crossed)
     task.run_manifest(str(manifest(tmp_path, base, "crossed")), index=0)
-    drift = [
-        abs(result(tmp_path / "crossed", b)["perplexity"] / result(tmp_path / "alone", b)["perplexity"] - 1)
-        for b in ("b0", "b1")
-    ]  # fmt: skip
+    alone = {b: result(tmp_path / "alone", b)["perplexity"] for b in ("b0", "b1")}
+    drift = [abs(result(tmp_path / "crossed", b)["perplexity"] / alone[b] - 1) for b in alone]
     assert max(drift) > 0.02, drift
 
 
@@ -191,7 +189,7 @@ def test_packs_group_the_bots_that_share_a_base_and_an_adapter_shape(tmp_path: P
     LoRA dropout train alone; the rest are grouped by base, and a pack's size comes from the
     memory plan."""
     from job import task
-    from job.spec import load_manifest, jobs
+    from job.spec import jobs, load_manifest
 
     folder = tmp_path / "base"
     folder.mkdir()
