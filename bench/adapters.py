@@ -11,9 +11,15 @@ Three answers, each a ratio between the two sides of this run:
    matrix: 16 x width x rank a block over c_attn, both c_proj and c_fc).
 3. **Seconds a bot** in a task of ``--bots`` bots (one process, ``bots_per_task``), adapters
    against full fine-tunes of the same base, each bot the same tweets under its own handle.
+4. **Packed** (``--parts packed``): the same task of ``--bots`` adapter bots trained packed
+   (``train.pack``, the default: training/packs.py) against one after another (``pack: false``),
+   and the full fine-tunes', at each width of ``--packed-widths`` (2 layers; GPT-2's
+   vocabulary with ``--tokenizer``); and the adapter's held-out perplexity saved in bf16 (the
+   adapter default, ``save_precision: auto``) against fp32.
 
     python bench/adapters.py --archive ../shared/data/archives/andreruffert \\
         --handle andreruffert --pretrain-on README.md docs/*.md
+    python bench/adapters.py --parts packed --tokenizer ../shared/tokenizers/gpt2
 
 Written: OUT/adapters.json.
 """
@@ -25,6 +31,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from common import (
     bakers,
@@ -82,7 +89,12 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--lora-dropout", help="the adapters' (else the job's default)")
     parser.add_argument(
-        "--parts", default="quality,seconds", help="quality (1, 2) and/or seconds (3)"
+        "--parts",
+        default="quality,seconds",
+        help="quality (1, 2), seconds (3) and/or packed (4)",
+    )
+    parser.add_argument(
+        "--packed-widths", default="256,64", help="the stand-in widths part 4 runs at"
     )
     return parser.parse_args()
 
@@ -169,10 +181,56 @@ def seconds_a_bot(bench: Bench) -> dict[str, float]:
     return per_bot
 
 
+def packed(bench: Bench) -> dict[str, Any]:
+    """4: seconds a bot of a task of adapter bots, packed and one after another, and of full
+    fine-tunes; and one packed bot's held-out perplexity, its adapter in bf16 and fp32."""
+    args = bench.args
+    tweets = bakers(bench.train_file, args.out / "inputs", args.bots)
+    per_bot: dict[str, float] = {}
+    sides = {
+        "full": {"adapter": "none"},
+        "sequential": {"adapter": "lora", "pack": False} | bench.dropout,
+        "packed": {"adapter": "lora", "pack": True},
+    }
+    for side, train in sides.items():
+        out = args.out / f"pack-{side}"
+        defaults = {
+            "base_model": bench.base,
+            "train": {"epochs": args.epochs, "learning_rate": 3e-3, **train},
+            "sampling": {"per_prompt": 1},
+        }
+        manifest = task_manifest(out, tweets, args.bots, defaults)
+        start = time.perf_counter()
+        timed([sys.executable, "-m", "job", "run", "--manifest", str(manifest), "--index", "0"],
+              bench.env, out.with_suffix(".log"))  # fmt: skip
+        per_bot[side] = (time.perf_counter() - start) / args.bots
+    ratio, full = per_bot["packed"] / per_bot["sequential"], per_bot["packed"] / per_bot["full"]
+    print(f"width {args.width}, {args.bots} adapter bots in one task: packed x{ratio:.2f} the"
+          f" sequential seconds a bot ({per_bot['packed']:.2f} against"
+          f" {per_bot['sequential']:.2f} s; a full fine-tune {per_bot['full']:.2f} s, packed"
+          f" x{full:.2f} of it)")  # fmt: skip
+    # One bot alone, the same training saved each way: only the saved numbers differ
+    rate = ["--learning-rate", "3e-3"]
+    fp32 = bench.job("lora-fp32", *bench.lora, *rate, "--save-precision", "fp32")["perplexity"]
+    bf16 = bench.job("lora-bf16", *bench.lora, *rate, "--save-precision", "bf16")["perplexity"]
+    print(f"adapter saved in bf16: held-out perplexity {bf16:.3f} against {fp32:.3f} in fp32"
+          f" ({bf16 / fp32 - 1:+.3%})")  # fmt: skip
+    return {"seconds_per_bot": per_bot, "packed_x_sequential": ratio, "packed_x_full": full,
+            "bf16_perplexity": bf16, "fp32_perplexity": fp32}  # fmt: skip
+
+
 def main() -> None:
     args = arguments()
-    bench = Bench(args)
     parts = set(args.parts.split(","))
+    if parts == {"packed"}:  # its own stand-ins, one a width
+        rows = []
+        root = args.out
+        for width in [int(w) for w in args.packed_widths.split(",")]:
+            args.width, args.out = width, root / f"width-{width}"
+            rows.append({"width": width, **packed(Bench(args))})
+        (root / "adapters-packed.json").write_text(json.dumps(rows, indent=2))
+        return
+    bench = Bench(args)
     full, adapters = quality(bench) if "quality" in parts else (None, [])
     per_bot = seconds_a_bot(bench) if "seconds" in parts else {}
     table = sizes_table()

@@ -245,29 +245,19 @@ class TrainConfig(Section):
         description="torch.compile each block for training, and sampling's decode step; unset:"
         " on for a GPU run long enough to repay it (caches on HF_HOME).",
     )
-    # bf16 weights are half the bytes: gpt2-xl's model.safetensors goes from 6.2 to 3.1 GB,
-    # and so do its upload to S3 and the Hub and every later download. fp32 is what the
-    # original HuggingTweets published, and a full bot's default; an adapter bot's is bf16:
-    # gpt2-xl's rank-16 adapter is 78.6 MB in fp32 and 39.3 MB in bf16, under the 50 MB a bot
-    # that 10,000 bots a GPU-day needs, for held-out perplexity within 0.1% of the fp32
-    # adapter's (docs/benchmarks.md, "Adapter bytes"; bf16 keeps fp32's exponent, and an
-    # adapter's numbers are small updates, not the base's weights).
+    # bf16 is half the bytes (gpt2-xl: 6.2 -> 3.1 GB), and so is every upload and download.
+    # A full bot's default is fp32, what the original published; an adapter's is bf16: gpt2-xl's
+    # rank-16 adapter is 39.3 MB instead of 78.6, under the 50 MB a bot that 10,000 bots a
+    # GPU-day needs, at the held-out perplexity of fp32 (docs/benchmarks.md, packed rows).
     save_precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto",
-        description="Precision of the saved weights: fp32, or bf16 (half the size); auto:"
-        " bf16 for an adapter, fp32 for a full model.",
+        "auto", description="Saved weights: fp32, bf16 (half the size); auto: bf16 for an adapter."
     )
-    # Adapter bots of one base, in one task, train together: each step holds a batch of each
-    # (training/packs.py), for ~0.2x the host time a bot-step that one bot a step pays
-    # (docs/benchmarks.md, packed rows); each keeps its own loss, clipping, schedule, optimizer,
-    # epochs, seed and checkpoints. On by default: a bot's result is its own either way (within
-    # 2% held-out perplexity of the same bot alone; tests/test_packs.py). Off: one at a time,
-    # through the Trainer (with --compile, a lone bot's choice). Not part of the fingerprint:
-    # how bots shared steps does not make another bot.
-    pack: bool = Field(
-        True,
-        description="Train a task's adapter bots of one base together, a batch of each a step.",
-    )
+    # A task's adapter bots of one base train together, a batch of each a step (training/
+    # packs.py): ~0.2x the host time a bot-step (benchmarks.md), each bot its own loss,
+    # clipping, schedule, optimizer, epochs, seed and checkpoints, within 2% of its lone
+    # perplexity (tests/training/test_packs.py). Off: one at a time, through the Trainer. Not
+    # in the fingerprint: sharing steps makes no other bot.
+    pack: bool = Field(True, description="Train a task's adapter bots of one base together.")
 
     @property
     def saved_precision(self) -> Literal["fp32", "bf16"]:

@@ -133,6 +133,11 @@ class TransientError(JobError):
     exit_code = TRANSIENT
 
 
+class Preempted(TransientError):
+    """SIGTERM in training: the checkpoint is written, and the task stops there (its retry
+    resumes this bot and makes the rest), whatever bots it has left."""
+
+
 class Terminated(BaseException):
     """SIGTERM arrived (the platform stops the job). A BaseException, as KeyboardInterrupt is:
     no ``except Exception`` on the way up (W&B's start, a picture's check) may swallow it; the

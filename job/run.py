@@ -50,6 +50,7 @@ from job.storage import Storage
 from job.training import adapter, distributed
 from job.training.checkpoints import Checkpoints, discard_incomplete
 from job.training.model import check_base, load, load_base, resolve_base
+from job.training.packs import Member, train_pack
 from job.training.train import TrainResult, compile_caches, finetune
 from job.workspace import bot_writer, check_out, scratch_of
 
@@ -351,8 +352,6 @@ def run_pack(requests: list[Request]) -> list[RunResult | Exception]:
 def _train_pack(ready: dict[int, Ready]) -> tuple[Any, Any, dict[int, Any]]:
     """The shared base loaded (kept on the device for the task), the pack trained; each
     bot's phases get the pack's load and training seconds."""
-    from job.training.packs import Member, train_pack
-
     first = next(iter(ready.values()))
     assert all(r.base == first.base for r in ready.values()), "a pack is of one base"
     start = time.perf_counter()
@@ -530,7 +529,7 @@ def _saved(state: State, model: Any, base: str) -> None:
         model_folder.keep_base_beside(base, state.staging, state.staged, state.bot_dir)
     if config.lora_merged:  # a full model: auto is fp32, as for any other
         merged = "fp32" if config.save_precision == "auto" else config.save_precision
-        adapter.save_merged(model, state.merged, merged)
+        adapter.save_merged(model, state.merged, merged, precision)
 
 
 def _gpu_bf16() -> bool:

@@ -19,10 +19,12 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from job.behind import Behind
 from job.cloud.consent import Guard, check_not_opted_out
 from job.cloud.publish import publish_latest, push_run
 from job.cloud.runs import Marker, latest_complete, new_run_id, upload_run
@@ -42,6 +44,7 @@ from job.errors import (
     BadConfig,
     JobError,
     OptedOut,
+    Preempted,
     Terminated,
     TransientError,
     classify,
@@ -53,8 +56,10 @@ from job.run import Request, RunResult, run, run_pack
 from job.spec import BotJob, jobs, load_manifest, tasks
 from job.storage import Storage, open_storage
 from job.training.distributed import ranks
-from job.training.memory import process_memory_bytes
-from job.training.model import bases_kept
+from job.training.memory import host_memory_bytes, process_memory_bytes
+from job.training.model import base_arch, bases_kept
+from job.training.packs import pack_size, tokens_a_bot
+from job.training.strategy import shape_of
 
 log = logging.getLogger(__name__)
 
@@ -114,33 +119,58 @@ def run_manifest(uri: str, *, index: int | None = None, force: bool = False) -> 
                     inputs=inputs_of(job.users),
                     hub=hub_of(job),
                 )
-    records: list[Status] = []
     errors: list[JobError] = [refused] if refused else []
     errors += failed.values()
-    with bases_kept() if len(chosen) > 1 else contextlib.nullcontext():
+    made: list[tuple[BotJob, Any]] = []
+    with bases_kept() if len(chosen) > 1 else contextlib.nullcontext(), Behind() as behind:
         for unit in packs(chosen):
             try:
-                outcomes = _make(unit, storage, uri, done)
+                outcomes = _make(unit, storage, uri, done, behind)
             finally:
                 _between_bots()
-            lost = False
-            for job, outcome in zip(unit, outcomes, strict=True):
-                if isinstance(outcome, Status):
-                    records.append(outcome)
-                elif isinstance(outcome, BaseException):
-                    # one bot's failure is recorded; the others still run
-                    lost = lost or gpu_lost(outcome)  # before detaching: the CUDA error
-                    error = detached(classify(outcome))
-                    log.error("%s: %s", job.bot, error)
-                    errors.append(error)
-            if lost:  # every later bot of this process would fail the same way
-                log.error("the GPU failed: the task stops here; its retry makes the rest")
+            stop = _stops(outcomes)  # before detaching: a CUDA error may be the cause
+            # a failed bot's traceback holds its model: only its error is kept (errors.py)
+            outcomes = [detached(classify(o)) if isinstance(o, BaseException) else o
+                        for o in outcomes]  # fmt: skip
+            made += zip(unit, outcomes, strict=True)
+            if stop:  # every later bot of this process would fail too
+                log.error("%s: the task stops here; its retry makes the rest", stop)
+                behind.close(stopping=stop == "SIGTERM")  # SIGTERM: within the grace
                 break
+    records: list[Status] = []
+    for job, outcome in made:
+        if isinstance(outcome, Later):
+            outcome = behind.result(job.bot)
+        if isinstance(outcome, Status):
+            records.append(outcome)
+        elif isinstance(outcome, BaseException):  # one bot's failure: the others still ran
+            error = detached(classify(outcome))  # a later one's: detached here
+            log.error("%s: %s", job.bot, error)
+            errors.append(error)
     if errors:
         # The task's exit code says what to retry: a retryable failure of any bot retries
         # the task (its published bots are skipped then, by fingerprint); else the first.
         raise next((e for e in errors if isinstance(e, TransientError)), errors[0])
     return records
+
+
+@dataclass(frozen=True)
+class Later:
+    """A bot whose end (upload, record, push) runs behind the next bot's training (behind.py);
+    its outcome is ``Behind.result``."""
+
+    bot: str
+
+
+def _stops(outcomes: list[Any]) -> str | None:
+    """Why the task cannot go on after these outcomes: the GPU failed (a CUDA error leaves
+    the process's context unusable), or SIGTERM came in training (its checkpoint is saved)."""
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and gpu_lost(outcome):  # before detaching
+            return "the GPU failed"
+        if isinstance(outcome, Preempted):
+            return "SIGTERM"
+    return None
 
 
 def _between_bots() -> None:
@@ -217,25 +247,34 @@ def _preflight(todo: list[BotJob], storage: Storage, manifest: str) -> dict[str,
 
 
 def _make(
-    unit: list[BotJob], storage: Storage, uri: str, done: dict[str, Marker | None]
-) -> list[Status | Exception | None]:
-    """A unit's outcomes, bot by bot: a lone bot's, or a pack's (its published bots only
-    brought up to date, the others trained together)."""
+    unit: list[BotJob],
+    storage: Storage,
+    uri: str,
+    done: dict[str, Marker | None],
+    behind: Behind | None = None,
+) -> list[Any]:
+    """A unit's outcomes, bot by bot (a record, an error, or ``Later``): a lone bot's, or a
+    pack's (its published bots only brought up to date, the others trained together)."""
     if len(unit) == 1:
         job = unit[0]
-        return [_outcome(lambda: run_bot(job, storage, manifest=uri, published=done[job.bot]))]
-    outcomes: dict[str, Status | Exception | None] = {}
+        return [
+            _outcome(
+                lambda: run_bot(job, storage, manifest=uri, published=done[job.bot], behind=behind)
+            )
+        ]
+    outcomes: dict[str, Any] = {}
     for job in unit:
         marker = done[job.bot]
         if marker is not None:
             outcomes[job.bot] = _outcome(partial(_already, job, storage, marker))
     todo = [j for j in unit if done[j.bot] is None]
     if todo:
-        outcomes.update(zip([j.bot for j in todo], run_pack_bots(todo, storage, uri), strict=True))
+        made = run_pack_bots(todo, storage, uri, behind)
+        outcomes.update(zip([j.bot for j in todo], made, strict=True))
     return [outcomes[j.bot] for j in unit]
 
 
-def _outcome(make: Callable[[], Status | None]) -> Status | Exception | None:
+def _outcome(make: Callable[[], Any]) -> Any:
     """A bot's record, or its error (a stop, SIGTERM's or Ctrl-C's, ends the task)."""
     try:
         return make()
@@ -291,11 +330,6 @@ def _pack_size(job: BotJob) -> tuple[int, str]:
     """How many of ``job``'s kind fit a pack on this machine now (training/packs.py)."""
     import torch
 
-    from job.training.memory import host_memory_bytes, process_memory_bytes
-    from job.training.model import base_arch
-    from job.training.packs import pack_size, tokens_a_bot
-    from job.training.strategy import shape_of
-
     train = job.config.train
     arch = base_arch(job.base)
     shape = shape_of(train.base_model if job.base.size else "model", arch)
@@ -322,10 +356,12 @@ def run_bot(
     *,
     manifest: str | None = None,
     published: Marker | None = None,
-) -> Status | None:
+    behind: Behind | None = None,
+) -> Status | Later | None:
     """Make one bot and publish it, or, where it is ``published`` already (``published_run``),
     make sure its record and its push say so; None on ranks other than 0, which only train.
-    After each thing it writes, it checks the opt-out list (cloud/consent.py, ``Guard``)."""
+    After each thing it writes, it checks the opt-out list (cloud/consent.py, ``Guard``).
+    With ``behind``, its upload, record and push run behind the next bot (``Later``)."""
     checkpoints = (storage, f"{job.bot}/checkpoints/")
     if not ranks().main:  # other ranks only train; rank 0 decides, records and publishes
         with tempfile.TemporaryDirectory(prefix="huggingtweets-") as tmp:
@@ -341,18 +377,28 @@ def run_bot(
     except BaseException as e:
         return _end(session, e)
     assert made is not None  # rank 0
-    return _end(session, made)
+    return _finish(job.bot, session, made, behind)
+
+
+def _finish(
+    bot: str, session: Generator[Request, Any, Status], made: Any, behind: Behind | None
+) -> Status | Later:
+    """A made bot's session ended here, or behind the next bot."""
+    if behind is None:
+        return _end(session, made)
+    behind.submit(bot, partial(_end, session, made))
+    return Later(bot)
 
 
 def run_pack_bots(
-    chosen: list[BotJob], storage: Storage, manifest: str | None
-) -> list[Status | Exception | None]:
+    chosen: list[BotJob], storage: Storage, manifest: str | None, behind: Behind | None = None
+) -> list[Any]:
     """Make a pack's bots (run.run_pack), each recorded, uploaded and pushed as ``run_bot``
     does it; one outcome a bot, its record or its error. A stop (SIGTERM's Terminated,
     Ctrl-C) is recorded on each bot, then ends the task."""
     sessions: dict[int, Generator[Request, Any, Status]] = {}
     requests: dict[int, Request] = {}
-    outcomes: dict[int, Status | Exception | None] = {}
+    outcomes: dict[int, Any] = {}
     for i, job in enumerate(chosen):
         session = _session(job, storage, manifest)
         try:
@@ -368,7 +414,10 @@ def run_pack_bots(
     stop: BaseException | None = None
     for i, session in sessions.items():
         try:
-            outcomes[i] = _end(session, made[i])
+            if isinstance(made[i], BaseException):
+                outcomes[i] = _end(session, made[i])
+            else:
+                outcomes[i] = _finish(chosen[i].bot, session, made[i], behind)
         except Exception as e:
             outcomes[i] = e
         except BaseException as e:  # a stop: recorded on every bot, then the task ends

@@ -319,3 +319,27 @@ def test_the_generate_bench_hears_bots_in_one_call_and_one_call_a_bot(tmp_path: 
         assert 0 < figures[way]["first_s"] <= figures[way]["all_s"]
     assert figures["ratio_all"] == figures["one_call"]["all_s"] / figures["a_call_a_bot"]["all_s"]
     assert "2 adapter bots: one call" in done.stdout
+
+
+@pytest.mark.integration
+def test_the_adapter_bench_times_packed_against_sequential_bots(tmp_path: Path) -> None:
+    """--parts packed: the same task of adapter bots packed, one after another and as full
+    fine-tunes, at each width asked for; and one bot's adapter saved in bf16 and fp32."""
+    result = run_bench(
+        "adapters.py",
+        *["--parts", "packed", "--bots", "2", "--epochs", "1", "--packed-widths", "64"],
+        *["--out", str(tmp_path)],
+    )
+    (row,) = json.loads((tmp_path / "adapters-packed.json").read_text())
+    assert row["width"] == 64 and set(row["seconds_per_bot"]) == {"full", "sequential", "packed"}
+    tasks = tmp_path / "width-64"
+    packed = json.loads((tasks / "pack-packed.yaml").read_text())["defaults"]["train"]
+    alone = json.loads((tasks / "pack-sequential.yaml").read_text())["defaults"]["train"]
+    assert packed["pack"] is True and alone["pack"] is False
+    made = json.loads((tasks / "pack-packed" / "baker0" / "latest.json").read_text())["run_id"]
+    job = json.loads((tasks / "pack-packed" / "baker0" / made / "job.json").read_text())
+    assert job["result"]["strategy"] == "packed"  # the packed side did pack
+    line = next(ln for ln in result.stdout.splitlines() if "packed x" in ln)
+    assert f"packed x{row['packed_x_sequential']:.2f} the sequential seconds a bot" in line
+    assert row["bf16_perplexity"] > 1 and row["fp32_perplexity"] > 1
+    assert "adapter saved in bf16: held-out perplexity" in result.stdout

@@ -49,7 +49,7 @@ def rank_for(width: int) -> int:
     return max(1, min(16, width // 32))
 
 
-def save_merged(model: Any, folder: Path, precision: str) -> None:
+def save_merged(model: Any, folder: Path, precision: str, adapter_precision: str) -> None:
     """The adapter added into a copy of its base, saved as a full model (``lora_merged``): one
     folder that loads without peft. The live base is not touched (peft's merge_and_unload
     would add into the shared base, and taking it out again is not bit-exact), so the copy is
@@ -65,8 +65,12 @@ def save_merged(model: Any, folder: Path, precision: str) -> None:
             AutoModelForCausalLM.from_config(model.get_base_model().config),
             model.peft_config["default"],
         )
+    # The adapter as it is saved (``adapter_precision``): the merged copy is then what the
+    # published adapter makes on its base, to the bit of its rounding
+    saved = torch.bfloat16 if adapter_precision == "bf16" else torch.float32
     state = {
-        k: v.detach().to("cpu", torch.float32, copy=True) for k, v in model.state_dict().items()
+        k: v.detach().to("cpu", saved if "lora_" in k else torch.float32, copy=True).float()
+        for k, v in model.state_dict().items()
     }
     host.load_state_dict(state, assign=True, strict=True)
     base = host.get_base_model()

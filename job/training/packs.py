@@ -32,8 +32,9 @@ from typing import Any
 
 from pydantic import Field
 
+from job.atomic import write_json
 from job.config import TrainConfig
-from job.errors import BadConfig, JobError, TransientError, classify
+from job.errors import BadConfig, JobError, Preempted, classify
 from job.gpt2 import Shape
 from job.records import Record
 from job.storage import MARKER
@@ -406,7 +407,7 @@ def _steps(
             if preemption.requested or due(pack_step):
                 _checkpoint(pack, optimizer, bots, every, pack_step)
                 if preemption.requested:
-                    raise TransientError(
+                    raise Preempted(
                         f"stopped by SIGTERM at step {pack_step} of the pack; each bot's"
                         " checkpoint is saved and a rerun resumes from it"
                     )
@@ -451,8 +452,6 @@ def _checkpoint(
     bot's storage is)."""
     import torch
     from safetensors.torch import save_file
-
-    from job.atomic import write_json
 
     rng = {"rng": torch.get_rng_state()}
     if torch.cuda.is_available():

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from job.config import TrainConfig
-from job.errors import TransientError
+from job.errors import Preempted
 from job.training import memory
 from job.training.blocks import BlockDataset, make_blocks
 from job.training.checkpoints import Checkpoints
@@ -148,7 +148,7 @@ def finetune(
         seconds = time.perf_counter() - start
         without_autocast(trainer)
         if report.stopped_at is not None:
-            raise TransientError(
+            raise Preempted(
                 f"stopped by SIGTERM at step {report.stopped_at}; the checkpoint is saved and a"
                 " rerun resumes from it"
             )

@@ -73,12 +73,13 @@ def test_a_tiny_adapter_bot_is_a_few_percent_of_its_base_and_loads_as_the_hub_sh
 
 @MODEL
 def test_an_adapter_saved_in_bf16_is_half_the_bytes_and_is_heard(tmp_path: Path) -> None:
-    """save_precision bf16 on an adapter bot: its conversion read a config.json an adapter's
-    folder has not (FileNotFoundError); now the adapter's own tensors are bf16, and it loads."""
+    """save_precision bf16 (an adapter's default, auto) on an adapter bot: its conversion read a
+    config.json an adapter's folder has not (FileNotFoundError); now the adapter's own tensors
+    are bf16, half those of --save-precision fp32, and it loads."""
     from safetensors.torch import load_file
 
-    half = run_adapter(tmp_path / "bf16", "--base-model", "tiny", "--save-precision", "bf16")
-    whole = run_adapter(tmp_path / "fp32", "--base-model", "tiny")
+    half = run_adapter(tmp_path / "bf16", "--base-model", "tiny")  # auto: bf16 for an adapter
+    whole = run_adapter(tmp_path / "fp32", "--base-model", "tiny", "--save-precision", "fp32")
     tensors = load_file(half / "model" / "adapter_model.safetensors")
     assert {str(t.dtype) for t in tensors.values()} == {"torch.bfloat16"}
     size = lambda bot: (bot / "model" / "adapter_model.safetensors").stat().st_size  # noqa: E731

@@ -1,0 +1,126 @@
+"""The stage behind training: what a finished bot still has to do that needs no GPU (its upload
+to storage, its record, its Hub push: task.py's session end) runs in a thread while the next
+bot trains, so that a task of many bots does not leave its GPU idle for each bot's I/O (gpt2-xl:
+a 3-6 GB upload, 15-60 s).
+
+- Bounded: at most ``BEHIND`` bots wait behind the one training; the next bot's training
+  waits for the oldest before it starts where there are more. What they hold is on the local
+  disk (each bot's result folder, already written), not in host memory: an upload streams
+  from its files (boto3: 8 MiB parts, 10 threads, ~80 MiB a bot at once).
+- Deadlines: a thread's own waits are not interrupted (signals reach the main thread only:
+  deadline.py), so the main thread enforces each bot's total, the output's and the push's
+  deadlines together; past it the bot fails with DeadlineExceeded (75) and is left behind.
+- A bot is reported complete only when its upload and record are (its session's end); a
+  failed upload fails that bot with its own code, not the task's others.
+- A stop (SIGTERM, Ctrl-C) waits ``DRAIN_SECONDS`` for the bots behind, then leaves them: an
+  upload is crash-safe (the marker last, cloud/runs.py), so nothing half-written is visible.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from job.deadline import DeadlineExceeded, seconds_for
+from job.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+# Two bots behind the one training: a gpt2-xl upload (3-6 GB) outlasts a bot's training on a
+# fast GPU, and two keep the GPU fed through one slow upload; each is a result folder on disk.
+BEHIND = 2
+# On a stop, the seconds the stage gets to finish: inside __main__'s EXIT_GRACE_SECONDS (15),
+# which is inside the platforms' grace (30 s by default).
+DRAIN_SECONDS = 10.0
+
+
+@dataclass
+class _Item:
+    bot: str
+    thread: threading.Thread
+    started: float
+    outcome: list[Any] = field(default_factory=list)  # the result, or the exception
+
+    @property
+    def done(self) -> bool:
+        return not self.thread.is_alive()
+
+
+class Behind:
+    """``submit(bot, work)`` runs ``work`` beside the caller; ``result(bot)`` is its outcome
+    once ``close`` (or the context's end) has waited for it."""
+
+    def __init__(self, behind: int = BEHIND) -> None:
+        self.behind = behind
+        self.items: dict[str, _Item] = {}
+        self.limit = seconds_for("output") + seconds_for("hub_push")
+
+    def submit(self, bot: str, work: Callable[[], Any]) -> None:
+        """``work`` in a thread of its own, once fewer than ``behind`` others still run."""
+        while running := self._running():
+            if len(running) < self.behind:
+                break
+            self._wait(running[0], None)
+        outcome: list[Any] = []
+
+        def body() -> None:
+            try:
+                outcome.append(work())
+            except BaseException as e:  # handed to the main thread, which records it
+                outcome.append(e)
+
+        thread = threading.Thread(target=body, name=f"behind-{bot}", daemon=True)
+        self.items[bot] = _Item(bot, thread, time.monotonic(), outcome)
+        log.info("%s: its upload and record go on behind the next bot", bot)
+        thread.start()
+
+    def _running(self) -> list[_Item]:
+        return [i for i in self.items.values() if not i.done and not i.outcome]
+
+    def _wait(self, item: _Item, seconds: float | None) -> bool:
+        """Wait for ``item`` up to ``seconds`` (None: up to its deadline); False if it still
+        runs then. Past its deadline it is given up with DeadlineExceeded."""
+        left = self.limit - (time.monotonic() - item.started)
+        until = time.monotonic() + (left if seconds is None else min(seconds, left))
+        while not item.done and time.monotonic() < until:
+            item.thread.join(0.5)  # a signal's handler runs between waits
+        if item.done:
+            return True
+        if time.monotonic() - item.started >= self.limit:
+            item.outcome.append(
+                DeadlineExceeded(f"{item.bot}: its upload took over {self.limit:.0f} s")
+            )
+            return True
+        return False
+
+    def close(self, stopping: bool = False) -> None:
+        """Wait for every bot behind (each up to its deadline); on a stop, DRAIN_SECONDS for
+        all of them, then each left one's ``on_stop``."""
+        end = time.monotonic() + DRAIN_SECONDS
+        for item in list(self.items.values()):
+            if item.outcome:
+                continue
+            if stopping:
+                if not self._wait(item, max(end - time.monotonic(), 0.0)):
+                    # its record stays "running" (its thread may still write): the retry's
+                    # fresh record replaces it, and its half upload has no marker
+                    log.warning("%s: left behind by the stop, unpublished", item.bot)
+                    item.outcome.append(
+                        TransientError(f"{item.bot}: stopped during its upload; a rerun makes it")
+                    )
+            else:
+                self._wait(item, None)
+
+    def result(self, bot: str) -> Any:
+        """The bot's outcome: what its work returned, or the exception it raised."""
+        return self.items[bot].outcome[0]
+
+    def __enter__(self) -> Behind:
+        return self
+
+    def __exit__(self, kind: object, value: BaseException | None, tb: object) -> None:
+        self.close(stopping=value is not None and not isinstance(value, Exception))

@@ -1,0 +1,102 @@
+"""A finished bot's upload, record and push run behind the next bot's training (job/behind.py):
+the next bot starts while the last one's upload is held on the loopback S3 proxy; a takedown
+of the bot behind still wins; a failed upload fails that bot alone; SIGTERM while a bot is
+behind ends the task with 75 within the grace, nothing of the bot behind visible."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import boto3
+import pytest
+
+from job import errors
+from job.storage import open_storage
+from tests.helpers import SAMPLE, get_json
+from tests.helpers.cli import invoke
+from tests.helpers.holds import MARKER, held, hold_at
+from tests.helpers.jobs import TINY_MANIFEST
+from tests.helpers.s3 import FaultProxy
+
+pytestmark = pytest.mark.integration
+
+MANIFEST = f"""
+version: 1
+output: s3://results/bots{TINY_MANIFEST}
+wandb: {{mode: disabled}}
+bots:
+  - users: [{{handle: ann, source: jsonl, uri: s3://results/inputs/ann.jsonl}}]
+  - users: [{{handle: bob, source: jsonl, uri: s3://results/inputs/bob.jsonl}}]
+"""
+RUN = ["run", "--manifest", "s3://results/jobs/m.yaml"]
+
+
+@pytest.fixture
+def manifest(s3) -> None:
+    client = boto3.client("s3")
+    for who in ("ann", "bob"):  # the sample's tweets, as each one's
+        rows = [json.loads(line) | {"user": who} for line in SAMPLE.read_text().splitlines()]
+        body = "".join(json.dumps(r) + "\n" for r in rows).encode()
+        client.put_object(Bucket="results", Key=f"inputs/{who}.jsonl", Body=body)
+    client.put_object(Bucket="results", Key="jobs/m.yaml", Body=MANIFEST.encode())
+
+
+def until(condition, seconds: float = 120) -> None:
+    end = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < end, "never happened"
+        time.sleep(0.05)
+
+
+def state(bot: str) -> str | None:
+    record = get_json(open_storage("s3://results/bots"), f"{bot}/status.json")
+    return record and record["state"]
+
+
+def test_the_next_bot_trains_while_the_last_one_uploads_and_a_takedown_still_wins(
+    s3, manifest
+) -> None:
+    storage = open_storage("s3://results/bots")
+    with FaultProxy(s3.url) as proxy:
+        hold = hold_at(MARKER, proxy=proxy)  # ann's run marker: her upload is held there
+        with held(hold, RUN, {"AWS_ENDPOINT_URL": proxy.url}) as job:
+            until(lambda: state("bob") == "running")  # bob started before ann was published
+            assert state("ann") == "running" and storage.list("ann/latest.json") == []
+            done = invoke("takedown", "ann", "--output", "s3://results/bots")
+            assert done.returncode == 0, done.stderr
+    assert job.returncode == errors.OPTED_OUT, job.said
+    assert storage.list("ann/") == []  # her upload went on after the takedown: undone
+    assert state("bob") == "succeeded" and storage.list("bob/latest.json")
+
+
+def test_a_failed_upload_fails_that_bot_alone(s3, manifest) -> None:
+    with FaultProxy(s3.url) as proxy:
+        proxy.hook = lambda method, path: (
+            503 if method == "PUT" and "/bots/ann/" in path and "status" not in path else None
+        )
+        result = invoke(*RUN, env={"AWS_ENDPOINT_URL": proxy.url})
+    assert result.returncode == errors.TRANSIENT, result.stderr[-2000:]
+    assert state("ann") == "failed" and state("bob") == "succeeded"
+
+
+def test_sigterm_while_a_bot_is_behind_ends_the_task_in_the_grace(s3, manifest) -> None:
+    storage = open_storage("s3://results/bots")
+    with FaultProxy(s3.url) as proxy:
+        hold = hold_at(MARKER, proxy=proxy)
+        with held(hold, RUN, {"AWS_ENDPOINT_URL": proxy.url}) as job:
+            until(lambda: state("bob") == "running")
+            start = time.monotonic()
+            job.send_signal(signal.SIGTERM)
+            job.wait(60)
+            took = time.monotonic() - start
+    assert job.returncode == errors.TRANSIENT, job.said
+    assert took < 15, took  # __main__'s EXIT_GRACE_SECONDS, inside the platforms' 30 s
+    # ann is not published: no latest.json (her upload's marker, held in flight on the proxy
+    # when the process ended, may land after it: a whole run, which the retry then publishes)
+    assert storage.list("ann/latest.json") == []
+    assert state("bob") == "failed"
+    retry = invoke(*RUN)
+    assert retry.returncode == 0, retry.stderr[-2000:]
+    assert state("ann") == state("bob") == "succeeded" and storage.list("ann/latest.json")
