@@ -142,12 +142,19 @@ def base_of(probe: Probe, name: str) -> str:
     return str(folder)
 
 
-def steady(job: dict, peak_tflops: float) -> dict[str, Any]:
-    """A run's training figures: the clock's (training/clock.py) and MFU from them."""
+def steady(job: dict, peak_tflops: float | None) -> dict[str, Any]:
+    """A run's training figures: the clock's (training/clock.py) and MFU from them, against
+    ``peak_tflops`` where given, else the device's own peak (training/peaks.py), on which
+    card."""
+    from job.training.peaks import peak_tflops as peak_of
+
     r = job["result"]
     per_token = flops_per_token(job["model_config"], r["block_size"])[0]
+    card = r.get("gpu_name", "")
     gpu = r["device"] == "cuda"
+    peak = peak_tflops if peak_tflops is not None else peak_of(card)[0]
     return {
+        "card": card or "cpu",
         "steps": r["steps"],
         "batch": r["batch_size"],
         "block": r["block_size"],
@@ -155,8 +162,8 @@ def steady(job: dict, peak_tflops: float) -> dict[str, Any]:
         "steady_tokens": r["steady_tokens"],
         "steady_tokens_per_second": round(r["steady_tokens_per_second"]),
         "tokens_per_second": round(r["tokens_per_second"]),
-        "steady_mfu": r["steady_tokens_per_second"] * per_token / (peak_tflops * 1e12)
-        if gpu
+        "steady_mfu": r["steady_tokens_per_second"] * per_token / (peak * 1e12)
+        if gpu and peak
         else None,
         "peak_memory_gib": r["peak_memory_bytes"] / 2**30,
         "train_seconds": job["timings"]["train"],
@@ -165,9 +172,9 @@ def steady(job: dict, peak_tflops: float) -> dict[str, Any]:
 
 
 def describe(f: dict[str, Any]) -> str:
-    mfu = f"{f['steady_mfu']:.1%}" if f["steady_mfu"] is not None else "n/a (no GPU)"
+    mfu = f"{f['steady_mfu']:.1%}" if f["steady_mfu"] is not None else "n/a (no known peak)"
     return (
-        f"{f['batch']} x {f['block']} tokens, {f['steps']} steps, steady"
+        f"on {f['card']}: {f['batch']} x {f['block']} tokens, {f['steps']} steps, steady"
         f" {f['steady_tokens_per_second']:,} tok/s over {f['steady_steps']} steps"
         f" ({f['steady_tokens']:,} tokens), MFU {mfu}, train {f['train_seconds']:.1f} s,"
         f" peak {f['peak_memory_gib']:.1f} GiB"
@@ -200,7 +207,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--small", default="gpt2")
     parser.add_argument("--bots", type=int, default=10)
     parser.add_argument("--epochs", type=float, default=4.0, help="per run of the large model")
-    parser.add_argument("--peak-tflops", type=float, default=989.0, help="H100/H200 bf16 dense")
+    parser.add_argument(
+        "--peak-tflops", type=float, help="dense bf16 peak; default: the card's (training/peaks.py)"
+    )
     parser.add_argument("--budget", type=float, default=420.0, help="seconds for every phase")
     parser.add_argument("--skip", nargs="*", default=[], choices=PHASES)
     return parser.parse_args()

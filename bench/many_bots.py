@@ -10,7 +10,16 @@ sides alternate over ``--repeats`` and each figure is the median.
     python bench/many_bots.py                      # 10 bots, tiny model, CPU, our sample
     python bench/many_bots.py --bots 10 --base-model FOLDER   # a real base, kept in memory
 
-Written: OUT/many_bots.json.
+With ``--s3-delay SECONDS`` it measures slow storage instead: the same task of K bots, output
+to S3 (moto on loopback), once straight to it and once through a proxy that holds each bot's
+upload back SECONDS (at its run marker, the upload's last request; no bandwidth cap: the
+delay stands for a large upload's time). A bot's upload runs behind the next bot's training
+(job/behind.py), so the task should take little more than with instant storage: the last
+bot's upload, not every bot's.
+
+    python bench/many_bots.py --bots 10 --s3-delay 5
+
+Written: OUT/many_bots.json (or OUT/slow_storage.json).
 """
 
 from __future__ import annotations
@@ -44,7 +53,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", type=Path, default=REPO / "bench-out" / "many-bots")
+    parser.add_argument(
+        "--s3-delay", type=float, help="seconds each bot's upload is held back: the S3 side"
+    )
     args = parser.parse_args()
+    if args.s3_delay is not None:
+        slow_storage(args)
+        return
 
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
@@ -83,6 +98,58 @@ def main() -> None:
         f" {args.repeats}: one task {per_bot['one task']:.2f} s per bot, separate tasks"
         f" {per_bot['separate tasks']:.2f} s per bot: x{results['ratio']:.2f} the seconds"
     )
+
+
+def slow_storage(args: argparse.Namespace) -> None:
+    """One task of ``--bots`` bots to S3, straight and through the delaying proxy."""
+    from tests.helpers.s3 import FaultProxy, MotoS3
+
+    shutil.rmtree(args.out, ignore_errors=True)
+    args.out.mkdir(parents=True)
+    tweets = bakers(SAMPLE, args.out / "inputs", args.bots)
+    defaults = {"base_model": args.base_model, "train": {"epochs": args.epochs}}
+    moto = MotoS3().start().wait()
+    held: list[str] = []
+
+    def hold(method: str, path: str) -> None:
+        if method == "PUT" and path.endswith("/_COMPLETE") and "checkpoint" not in path:
+            held.append(path)
+            time.sleep(args.s3_delay)  # this request, and so this bot's upload, waits
+
+    try:
+        with FaultProxy(moto.url) as proxy:
+            proxy.hook = hold  # type: ignore[assignment]
+            env = child_env() | {
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
+            import boto3
+
+            boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1",
+                         aws_access_key_id="testing", aws_secret_access_key="testing"
+                         ).create_bucket(Bucket="results")  # fmt: skip
+            seconds = {}
+            for side, endpoint in (("instant", moto.url), ("slow", proxy.url)):
+                local = args.out / side
+                manifest = task_manifest(local, tweets, args.bots, defaults)
+                spec = json.loads(manifest.read_text())
+                spec["output"] = f"s3://results/{side}"
+                manifest.write_text(json.dumps(spec, indent=1) + "\n")
+                run = [sys.executable, "-m", "job", "run", "--manifest", str(manifest)]
+                seconds[side] = timed([[*run, "--index", "0"]],
+                                      env | {"AWS_ENDPOINT_URL": endpoint},
+                                      local.with_suffix(".log"))  # fmt: skip
+    finally:
+        moto.stop()
+    assert len(held) == args.bots, held  # every bot's upload was held on the slow side
+    ratio = seconds["slow"] / seconds["instant"]
+    (args.out / "slow_storage.json").write_text(json.dumps(
+        {"bots": args.bots, "base_model": args.base_model, "epochs": args.epochs,
+         "s3_delay": args.s3_delay, "seconds": seconds, "ratio": ratio}, indent=2))  # fmt: skip
+    print(f"{args.bots} bots ({args.base_model}, {args.epochs:g} epoch(s)), each upload held"
+          f" {args.s3_delay:g} s: {seconds['slow']:.1f} s against {seconds['instant']:.1f} s;"
+          f" slow storage x{ratio:.2f} the seconds of instant storage")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from job.training.blocks import BlockDataset, make_blocks
 from job.training.checkpoints import Checkpoints
 from job.training.distributed import as_one_process_group, ranks
 from job.training.model import causal_only, hf_home
+from job.training.peaks import mfu
 from job.training.plan import BATCH, Plan, block_size, plan
 
 if TYPE_CHECKING:
@@ -67,6 +68,10 @@ class TrainResult:
     batch_size: int = BATCH  # blocks per step and device (configured, or batch_size())
     compiled: bool = False  # torch.compile, regional (asked for, or plan.compiled())
     packed_with: int = 0  # other adapter bots trained in the same steps (training/packs.py)
+    # The steady rate's model FLOPs utilization, against the device's dense bf16 peak
+    # (training/peaks.py); None on a CPU or a GPU whose peak is not known.
+    steady_mfu: float | None = None
+    gpu_name: str = ""
 
     @property
     def base_perplexity(self) -> float:
@@ -102,6 +107,7 @@ def finetune(
     import torch
 
     cuda = torch.cuda.is_available()
+    gpu = torch.cuda.get_device_name(0) if cuda else ""
     model_config = model.config.to_dict()
     blocks = make_blocks(
         texts, tokenizer, block_size(config, model_config), config.val_fraction, config.seed
@@ -168,6 +174,8 @@ def finetune(
         steady_steps=clock.steps,
         steady_tokens=clock.tokens,
         trained_tokens=clock.total_tokens,
+        steady_mfu=mfu(clock.tokens_per_second, trainer.flops_per_token, gpu) if cuda else None,
+        gpu_name=gpu,
         **decided.summary(),
     ), trainer
 
