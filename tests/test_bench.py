@@ -349,9 +349,7 @@ def test_the_adapter_bench_times_packed_against_sequential_bots(tmp_path: Path) 
 def test_the_many_bots_bench_times_slow_storage_against_instant(tmp_path: Path) -> None:
     """--s3-delay: the same task to S3 (moto on loopback) straight and through a proxy that
     holds each bot's upload back; the ratio as docs/benchmarks.md quotes it."""
-    result = run_bench(
-        "many_bots.py", "--bots", "2", "--s3-delay", "0.5", "--out", str(tmp_path)
-    )
+    result = run_bench("many_bots.py", "--bots", "2", "--s3-delay", "0.5", "--out", str(tmp_path))
     report = json.loads((tmp_path / "slow_storage.json").read_text())
     assert set(report["seconds"]) == {"instant", "slow"} and report["s3_delay"] == 0.5
     assert f"slow storage x{report['ratio']:.2f} the seconds of instant storage" in result.stdout

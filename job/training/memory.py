@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 # What the plans may fill of a memory: the rest is the allocator's fragmentation, CUDA's
 # context and libraries, and what the estimates miss.
@@ -32,3 +33,27 @@ def process_memory_bytes() -> int:
     except (OSError, IndexError, ValueError):
         return 0
     return resident * os.sysconf("SC_PAGE_SIZE")
+
+
+def pinned_bytes(sizes: list[int]) -> int:
+    """What page-locked host copies of tensors of these sizes take: torch's host allocator
+    (CachingHostAllocator) rounds each allocation up to a power of two, so a kept gpt2-xl base
+    (6.2 GB of fp32 weights, its largest tensor the 321 MB embedding) pins ~9.4 GB."""
+    return sum(1 << (size - 1).bit_length() if size > 0 else 0 for size in sizes)
+
+
+def gpu_budget_bytes(total: int, allocated: int, own: int) -> int:
+    """The GPU memory a bot's plan may count on: the card's ``total`` less what this process
+    holds that is not the bot's own model (``allocated`` less ``own``): a task that keeps an
+    adapter base on the GPU (model.py ``bases_kept``) plans its later full bots beside it."""
+    return max(total - max(allocated - own, 0), 0)
+
+
+def gpu_budget(model: Any) -> int:
+    """``gpu_budget_bytes`` of this process's GPU for ``model`` (already on it)."""
+    import torch
+
+    own = sum(t.numel() * t.element_size() for t in model.parameters())
+    own += sum(t.numel() * t.element_size() for t in model.buffers())
+    total = torch.cuda.get_device_properties(0).total_memory
+    return gpu_budget_bytes(total, torch.cuda.memory_allocated(), own)

@@ -199,7 +199,7 @@ def load_base(name_or_path: str, *, device: str, live: bool = False) -> tuple[Pr
         _kept = None  # another base: the last one's copy goes
         model, tokenizer = load(name_or_path, device=device)
         unshared, shared = _unshared(model)
-        if not _copy_fits(unshared):
+        if not _copy_fits(unshared, pinned=device.startswith("cuda")):
             return model, tokenizer
         _kept = _Pristine(
             name_or_path,
@@ -259,11 +259,24 @@ def _unshared(model: PreTrainedModel) -> tuple[dict[str, Any], frozenset[str]]:
     return state, frozenset(shared)
 
 
-def _copy_fits(state: dict[str, Any]) -> bool:
+def host_bytes(state: dict[str, Any], pinned: bool) -> int:
+    """The host memory a copy of ``state`` takes, pinned (rounded: memory.pinned_bytes) or not."""
+    sizes = [t.numel() * t.element_size() for t in state.values()]
+    return memory.pinned_bytes(sizes) if pinned else sum(sizes)
+
+
+def kept_host_bytes() -> int:
+    """What the task's kept base (``bases_kept``) holds of the host's memory now."""
+    if _kept is None:
+        return 0
+    return host_bytes(_kept.state, any(t.is_pinned() for t in _kept.state.values()))
+
+
+def _copy_fits(state: dict[str, Any], pinned: bool) -> bool:
     """Whether a host copy of these weights fits beside what this process holds, within
     the host's (or the container's) memory less the strategy's headroom. If not, each bot of
     the task loads the base from disk: slower, never killed for memory."""
-    size = sum(t.numel() * t.element_size() for t in state.values())
+    size = host_bytes(state, pinned)
     usable = memory.host_memory_bytes() * memory.HEADROOM - memory.process_memory_bytes()
     if size <= usable:
         return True

@@ -44,6 +44,7 @@ from job.training.blocks import make_blocks
 from job.training.checkpoints import Cadence, Checkpoints, Preemption, _record
 from job.training.model import causal_only
 from job.training.plan import GPU_TOKENS, Plan, block_size, plan
+from job.training.strategy import activation_bytes
 from job.training.train import LOG_EVERY, TrainResult
 
 log = logging.getLogger(__name__)
@@ -52,14 +53,10 @@ log = logging.getLogger(__name__)
 # a step at 10 bots and flattens there (bench/packed_adapters.py, docs/benchmarks.md): more
 # bots only make each step longer, and a SIGTERM's checkpoint larger.
 PACK_MAX = 16
-# The plan's memory terms for one bot's batch (the review's, measured on CPU and matching the
-# H200 peaks of 2026-11-28 within 2%): activations ~40 bytes a width a token a layer in bf16
-# autocast (80 in fp32: every kept tensor twice the bytes); the logits and their gradient
-# ~10 bytes a vocabulary entry a token (fp32 logits, the loss's fp32 copy, bf16 output): 0.5
-# MB a token at GPT-2's 50,257; and the adapter's weights, gradient and two moments, 16 bytes
-# a number.
-ACTIVATION_BYTES = {"bf16": 40, "fp32": 80}
-LOGIT_BYTES = 10
+# A bot's share of a pack's memory: its batch's activations and logits (the strategy's
+# terms, training/strategy.py: measured, within 2% of the H200's peaks; twice in fp32, on a
+# CPU) and its adapter's weights, gradient and two moments, 16 bytes a number. The base is
+# counted once, by the caller.
 ADAPTER_STATE_BYTES = 16
 WEIGHTS = "adapter_pack.safetensors"  # a bot's checkpoint: its adapter and its moments
 STATE = "pack_state.json"
@@ -104,12 +101,8 @@ def pack_size(
     ``free_bytes``, at most PACK_MAX; and why, in words for the log."""
     rank = rank_for(shape.n_embd)
     adapter = rank * shape.n_embd * 16 * shape.n_layer  # every matrix of a block: 16 d r
-    activations = ACTIVATION_BYTES["bf16" if bf16 else "fp32"]
-    per_bot = (
-        activations * tokens * shape.n_embd * shape.n_layer
-        + LOGIT_BYTES * vocab * tokens
-        + ADAPTER_STATE_BYTES * adapter
-    )
+    per_bot = activation_bytes(shape, tokens, vocab) * (1 if bf16 else 2)
+    per_bot += ADAPTER_STATE_BYTES * adapter
     room = free_bytes * memory.HEADROOM - base_bytes
     fits = max(1, int(room // per_bot))
     size = min(fits, PACK_MAX)
@@ -194,9 +187,10 @@ def train_pack(model: Any, tokenizer: Any, members: list[Member], device: str) -
     model_config = model.config.to_dict()
     outcomes = [Outcome() for _ in members]
     bots: dict[int, _Bot] = {}
+    budget = memory.gpu_budget(model) if cuda else 0  # the card less what others keep on it
     for k, member in enumerate(members):
         try:
-            bots[k] = _prepare(member, tokenizer, model_config, cuda)
+            bots[k] = _prepare(member, tokenizer, model_config, budget)
         except Exception as e:  # too few tweets, a plan that cannot be: this bot alone
             outcomes[k].error = classify(e)
     if not bots:
@@ -246,7 +240,7 @@ def train_pack(model: Any, tokenizer: Any, members: list[Member], device: str) -
     return outcomes
 
 
-def _prepare(member: Member, tokenizer: Any, model_config: dict[str, Any], cuda: bool) -> _Bot:
+def _prepare(member: Member, tokenizer: Any, model_config: dict[str, Any], gpu: int) -> _Bot:
     import torch
     from transformers import get_scheduler
 
@@ -259,9 +253,9 @@ def _prepare(member: Member, tokenizer: Any, model_config: dict[str, Any], cuda:
         model_config,
         train_blocks=len(blocks.train),
         world=1,
-        gpu_bytes=torch.cuda.get_device_properties(0).total_memory if cuda else 0,
+        gpu_bytes=gpu,
         host_bytes=memory.host_memory_bytes(),
-        bf16_supported=cuda and torch.cuda.is_bf16_supported(),
+        bf16_supported=gpu > 0 and torch.cuda.is_bf16_supported(),
         resumed_batch=Checkpoints.batch_of(member.resume) if member.resume else None,
     )
     # The Trainer's own schedule, on a stand-in optimizer of one number: its rate each step is

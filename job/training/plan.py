@@ -17,7 +17,7 @@ from job.config import TrainConfig
 from job.errors import BadConfig
 from job.gpt2 import Shape, pretraining_rate
 from job.training.memory import GIB, HEADROOM
-from job.training.strategy import Choice, choose, per_gpu_bytes, shape_of
+from job.training.strategy import GPT2_VOCAB, Choice, choose, per_gpu_bytes, shape_of
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,10 @@ def plan(
     choice = pick_strategy(config, model_config, size, world if gpu else 0, gpu_bytes, host_bytes)
     ceiling = pretraining_rate(model_config)
     shape = shape_of(config.base_model, model_config)
-    batch, why = batch_size(config, shape, train_blocks, size, world, choice, gpu_bytes, ceiling)
+    vocab = int(model_config.get("vocab_size", GPT2_VOCAB))
+    batch, why = batch_size(
+        config, shape, train_blocks, size, world, choice, gpu_bytes, ceiling, vocab
+    )
     if config.batch_size is None and resumed_batch is not None and resumed_batch != batch:
         batch, why = (
             resumed_batch,
@@ -194,6 +197,7 @@ def batch_size(
     choice: Choice,
     gpu_bytes: int,
     ceiling: float | None,
+    vocab: int = GPT2_VOCAB,
 ) -> tuple[int, str]:
     """Blocks per step and device, and why: ``--batch-size`` where given; else BATCH, doubled on
     a GPU while a step holds at most GPU_TOKENS per device, the strategy ``choice`` (made at
@@ -211,7 +215,7 @@ def batch_size(
         more = 2 * batch
         steps = math.ceil(blocks / (more * config.grad_accum * world)) * config.epochs
         key = "lora" if config.lora else choice.strategy  # what the GPU holds
-        need = per_gpu_bytes(shape, world, more * block_size)[key]
+        need = per_gpu_bytes(shape, world, more * block_size, vocab)[key]
         if steps < MIN_STEPS:
             why = f"{more} would leave {steps:.0f} optimizer steps, under {MIN_STEPS}"
             break
@@ -243,4 +247,5 @@ def pick_strategy(
         tokens_per_gpu=(config.batch_size or BATCH) * block_size,
         host_bytes=host_bytes,
         adapter=config.lora,
+        vocab=int(model_config.get("vocab_size", GPT2_VOCAB)),
     )

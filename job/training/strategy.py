@@ -8,9 +8,11 @@
   ZeRO-2 offload keeps the optimizer states (and the fp32 gradients they update) in CPU memory:
   the GPU holds the 16-bit weights whole and its share of the 16-bit gradients. ZeRO-3 offload
   moves the weights too: ~2 bytes/parameter of working copy, fetched every step.
-- activations without recomputation: ~34 x tokens x width x layers bytes in 16-bit
-  (Korthikanti et al., arXiv:2205.05198, eq. 2, less the attention-score term that SDPA's
-  fused kernels never store).
+- activations without recomputation: ~40 x tokens x width x layers bytes under bf16 autocast
+  (Korthikanti et al., arXiv:2205.05198, eq. 2, give 34 in pure 16-bit, less the attention
+  scores that SDPA's fused kernels never store; autocast keeps some in fp32), plus the logits
+  (~0.5 MB a token at GPT-2's vocabulary) and autocast's bf16 copy of the weights: the terms
+  above ``per_gpu_bytes``.
 - 15% of the GPU left for the CUDA context, the allocator's fragmentation and NCCL buffers.
 - offload moves the model states to the host: fp32 master weights, momentum and variance
   (12 bytes/parameter) and the 16-bit gradients and pinned weights (4) are in host memory
@@ -91,18 +93,46 @@ def shape_of(base_model: str, config: dict[str, Any] | None = None) -> Shape:
     return Shape(12 * layers * d * d + (vocab + positions) * d, layers, d)
 
 
-def per_gpu_bytes(shape: Shape, gpus: int, tokens_per_gpu: int) -> dict[str, float]:
+# The memory terms, each with its source. Measured on CPU by the review (2026-12) and within
+# 2% of the H200's peaks of 2026-11-28 (docs/benchmarks-history.md, gpt2-xl 27.5 GiB at 2 k
+# tokens a step, 47.6 GiB at 8 k; tests/training/test_strategy.py holds the plan to 5% of both):
+# - activations kept for the backward, bf16 autocast, a width a token a layer: 40 bytes (not
+#   Korthikanti's 34: autocast keeps an fp32 residual stream and LayerNorm inputs beside the
+#   bf16 matmul inputs);
+# - the logits and their loss: fp32 logits, the loss's fp32 copy and the bf16 output, 10 bytes
+#   a vocabulary entry a token (0.5 MB a token at GPT-2's 50,257);
+# - autocast's bf16 copy of each fp32 weight for the forward: 2 bytes a parameter.
+ACTIVATION_BYTES = 40
+LOGIT_BYTES = 10
+AUTOCAST_COPY_BYTES = 2
+GPT2_VOCAB = 50257
+
+
+def activation_bytes(shape: Shape, tokens_per_gpu: int, vocab: int = GPT2_VOCAB) -> float:
+    """What a step's forward keeps for its backward: the blocks' activations and the logits."""
+    layers = ACTIVATION_BYTES * tokens_per_gpu * shape.n_embd * shape.n_layer
+    return layers + LOGIT_BYTES * vocab * tokens_per_gpu
+
+
+def per_gpu_bytes(
+    shape: Shape, gpus: int, tokens_per_gpu: int, vocab: int = GPT2_VOCAB
+) -> dict[str, float]:
     n = shape.params
-    activations = 34 * tokens_per_gpu * shape.n_embd * shape.n_layer
+    activations = activation_bytes(shape, tokens_per_gpu, vocab)
     return {
-        "ddp": 16 * n + activations,
+        # plain DDP, fp32 weights under bf16 autocast: at the forward's end, weights (4),
+        # Adam's moments (8) and autocast's bf16 copies (2) beside the activations; the
+        # gradients (4) come as the backward frees them (the Trainer sets them to None after
+        # each step), so the larger of the two moments is the peak
+        "ddp": max(16 * n, (12 + AUTOCAST_COPY_BYTES) * n + activations),
         "zero2": 2 * n + 14 * n / gpus + activations,
         "zero3": 16 * n / gpus + activations,
         "zero2-offload": 2 * n + 2 * n / gpus + activations,
         "zero3-offload": 2 * n / gpus + activations,
-        # an adapter run (ddp): the frozen base in fp32, no gradients or optimizer state for
-        # it; the adapter's own (~1% of the weights with its Adam) is within the headroom
-        "lora": 4 * n + activations,
+        # an adapter run (ddp): the frozen base held in bf16 (run.py), no gradients or
+        # optimizer state for it; the adapter's own (~1% of the weights with its Adam) is
+        # within the headroom
+        "lora": 2 * n + activations,
     }
 
 
@@ -121,13 +151,14 @@ def choose(
     tokens_per_gpu: int,
     host_bytes: int | None = None,
     adapter: bool = False,
+    vocab: int = GPT2_VOCAB,
 ) -> Choice:
     """The strategy to use, and why. ``gpus == 0`` means CPU training; ``host_bytes`` None
     means the host's memory is not checked. An ``adapter`` run is plain data parallel: ZeRO
     partitions optimizer state, and the frozen base has none."""
     if requested not in STRATEGIES:
         raise BadConfig(f"strategy must be one of {', '.join(STRATEGIES)}, not {requested!r}")
-    need = per_gpu_bytes(shape, max(gpus, 1), tokens_per_gpu)
+    need = per_gpu_bytes(shape, max(gpus, 1), tokens_per_gpu, vocab)
     if adapter:
         return _adapter_choice(requested, shape, gpus, gpu_bytes, need)
     host_need = offload_host_bytes(shape, gpus)

@@ -29,7 +29,7 @@ from job.training import memory
 from job.training.blocks import BlockDataset, make_blocks
 from job.training.checkpoints import Checkpoints
 from job.training.distributed import as_one_process_group, ranks
-from job.training.model import causal_only, hf_home
+from job.training.model import causal_only, hf_home, kept_host_bytes
 from job.training.peaks import mfu
 from job.training.plan import BATCH, Plan, block_size, plan
 
@@ -117,8 +117,10 @@ def finetune(
         model_config,
         train_blocks=len(blocks.train),
         world=ranks().world,
-        gpu_bytes=torch.cuda.get_device_properties(0).total_memory if cuda else 0,
-        host_bytes=memory.host_memory_bytes(),
+        # what this bot may use: not a kept adapter base's GPU memory, nor a kept base's host
+        # copy (pinned: rounded up, memory.pinned_bytes)
+        gpu_bytes=memory.gpu_budget(model) if cuda else 0,
+        host_bytes=memory.host_memory_bytes() - kept_host_bytes(),
         bf16_supported=cuda and torch.cuda.is_bf16_supported(),
         resumed_batch=Checkpoints.batch_of(resume) if resume else None,
     )
