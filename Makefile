@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS := requirements/constraints.txt
 TORCH_PIP_ARGS ?=
 
-.PHONY: fonts browser install test test-fast lint format docs demo bench clean image image-test image-standin push submit lock
+.PHONY: fonts browser install test test-fast lint format docs demo bench gpu-kit clean image image-test image-standin push submit lock
 
 $(BIN)/huggingtweets: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -109,8 +109,14 @@ BENCH_FLAGS ?= --archive ../shared/data/archives/andreruffert --handle andreruff
 bench: install
 	$(BIN)/python bench/bench.py $(BENCH_FLAGS)
 
+# What a device session needs, built here (no hand steps there): GPT-2's tokenizer, a real
+# archive and the wheels the device's image lacks, into the ignored .gpu/ and .whl/; it prints
+# the device call (docs/benchmarks.md, "The device scripts").
+gpu-kit: install
+	PY=$(BIN)/python bash bench/gpu_kit.sh
+
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache bench-out
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache bench-out .gpu .whl
 
 # The README's first command: the whole job on embedded defaults (local folder, W&B offline,
 # no Hub push) and our own sample data, on a tiny GPT-2 built locally. A randomly initialised

@@ -5,7 +5,7 @@
 # and says what the run is on: the card, the driver, torch and transformers, the commit, to
 # "$1" (appended). Exit 3 where the wheels cannot be installed.
 device_start() {  # LOG [MODULE]: MODULE, a module the script needs besides the job's
-  local log=$1 modules="pydantic, tenacity, fontTools${2:+, $2}"
+  local log=$1 modules="pydantic, tenacity, fontTools, peft${2:+, $2}"
   if ! python3 -c "import $modules" 2>/dev/null; then  # the device's image
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target /tmp/site .whl/*.whl || exit 3

@@ -10,8 +10,14 @@ log instead, and the next one runs. Phases, in order of what they tell:
    against wall ms a step: how host-bound the step is), with steady tokens/s and MFU.
 3. ``many``: gpt2, 10 bots in one task: seconds a bot, and the memory between bots.
 4. ``large-8k``: gpt2-xl at 8 x 1,024 tokens a step.
-5. ``large-compile``: the default step compiled (regional), on cold caches.
-6. ``large-noclip``: the default step without gradient clipping.
+5. ``lora-2k``, ``lora-4k``: gpt2-xl adapter bots at 2 k and 4 k tokens a step (MFU counted
+   with an adapter's FLOPs, 4N: no gradient for the frozen weights).
+6. ``packed-4``, ``packed-8``: 4 and 8 gpt2-xl adapter bots in one task, trained packed
+   (training/packs.py): seconds a bot, and each adapter's bytes in bf16 (saved) and fp32.
+7. ``large-compile``: the default step compiled (regional), on cold caches.
+8. ``large-noclip``: the default step without gradient clipping.
+
+Last, one table: each goal, its figure, met or not, and the card it ran on.
 
 A phase is skipped when its time limit would take the probe past ``--budget`` seconds (420 by
 default: 7 minutes, with a machine's start inside the call's 8).
@@ -44,6 +50,10 @@ LIMITS = {
     "large": 100,
     "many": 120,
     "large-8k": 80,
+    "lora-2k": 70,
+    "lora-4k": 70,
+    "packed-4": 100,
+    "packed-8": 130,
     "large-compile": 150,
     "large-noclip": 70,
 }
@@ -142,14 +152,16 @@ def base_of(probe: Probe, name: str) -> str:
     return str(folder)
 
 
-def steady(job: dict, peak_tflops: float | None) -> dict[str, Any]:
+def steady(job: dict, peak_tflops: float | None, adapter: bool = False) -> dict[str, Any]:
     """A run's training figures: the clock's (training/clock.py) and MFU from them, against
     ``peak_tflops`` where given, else the device's own peak (training/peaks.py), on which
     card."""
     from job.training.peaks import peak_tflops as peak_of
 
     r = job["result"]
-    per_token = flops_per_token(job["model_config"], r["block_size"])[0]
+    per_token, n = flops_per_token(job["model_config"], r["block_size"])
+    if adapter:  # no gradient for the frozen weights: 4N, not 6N (callbacks.flops_per_token)
+        per_token -= 2 * n
     card = r.get("gpu_name", "")
     gpu = r["device"] == "cuda"
     peak = peak_tflops if peak_tflops is not None else peak_of(card)[0]
@@ -266,13 +278,15 @@ class Measures:
         command = [sys.executable, "-m", "job", "run", "--manifest", str(manifest), "--index", "0"]
         _, log = self.probe.run("many", command)
         seconds = time.monotonic() - start
-        totals = []
+        totals, card = [], "cpu"
         for i in range(args.bots):
             latest = json.loads((out / f"baker{i}" / "latest.json").read_text())
             job = json.loads((out / f"baker{i}" / latest["run_id"] / "job.json").read_text())
             totals.append(job["timings"]["total"])
+            card = job["result"].get("gpu_name") or card
         between = [(float(h), float(g)) for h, g in BETWEEN.findall(log)]
         figures = {
+            "card": card,
             "bots": args.bots,
             "seconds": seconds,
             "seconds_per_bot": seconds / args.bots,
@@ -282,7 +296,8 @@ class Measures:
         gpu, host = [g for _, g in between] or [0.0], [h for h, _ in between] or [0.0]
         rest = sorted(totals[1:]) or [0.0]
         return figures, (
-            f"{args.bots} bots of {args.small} in one task: {seconds / args.bots:.2f} s a bot"
+            f"on {card}: {args.bots} bots of {args.small} in one task:"
+            f" {seconds / args.bots:.2f} s a bot"
             f" ({seconds:.1f} s), first {totals[0]:.1f} s then median {rest[len(rest) // 2]:.1f}"
             f" s; between bots {min(gpu):.2f}-{max(gpu):.2f} GiB on the GPU, host"
             f" {host[0]:.1f}-{host[-1]:.1f} GiB"
@@ -291,10 +306,97 @@ class Measures:
     def variant(self, name: str, *flags: str) -> Any:
         def measure() -> tuple[dict, str]:
             job = self.probe.job(name, str(self.large), *self.epochs, *flags)
-            figures = steady(job, self.args.peak_tflops)
+            figures = steady(job, self.args.peak_tflops, adapter="lora" in flags)
             return figures, describe(figures)
 
         return measure
+
+    def packed(self, bots: int) -> Any:
+        """``bots`` adapter bots of the large base in one task: packed by default."""
+
+        def measure() -> tuple[dict, str]:
+            from safetensors import safe_open
+
+            work, name = self.probe.work, f"packed-{bots}"
+            out = work / name
+            tweets = bakers(self.args.tweets, work / f"inputs-{bots}", bots)
+            # a base folder: a tiny base is built per bot from its tweets, and is not packed
+            base = self.small if self.large == "tiny" else str(self.large)
+            defaults = {
+                "base_model": base,
+                "train": {"adapter": "lora", "epochs": self.args.epochs},
+                "sampling": {"per_prompt": 1},
+            }
+            manifest = task_manifest(out, tweets, bots, defaults)
+            start = time.monotonic()
+            self.probe.run(name, [sys.executable, "-m", "job", "run", "--manifest",
+                                  str(manifest), "--index", "0"])  # fmt: skip
+            seconds = time.monotonic() - start
+            first = out / "baker0"
+            run = first / json.loads((first / "latest.json").read_text())["run_id"]
+            job = json.loads((run / "job.json").read_text())
+            with safe_open(run / "model" / "adapter_model.safetensors", "pt") as f:
+                numbers = sum(_count(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118
+            saved = (run / "model" / "adapter_model.safetensors").stat().st_size
+            figures = {
+                "bots": bots,
+                "seconds": seconds,
+                "seconds_per_bot": seconds / bots,
+                "card": job["result"].get("gpu_name") or "cpu",
+                "strategy": job["result"]["strategy"],
+                "adapter_bytes_saved": saved,  # bf16, the adapter's default
+                "adapter_bytes_fp32": 4 * numbers,
+                "adapter_bytes_bf16": 2 * numbers,
+            }
+            shutil.rmtree(out, ignore_errors=True)
+            return figures, (
+                f"on {figures['card']}: {bots} adapter bots of {self.args.large} in one task"
+                f" ({figures['strategy']}): {seconds / bots:.2f} s a bot ({seconds:.1f} s);"
+                f" an adapter {saved / 1e6:.1f} MB saved (bf16), {4 * numbers / 1e6:.1f} MB"
+                " in fp32"
+            )
+
+        return measure
+
+
+def _count(shape: list[int]) -> int:
+    total = 1
+    for size in shape:
+        total *= size
+    return total
+
+
+# The goals the probe answers, each from a phase's figures: (goal, phase, figure, met).
+GOALS: list[tuple[str, str, Any, Any]] = [
+    ("gpt2: at most 5 s a bot in a task of 10", "many",
+     lambda f: f"{f['seconds_per_bot']:.2f} s a bot", lambda f: f["seconds_per_bot"] <= 5),
+    ("gpt2-xl full fine-tune: at least 45% steady MFU at the planner's step", "large",
+     lambda f: f"{f['steady_mfu']:.1%}" if f.get("steady_mfu") is not None else "n/a",
+     lambda f: f.get("steady_mfu") is not None and f["steady_mfu"] >= 0.45),
+    ("gpt2-xl adapter bots: 10,000 a GPU-day (8.64 s a bot at most)", "packed-8",
+     lambda f: f"{86400 / f['seconds_per_bot']:,.0f} a day ({f['seconds_per_bot']:.2f} s a bot)",
+     lambda f: 86400 / f["seconds_per_bot"] >= 10_000),
+    ("gpt2-xl adapter bots: 50 MB or less a bot", "packed-8",
+     lambda f: f"{f['adapter_bytes_saved'] / 1e6:.1f} MB",
+     lambda f: f["adapter_bytes_saved"] <= 50e6),
+]  # fmt: skip
+
+
+def goals_table(out: Path) -> str:
+    """The table the probe prints last, from what probe.jsonl holds."""
+    figures = {}
+    for line in (out / "probe.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        figures[row["phase"]] = row
+    rows = ["| goal | figure | met | card |", "| --- | --- | --- | --- |"]
+    for goal, phase, figure, met in GOALS:
+        f = figures.get(phase, {})
+        if "skipped" in f or "failed" in f or not f:
+            why = f.get("skipped") or f.get("failed") or "not run"
+            rows.append(f"| {goal} | ({phase}: {str(why)[:60]}) | not measured | |")
+            continue
+        rows.append(f"| {goal} | {figure(f)} | {'yes' if met(f) else 'no'} | {f.get('card', '')} |")
+    return "\n".join(rows)
 
 
 def main() -> None:
@@ -312,6 +414,10 @@ def main() -> None:
         "large": measures.profiled,
         "many": measures.many,
         "large-8k": measures.variant("large-8k", "--block-size", "1024", "--batch-size", "8"),
+        "lora-2k": measures.variant("lora-2k", "--adapter", "lora", "--batch-size", "8"),
+        "lora-4k": measures.variant("lora-4k", "--adapter", "lora", "--batch-size", "16"),
+        "packed-4": measures.packed(4),
+        "packed-8": measures.packed(8),
         "large-compile": measures.variant("large-compile", "--compile"),
         "large-noclip": measures.variant("large-noclip", "--max-grad-norm", "0"),
     }
@@ -321,7 +427,11 @@ def main() -> None:
         else:
             probe.phase(name, phases[name])
     shutil.rmtree(probe.work, ignore_errors=True)  # 6 GB of bases and runs: never left behind
+    table = goals_table(args.out)
+    with open(args.out / "probe.txt", "a") as f:
+        f.write(table + "\n")
     print(f"probe: {time.monotonic() - probe.started:.0f} s; {args.out / 'probe.txt'}")
+    print(table)
 
 
 if __name__ == "__main__":

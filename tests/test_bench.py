@@ -222,11 +222,17 @@ def test_the_gpu_probes_cpu_check_runs_as_printed_and_writes_each_phase_as_it_en
             r["phase"]: r for r in map(json.loads, (out / "probe.jsonl").read_text().splitlines())
         }
         assert list(records) == [
-            "setup", "fixed", "large", "many", "large-8k", "large-compile", "large-noclip"
+            "setup", "fixed", "large", "many", "large-8k", "lora-2k", "lora-4k", "packed-4",
+            "packed-8", "large-compile", "large-noclip",
         ]  # fmt: skip
         assert all("failed" not in r for r in records.values()), records
-        for skipped in ("large-8k", "large-compile"):
+        for skipped in ("large-8k", "lora-4k", "packed-8", "large-compile"):
             assert records[skipped] == {"phase": skipped, "skipped": "asked"}
+        packed = records["packed-4"]
+        assert packed["strategy"] == "packed" and packed["card"] == "cpu"
+        assert packed["adapter_bytes_fp32"] == 2 * packed["adapter_bytes_bf16"]
+        assert packed["adapter_bytes_saved"] < 1.1 * packed["adapter_bytes_bf16"]  # bf16 saved
+        assert records["lora-2k"]["steady_tokens"] > 0
         assert records["fixed"]["imports_s"] > 0 and records["fixed"]["load_s"] > 0
         large = records["large"]
         assert large["steady_tokens"] > 0 and large["profile"]["wall_ms_per_step"] > 0
@@ -236,6 +242,11 @@ def test_the_gpu_probes_cpu_check_runs_as_printed_and_writes_each_phase_as_it_en
         assert records["large-noclip"]["steps"] == large["steps"]
         text = (out / "probe.txt").read_text()
         assert "tok/s" in text and "2 bots of tiny in one task" in text
+        # last, the goals: each with its figure or why it has none, and the card
+        table = text[text.index("| goal | figure | met | card |") :].splitlines()
+        assert len(table) == 2 + 4 and "| 10,000" not in table[0]
+        assert "(packed-8: asked) | not measured" in "\n".join(table)
+        assert table[2].startswith("| gpt2: at most 5 s a bot") and table[2].endswith("| cpu |")
         assert not (out / "work").exists()
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -355,3 +366,35 @@ def test_the_many_bots_bench_times_slow_storage_against_instant(tmp_path: Path) 
     assert f"slow storage x{report['ratio']:.2f} the seconds of instant storage" in result.stdout
     # both tasks wrote to S3, not to the local folder their manifests sit in
     assert not list(tmp_path.glob("instant/*/latest.json"))
+
+
+@pytest.mark.integration
+def test_the_gpu_kit_builds_what_a_device_call_needs_as_printed(
+    tmp_path: Path, shared: Path
+) -> None:
+    """docs/benchmarks.md's `make gpu-kit`, in a clone (this checkout's .venv shared): the
+    tokenizer, the archive and the wheels land in the ignored folders, and the call is printed
+    with the carry and time limit the probe needs."""
+    from tests.test_docs_commands import printed
+
+    (command,) = printed("docs/benchmarks.md", "make gpu-kit")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=120)
+    (clone / ".venv").symlink_to(REPO / ".venv")
+    for made_from in ("pyproject.toml", "requirements/constraints.txt"):  # installed already
+        os.utime(clone / made_from, (0, 0))
+    done = subprocess.run(
+        ["bash", "-c", command], cwd=clone, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HUGGINGTWEETS_SHARED": str(shared)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    wheels = {p.name.split("-")[0].lower() for p in (clone / ".whl").glob("*.whl")}
+    assert {"peft", "pydantic", "pydantic_core", "tenacity", "fonttools"} <= wheels
+    assert (clone / ".gpu" / "tokenizer" / "vocab.json").is_file()
+    assert (clone / ".gpu" / "archive" / "data" / "tweets.js").is_file()
+    assert 'run(command="bash bench/gpu_probe.sh", carry=[".gpu", ".whl"], timeout_s=480)' in (
+        done.stdout
+    )
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True,
+                            text=True, check=True).stdout  # fmt: skip
+    assert ".gpu" not in status and ".whl" not in status  # ignored: never committed

@@ -1,0 +1,28 @@
+#!/bin/bash
+# make gpu-kit: everything one device call needs, built here from this checkout, into ignored
+# folders the device tool carries (docs/benchmarks.md, "The device scripts"):
+#   .gpu/tokenizer  GPT-2's BPE files, for bases of GPT-2's vocabulary
+#   .gpu/archive    andreruffert's real archive (the probe cleans it as the job does)
+#   .whl/           the wheels the device's image lacks (peft included), at this venv's versions,
+#                   for the device's Python (3.12): bench/device.sh installs them there
+# Then it prints the call to make. SHARED: the folder beside the checkout (../shared).
+set -euo pipefail
+SHARED=${SHARED:-${HUGGINGTWEETS_SHARED:-../shared}}
+PY=${PY:-.venv/bin/python}
+# pure Python, or built for CPython 3.12 on manylinux: what `python -m job` imports past what
+# the device's image has (torch, transformers, accelerate, typer, rich, jinja2, PyYAML, Pillow)
+PACKAGES="pydantic pydantic_core annotated-types typing-inspection tenacity typing_extensions
+  fonttools pytest pluggy iniconfig pygments packaging peft psutil"
+rm -rf .gpu .whl
+mkdir -p .gpu .whl
+cp -r "$SHARED/tokenizers/gpt2" .gpu/tokenizer
+cp -r "$SHARED/data/archives/andreruffert" .gpu/archive
+pins=()
+for name in $PACKAGES; do
+  pins+=("$name==$("$PY" -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name")")
+done
+"$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d .whl "${pins[@]}"
+size=$(du -sm .gpu .whl | awk '{s += $1} END {print s}')
+echo "gpu-kit: .gpu and .whl, ${size} MiB of the carry's 64 ($(ls .whl | wc -l) wheels)"
+echo 'the call: run(command="bash bench/gpu_probe.sh", carry=[".gpu", ".whl"], timeout_s=480)'
