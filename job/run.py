@@ -398,8 +398,11 @@ def _packed_bot(
                     layer = model.get_submodule(f"base_model.model.{module}")
                     getattr(layer, f"lora_{kind.split('.')[0]}")["default"].weight.copy_(tensor)
         with state.phases("save"):
-            model.save_pretrained(str(state.staged))
-            _saved(state, model, ready.base)
+            if config.train.saved_precision == "bf16":
+                model_folder.save_bf16(model, state.staged)
+            else:
+                model.save_pretrained(str(state.staged))
+            _saved(state, model, ready.base, converted=True)
         trained = Trained(outcome.result, model, copy.deepcopy(tokenizer))
         sampled = _outputs(state, ready, trained, wb)
     return _finished(state, trained, sampled, request.guard)
@@ -508,22 +511,27 @@ def train(
             resume=resume,
         )
     with state.phases("save"):
-        trainer.save_model(str(state.staged))  # consolidated on every strategy (ZeRO-3 gathers)
+        once = config.saved_precision == "bf16" and not result.strategy.startswith("zero3")
+        if once:  # the weights are whole in memory: written once, in bf16
+            if state.main:
+                model_folder.save_bf16(model, state.staged)
+        else:
+            trainer.save_model(str(state.staged))  # consolidated (ZeRO-3 gathers)
         distributed.barrier()
         # The Trainer's arguments, pickled: nothing a user of the model needs, and the Hub
         # flags every pickle it is given.
         (state.staged / "training_args.bin").unlink(missing_ok=True)
         if state.main:
-            _saved(state, model, base)
+            _saved(state, model, base, converted=once)
     return Trained(result, model, tokenizer)
 
 
-def _saved(state: State, model: Any, base: str) -> None:
-    """Rank 0, once the weights are saved: their precision, an adapter's tiny base kept
-    beside it, and its merged copy."""
+def _saved(state: State, model: Any, base: str, converted: bool = False) -> None:
+    """Rank 0, once the weights are saved (``converted``: in their precision already): their
+    precision, an adapter's tiny base kept beside it, and its merged copy."""
     config = state.job.config.train
     precision = config.saved_precision
-    if precision == "bf16":
+    if precision == "bf16" and not converted:  # ZeRO-3's, gathered into an fp32 file
         model_folder.to_bf16(state.staged)
     if config.lora and state.job.base.kind == "tiny":
         model_folder.keep_base_beside(base, state.staging, state.staged, state.bot_dir)

@@ -377,16 +377,27 @@ def test_a_german_bot_gets_german_prompts_and_widget(tmp_path: Path) -> None:
     assert saved["config"]["sampling"]["start_texts"] == german
 
 
-def test_weights_saved_in_bf16_are_half_the_size_and_load(sample_run, tmp_path: Path) -> None:
+def test_weights_saved_in_bf16_are_half_the_size_and_load(
+    sample_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written once, in bf16, from the weights in memory: the fp32 file's conversion
+    (to_bf16, which ZeRO-3's gathered save still takes) is not called."""
     from safetensors.torch import load_file
     from transformers import pipeline
 
+    from job.outputs import model_folder
+
+    def no_second_write(folder):
+        raise AssertionError("the fp32 file was written, read back and written again")
+
+    monkeypatch.setattr(model_folder, "to_bf16", no_second_write)
     out, _ = sample_run
     fp32 = out / "sourdough_sam" / "model" / "model.safetensors"
     job = tiny_job(train={"save_precision": "bf16"}, wandb={"mode": "disabled"})
     result = run(job, {"sourdough_sam": FileSource(SAMPLE)}, tmp_path)
     bf16 = result.model_dir / "model.safetensors"
     assert {str(t.dtype) for t in load_file(bf16).values()} == {"torch.bfloat16"}
+    assert set(load_file(bf16)) == set(load_file(fp32))  # the tied output embedding: once
     assert bf16.stat().st_size < 0.55 * fp32.stat().st_size
     generator = pipeline("text-generation", model=str(result.model_dir), device="cpu")
     assert str(generator.model.dtype) == "torch.bfloat16"
