@@ -24,5 +24,5 @@ done
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d .whl "${pins[@]}"
 size=$(du -sm .gpu .whl | awk '{s += $1} END {print s}')
-echo "gpu-kit: .gpu and .whl, ${size} MiB of the carry's 64 ($(ls .whl | wc -l) wheels)"
+echo "gpu-kit: .gpu and .whl, ${size} MiB of the carry's 64 ($(find .whl -name '*.whl' | wc -l) wheels)"
 echo 'the call: run(command="bash bench/gpu_probe.sh", carry=[".gpu", ".whl"], timeout_s=480)'

@@ -54,8 +54,10 @@ class Behind:
     """``submit(bot, work)`` runs ``work`` beside the caller; ``result(bot)`` is its outcome
     once ``close`` (or the context's end) has waited for it."""
 
-    def __init__(self, behind: int = BEHIND) -> None:
-        self.behind = behind
+    def __init__(
+        self, behind: int = BEHIND, on_left: Callable[[str, Exception], None] | None = None
+    ) -> None:
+        self.behind, self.on_left = behind, on_left
         self.items: dict[str, _Item] = {}
         self.limit = seconds_for("output") + seconds_for("hub_push")
 
@@ -99,19 +101,20 @@ class Behind:
 
     def close(self, stopping: bool = False) -> None:
         """Wait for every bot behind (each up to its deadline); on a stop, DRAIN_SECONDS for
-        all of them, then each left one's ``on_stop``."""
+        all of them, then each one left is recorded by ``on_left``."""
         end = time.monotonic() + DRAIN_SECONDS
         for item in list(self.items.values()):
             if item.outcome:
                 continue
             if stopping:
                 if not self._wait(item, max(end - time.monotonic(), 0.0)):
-                    # its record stays "running" (its thread may still write): the retry's
-                    # fresh record replaces it, and its half upload has no marker
+                    # its half upload has no marker; its record says it failed (or its
+                    # push did), from here: its thread is stuck, not to be waited for
                     log.warning("%s: left behind by the stop, unpublished", item.bot)
-                    item.outcome.append(
-                        TransientError(f"{item.bot}: stopped during its upload; a rerun makes it")
-                    )
+                    error = TransientError("stopped by SIGTERM during its upload; a rerun makes it")
+                    item.outcome.append(error)
+                    if self.on_left is not None:
+                        self.on_left(item.bot, error)
             else:
                 self._wait(item, None)
 

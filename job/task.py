@@ -122,10 +122,18 @@ def run_manifest(uri: str, *, index: int | None = None, force: bool = False) -> 
     errors: list[JobError] = [refused] if refused else []
     errors += failed.values()
     made: list[tuple[BotJob, Any]] = []
-    with bases_kept() if len(chosen) > 1 else contextlib.nullcontext(), Behind() as behind:
-        for unit in packs(chosen):
+    units = packs(chosen)
+    left = partial(_left_behind, storage)
+    with (
+        bases_kept() if len(chosen) > 1 else contextlib.nullcontext(),
+        Behind(on_left=left) as behind,
+    ):
+        for i, unit in enumerate(units):
+            # the last unit has no next bot to train beside its end: it ends here, and a
+            # stop during it is its own, as for a lone bot
+            last = i == len(units) - 1
             try:
-                outcomes = _make(unit, storage, uri, done, behind)
+                outcomes = _make(unit, storage, uri, done, None if last else behind)
             finally:
                 _between_bots()
             stop = _stops(outcomes)  # before detaching: a CUDA error may be the cause
@@ -152,6 +160,19 @@ def run_manifest(uri: str, *, index: int | None = None, force: bool = False) -> 
         # the task (its published bots are skipped then, by fingerprint); else the first.
         raise next((e for e in errors if isinstance(e, TransientError)), errors[0])
     return records
+
+
+def _left_behind(storage: Storage, bot: str, error: Exception) -> None:
+    """A bot a stop left behind (behind.py): its record says the attempt failed, or, where
+    its run was recorded and only its push was left, that the push did."""
+    status = read_status(storage, bot)
+    if status is None:
+        return
+    if status.state == "running":
+        write_status(storage, bot, "failed", reason=str(error))
+    elif status.state == "succeeded" and status.hub.state == "pending":
+        hub = status.hub.model_copy(update={"state": "failed", "reason": str(error)})
+        write_status(storage, bot, "succeeded", hub=hub)
 
 
 @dataclass(frozen=True)

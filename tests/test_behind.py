@@ -96,6 +96,8 @@ def test_sigterm_while_a_bot_is_behind_ends_the_task_in_the_grace(s3, manifest) 
     # ann is not published: no latest.json (her upload's marker, held in flight on the proxy
     # when the process ended, may land after it: a whole run, which the retry then publishes)
     assert storage.list("ann/latest.json") == []
+    ann = get_json(storage, "ann/status.json")  # recorded by the stop, not left "running"
+    assert ann["state"] == "failed" and "SIGTERM" in ann["reason"]
     assert state("bob") == "failed"
     retry = invoke(*RUN)
     assert retry.returncode == 0, retry.stderr[-2000:]
