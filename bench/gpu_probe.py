@@ -102,7 +102,10 @@ class Probe:
         command += ["--base-model", base, "--out", str(out), "--predictions-per-prompt", "1"]
         self.run(phase, [*command, *flags], env)
         job = json.loads((out / self.handle / "job.json").read_text())
-        job["model_config"] = json.loads((out / self.handle / "model" / "config.json").read_text())
+        # an adapter's folder has no config.json: its base's (kept beside it, or the folder)
+        configs = [out / self.handle / d / "config.json" for d in ("model", "base")]
+        found = next((c for c in configs if c.is_file()), Path(base) / "config.json")
+        job["model_config"] = json.loads(found.read_text())
         shutil.rmtree(out / self.handle / "model", ignore_errors=True)  # gpt2-xl: 6 GB a run
         return job
 
