@@ -231,7 +231,12 @@ def test_the_gpu_probes_cpu_check_runs_as_printed_and_writes_each_phase_as_it_en
         packed = records["packed-4"]
         assert packed["strategy"] == "packed" and packed["card"] == "cpu"
         assert packed["adapter_bytes_fp32"] == 2 * packed["adapter_bytes_bf16"]
-        assert packed["adapter_bytes_saved"] < 1.1 * packed["adapter_bytes_bf16"]  # bf16 saved
+        # saved in bf16: the file, its header included, under the fp32 numbers alone
+        assert (
+            packed["adapter_bytes_bf16"]
+            < packed["adapter_bytes_saved"]
+            < packed["adapter_bytes_fp32"]
+        )
         assert records["lora-2k"]["steady_tokens"] > 0
         assert records["fixed"]["imports_s"] > 0 and records["fixed"]["load_s"] > 0
         large = records["large"]
