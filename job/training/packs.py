@@ -335,7 +335,6 @@ def _steps(
 ) -> dict[int, int]:
     """The pack's steps until every bot has made its own; the tokens each trained."""
     import torch
-    import torch.nn.functional as F
 
     from job.training.packed import rows_of
 
@@ -359,28 +358,17 @@ def _steps(
     with Preemption() as preemption:
         while active := [k for k, b in bots.items() if not b.done and b.error is None
                          and b.step < b.total]:  # fmt: skip
-            rows, routes = [], []
+            rows, routes, sizes = [], [], []
             for k in active:
                 chosen = bots[k].blocks.train[bots[k].rows(bots[k].step)]
                 rows.append(chosen)
                 routes += [k] * len(chosen)
+                sizes.append(len(chosen))
                 tokens[k] += chosen.numel()
             inputs = torch.cat(rows).to(device, non_blocking=True)
-            route, counts = rows_of(routes, k_all, device)
+            route, _ = rows_of(routes, k_all, device)
             pack.route(route)
-            with autocast:
-                logits = model(input_ids=inputs, use_cache=False).logits
-            per_row = (
-                F.cross_entropy(
-                    logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                    inputs[:, 1:].reshape(-1),
-                    reduction="none",
-                )
-                .view(len(inputs), -1)
-                .mean(dim=1)
-            )
-            losses = torch.zeros(k_all, device=device).index_add_(0, route, per_row) / counts
-            losses.sum().backward()
+            losses = _forward_backward(model, inputs, active, sizes, autocast, k_all)
             norms = pack.clip(clip)
             on = torch.zeros(k_all, dtype=torch.bool)
             on[active] = True
@@ -409,6 +397,40 @@ def _steps(
         if bot.error is None:
             bot.loss_total = float(every[k]) + bot.loss_total
     return tokens
+
+
+def _forward_backward(
+    model: Any, inputs: Any, active: list[int], sizes: list[int], autocast: Any, bots: int
+) -> Any:
+    """The step's forward and backward; each bot's mean loss over its own tokens, (K,).
+
+    The blocks run once for every bot's rows; the output layer and the loss run a bot at a
+    time, each bot's backward into the blocks' output as it goes, then the blocks' backward
+    once. So the logits (0.5 MB a token at GPT-2's vocabulary: 5 GB for 10 bots of 1,024
+    tokens) are one bot's at a time, as a lone bot's are, not the whole pack's: on the CPU a
+    pack's step of whole-pack logits ran at 930 tokens/s against a lone bot's 1,200 (width
+    256, 10 bots; docs/benchmarks.md). The output layer is the frozen base's: nothing of it
+    needs a gradient but its input's."""
+    import torch
+    import torch.nn.functional as F
+
+    with autocast:
+        hidden = model.transformer(input_ids=inputs, use_cache=False).last_hidden_state
+    through = hidden.detach().requires_grad_()
+    losses = torch.zeros(bots, device=inputs.device)
+    start = 0
+    for k, size in zip(active, sizes, strict=True):
+        mine = slice(start, start + size)
+        with autocast:
+            logits = model.lm_head(through[mine])
+        loss = F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]).float(), inputs[mine, 1:].reshape(-1)
+        )
+        loss.backward()
+        losses[k] = loss.detach()
+        start += size
+    hidden.backward(through.grad)
+    return losses
 
 
 def _log(bot: _Bot, k: int, since_log: Any, every: Any, norms: Any) -> None:
