@@ -327,7 +327,7 @@ class Measures:
             base = self.small if self.large == "tiny" else str(self.large)
             defaults = {
                 "base_model": base,
-                "train": {"adapter": "lora", "epochs": self.args.epochs},
+                "train": {"adapter": "lora", "epochs": self.args.epochs, "pack": True},
                 "sampling": {"per_prompt": 1},
             }
             manifest = task_manifest(out, tweets, bots, defaults)

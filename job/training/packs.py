@@ -53,10 +53,10 @@ log = logging.getLogger(__name__)
 # a step at 10 bots and flattens there (bench/packed_adapters.py, docs/benchmarks.md): more
 # bots only make each step longer, and a SIGTERM's checkpoint larger.
 PACK_MAX = 16
-# A bot's share of a pack's memory: its batch's activations and logits (the strategy's
-# terms, training/strategy.py: measured, within 2% of the H200's peaks; twice in fp32, on a
-# CPU) and its adapter's weights, gradient and two moments, 16 bytes a number. The base is
-# counted once, by the caller.
+# A bot's share of a pack's memory: its batch's activations (the strategy's terms,
+# training/strategy.py: measured, within 2% of the H200's peaks; twice in fp32, on a CPU) and
+# its adapter's weights, gradient and two moments, 16 bytes a number. The base and one bot's
+# logits are counted once.
 ADAPTER_STATE_BYTES = 16
 WEIGHTS = "adapter_pack.safetensors"  # a bot's checkpoint: its adapter and its moments
 STATE = "pack_state.json"
@@ -101,9 +101,12 @@ def pack_size(
     ``free_bytes``, at most PACK_MAX; and why, in words for the log."""
     rank = rank_for(shape.n_embd)
     adapter = rank * shape.n_embd * 16 * shape.n_layer  # every matrix of a block: 16 d r
-    per_bot = activation_bytes(shape, tokens, vocab) * (1 if bf16 else 2)
+    scale = 1 if bf16 else 2
+    per_bot = activation_bytes(shape, tokens, vocab, logits=False) * scale
     per_bot += ADAPTER_STATE_BYTES * adapter
-    room = free_bytes * memory.HEADROOM - base_bytes
+    # the logits are one bot's at a time (_forward_backward): counted once, beside the base
+    logits = activation_bytes(shape, tokens, vocab) - activation_bytes(shape, tokens, vocab, False)
+    room = free_bytes * memory.HEADROOM - base_bytes - logits * scale
     fits = max(1, int(room // per_bot))
     size = min(fits, PACK_MAX)
     why = (

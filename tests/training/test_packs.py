@@ -32,10 +32,16 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def manifest(
-    tmp: Path, base: Path, name: str, train: str = "", bots: int = 2, epochs: int = 6
+    tmp: Path,
+    base: Path,
+    name: str,
+    train: str = "",
+    bots: int = 2,
+    epochs: int = 6,
+    pack: bool = True,
 ) -> Path:
     """``bots`` bots of distinct tweets (the sample as it is; its words in capitals; reversed)
-    in one task, adapters of ``base``."""
+    in one task, adapters of ``base``, packed (``pack``: on a CPU, only when asked)."""
     rows = [json.loads(r) for r in SAMPLE.read_text().splitlines()]
     shapes = [lambda t: t, str.upper, lambda t: " ".join(reversed(t.split()))]
     listed = ""
@@ -49,7 +55,8 @@ def manifest(
     path.write_text(
         f"version: 1\noutput: {tmp / name}\nwandb: {{mode: disabled}}\nbots_per_task: {bots}\n"
         f"defaults:\n  base_model: {base}\n"
-        f"  train: {{epochs: {epochs}, adapter: lora, learning_rate: 3e-3{train}}}\n"
+        f"  train: {{epochs: {epochs}, adapter: lora, learning_rate: 3e-3,"
+        f" pack: {str(pack).lower()}{train}}}\n"
         f"  sampling: {{per_prompt: 1}}\nbots:\n{listed}"
     )
     return path
@@ -76,7 +83,7 @@ def test_packed_bots_are_lone_adapter_bots_and_mixed_gradients_would_show(
     task.run_manifest(str(manifest(tmp_path, base, "packed")), index=0)
     assert "pack of 2 adapter bots" in caplog.text and "packs of up to 2" not in caplog.text
     assert "packs of up to" in caplog.text  # the plan, with its reason
-    task.run_manifest(str(manifest(tmp_path, base, "alone", ", pack: false")), index=0)
+    task.run_manifest(str(manifest(tmp_path, base, "alone", pack=False)), index=0)
 
     for bot in ("b0", "b1"):
         together, alone = result(tmp_path / "packed", bot), result(tmp_path / "alone", bot)
@@ -185,9 +192,8 @@ def test_sigterm_checkpoints_every_bot_and_the_rerun_makes_what_the_run_would_ha
 
 
 def test_packs_group_the_bots_that_share_a_base_and_an_adapter_shape(tmp_path: Path) -> None:
-    """A full bot, a tiny base (built from each bot's own tweets), pack off, another rank and
-    LoRA dropout train alone; the rest are grouped by base, and a pack's size comes from the
-    memory plan."""
+    """A full bot, a tiny base (built from each bot's own tweets), pack off (or unset, on this
+    CPU), another rank and LoRA dropout train alone; the rest are grouped by base."""
     from job import task
     from job.spec import jobs, load_manifest
 
@@ -205,17 +211,18 @@ def test_packs_group_the_bots_that_share_a_base_and_an_adapter_shape(tmp_path: P
                 "{adapter: lora, lora_dropout: 0.1}",
                 "{adapter: lora}",
                 "{adapter: lora, base_model: tiny}",
+                "{adapter: lora, pack: null}",
             ]
         )
     )
     path = tmp_path / "m.yaml"
     path.write_text(
-        f"version: 1\noutput: {tmp_path / 'out'}\nbots_per_task: 8\n"
-        f"defaults: {{base_model: gpt2}}\nbots:\n{rows}"
+        f"version: 1\noutput: {tmp_path / 'out'}\nbots_per_task: 9\n"
+        f"defaults: {{base_model: gpt2, train: {{pack: true}}}}\nbots:\n{rows}"
     )
     units = task.packs(jobs(load_manifest(str(path), resolve=False), None))
     assert [[j.bot for j in u] for u in units] == [
-        ["u0", "u1", "u6"], ["u2"], ["u3"], ["u4"], ["u5"], ["u7"]
+        ["u0", "u1", "u6"], ["u2"], ["u3"], ["u4"], ["u5"], ["u7"], ["u8"]
     ]  # fmt: skip
 
 
