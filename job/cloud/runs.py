@@ -92,7 +92,7 @@ def upload_run(
         {"run_id": run_id, "fingerprint": fingerprint, "completed_at": marker["completed_at"]},
     )
     check("latest.json")
-    log.info("published %s to %s%s", bot, storage.uri, prefix)
+    log.info("published %s to %s", bot, storage.where(prefix))
     return marker
 
 
