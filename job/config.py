@@ -248,16 +248,16 @@ class TrainConfig(Section):
     # bf16 is half the bytes (gpt2-xl: 6.2 -> 3.1 GB), and so is every upload and download.
     # A full bot's default is fp32, what the original published; an adapter's is bf16: gpt2-xl's
     # rank-16 adapter is 39.3 MB instead of 78.6, under the 50 MB a bot that 10,000 bots a
-    # GPU-day needs, for +0.9-1.2% held-out perplexity on the bench's weak stand-ins, where the
-    # adapter carries the whole fit (docs/benchmarks.md, "packed" rows).
+    # GPU-day needs, for held-out perplexity within -0.5% to +1.2% of fp32's on the bench's
+    # stand-ins, where the adapter carries the whole fit (docs/benchmarks.md, "packed" rows).
     save_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="Saved weights: fp32, bf16 (half the size); auto: bf16 for an adapter."
     )
     # A task's adapter bots of one base train together (training/packs.py), each its own loss,
-    # clipping, schedule, optimizer, epochs and checkpoints. The host time of a step, what a
-    # GPU's small steps wait on, is paid once (~0.2x a bot-step, benchmarks.md); a CPU's steps
-    # are arithmetic, 5-16% slower packed: so unset, on a GPU only. Not in the fingerprint.
-    pack: bool | None = Field(None, description="Pack a task's adapter bots; unset: on a GPU.")
+    # clipping, schedule, optimizer, epochs and checkpoints. A step's host time, what a GPU's
+    # small steps wait on, is paid once (~0.2x a bot-step); a CPU's steps are arithmetic, and
+    # packed took 0.95-0.99x the seconds a bot there (benchmarks.md). Not in the fingerprint.
+    pack: bool = Field(True, description="Train a task's adapter bots of one base together.")
 
     @property
     def saved_precision(self) -> Literal["fp32", "bf16"]:

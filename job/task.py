@@ -306,12 +306,10 @@ def _outcome(make: Callable[[], Any]) -> Any:
 def pack_key(job: BotJob) -> tuple[Any, ...] | None:
     """What adapter bots must share to train in one step (training/packs.py): the base (a
     tiny base is built from each bot's own tweets: none), the adapter's shape, the block, the
-    precision and the decay; None for a bot that trains alone (a full bot, ``pack`` off, or
-    unset on a CPU; LoRA dropout or gradient accumulation, which a pack's step does not do)."""
+    precision and the decay; None for a bot that trains alone (a full bot, ``pack`` off, LoRA
+    dropout or gradient accumulation, which a pack's step does not do)."""
     train = job.config.train
-    if not train.lora or job.base.kind == "tiny" or train.pack is False:
-        return None
-    if train.pack is None and not _gpu():  # unset: a CPU's steps gain nothing from it
+    if not (train.lora and train.pack) or job.base.kind == "tiny":
         return None
     if train.lora_dropout or train.grad_accum != 1 or ranks().world > 1:
         return None
@@ -319,12 +317,6 @@ def pack_key(job: BotJob) -> tuple[Any, ...] | None:
         train.base_model, train.lora_rank, train.lora_alpha, tuple(train.lora_targets),
         train.block_size, train.precision, train.weight_decay, train.tokenizer,
     )  # fmt: skip
-
-
-def _gpu() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
 
 
 def packs(chosen: list[BotJob]) -> list[list[BotJob]]:

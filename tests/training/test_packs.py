@@ -41,7 +41,7 @@ def manifest(
     pack: bool = True,
 ) -> Path:
     """``bots`` bots of distinct tweets (the sample as it is; its words in capitals; reversed)
-    in one task, adapters of ``base``, packed (``pack``: on a CPU, only when asked)."""
+    in one task, adapters of ``base``, packed unless ``pack`` is off."""
     rows = [json.loads(r) for r in SAMPLE.read_text().splitlines()]
     shapes = [lambda t: t, str.upper, lambda t: " ".join(reversed(t.split()))]
     listed = ""
@@ -192,8 +192,8 @@ def test_sigterm_checkpoints_every_bot_and_the_rerun_makes_what_the_run_would_ha
 
 
 def test_packs_group_the_bots_that_share_a_base_and_an_adapter_shape(tmp_path: Path) -> None:
-    """A full bot, a tiny base (built from each bot's own tweets), pack off (or unset, on this
-    CPU), another rank and LoRA dropout train alone; the rest are grouped by base."""
+    """A full bot, a tiny base (built from each bot's own tweets), pack off, another rank and
+    LoRA dropout train alone; the rest, packed by default, are grouped by base."""
     from job import task
     from job.spec import jobs, load_manifest
 
@@ -211,18 +211,18 @@ def test_packs_group_the_bots_that_share_a_base_and_an_adapter_shape(tmp_path: P
                 "{adapter: lora, lora_dropout: 0.1}",
                 "{adapter: lora}",
                 "{adapter: lora, base_model: tiny}",
-                "{adapter: lora, pack: null}",
+                "{adapter: lora, pack: true}",
             ]
         )
     )
     path = tmp_path / "m.yaml"
     path.write_text(
         f"version: 1\noutput: {tmp_path / 'out'}\nbots_per_task: 9\n"
-        f"defaults: {{base_model: gpt2, train: {{pack: true}}}}\nbots:\n{rows}"
+        f"defaults: {{base_model: gpt2}}\nbots:\n{rows}"
     )
     units = task.packs(jobs(load_manifest(str(path), resolve=False), None))
     assert [[j.bot for j in u] for u in units] == [
-        ["u0", "u1", "u6"], ["u2"], ["u3"], ["u4"], ["u5"], ["u7"], ["u8"]
+        ["u0", "u1", "u6", "u8"], ["u2"], ["u3"], ["u4"], ["u5"], ["u7"]
     ]  # fmt: skip
 
 
