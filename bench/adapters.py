@@ -157,24 +157,27 @@ def quality(bench: Bench) -> tuple[dict, list[dict]]:
     return full, adapters
 
 
+def task_seconds(bench: Bench, name: str, tweets: list[Path], train: dict[str, Any]) -> float:
+    """Seconds a bot of one task (``--bots`` bots, one process) of the stand-in base with
+    ``train``, output to ``OUT/<name>``."""
+    args = bench.args
+    out = args.out / name
+    defaults = {"base_model": bench.base, "train": train, "sampling": {"per_prompt": 1}}
+    manifest = task_manifest(out, tweets, args.bots, defaults)
+    start = time.perf_counter()
+    timed([sys.executable, "-m", "job", "run", "--manifest", str(manifest), "--index", "0"],
+          bench.env, out.with_suffix(".log"))  # fmt: skip
+    return (time.perf_counter() - start) / args.bots
+
+
 def seconds_a_bot(bench: Bench) -> dict[str, float]:
     """3: seconds a bot, K bots in one task each way."""
     args = bench.args
     tweets = bakers(bench.train_file, args.out / "inputs", args.bots)
     per_bot: dict[str, float] = {}
     for side, adapter in (("full", "none"), ("adapter", "lora")):
-        out = args.out / f"task-{side}"
-        defaults = {
-            "base_model": bench.base,
-            "train": {"epochs": 1, "adapter": adapter}
-            | (bench.dropout if adapter == "lora" else {}),
-            "sampling": {"per_prompt": 1},
-        }
-        manifest = task_manifest(out, tweets, args.bots, defaults)
-        start = time.perf_counter()
-        timed([sys.executable, "-m", "job", "run", "--manifest", str(manifest), "--index", "0"],
-              bench.env, out.with_suffix(".log"))  # fmt: skip
-        per_bot[side] = (time.perf_counter() - start) / args.bots
+        train = {"epochs": 1, "adapter": adapter} | (bench.dropout if adapter == "lora" else {})
+        per_bot[side] = task_seconds(bench, f"task-{side}", tweets, train)
     ratio = per_bot["adapter"] / per_bot["full"]
     print(f"{args.bots} bots in one task: {per_bot['adapter']:.2f} s a bot with adapters,"
           f" {per_bot['full']:.2f} s full ({ratio:.2f}x)")  # fmt: skip
@@ -193,17 +196,8 @@ def packed(bench: Bench) -> dict[str, Any]:
         "packed": {"adapter": "lora", "pack": True},
     }
     for side, train in sides.items():
-        out = args.out / f"pack-{side}"
-        defaults = {
-            "base_model": bench.base,
-            "train": {"epochs": args.epochs, "learning_rate": 3e-3, **train},
-            "sampling": {"per_prompt": 1},
-        }
-        manifest = task_manifest(out, tweets, args.bots, defaults)
-        start = time.perf_counter()
-        timed([sys.executable, "-m", "job", "run", "--manifest", str(manifest), "--index", "0"],
-              bench.env, out.with_suffix(".log"))  # fmt: skip
-        per_bot[side] = (time.perf_counter() - start) / args.bots
+        train = {"epochs": args.epochs, "learning_rate": 3e-3, **train}
+        per_bot[side] = task_seconds(bench, f"pack-{side}", tweets, train)
     ratio, full = per_bot["packed"] / per_bot["sequential"], per_bot["packed"] / per_bot["full"]
     print(f"width {args.width}, {args.bots} adapter bots in one task: packed x{ratio:.2f} the"
           f" sequential seconds a bot ({per_bot['packed']:.2f} against"
