@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -339,7 +340,7 @@ class Measures:
             run = first / json.loads((first / "latest.json").read_text())["run_id"]
             job = json.loads((run / "job.json").read_text())
             with safe_open(run / "model" / "adapter_model.safetensors", "pt") as f:
-                numbers = sum(_count(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118
+                numbers = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118
             saved = (run / "model" / "adapter_model.safetensors").stat().st_size
             figures = {
                 "bots": bots,
@@ -360,13 +361,6 @@ class Measures:
             )
 
         return measure
-
-
-def _count(shape: list[int]) -> int:
-    total = 1
-    for size in shape:
-        total *= size
-    return total
 
 
 # The goals the probe answers, each from a phase's figures: (goal, phase, figure, met).

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from job.config import SamplingConfig
-from job.training.model import EOS
+from job.training.model import EOS, unshared
 
 
 def to_bf16(folder: Path) -> None:
@@ -53,14 +53,8 @@ def save_bf16(model: Any, folder: Path) -> None:
         state = {k: host(v) for k, v in model.state_dict().items() if "lora_" in k}
         model.save_pretrained(folder, state_dict=state)
         return
-    seen: set[int] = set()
-    state = {}
-    for name, tensor in model.state_dict().items():
-        if tensor.numel() and tensor.data_ptr() in seen:
-            continue  # tied: the first name holds it
-        seen.add(tensor.data_ptr())
-        state[name] = host(tensor)
-    model.save_pretrained(folder, state_dict=state)
+    state, _ = unshared(model)  # a tied tensor under its first name only
+    model.save_pretrained(folder, state_dict={k: host(v) for k, v in state.items()})
     _config_in_bf16(folder)
 
 

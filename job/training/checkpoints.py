@@ -262,6 +262,12 @@ class Checkpoints:
                 self.guard(f"checkpoint {step}")
         log.info("checkpoint at step %d", step)
 
+    def prune_local(self) -> None:
+        """The newest ``keep`` checkpoints here, the older ones gone: what the Trainer does
+        with its own (``save_total_limit``) for a trainer that has none (training/packs.py)."""
+        for old in sorted(self.folder.glob("checkpoint-*"), key=_step)[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
     def _prune_remote(self) -> None:
         assert self.storage is not None
         keys = self.storage.list(self.prefix)

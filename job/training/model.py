@@ -198,13 +198,13 @@ def load_base(name_or_path: str, *, device: str, live: bool = False) -> tuple[Pr
     if kept is None or kept.name != name_or_path:
         _kept = None  # another base: the last one's copy goes
         model, tokenizer = load(name_or_path, device=device)
-        unshared, shared = _unshared(model)
-        if not _copy_fits(unshared, pinned=device.startswith("cuda")):
+        state, shared = unshared(model)
+        if not _copy_fits(state, pinned=device.startswith("cuda")):
             return model, tokenizer
         _kept = _Pristine(
             name_or_path,
             copy.deepcopy(model.config),
-            {k: _host_copy(v, pinned=device.startswith("cuda")) for k, v in unshared.items()},
+            {k: _host_copy(v, pinned=device.startswith("cuda")) for k, v in state.items()},
             shared,
             copy.deepcopy(model.generation_config),
             copy.deepcopy(tokenizer),
@@ -244,7 +244,7 @@ def _host_copy(tensor: Any, *, pinned: bool) -> Any:
     return copy.copy_(tensor.detach())
 
 
-def _unshared(model: PreTrainedModel) -> tuple[dict[str, Any], frozenset[str]]:
+def unshared(model: PreTrainedModel) -> tuple[dict[str, Any], frozenset[str]]:
     """The state dict with each tensor once, and the names left out: GPT-2's tied output
     embedding is the input embedding's tensor listed under a second name (0.3 GB for gpt2-xl)."""
     seen: set[tuple[int, Any, Any]] = set()

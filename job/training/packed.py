@@ -195,8 +195,6 @@ class AdamW:
         self.steps[bot] = state["steps"][0]
 
 
-def rows_of(routes: Sequence[int], bots: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """The routing tensor of a step's rows, and each bot's row count (at least 1), on
-    ``device``."""
-    counts = torch.bincount(torch.tensor(list(routes)), minlength=bots).clamp(min=1)
-    return torch.tensor(list(routes), device=device), counts.to(device)
+def rows_of(routes: Sequence[int], device: Any) -> torch.Tensor:
+    """The routing tensor of a step's rows (each row's bot), on ``device``."""
+    return torch.tensor(list(routes), device=device)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,15 +35,15 @@ from job.atomic import write_json
 from job.config import TrainConfig
 from job.errors import BadConfig, JobError, Preempted, classify
 from job.gpt2 import Shape
-from job.records import Record
-from job.storage import MARKER
+from job.records import Record, read_or_none
+from job.storage import MARKER, LocalStorage
 from job.training import memory
 from job.training.adapter import rank_for
 from job.training.blocks import make_blocks
-from job.training.checkpoints import Cadence, Checkpoints, Preemption, _record
+from job.training.checkpoints import Cadence, Checkpoints, Preemption
 from job.training.model import causal_only
 from job.training.plan import GPU_TOKENS, Plan, block_size, plan
-from job.training.strategy import activation_bytes
+from job.training.strategy import activation_bytes, logit_bytes
 from job.training.train import LOG_EVERY, TrainResult
 
 log = logging.getLogger(__name__)
@@ -105,8 +104,7 @@ def pack_size(
     per_bot = activation_bytes(shape, tokens, vocab, logits=False) * scale
     per_bot += ADAPTER_STATE_BYTES * adapter
     # the logits are one bot's at a time (_forward_backward): counted once, beside the base
-    logits = activation_bytes(shape, tokens, vocab) - activation_bytes(shape, tokens, vocab, False)
-    room = free_bytes * memory.HEADROOM - base_bytes - logits * scale
+    room = free_bytes * memory.HEADROOM - base_bytes - logit_bytes(tokens, vocab) * scale
     fits = max(1, int(room // per_bot))
     size = min(fits, PACK_MAX)
     why = (
@@ -290,7 +288,7 @@ def _resume(pack: Any, bot: _Bot, k: int) -> None:
     path = bot.member.resume
     if path is None:
         return
-    state = _record(path, STATE, PackState)
+    state = read_or_none(LocalStorage(path), STATE, PackState)
     try:
         saved = load_file(path / WEIGHTS) if state is not None else None
     except Exception:  # a file cut short or of another format
@@ -373,8 +371,7 @@ def _steps(
                 sizes.append(len(chosen))
                 tokens[k] += chosen.numel()
             inputs = torch.cat(rows).to(device, non_blocking=True)
-            route, _ = rows_of(routes, k_all, device)
-            pack.route(route)
+            pack.route(rows_of(routes, device))
             losses = _forward_backward(model, inputs, active, sizes, autocast, k_all)
             norms = pack.clip(clip)
             on = torch.zeros(k_all, dtype=torch.bool)
@@ -513,14 +510,7 @@ def _checkpoint(
             ).model_dump(),
         )
         checkpoints.saved(bot.step, bot.decided.batch)
-        for old in sorted(checkpoints.folder.glob("checkpoint-*"), key=_step)[
-            : -bot.member.config.keep_checkpoints
-        ]:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _step(path: Path) -> int:
-    return int(path.name.split("-")[1]) if path.name.split("-")[1].isdigit() else -1
+        checkpoints.prune_local()
 
 
 def _val_loss(model: Any, pack: Any, bot: _Bot, k: int) -> float:

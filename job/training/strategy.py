@@ -108,13 +108,18 @@ AUTOCAST_COPY_BYTES = 2
 GPT2_VOCAB = 50257
 
 
+def logit_bytes(tokens: int, vocab: int = GPT2_VOCAB) -> float:
+    """The logits of ``tokens`` and their loss's copies."""
+    return LOGIT_BYTES * vocab * tokens
+
+
 def activation_bytes(
     shape: Shape, tokens_per_gpu: int, vocab: int = GPT2_VOCAB, logits: bool = True
 ) -> float:
     """What a step's forward keeps for its backward: the blocks' activations and (``logits``)
     the logits."""
     layers = ACTIVATION_BYTES * tokens_per_gpu * shape.n_embd * shape.n_layer
-    return layers + (LOGIT_BYTES * vocab * tokens_per_gpu if logits else 0)
+    return layers + (logit_bytes(tokens_per_gpu, vocab) if logits else 0)
 
 
 def per_gpu_bytes(

@@ -109,8 +109,8 @@ def test_packed_bots_are_lone_adapter_bots_and_mixed_gradients_would_show(
     # adapter trains each on the other's tweets, and a bot's perplexity leaves its own.
     real = packed.rows_of
 
-    def crossed(routes, bots, device):
-        return real([(r + 1) % bots for r in routes], bots, device)
+    def crossed(routes, device):
+        return real([(r + 1) % 2 for r in routes], device)  # the pack's two bots, swapped
 
     monkeypatch.setattr(packed, "rows_of", crossed)
     task.run_manifest(str(manifest(tmp_path, base, "crossed")), index=0)
