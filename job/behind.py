@@ -59,7 +59,7 @@ class Behind:
     ) -> None:
         self.behind, self.on_left = behind, on_left
         self.items: dict[str, _Item] = {}
-        self.limit = seconds_for("output") + seconds_for("hub_push")
+        self.limit = seconds_for("space") + seconds_for("output") + seconds_for("hub_push")
 
     def submit(self, bot: str, work: Callable[[], Any]) -> None:
         """``work`` in a thread of its own, once fewer than ``behind`` others still run."""
@@ -77,7 +77,7 @@ class Behind:
 
         thread = threading.Thread(target=body, name=f"behind-{bot}", daemon=True)
         self.items[bot] = _Item(bot, thread, time.monotonic(), outcome)
-        log.info("%s: its upload and record go on behind the next bot", bot)
+        log.info("%s: its rest (Space, card, W&B), upload and record go on behind", bot)
         thread.start()
 
     def _running(self) -> list[_Item]:

@@ -42,6 +42,9 @@ DEADLINES = {
     # a run's files up to S3, or a checkpoint up or down: gpt2-xl's with its optimizer state
     # is ~20 GB, 33 minutes at 10 MB/s
     "output": 3600.0,
+    # a bot's Space exported on the host, in a process of its own (outputs/browser.py): ~30 s
+    # for gpt2 on one core of this CPU, ~2 minutes for gpt2-medium; a stuck exporter ends here
+    "space": 900.0,
 }
 # huggingface_hub's own HTTP client has no timeout at all (httpx, timeout=None): a Hub that
 # stops answering would hold the job until the platform kills it. 10 s to connect, 60 s

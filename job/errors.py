@@ -171,6 +171,18 @@ class InternalError(JobError):
     exit_code = INTERNAL
 
 
+def of_code(code: int, message: str) -> JobError:
+    """The error of exit code ``code`` with ``message``: what a process of the job's own said
+    (outputs/browser.py export_apart); a code of none of them is an InternalError."""
+    kinds = JobError.__subclasses__()
+    for kind in kinds:
+        kinds.extend(kind.__subclasses__())
+    for kind in kinds:
+        if kind.__dict__.get("exit_code") == code:
+            return kind(message)
+    return InternalError(message)
+
+
 def gpu_lost(error: BaseException) -> bool:
     """A CUDA error that leaves the process's context unusable (an illegal memory access, a
     device-side assert, an ECC or Xid fault): every later kernel of the process fails too, so

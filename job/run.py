@@ -13,8 +13,10 @@ Features, and the options that control them (every option: docs/options.md):
   ``job.json`` (config, versions, timings per phase, result), written last.
 
 The phases, in order: ``setup``, ``prepare_data``, ``locate_base``, ``train``, ``predict``,
-``write_card``, ``log_results``, ``finish``. Each reads the run's ``State`` and returns what it
-makes (``Data``, the base and texts, ``Trained``, ``Sampled``) to the next. After each
+then the ``Rest``, which needs no GPU: ``browser_space``, ``write_card``, ``log_results``,
+``finish``. Each reads the run's ``State`` and returns what it makes (``Data``, the base and
+texts, ``Trained``, ``Sampled``) to the next. ``make`` stops before the rest and hands it
+back: a task of several bots runs it behind the next bot's training (task.py). After each
 write that publishes, and on failure, a ``guard`` checks the opt-out list (cloud/consent.py).
 """
 
@@ -27,7 +29,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ from job.console import quiet_libraries, versions
 from job.data.clean import Prepared
 from job.data.handles import Handle
 from job.data.tweets import TweetSource
+from job.deadline import seconds_for
 from job.errors import OptedOut
 from job.inventory import SPACE, STATUS
 from job.outputs import browser, card, model_folder
@@ -85,6 +88,7 @@ class Phases:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.start = time.perf_counter()
+        self.who = ""  # "<bot>: " while the bot's rest runs behind another's training
 
     @contextmanager
     def __call__(self, name: str, part: str | None = None) -> Iterator[None]:
@@ -95,9 +99,9 @@ class Phases:
         took = time.perf_counter() - start
         self.seconds[name] = round(self.seconds.get(name, 0) + took, 3)
         if part:
-            log.info("%s (%s): %.1f s", name, part, took)
+            log.info("%s%s (%s): %.1f s", self.who, name, part, took)
         else:
-            log.info("%s: %.1f s", name, self.seconds[name])
+            log.info("%s%s: %.1f s", self.who, name, self.seconds[name])
 
 
 @dataclass
@@ -177,13 +181,33 @@ def run(
     to storage, before the result is put in place, and on any failure (a local takedown
     removes the files the run is writing).
     """
+    rest = make(job, sources, out, progress, checkpoint_storage, guard)
+    return None if rest is None else rest()
+
+
+def make(
+    job: BotJob,
+    sources: dict[Handle, TweetSource],
+    out: Path,
+    progress: Progress | None = None,
+    checkpoint_storage: tuple[Storage, str] | None = None,
+    guard: Callable[[str], None] | None = None,
+) -> Rest | None:
+    """``run`` up to its ``Rest``: the bot trained, saved and sampled, its adapter out of a
+    shared base; the rest holds the bot's lock until it is done. None on other ranks."""
     # Before torch is imported (plan() decides later whether to compile): Inductor fixes its
     # cache folder in the environment the first time it looks, and its workers read it there.
     compile_caches()
     state = setup(job, out)
     state.progress = progress
-    with bot_writer(out, job.bot) if state.main else nullcontext(), _failing(state, guard):
-        return _run(state, sources, checkpoint_storage, guard)
+    with ExitStack() as held:
+        if state.main:
+            held.enter_context(bot_writer(out, job.bot))
+        held.enter_context(_failing(state, guard))
+        rest = _run(state, sources, checkpoint_storage, guard)
+        if rest is not None:
+            rest.held = held.pop_all()
+        return rest
 
 
 @dataclass
@@ -210,6 +234,36 @@ class Ready:
     resume: Path | None
 
 
+@dataclass
+class Rest:
+    """A bot trained, saved and sampled: what is left of it needs no GPU (its Space's export,
+    its card, W&B's results and the run's sync, its result put in place). Called once: at
+    once for a lone bot (``run``), or behind the next bot's training in a task of several
+    (task.py, job/behind.py), where ``apart`` exports the Space in a process of its own."""
+
+    state: State
+    data: Data
+    result: TrainResult
+    sampled: Sampled
+    wb: Any
+    stage: ExitStack  # the W&B run: finished once the results are logged
+    guard: Callable[[str], None] | None
+    held: ExitStack = field(default_factory=ExitStack)  # the lock, the failure's tidying
+    apart: bool = False
+
+    def __call__(self) -> RunResult:
+        state = self.state
+        if self.apart:
+            state.phases.who = f"{state.job.bot}: "
+        with self.held:
+            with self.stage:
+                prepared = self.data.prepared
+                browser_space(state, prepared, self.sampled, self.apart)
+                write_card(state, prepared, self.result, self.sampled)
+                log_results(state, self.wb, self.result, self.sampled, self.data.artifact)
+            return _finished(state, self.result, self.sampled, self.guard)
+
+
 @contextmanager
 def _failing(state: State, guard: Callable[[str], None] | None) -> Iterator[None]:
     """A bot's failure, however it comes: its half-written files go (``_tidy``), the guard is
@@ -220,9 +274,14 @@ def _failing(state: State, guard: Callable[[str], None] | None) -> Iterator[None
         _failed(state, guard, e)
         raise
     finally:
-        if state.attached is not None:  # the shared base, as it was, for the next bot
-            adapter.release(state.attached)
-            state.attached = None
+        _release(state)
+
+
+def _release(state: State) -> None:
+    """An adapter's layers out of the shared base, as it was, for the next bot."""
+    if state.attached is not None:
+        adapter.release(state.attached)
+        state.attached = None
 
 
 def _failed(state: State, guard: Callable[[str], None] | None, error: Exception) -> None:
@@ -269,12 +328,15 @@ def _run(
     sources: dict[Handle, TweetSource],
     checkpoint_storage: tuple[Storage, str] | None,
     guard: Callable[[str], None] | None,
-) -> RunResult | None:
+) -> Rest | None:
     job = state.job
     ready = _ready(state, sources, checkpoint_storage, guard)
     data, checkpoints = ready.data, ready.checkpoints
     previous_run = checkpoints.recall("wandb_train_run")
-    with state.tracker.stage("train", job.config.model_dump(), run_id=previous_run) as wb:
+    with ExitStack() as stage:
+        wb = stage.enter_context(
+            state.tracker.stage("train", job.config.model_dump(), run_id=previous_run)
+        )
         if data is not None and data.artifact is not None:
             state.tracker.use(wb, data.artifact)
         if state.main:  # the fingerprint always; the W&B run id when there is a run
@@ -284,45 +346,52 @@ def _run(
         trained = train(state, ready.base, ready.texts, wb, checkpoints, ready.resume)
         if data is None:  # a rank other than 0: it only trains
             return None
-        sampled = _outputs(state, ready, trained, wb)
-    return _finished(state, trained, sampled, guard)
+        return _sampled(state, ready, trained, wb, stage, guard)
 
 
-def _outputs(state: State, ready: Ready, trained: Trained, wb: Any) -> Sampled:
-    """Rank 0, once the model is saved: predictions, the Space, the card, W&B's results."""
+def _sampled(
+    state: State,
+    ready: Ready,
+    trained: Trained,
+    wb: Any,
+    stage: ExitStack,
+    guard: Callable[[str], None] | None,
+) -> Rest:
+    """Rank 0, once the model is saved: its predictions, then its adapter out of the shared
+    base; the rest (its Space, card, W&B's results) is the ``Rest``'s, with the W&B run."""
     assert ready.data is not None
     ready.checkpoints.clear()  # the model is saved: they were only for resuming
     sampled = predict(state, ready.data.prepared, trained)
-    browser_space(state, ready.data.prepared, trained, sampled)
-    write_card(state, ready.data.prepared, trained, sampled)
-    log_results(state, wb, trained, sampled, ready.data.artifact)
-    return sampled
+    _release(state)
+    return Rest(state, ready.data, trained.result, sampled, wb, stage.pop_all(), guard)
 
 
 def _finished(
-    state: State, trained: Trained, sampled: Sampled, guard: Callable[[str], None] | None
+    state: State, result: TrainResult, sampled: Sampled, guard: Callable[[str], None] | None
 ) -> RunResult:
     if guard is not None:
         guard("training")
-    result = finish(state, trained.result, sampled)
+    made = finish(state, result, sampled)
     if guard is not None:
         guard("the result was written")
-    return result
+    return made
 
 
-def run_pack(requests: list[Request]) -> list[RunResult | Exception]:
-    """Adapter bots of one base, trained together (training/packs.py), each then saved,
-    sampled, carded and finished as a lone adapter bot is. One outcome a request, in order:
-    its result or its own error; a failure of the pack's training (SIGTERM's TransientError
+def run_pack(requests: list[Request]) -> list[Rest | Exception]:
+    """Adapter bots of one base, trained together (training/packs.py), each then saved and
+    sampled as a lone adapter bot is, up to its ``Rest``. One outcome a request, in order:
+    its rest or its own error; a failure of the pack's training (SIGTERM's TransientError
     included) is every unfinished bot's. One process only (the task packs no other way)."""
     compile_caches()
-    outcomes: list[RunResult | Exception | None] = [None] * len(requests)
+    outcomes: list[Rest | Exception | None] = [None] * len(requests)
     with ExitStack() as stack:
         ready: dict[int, Ready] = {}
+        held: dict[int, ExitStack] = {}  # each bot's lock: its rest's once it has one
         for i, request in enumerate(requests):
             try:
                 state = setup(request.job, request.out)
-                stack.enter_context(bot_writer(request.out, request.job.bot))
+                held[i] = stack.enter_context(ExitStack())
+                held[i].enter_context(bot_writer(request.out, request.job.bot))
                 with _failing(state, request.guard):
                     one = _ready(
                         state, request.sources, request.checkpoint_storage, request.guard, True
@@ -340,10 +409,12 @@ def run_pack(requests: list[Request]) -> list[RunResult | Exception]:
                     outcomes[i] = e
                 made = {}
             for i, outcome in made.items():
-                one = ready[i]
                 try:
-                    with _failing(one.state, requests[i].guard):
-                        outcomes[i] = _packed_bot(one, outcome, model, tokenizer, requests[i])
+                    with held[i]:
+                        held[i].enter_context(_failing(ready[i].state, requests[i].guard))
+                        rest = _packed_bot(ready[i], outcome, model, tokenizer, requests[i])
+                        rest.held = held[i].pop_all()
+                        outcomes[i] = rest
                 except Exception as e:
                     outcomes[i] = e
     assert all(o is not None for o in outcomes)  # each bot: its setup's error, or its end
@@ -373,11 +444,9 @@ def _train_pack(ready: dict[int, Ready]) -> tuple[Any, Any, dict[int, Any]]:
     return model, tokenizer, dict(zip(ready, outcomes, strict=True))
 
 
-def _packed_bot(
-    ready: Ready, outcome: Any, base: Any, tokenizer: Any, request: Request
-) -> RunResult:
-    """One bot of a pack, from its trained adapter on: the same folder, card, predictions,
-    W&B run and record as a lone adapter bot's (its W&B history logged as it was made)."""
+def _packed_bot(ready: Ready, outcome: Any, base: Any, tokenizer: Any, request: Request) -> Rest:
+    """One bot of a pack, from its trained adapter on: the same folder, predictions, W&B run
+    (its history logged as it was made) and rest as a lone adapter bot's."""
     import copy
 
     import torch
@@ -386,7 +455,8 @@ def _packed_bot(
         raise outcome.error
     state, config = ready.state, ready.state.job.config
     assert ready.data is not None
-    with state.tracker.stage("train", config.model_dump()) as wb:
+    with ExitStack() as stage:
+        wb = stage.enter_context(state.tracker.stage("train", config.model_dump()))
         if ready.data.artifact is not None:
             state.tracker.use(wb, ready.data.artifact)
         for step, logs in outcome.history:
@@ -405,8 +475,7 @@ def _packed_bot(
                 model.save_pretrained(str(state.staged))
             _saved(state, model, ready.base, converted=True)
         trained = Trained(outcome.result, model, copy.deepcopy(tokenizer))
-        sampled = _outputs(state, ready, trained, wb)
-    return _finished(state, trained, sampled, request.guard)
+        return _sampled(state, ready, trained, wb, stage, request.guard)
 
 
 def setup(job: BotJob, out: Path) -> State:
@@ -581,14 +650,13 @@ def predict(state: State, data: Prepared, trained: Trained) -> Sampled:
     return Sampled(job, predictions, flagged)
 
 
-def browser_space(state: State, data: Prepared, trained: Trained, sampled: Sampled) -> None:
+def browser_space(state: State, data: Prepared, sampled: Sampled, apart: bool = False) -> None:
     """Rank 0: the bot for a visitor's browser (outputs/browser.py), where sampling.space asks
     for it: the ONNX graph in the model folder (an adapter bot's: its merged copy's) and the
     Space's page in ``space/``, which loads the model from ``../model`` until a push points it
     at the Hub. Exported from the saved folder, on the host: the whole model on every
-    strategy (ZeRO-3's in memory is partitioned), and nothing more on the GPU."""
-    import torch
-
+    strategy (ZeRO-3's in memory is partitioned), and nothing more on the GPU; ``apart``, in
+    a process of its own (browser.export_apart)."""
     config = state.job.config
     adapter_bot = config.train.lora
     folder = state.merged if adapter_bot else state.staged
@@ -601,10 +669,11 @@ def browser_space(state: State, data: Prepared, trained: Trained, sampled: Sampl
             log.warning("no Space: %s; hear the bot with huggingtweets generate", why_not)
         return
     with state.phases("space"):
-        host, tokenizer = load(str(folder), device="cpu", dtype=torch.float32)
-        made = browser.export(host.eval(), folder, [t.text for t in data.tweets], tokenizer)
-        del host
-        gc.collect()
+        texts = [t.text for t in data.tweets]
+        if apart:
+            made = browser.export_apart(folder, texts, seconds_for("space"))
+        else:
+            made = browser.export_saved(folder, texts)
         who = " & ".join(Handle(u.handle).shown for u in state.job.users)
         browser.write_space(
             state.staging / SPACE,
@@ -618,17 +687,18 @@ def browser_space(state: State, data: Prepared, trained: Trained, sampled: Sampl
             handles=[Handle(u.handle) for u in state.job.users],
         )
         state.space = made
-        log.info("Space: %s, %.1f MB for a visitor (%s)", made.file, made.bytes / 1e6, made.dtype)
+        log.info("%sSpace: %s, %.1f MB for a visitor (%s)", state.phases.who, made.file,
+                 made.bytes / 1e6, made.dtype)  # fmt: skip
 
 
-def write_card(state: State, data: Prepared, trained: Trained, sampled: Sampled) -> None:
+def write_card(state: State, data: Prepared, result: TrainResult, sampled: Sampled) -> None:
     """Rank 0: the card and its picture into the staged model folder."""
     with state.phases("card"):
         context = card.context(
             state.staged,
             data,
             sampled.job,
-            trained.result,
+            result,
             sampled.predictions,
             sampled.flagged,
             wandb_url=state.tracker.urls.get("train"),
@@ -644,9 +714,9 @@ def write_card(state: State, data: Prepared, trained: Trained, sampled: Sampled)
         shutil.rmtree(state.work, ignore_errors=True)
 
 
-def log_results(state: State, wb: Any, trained: Trained, sampled: Sampled, dataset: Any) -> None:
+def log_results(state: State, wb: Any, result: TrainResult, sampled: Sampled, dataset: Any) -> None:
     """Rank 0: final metrics, the predictions table and the model artifact to W&B."""
-    result, tracker = trained.result, state.tracker
+    tracker = state.tracker
     wb.log(
         {
             "val_loss": result.val_loss,

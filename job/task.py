@@ -52,7 +52,7 @@ from job.errors import (
     gpu_lost,
 )
 from job.preflight import per_bot, shared
-from job.run import Request, RunResult, run, run_pack
+from job.run import Request, Rest, make, run, run_pack
 from job.spec import BotJob, jobs, load_manifest, tasks
 from job.storage import Storage, open_storage
 from job.training.distributed import ranks
@@ -393,8 +393,8 @@ def run_bot(
     session = _session(job, storage, manifest)
     request = next(session)
     try:
-        made = run(request.job, request.sources, request.out, None, request.checkpoint_storage,
-                   guard=request.guard)  # fmt: skip
+        made = make(request.job, request.sources, request.out, None, request.checkpoint_storage,
+                    guard=request.guard)  # fmt: skip
     except BaseException as e:
         return _end(session, e)
     assert made is not None  # rank 0
@@ -402,11 +402,13 @@ def run_bot(
 
 
 def _finish(
-    bot: str, session: Generator[Request, Any, Status], made: Any, behind: Behind | None
+    bot: str, session: Generator[Request, Any, Status], made: Rest, behind: Behind | None
 ) -> Status | Later:
-    """A made bot's session ended here, or behind the next bot."""
+    """A made bot's rest (run.py ``Rest``) and session's end here, or behind the next bot:
+    then its Space is exported in a process of its own (``apart``)."""
     if behind is None:
         return _end(session, made)
+    made.apart = True
     behind.submit(bot, partial(_end, session, made))
     return Later(bot)
 
@@ -480,8 +482,8 @@ def _session(
     job: BotJob, storage: Storage, manifest: str | None
 ) -> Generator[Request, Any, Status]:
     """One bot's attempt, around its making: the running record, then (a generator) the
-    ``Request`` for whoever makes it (run.run, or a pack's run.run_pack), sent back its
-    ``RunResult`` or thrown its error; then the upload, the record and the push."""
+    ``Request`` for whoever makes it (run.make, or a pack's run.run_pack), sent back its
+    ``Rest`` or thrown its error; then its rest, the upload, the record and the push."""
     fingerprint = job.fingerprint()
     run_id = new_run_id(fingerprint)
     guard = Guard(storage, job.bot, [u.handle for u in job.users])
@@ -502,13 +504,14 @@ def _session(
         with tempfile.TemporaryDirectory(prefix="huggingtweets-") as tmp:
             work = Path(tmp)
             with heartbeat(storage, job.bot, run_id, still=guard.quiet):
-                result: RunResult = yield Request(
+                rest: Rest = yield Request(
                     job,
                     sources_for(job.users, work / "inputs", consent=guard.also),
                     work / "out",
                     (storage, f"{job.bot}/checkpoints/"),
                     guard.check,
                 )
+                result = rest()  # its Space, card, W&B's results, its folder in place
                 bot_dir = work / "out" / job.bot
                 with deadline("output", f"uploading {job.bot}'s run"):
                     upload_run(storage, job.bot, run_id, bot_dir, fingerprint, guard.check)

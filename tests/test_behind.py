@@ -1,7 +1,9 @@
-"""A finished bot's upload, record and push run behind the next bot's training (job/behind.py):
-the next bot starts while the last one's upload is held on the loopback S3 proxy; a takedown
-of the bot behind still wins; a failed upload fails that bot alone; SIGTERM while a bot is
-behind ends the task with 75 within the grace, nothing of the bot behind visible."""
+"""A finished bot's rest (its Space, card, W&B's results: run.py ``Rest``), upload, record and
+push run behind the next bot's training (job/behind.py): the next bot starts while the last
+one's upload is held on the loopback S3 proxy, and trains while its Space is exported in a
+process of its own; a takedown of the bot behind still wins; a failed upload fails that bot
+alone; SIGTERM while a bot is behind ends the task with 75 within the grace, nothing of the bot
+behind visible."""
 
 from __future__ import annotations
 
@@ -69,6 +71,36 @@ def test_the_next_bot_trains_while_the_last_one_uploads_and_a_takedown_still_win
     assert job.returncode == errors.OPTED_OUT, job.said
     assert storage.list("ann/") == []  # her upload went on after the takedown: undone
     assert state("bob") == "succeeded" and storage.list("bob/latest.json")
+
+
+def test_a_bots_space_card_and_wandb_run_are_made_while_the_next_bot_trains(s3, manifest) -> None:
+    """ann's Space is exported in a process of its own (~5 s of imports alone) while bob
+    loads and trains (~2 s), so bob's training ends before ann's card is written; what ann
+    gets is what a lone bot gets: the Space, the card that names it, a finished W&B run
+    (bob, the task's last bot, ends in the main thread as a lone bot does)."""
+    client = boto3.client("s3")
+    body = MANIFEST.replace("wandb: {mode: disabled}", "wandb: {mode: offline}").replace(
+        "uri: s3://results/inputs/ann.jsonl}]", "uri: s3://results/inputs/ann.jsonl}]\n"
+        "    sampling: {space: 'on'}"
+    )  # fmt: skip
+    assert "space: 'on'" in body and "mode: offline" in body
+    client.put_object(Bucket="results", Key="jobs/m.yaml", Body=body.encode())
+    result = invoke(*RUN)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stderr.splitlines()
+    card = next(i for i, line in enumerate(lines) if "ann: card:" in line)
+    trained = [i for i, line in enumerate(lines) if " train: " in line]
+    assert len(trained) == 2 and trained[1] < card, "\n".join(lines)  # bob's, before ann's card
+    storage = open_storage("s3://results/bots")
+    for bot in ("ann", "bob"):
+        latest = get_json(storage, f"{bot}/latest.json")
+        run = f"{bot}/{latest['run_id']}"
+        job = get_json(storage, f"{run}/job.json")
+        assert job["wandb"]["runs"]["train"] and job["result"]["perplexity"] > 1
+        readme = (storage.get_bytes(f"{run}/model/README.md") or b"").decode()
+        assert "onnx/model" in readme or bot == "bob"  # the card names the Space's graph
+        spaced = storage.list(f"{run}/space/index.html") and storage.list(f"{run}/model/onnx/")
+        assert bool(spaced) == (bot == "ann") == ("space" in job["timings"])
 
 
 def test_a_failed_upload_fails_that_bot_alone(s3, manifest) -> None:

@@ -326,7 +326,7 @@ def test_an_unexpected_error_fails_the_status_with_one_line(inputs, hub, monkeyp
     def crash(*args, **kwargs):
         raise RuntimeError(f"upstream said: Bearer {TWITTER_TOKEN}")
 
-    monkeypatch.setattr(job.task, "run", crash)  # the recipe's run, as the manifest runs it
+    monkeypatch.setattr(job.task, "make", crash)  # the recipe, as the manifest runs it
     r = cli("run", "--manifest", "s3://inputs/jobs/one.yaml")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.count("error: internal error: RuntimeError") == 1

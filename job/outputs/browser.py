@@ -189,6 +189,81 @@ def export(model: Any, folder: Path, texts: list[str], tokenizer: Any) -> Export
     return Export(f"onnx/{chosen.name}", dtype, (target / chosen.name).stat().st_size, agreement)
 
 
+def export_saved(folder: Path, texts: list[str]) -> Export:
+    """The model saved in ``folder`` (a bot's, or its merged copy), loaded on the host in
+    fp32, as ``folder/onnx/`` (``export``)."""
+    import gc
+
+    import torch
+
+    from job.training.model import load
+
+    host, tokenizer = load(str(folder), device="cpu", dtype=torch.float32)
+    made = export(host.eval(), folder, texts, tokenizer)
+    del host
+    gc.collect()
+    return made
+
+
+def export_apart(folder: Path, texts: list[str], seconds: float) -> Export:
+    """``export_saved`` in a process of its own, for a bot whose rest runs behind the next
+    bot's training (job/behind.py): the exporter is Python through and through (~20 s of
+    tracing and rewriting for gpt2 on a CPU core), and in the training process's thread it
+    would hold the interpreter's lock the training loop launches its kernels under. Its own
+    process costs ~4 s of imports, on a core the training does not use. A failure comes back
+    as the job's error of the same exit code; past ``seconds`` it is killed."""
+    import os
+    import subprocess
+    import sys
+
+    from job.errors import JobError, TransientError, of_code
+
+    with tempfile.TemporaryDirectory(prefix="huggingtweets-texts-") as tmp:
+        given = Path(tmp) / "texts.json"
+        given.write_text(json.dumps(texts))
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "job.outputs.browser", str(folder), str(given),
+                 str(os.getpid())],
+                capture_output=True, text=True, timeout=seconds,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise TransientError(f"the Space's export took over {seconds:.0f} s") from None
+    answer = done.stdout.strip().rpartition("\n")[2]
+    try:
+        said = json.loads(answer)
+    except ValueError:
+        said = {}
+    if done.returncode == 0 and "file" in said:
+        return Export(**said)
+    if done.returncode < 0:  # killed: the kernel's OOM killer, most likely
+        raise TransientError(f"the Space's export was killed (signal {-done.returncode})")
+    error: JobError = of_code(done.returncode, said.get("error") or "the Space's export failed")
+    raise error
+
+
+def _apart(folder: str, texts: str, parent: str) -> int:
+    """``python -m job.outputs.browser FOLDER TEXTS PARENT``: ``export_apart``'s process. Dies
+    with its parent (a task stopped while it exports); answers one JSON line on stdout."""
+    import ctypes
+    import os
+    import signal
+
+    from job.errors import classify
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: ends when its parent does
+    if os.getppid() != int(parent):  # the parent was gone before that was set
+        return 75
+    try:
+        made = export_saved(Path(folder), json.loads(Path(texts).read_text()))
+    except Exception as e:
+        error = classify(e)
+        print(json.dumps({"error": str(error)}))
+        return error.exit_code
+    print(json.dumps(made.__dict__))
+    return 0
+
+
 def _quantize(source: Path, target: Path) -> None:
     """onnxruntime's dynamic int8: the matrices' weights as int8 with a scale each."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -387,3 +462,9 @@ def for_hub(space: Path, target: Path, repo: str, card_url: str) -> None:
     )
     dumped = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
     (target / "README.md").write_text(f"---\n{dumped}---\n{body}", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_apart(*sys.argv[1:4]))

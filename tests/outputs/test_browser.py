@@ -321,3 +321,23 @@ def test_an_adapter_bots_space_runs_its_merged_copy(tmp_path) -> None:
     assert alone.returncode == 0, alone.stderr
     assert "no Space: an adapter bot's Space runs its merged copy" in alone.stderr
     assert not (tmp_path / "alone" / "sourdough_sam" / "space").exists()
+
+
+@pytest.mark.integration
+def test_an_export_in_its_own_process_fails_as_it_would_in_this_one(tmp_path: Path) -> None:
+    """export_apart (a task's bot behind the next one's training): the process's failure is
+    the error the export here raises, its code and line; past its seconds it is killed and
+    the bot's error is transient. (Its success: tests/test_behind.py's task.)"""
+    from job.errors import JobError, TransientError
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "gpt2", "n_layer": 100000}')
+    with pytest.raises(JobError) as here:
+        browser.export_saved(folder, ["Bread is good"])
+    with pytest.raises(JobError) as apart:
+        browser.export_apart(folder, ["Bread is good"], 120)
+    assert type(apart.value) is type(here.value) and str(apart.value) == str(here.value)
+    assert here.value.exit_code != 1  # a known error, not a bug
+    with pytest.raises(TransientError, match="took over 0 s"):
+        browser.export_apart(folder, ["Bread is good"], 0.2)
