@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from job.data.handles import Handle
+from job.errors import JobError, TransientError, classify, of_code
+from job.training.model import load
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +198,6 @@ def export_saved(folder: Path, texts: list[str]) -> Export:
 
     import torch
 
-    from job.training.model import load
-
     host, tokenizer = load(str(folder), device="cpu", dtype=torch.float32)
     made = export(host.eval(), folder, texts, tokenizer)
     del host
@@ -215,8 +215,6 @@ def export_apart(folder: Path, texts: list[str], seconds: float) -> Export:
     import os
     import subprocess
     import sys
-
-    from job.errors import JobError, TransientError, of_code
 
     with tempfile.TemporaryDirectory(prefix="huggingtweets-texts-") as tmp:
         given = Path(tmp) / "texts.json"
@@ -248,8 +246,6 @@ def _apart(folder: str, texts: str, parent: str) -> int:
     import ctypes
     import os
     import signal
-
-    from job.errors import classify
 
     ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: ends when its parent does
     if os.getppid() != int(parent):  # the parent was gone before that was set
