@@ -235,15 +235,13 @@ class TrainConfig(Section):
     )
     checkpoint_minutes: float = Field(10.0, gt=0, description="Training minutes per checkpoint.")
     keep_checkpoints: int = Field(3, ge=1, description="Newest complete checkpoints kept.")
-    # Regional: one GPT-2 block is compiled and serves every layer (accelerate's
-    # compile_regions), not the whole model (minutes cold for gpt2-xl's 48 layers). Its caches go
-    # under HF_HOME, the volume the fleet shares, so one task compiles and the rest reuse.
-    # Unset, training/plan.py turns it on for a GPU run of COMPILE_MIN_STEPS steps or more:
-    # below that the compile is not repaid (the reasoning is there). On a CPU it never is.
+    # Regional: one GPT-2 block is compiled and serves every layer (accelerate's compile_regions),
+    # not the whole model (minutes cold for gpt2-xl's 48 layers); caches under HF_HOME, the volume
+    # the fleet shares. Unset: on for a GPU run of plan.py's COMPILE_MIN_STEPS (there, why).
     compile: bool | None = Field(
         None,
-        description="torch.compile each block for training, and sampling's decode step; unset:"
-        " on for a GPU run long enough to repay it (caches on HF_HOME).",
+        description="torch.compile each block for training; unset: on for a GPU run long enough"
+        " to repay it (caches on HF_HOME).",
     )
     # bf16 is half the bytes (gpt2-xl: 6.2 -> 3.1 GB), and so is every upload and download.
     # A full bot's default is fp32, what the original published; an adapter's is bf16: gpt2-xl's
@@ -254,9 +252,8 @@ class TrainConfig(Section):
         "auto", description="Saved weights: fp32, bf16 (half the size); auto: bf16 for an adapter."
     )
     # A task's adapter bots of one base train together (training/packs.py), each its own loss,
-    # clipping, schedule, optimizer, epochs and checkpoints. A step's host time, what a GPU's
-    # small steps wait on, is paid once (~0.2x a bot-step); a CPU's steps are arithmetic, and
-    # packed took 0.95-0.99x the seconds a bot there (benchmarks.md). Not in the fingerprint.
+    # clipping, schedule, optimizer, epochs and checkpoints: a step's host time, what a GPU's
+    # small steps wait on, is paid once (~0.2x a bot-step; a CPU: 0.95-0.99x, benchmarks.md).
     pack: bool = Field(True, description="Train a task's adapter bots of one base together.")
 
     @property
@@ -292,9 +289,13 @@ class SamplingConfig(Section):
     )
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     # On a GPU, sampling is decode-bound: each new token reads every weight once. bf16 halves
-    # those bytes; a static KV cache keeps one shape for the whole generation, so that with
-    # --compile the decode step is captured once. On a CPU neither pays (bf16 matmuls are slow
-    # there), and the static and dynamic caches sample the same tokens (tests/outputs).
+    # those bytes; a static KV cache keeps one shape, so a compiled decode step is captured once
+    # (a task's choice, kept for its bots: task.py decode_compiled, not in the fingerprint). On a
+    # CPU none pays (bf16 matmuls are slow; transformers compiles no CPU decode), and the static
+    # and dynamic caches sample the same tokens (tests/outputs).
+    compile: bool | None = Field(None, description="torch.compile the decode step, once a task;"
+                                 " unset: on for a GPU task that decodes enough to repay it.",
+                                 json_schema_extra={"flag": "compile-decode"})  # fmt: skip
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto",
         description="Sampling precision; auto: bf16 on a GPU that has it, else fp32.",
@@ -303,7 +304,7 @@ class SamplingConfig(Section):
     kv_cache: Literal["auto", "static", "dynamic"] = Field(
         "auto",
         description="KV cache while sampling; auto: static when the decode step is compiled"
-        " (--compile), else dynamic.",
+        " (--compile-decode), else dynamic.",
     )
     # Long enough that common phrases don't match, short enough to catch a copied sentence.
     ngram: int = Field(

@@ -45,7 +45,13 @@ from job.errors import OptedOut
 from job.inventory import SPACE, STATUS
 from job.outputs import browser, card, model_folder
 from job.outputs.card import languages
-from job.outputs.predict import Prediction, flag_memorized, sample
+from job.outputs.predict import (
+    Prediction,
+    compile_seconds,
+    decode_compiled,
+    flag_memorized,
+    sample,
+)
 from job.outputs.tracking import Tracker, default_mode
 from job.prepare import prepare
 from job.spec import BotJob
@@ -632,6 +638,11 @@ def predict(state: State, data: Prepared, trained: Trained) -> Sampled:
         if folder.is_dir():
             model_folder.finish(folder, trained.tokenizer, sampling, trained.model)
     model, tokenizer = trained.model, trained.tokenizer
+    compiled = sampling.compile  # set by the task for its bots (task.py); alone, decided here
+    if compiled is None:
+        compiled, why = decode_compiled([sampling], state.device == "cuda")
+        log.info("decode step compiled: %s (%s)", "yes" if compiled else "no", why)
+    before = compile_seconds()
     with state.phases("predict"):
         if trained.result.strategy.startswith("zero3"):  # partitioned in memory: the saved one
             from transformers.integrations.deepspeed import unset_hf_deepspeed_config
@@ -644,9 +655,12 @@ def predict(state: State, data: Prepared, trained: Trained) -> Sampled:
             sampling,
             seed=job.config.train.seed,
             on_token=state.progress("sampling") if state.progress else None,
-            compile=trained.result.compiled,
+            compile=compiled,
         )
         flagged = flag_memorized(predictions, [asdict(t) for t in data.tweets], sampling.ngram)
+    if compiled:  # the capture's seconds, apart: the task's first bot pays them, its later not
+        took = state.phases.seconds["decode_compile"] = round(compile_seconds() - before, 3)
+        log.info("decode step compiled: %.1f s of the predict phase", took)
     return Sampled(job, predictions, flagged)
 
 

@@ -144,8 +144,10 @@ class BotJob(Section):
 
     def fingerprint(self) -> str:
         """Identifies the work: a finished run with the same fingerprint needs no rerun."""
-        # where metrics go, and whether bots shared their steps: not the model
-        config = self.config.model_dump(exclude={"wandb": True, "train": {"pack"}})
+        # where metrics go, whether bots shared their steps or a compiled decode: not the model
+        config = self.config.model_dump(
+            exclude={"wandb": True, "train": {"pack"}, "sampling": {"compile"}}
+        )
         spec = {"users": [u.model_dump() for u in self.users], "config": config}
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 

@@ -51,6 +51,7 @@ from job.errors import (
     detached,
     gpu_lost,
 )
+from job.outputs.predict import decode_compiled
 from job.preflight import per_bot, shared
 from job.run import Request, Rest, make, run, run_pack
 from job.spec import BotJob, jobs, load_manifest, tasks
@@ -122,6 +123,9 @@ def run_manifest(uri: str, *, index: int | None = None, force: bool = False) -> 
     errors: list[JobError] = [refused] if refused else []
     errors += failed.values()
     made: list[tuple[BotJob, Any]] = []
+    decided = {j.bot: j for j in _decode_choice([j for j in chosen if done[j.bot] is None])}
+    chosen = [decided.get(j.bot, j) for j in chosen]
+    keep = any(j.config.sampling.compile for j in chosen)
     units = packs(chosen)
     left = partial(_left_behind, storage)
     with (
@@ -135,7 +139,7 @@ def run_manifest(uri: str, *, index: int | None = None, force: bool = False) -> 
             try:
                 outcomes = _make(unit, storage, uri, done, None if last else behind)
             finally:
-                _between_bots()
+                _between_bots(keep)
             stop = _stops(outcomes)  # before detaching: a CUDA error may be the cause
             # a failed bot's traceback holds its model: only its error is kept (errors.py)
             outcomes = [detached(classify(o)) if isinstance(o, BaseException) else o
@@ -194,9 +198,30 @@ def _stops(outcomes: list[Any]) -> str | None:
     return None
 
 
-def _between_bots() -> None:
+def _decode_choice(chosen: list[BotJob]) -> list[BotJob]:
+    """The task's bots to make, each with ``sampling.compile`` decided once for the task
+    (outputs/predict.py decode_compiled, from all their decode steps) where it left it unset:
+    the decode step's capture is paid by the first bot that samples and kept for the rest."""
+    import torch
+
+    settings = [j.config.sampling for j in chosen]
+    if not chosen or all(s.compile is not None for s in settings):
+        return chosen
+    compiled, why = decode_compiled(settings, torch.cuda.is_available())
+    log.info("decode step compiled for this task's bots: %s (%s)", "yes" if compiled else "no", why)
+    return [
+        j if j.config.sampling.compile is not None else j.model_copy(update={"config": (
+            j.config.model_copy(update={"sampling": j.config.sampling.model_copy(
+                update={"compile": compiled})})
+        )})
+        for j in chosen
+    ]  # fmt: skip
+
+
+def _between_bots(keep_compiled: bool = False) -> None:
     """What one bot leaves in the process goes before the next: its model, its Trainer and
-    optimizer, and what run() froze out of the collector's sight (gc.freeze)."""
+    optimizer, and what run() froze out of the collector's sight (gc.freeze). With
+    ``keep_compiled`` (the task's decode step is compiled), Dynamo's caches stay."""
     import gc
     import sys
 
@@ -205,10 +230,12 @@ def _between_bots() -> None:
     torch = sys.modules.get("torch")
     if torch is None:
         return
-    if "torch._dynamo" in sys.modules:
+    if "torch._dynamo" in sys.modules and not keep_compiled:
         # --compile: the next bot's model is another module; past Dynamo's recompile limit
         # (8) it would silently run eager. Inductor's compiled graphs stay in its cache on
-        # HF_HOME, so the next bot's compile loads them (seconds, not minutes).
+        # HF_HOME, so the next bot's compile loads them (seconds, not minutes). A compiled
+        # decode step keeps them: its graphs take a module's weights as inputs (Dynamo inlines
+        # nn.Modules), so the next bot of the same shape runs them without a recompile.
         torch._dynamo.reset()
     cuda = torch.cuda.is_available()
     if cuda:

@@ -490,3 +490,57 @@ def test_a_cuda_error_stops_the_task_and_its_retry_makes_the_rest(tmp_path, monk
     assert not errors.gpu_lost(RuntimeError("CUDA error: out of memory"))
     assert errors.gpu_lost(type("AcceleratorError", (RuntimeError,), {})("device-side assert"))
     assert isinstance(errors.classify(RuntimeError("CUDA error: ECC")), TransientError)
+
+
+def test_a_tasks_decode_compile_is_decided_once_and_kept_out_of_the_fingerprint(
+    tmp_path: Path,
+) -> None:
+    """The task decides ``sampling.compile`` for the bots that leave it unset (no GPU here:
+    off), a bot's own setting stands; job.json says what each sampled with, the compiled one
+    its capture's seconds apart (none on a CPU: transformers compiles no CPU decode), and the
+    choice leaves each bot's fingerprint, and so its published run, as it was."""
+    from job.spec import jobs, load_manifest
+
+    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+    for who in ("ann", "bob"):
+        (tmp_path / f"{who}.jsonl").write_text(
+            "".join(json.dumps(r | {"user": who}) + "\n" for r in rows)
+        )
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"version: 1\noutput: {tmp_path / 'out'}{TINY_MANIFEST}wandb: {{mode: disabled}}\nbots:\n"
+        f"  - users: [{{handle: ann, source: jsonl, uri: {tmp_path / 'ann.jsonl'}}}]\n"
+        f"  - users: [{{handle: bob, source: jsonl, uri: {tmp_path / 'bob.jsonl'}}}]\n"
+        "    sampling: {compile: true}\n"
+    )
+    done = invoke("run", "--manifest", str(manifest))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "decode step compiled for this task's bots: no (no GPU" in done.stderr
+    fingerprints = {j.bot: j.fingerprint() for j in jobs(load_manifest(str(manifest)))}
+    for bot, compiled in (("ann", False), ("bob", True)):
+        latest = json.loads((tmp_path / "out" / bot / "latest.json").read_text())
+        made = json.loads((tmp_path / "out" / bot / latest["run_id"] / "job.json").read_text())
+        assert made["config"]["sampling"]["compile"] is compiled
+        assert ("decode_compile" in made["timings"]) is compiled
+        assert made["timings"].get("decode_compile", 0.0) == 0.0
+        assert latest["fingerprint"] == fingerprints[bot]
+
+
+def test_the_cleanup_between_bots_keeps_dynamos_graphs_only_for_a_compiled_decode() -> None:
+    """Between bots Dynamo's caches go (a training compile past its recompile limit would run
+    eager), unless the task compiles its decode step: then the next bot's step reuses them."""
+    import torch
+
+    compiles: list[int] = []
+
+    def counted(graph, inputs):  # a backend that only counts what Dynamo hands it
+        compiles.append(1)
+        return graph.forward
+
+    step = torch.compile(lambda x: x * 2 + 1, backend=counted)
+    step(torch.ones(3))
+    for keep, recompiled in ((True, False), (False, True)):
+        before = len(compiles)
+        task._between_bots(keep_compiled=keep)
+        step(torch.ones(3))
+        assert (len(compiles) > before) is recompiled

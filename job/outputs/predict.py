@@ -49,6 +49,39 @@ def fast_paths(
 
 MIN_NEW_TOKENS = 16  # room a prompt leaves for its prediction, at the least
 
+# The decode steps (a token of every prompt at once) from which a task's bots, left unset, sample
+# with a compiled decode step (transformers' compile of the step over a static cache, CUDA graphs
+# included). Capturing it costs ~30 s for gpt2, once a task (the graphs stay for the task's
+# later bots: task.py keeps Dynamo's caches). Eager, a step is host-bound: a forward alone is
+# ~a fifth of plan.py's 2.4-2.8 ms a layer for a training step, ~3 ms for gpt2's 12 layers,
+# against well under 1 ms captured: ~2.5 ms saved a step, so 30 s / 2.5 ms. An estimate until
+# bench/gpu_probe.sh measures the capture and the step on a GPU.
+DECODE_COMPILE_MIN_STEPS = 12_000
+
+
+def decode_compiled(settings: list[SamplingConfig], gpu: bool) -> tuple[bool, str]:
+    """Whether the bots of a task that leave ``sampling.compile`` unset sample with a compiled
+    decode step, and why: decided once for the task, from all its bots' decode steps (each
+    bot's ``max_length``, its prompts sampled in one batch); a bot's own setting wins."""
+    if not gpu:
+        return False, "no GPU (transformers compiles no decode step on a CPU)"
+    steps = sum(s.max_length for s in settings)
+    if steps < DECODE_COMPILE_MIN_STEPS:
+        return False, f"{steps} decode steps, under {DECODE_COMPILE_MIN_STEPS}: it would not pay"
+    return True, f"{steps} decode steps: at least {DECODE_COMPILE_MIN_STEPS}, enough to repay it"
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent compiling with torch.compile so far (Dynamo's own
+    measure of each compile), 0 where nothing imported it: a phase's compile cost is the
+    difference across it."""
+    import sys
+
+    utils = sys.modules.get("torch._dynamo.utils")
+    if utils is None:
+        return 0.0
+    return float(sum(utils.compilation_time_metrics.get("_compile.compile_inner", [])))
+
 
 def sample(
     model: PreTrainedModel,

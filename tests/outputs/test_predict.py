@@ -108,3 +108,31 @@ def test_bf16_sampling_casts_the_saved_model_and_samples(tmp_path: Path) -> None
     preds = sample(model, tok, config.model_copy(update={"precision": "bf16"}), seed=42)
     assert model.dtype == torch.bfloat16 and len(preds) == 2
     assert all(p.text.startswith("My dream is") for p in preds)
+
+
+def test_a_tasks_decode_compile_is_decided_from_all_its_decode_steps() -> None:
+    """outputs/predict.py decode_compiled: a GPU task compiles its decode step once its bots'
+    decode steps together repay the capture; one bot alone does not; a CPU never does."""
+    from job.outputs.predict import DECODE_COMPILE_MIN_STEPS, decode_compiled
+
+    bot = SamplingConfig(max_length=160)
+    enough = -(-DECODE_COMPILE_MIN_STEPS // 160)  # bots of 160 steps that reach it
+    assert decode_compiled([bot], gpu=True)[0] is False
+    assert decode_compiled([bot] * (enough - 1), gpu=True)[0] is False
+    compiled, why = decode_compiled([bot] * enough, gpu=True)
+    assert compiled and f"{enough * 160} decode steps" in why
+    assert decode_compiled([bot] * enough, gpu=False) == (
+        False,
+        "no GPU (transformers compiles no decode step on a CPU)",
+    )
+
+
+def test_compile_seconds_count_what_torch_compile_spent() -> None:
+    """What a phase's compile cost is measured by (run.py predict: decode_compile)."""
+    import torch
+
+    from job.outputs.predict import compile_seconds
+
+    before = compile_seconds()
+    torch.compile(lambda x: x.cos() - 1, backend="eager")(torch.ones(2))
+    assert compile_seconds() > before
