@@ -257,6 +257,12 @@ class Rest:
     held: ExitStack = field(default_factory=ExitStack)  # the lock, the failure's tidying
     apart: bool = False
 
+    def host_bytes(self) -> int:
+        """The host memory its rest takes beside the training: its Space's export, in its
+        own process (0 where the bot gets no Space)."""
+        folder, why_not = _space_folder(self.state)
+        return 0 if why_not else browser.export_host_bytes(browser.saved_params(folder))
+
     def __call__(self) -> RunResult:
         state = self.state
         if self.apart:
@@ -672,12 +678,7 @@ def browser_space(state: State, data: Prepared, sampled: Sampled, apart: bool = 
     strategy (ZeRO-3's in memory is partitioned), and nothing more on the GPU; ``apart``, in
     a process of its own (browser.export_apart)."""
     config = state.job.config
-    adapter_bot = config.train.lora
-    folder = state.merged if adapter_bot else state.staged
-    params = browser.saved_params(folder)  # 0 where an adapter bot has no merged copy
-    why_not = browser.why_not(
-        config.sampling.space, state.job.base.kind, params, adapter_bot, folder.is_dir()
-    )
+    folder, why_not = _space_folder(state)
     if why_not:
         if config.sampling.space == "on" or "browser" in why_not:
             log.warning("no Space: %s; hear the bot with huggingtweets generate", why_not)
@@ -703,6 +704,19 @@ def browser_space(state: State, data: Prepared, sampled: Sampled, apart: bool = 
         state.space = made
         log.info("%sSpace: %s, %.1f MB for a visitor (%s)", state.phases.who, made.file,
                  made.bytes / 1e6, made.dtype)  # fmt: skip
+
+
+def _space_folder(state: State) -> tuple[Path, str | None]:
+    """The saved folder a bot's Space is exported from (an adapter bot's: its merged copy),
+    and why it gets none (None: it gets one)."""
+    config = state.job.config
+    adapter_bot = config.train.lora
+    folder = state.merged if adapter_bot else state.staged
+    params = browser.saved_params(folder)  # 0 where an adapter bot has no merged copy
+    why_not = browser.why_not(
+        config.sampling.space, state.job.base.kind, params, adapter_bot, folder.is_dir()
+    )
+    return folder, why_not
 
 
 def write_card(state: State, data: Prepared, result: TrainResult, sampled: Sampled) -> None:

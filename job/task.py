@@ -57,7 +57,7 @@ from job.run import Request, Rest, make, run, run_pack
 from job.spec import BotJob, jobs, load_manifest, tasks
 from job.storage import Storage, open_storage
 from job.training.distributed import ranks
-from job.training.memory import host_memory_bytes, process_memory_bytes
+from job.training.memory import fits_beside, host_memory_bytes, process_memory_bytes
 from job.training.model import base_arch, bases_kept
 from job.training.packs import pack_size, tokens_a_bot
 from job.training.strategy import shape_of
@@ -434,6 +434,13 @@ def _finish(
     """A made bot's rest (run.py ``Rest``) and session's end here, or behind the next bot:
     then its Space is exported in a process of its own (``apart``)."""
     if behind is None:
+        return _end(session, made)
+    need = made.host_bytes()
+    if need and not fits_beside(need, behind.behind, host_memory_bytes(), process_memory_bytes()):
+        log.info(
+            "%s: its rest stays in line: %d Space exports of %.1f GiB each would not fit the"
+            " host's memory beside the training", bot, behind.behind, need / 2**30,
+        )  # fmt: skip
         return _end(session, made)
     made.apart = True
     behind.submit(bot, partial(_end, session, made))

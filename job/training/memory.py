@@ -35,6 +35,13 @@ def process_memory_bytes() -> int:
     return resident * os.sysconf("SC_PAGE_SIZE")
 
 
+def fits_beside(need: int, count: int, host: int, process: int) -> bool:
+    """Whether ``count`` processes of ``need`` bytes each (a task's bots' rests behind its
+    training: each one's Space export, job/behind.py) fit beside this process's ``process``
+    bytes, within the plans' share of the ``host``'s memory."""
+    return need * count + process <= host * HEADROOM
+
+
 def pinned_bytes(sizes: list[int]) -> int:
     """What page-locked host copies of tensors of these sizes take: torch's host allocator
     (CachingHostAllocator) rounds each allocation up to a power of two, so a kept gpt2-xl base

@@ -71,3 +71,20 @@ def test_a_full_bot_after_an_adapter_bot_plans_beside_the_kept_base() -> None:
     assert planned(card).strategy == "ddp"
     beside = planned(gpu_budget_bytes(card, kept + own, own))
     assert beside.strategy == "zero2-offload", beside.choice.reason
+
+
+def test_a_tasks_rests_run_behind_only_where_their_exports_fit_the_host() -> None:
+    """Each bot behind the training may be exporting its Space in a process of its own
+    (job/behind.py, outputs/browser.py): planned from the export's measured peak (gpt2: 2.69 GB
+    resident, tiny: 0.51 GB), not hoped for; where two would not fit beside the training's
+    process, a bot's rest runs in line (task.py)."""
+    from job.outputs.browser import export_host_bytes
+    from job.training.memory import GIB, HEADROOM, fits_beside
+
+    assert export_host_bytes(124_439_808) == pytest.approx(2.69e9, rel=0.05)
+    assert export_host_bytes(167_296) == pytest.approx(0.51e9, rel=0.1)
+    need = export_host_bytes(124_439_808)
+    host = 16 * GIB  # a small pod's limit
+    assert fits_beside(need, 2, host, 6 * GIB)
+    assert not fits_beside(need, 2, host, int(host * HEADROOM) - need)  # room for one only
+    assert fits_beside(need, 1, host, int(host * HEADROOM) - need)
