@@ -160,3 +160,13 @@ class StepProfile(TrainerCallback):
         }
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "profile.json").write_text(json.dumps(report, indent=2))
+
+
+def clocks(processes: int, profile: str | None) -> tuple[SteadyClock, StepProfile | None]:
+    """The run's steady clock, and the step profile where ``profile`` (a folder) asks for one:
+    the profiled steps run slower (the profiler records every op and launch), so the steady
+    window starts after them, and a profiled run's figures are a plain run's."""
+    if not profile:
+        return SteadyClock(processes), None
+    step = StepProfile(Path(profile))
+    return SteadyClock(processes, warmup=step.warmup + step.active), step

@@ -252,14 +252,13 @@ def _trainer(
     from transformers import PrinterCallback, set_seed
 
     from job.training.callbacks import JobTrainer, flops_per_token
-    from job.training.clock import PROFILE_ENV, SteadyClock, StepProfile, counted
+    from job.training.clock import PROFILE_ENV, clocks, counted
 
     set_seed(config.seed)
     args = training_arguments(decided, config, workdir, report.checkpoints, model.config.n_embd)
-    clock = SteadyClock(processes=decided.world)
-    callbacks = [report, clock]
-    if os.environ.get(PROFILE_ENV):  # a diagnostic of the bench's (bench/gpu_probe.py)
-        callbacks.append(StepProfile(Path(os.environ[PROFILE_ENV])))
+    # the step profile: a diagnostic of the bench's (bench/gpu_probe.py), outside the clock's
+    clock, profile = clocks(decided.world, os.environ.get(PROFILE_ENV))
+    callbacks = [report, clock, *([profile] if profile else [])]
     trainer: Any = counted(JobTrainer, clock)(
         model=model, args=args, train_dataset=BlockDataset(blocks.train), callbacks=callbacks
     )

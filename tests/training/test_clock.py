@@ -74,3 +74,18 @@ def test_a_run_whose_last_batch_is_partial_reports_what_its_steps_held(tmp_path:
     assert result.trained_tokens == result.train_tokens * config.epochs
     full = result.steady_steps * result.batch_size * result.block_size  # the old count
     assert result.steady_tokens < full
+
+
+def test_the_step_profile_runs_before_the_steady_window_not_in_it(tmp_path: Path) -> None:
+    """The probe's profile (HUGGINGTWEETS_PROFILE) records every op of its steps, which run
+    slower for it: the steady clock starts after them, so a profiled run's tokens/s and MFU
+    are a plain one's."""
+    from job.training.clock import WARMUP_STEPS, clocks
+
+    plain, none = clocks(1, None)
+    assert none is None and plain.warmup == WARMUP_STEPS
+    clock, profile = clocks(1, str(tmp_path))
+    assert profile is not None and profile.warmup == WARMUP_STEPS
+    profiled = range(profile.warmup + 1, profile.warmup + profile.active + 1)  # its steps
+    run(clock, [4] * 30, 0, block=16, seconds_per_step=1.0)
+    assert clock.steps == 30 - max(profiled) and clock.start_step == max(profiled)
