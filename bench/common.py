@@ -178,10 +178,14 @@ def stand_in(
     return train_file, heldout, base, env
 
 
-def bakers(tweets: Path, folder: Path, count: int) -> list[Path]:
+def bakers(tweets: Path, folder: Path, count: int, copies: int = 1) -> list[Path]:
     """``count`` copies of the JSON Lines ``tweets``, each under its own handle (baker0,
-    baker1, ...) in ``folder``: as many bots that do the same work."""
+    baker1, ...) in ``folder``: as many bots that do the same work. ``copies``: each bot's
+    tweets that many times over, each copy its own tweets (ids and texts told apart: the
+    job's cleaning drops a repeated text), for a bot of a larger archive's size."""
     rows = [json.loads(line) for line in tweets.read_text().splitlines()]
+    rows = [r if k == 0 else r | {"id": f"{r.get('id', i)}{k:04d}", "text": f"{r['text']} ({k})"}
+            for k in range(copies) for i, r in enumerate(rows)]  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(count):

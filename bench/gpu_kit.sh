@@ -2,7 +2,7 @@
 # make gpu-kit: everything one device call needs, built here from this checkout, into ignored
 # folders the device tool carries (docs/benchmarks.md, "The device scripts"):
 #   .gpu/tokenizer  GPT-2's BPE files, for bases of GPT-2's vocabulary
-#   .gpu/archive    andreruffert's real archive (the probe cleans it as the job does)
+#   .gpu/tweets.jsonl  andreruffert's real archive, cleaned here by the job (0.2 MB, not 3.4)
 #   .whl/           the wheels the device's image lacks (peft included), at this venv's versions,
 #                   for the device's Python (3.12): bench/device.sh installs them there
 # Then it prints the call to make. SHARED: the folder beside the checkout (../shared).
@@ -13,10 +13,25 @@ PY=${PY:-.venv/bin/python}
 # the device's image has (torch, transformers, accelerate, typer, rich, jinja2, PyYAML, Pillow)
 PACKAGES="pydantic pydantic_core annotated-types typing-inspection tenacity typing_extensions
   fonttools pytest pluggy iniconfig pygments packaging peft psutil"
+# the probe's output on S3 (bench/gpu_probe.py many): moto's server on loopback and the boto3
+# the job uploads with, 30 MB (botocore 17). wandb's 23 MB more would pass the carry's 64: the
+# probe logs to W&B offline only where the device's image has wandb, and says which.
+PACKAGES="$PACKAGES moto boto3 botocore s3transfer jmespath werkzeug flask flask-cors xmltodict
+  responses py-partiql-parser cryptography cffi pycparser python-dateutil six urllib3 requests
+  idna charset-normalizer certifi blinker itsdangerous"
 rm -rf .gpu .whl
 mkdir -p .gpu .whl
 cp -r "$SHARED/tokenizers/gpt2" .gpu/tokenizer
-cp -r "$SHARED/data/archives/andreruffert" .gpu/archive
+"$PY" - "$SHARED/data/archives/andreruffert" <<'PY'
+import shutil, sys, tempfile
+from pathlib import Path
+from job.config import JobConfig
+from job.data.sources import ArchiveSource
+from job.prepare import prepare
+with tempfile.TemporaryDirectory() as tmp:
+    prepare({"andreruffert": ArchiveSource(Path(sys.argv[1]))}, Path(tmp), JobConfig())
+    shutil.copy(Path(tmp) / "andreruffert" / "data" / "clean.jsonl", ".gpu/tweets.jsonl")
+PY
 pins=()
 for name in $PACKAGES; do
   pins+=("$name==$("$PY" -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name")")
@@ -24,5 +39,9 @@ done
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d .whl "${pins[@]}"
 size=$(du -sm .gpu .whl | awk '{s += $1} END {print s}')
+if [ "$size" -gt 62 ]; then  # the device's carry holds 64 MiB in all
+  echo "gpu-kit: .gpu and .whl are ${size} MiB: over what the carry holds" >&2
+  exit 1
+fi
 echo "gpu-kit: .gpu and .whl, ${size} MiB of the carry's 64 ($(find .whl -name '*.whl' | wc -l) wheels)"
 echo 'the call: run(command="bash bench/gpu_probe.sh", carry=[".gpu", ".whl"], timeout_s=480)'

@@ -8,10 +8,15 @@ log instead, and the next one runs. Phases, in order of what they tell:
 1. ``fixed``: the fixed cost of a task, split: imports, the CUDA context, loading the base.
 2. ``large``: gpt2-xl eager at the default step, profiled over 5 steady steps (GPU-busy ms
    against wall ms a step: how host-bound the step is), with steady tokens/s and MFU.
-3. ``many``: gpt2, 10 bots in one task: seconds a bot, and the memory between bots.
+3. ``many``: gpt2, 10 bots in one task, as production makes them: each of about
+   ``--bot-tokens`` training tokens (a typical archive's 0.3 M: the tweets repeated, each copy
+   its own), W&B offline with the model logged (where wandb is installed), the output on S3
+   (moto on loopback, where it is installed; else a local folder): seconds a bot, and the
+   memory between bots.
 4. ``large-8k``: gpt2-xl at 8 x 1,024 tokens a step.
 5. ``lora-2k``, ``lora-4k``: gpt2-xl adapter bots at 2 k and 4 k tokens a step (MFU counted
-   with an adapter's FLOPs, 4N: no gradient for the frozen weights).
+   with an adapter's FLOPs, 4N: no gradient for the frozen weights); ``lora-2k-24g``,
+   ``lora-4k-24g``: the same as a 24 GB card plans and holds them (HUGGINGTWEETS_GPU_GIB).
 6. ``packed-4``, ``packed-8``: 4 and 8 gpt2-xl adapter bots in one task, trained packed
    (training/packs.py): seconds a bot, and each adapter's bytes in bf16 (saved) and fp32.
 7. ``large-compile``: the default step compiled (regional), on cold caches.
@@ -39,6 +44,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +60,8 @@ LIMITS = {
     "large-8k": 80,
     "lora-2k": 70,
     "lora-4k": 70,
+    "lora-2k-24g": 70,
+    "lora-4k-24g": 70,
     "packed-4": 100,
     "packed-8": 130,
     "large-compile": 150,
@@ -142,6 +151,63 @@ class Probe:
         self.record(name, figures, f"{name}: {line} [{figures['phase_seconds']} s]")
 
 
+def installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def copies_for(tweets: Path, tokens: int) -> int:
+    """How many copies of ``tweets`` make a bot of about ``tokens`` training tokens at the
+    job's default epochs (GPT-2's BPE: ~4 characters a token of English tweets)."""
+    from job.config import TrainConfig
+
+    chars = sum(len(json.loads(line)["text"]) for line in tweets.read_text().splitlines())
+    per_copy = chars / 4 * TrainConfig().epochs
+    return max(1, round(tokens / per_copy))
+
+
+@contextmanager
+def output_on_s3(local: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """An output on S3, as production's: moto's server on loopback, where moto is installed
+    (the bots' uploads, behind the next bot's training, are then real uploads); else ``local``.
+    Yields the output and the environment that reaches it."""
+    if not (installed("moto") and installed("boto3")):
+        yield str(local), {}
+        return
+    from tests.helpers.s3 import MotoS3
+
+    moto = MotoS3().start().wait()
+    env = {"AWS_ENDPOINT_URL": moto.url, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    try:
+        import boto3
+
+        boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1",
+                     aws_access_key_id="testing", aws_secret_access_key="testing"
+                     ).create_bucket(Bucket="probe")  # fmt: skip
+        yield "s3://probe/many", env
+    finally:
+        moto.stop()
+
+
+def read_job(output: str, bot: str, env: dict[str, str]) -> dict:
+    """A published bot's job.json, from its latest run, wherever the output is."""
+    if not output.startswith("s3://"):
+        latest = json.loads((Path(output) / bot / "latest.json").read_text())
+        return json.loads((Path(output) / bot / latest["run_id"] / "job.json").read_text())
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    bucket, _, prefix = output[len("s3://") :].partition("/")
+
+    def get(key: str) -> dict:
+        return json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}/{key}")["Body"].read())
+
+    return get(f"{bot}/{get(f'{bot}/latest.json')['run_id']}/job.json")
+
+
 def base_of(probe: Probe, name: str) -> str:
     """A base of GPT-2 ``name``'s shape at random weights (a folder), or the job's tiny."""
     if name == "tiny":
@@ -222,6 +288,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--large", default="gpt2-xl")
     parser.add_argument("--small", default="gpt2")
     parser.add_argument("--bots", type=int, default=10)
+    parser.add_argument(
+        "--bot-tokens", type=int, default=300_000, help="many: each bot's training tokens, about"
+    )
     parser.add_argument("--epochs", type=float, default=4.0, help="per run of the large model")
     parser.add_argument(
         "--peak-tflops", type=float, help="dense bf16 peak; default: the card's (training/peaks.py)"
@@ -275,19 +344,25 @@ class Measures:
     def many(self) -> tuple[dict, str]:
         args, work = self.args, self.probe.work
         out = work / "many"
-        tweets = bakers(args.tweets, work / "inputs", args.bots)
+        copies = copies_for(args.tweets, args.bot_tokens)
+        tweets = bakers(args.tweets, work / "inputs", args.bots, copies)
         defaults = {"base_model": self.small, "sampling": {"per_prompt": 1}}
         manifest = task_manifest(out, tweets, args.bots, defaults)
-        start = time.monotonic()
-        command = [sys.executable, "-m", "job", "run", "--manifest", str(manifest), "--index", "0"]
-        _, log = self.probe.run("many", command)
-        seconds = time.monotonic() - start
-        totals, card = [], "cpu"
-        for i in range(args.bots):
-            latest = json.loads((out / f"baker{i}" / "latest.json").read_text())
-            job = json.loads((out / f"baker{i}" / latest["run_id"] / "job.json").read_text())
-            totals.append(job["timings"]["total"])
-            card = job["result"].get("gpu_name") or card
+        spec = json.loads(manifest.read_text())
+        wandb = installed("wandb")
+        if wandb:  # as production logs: offline here, the model logged as an artifact
+            spec["wandb"] = {"mode": "offline", "log_model": True}
+        with output_on_s3(out) as (output, env):
+            spec["output"] = output
+            manifest.write_text(json.dumps(spec, indent=1) + "\n")
+            start = time.monotonic()
+            command = [sys.executable, "-m", "job", "run", "--manifest", str(manifest),
+                       "--index", "0"]  # fmt: skip
+            _, log = self.probe.run("many", command, env | {"WANDB_MODE": spec["wandb"]["mode"]})
+            seconds = time.monotonic() - start
+            jobs = [read_job(output, f"baker{i}", env) for i in range(args.bots)]
+        totals = [job["timings"]["total"] for job in jobs]
+        card = next((n for j in jobs if (n := j["result"].get("gpu_name"))), "cpu")
         between = [(float(h), float(g)) for h, g in BETWEEN.findall(log)]
         figures = {
             "card": card,
@@ -296,22 +371,30 @@ class Measures:
             "seconds_per_bot": seconds / args.bots,
             "bot_seconds": totals,  # each bot's own, from its job.json (after the first: no load)
             "between_bots_gib": between,  # (host, GPU) after each bot
+            "trained_tokens": [job["result"]["trained_tokens"] for job in jobs],
+            "wandb": "offline, the model logged" if wandb else "disabled: wandb not installed",
+            "output": "s3 (moto on loopback)" if output.startswith("s3://") else "a local folder",
         }
         gpu, host = [g for _, g in between] or [0.0], [h for h, _ in between] or [0.0]
         rest = sorted(totals[1:]) or [0.0]
         return figures, (
-            f"on {card}: {args.bots} bots of {args.small} in one task:"
-            f" {seconds / args.bots:.2f} s a bot"
+            f"on {card}: {args.bots} bots of {args.small} in one task"
+            f" ({figures['trained_tokens'][0]:,} training tokens each; W&B {figures['wandb']};"
+            f" output {figures['output']}): {seconds / args.bots:.2f} s a bot"
             f" ({seconds:.1f} s), first {totals[0]:.1f} s then median {rest[len(rest) // 2]:.1f}"
             f" s; between bots {min(gpu):.2f}-{max(gpu):.2f} GiB on the GPU, host"
             f" {host[0]:.1f}-{host[-1]:.1f} GiB"
         )
 
-    def variant(self, name: str, *flags: str) -> Any:
+    def variant(self, name: str, *flags: str, cap: float | None = None) -> Any:
+        """A run of the large base with ``flags``; ``cap``: as a card of that many GiB."""
+
         def measure() -> tuple[dict, str]:
-            job = self.probe.job(name, str(self.large), *self.epochs, *flags)
+            env = {"HUGGINGTWEETS_GPU_GIB": f"{cap:g}"} if cap else None
+            job = self.probe.job(name, str(self.large), *self.epochs, *flags, env=env)
             figures = steady(job, self.args.peak_tflops, adapter="lora" in flags)
-            return figures, describe(figures)
+            figures["gpu_cap_gib"] = cap
+            return figures, describe(figures) + (f" (as a {cap:g} GiB card)" if cap else "")
 
         return measure
 
@@ -413,6 +496,12 @@ def main() -> None:
         "large-8k": measures.variant("large-8k", "--block-size", "1024", "--batch-size", "8"),
         "lora-2k": measures.variant("lora-2k", "--adapter", "lora", "--batch-size", "8"),
         "lora-4k": measures.variant("lora-4k", "--adapter", "lora", "--batch-size", "16"),
+        "lora-2k-24g": measures.variant(
+            "lora-2k-24g", "--adapter", "lora", "--batch-size", "8", cap=24
+        ),
+        "lora-4k-24g": measures.variant(
+            "lora-4k-24g", "--adapter", "lora", "--batch-size", "16", cap=24
+        ),
         "packed-4": measures.packed(4),
         "packed-8": measures.packed(8),
         "large-compile": measures.variant("large-compile", "--compile"),

@@ -239,5 +239,5 @@ def host_memory(job: BotJob) -> None:
     import torch
 
     gpus = torch.cuda.device_count()
-    gpu_bytes = torch.cuda.get_device_properties(0).total_memory if gpus else 0
+    gpu_bytes = memory.gpu_total_bytes() if gpus else 0
     pick_strategy(train, {}, train.block_size, gpus, gpu_bytes, host)  # raises when short

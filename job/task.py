@@ -57,7 +57,12 @@ from job.run import Request, Rest, make, run, run_pack
 from job.spec import BotJob, jobs, load_manifest, tasks
 from job.storage import Storage, open_storage
 from job.training.distributed import ranks
-from job.training.memory import fits_beside, host_memory_bytes, process_memory_bytes
+from job.training.memory import (
+    fits_beside,
+    gpu_free_bytes,
+    host_memory_bytes,
+    process_memory_bytes,
+)
 from job.training.model import base_arch, bases_kept
 from job.training.packs import pack_size, tokens_a_bot
 from job.training.strategy import shape_of
@@ -383,7 +388,7 @@ def _pack_size(job: BotJob) -> tuple[int, str]:
     shape = shape_of(train.base_model if job.base.size else "model", arch)
     cuda = torch.cuda.is_available()
     if cuda:
-        free, _ = torch.cuda.mem_get_info()
+        free = gpu_free_bytes()
         bf16 = train.precision != "fp32" and torch.cuda.is_bf16_supported()
     else:
         free, bf16 = host_memory_bytes() - process_memory_bytes(), False

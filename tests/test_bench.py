@@ -133,6 +133,32 @@ def test_summary_takes_medians_and_peaks() -> None:
     assert summarize(runs[:2], lambda tps, block: None)["time_to_bot_s"] == pytest.approx(2.0)
 
 
+def test_a_larger_bot_is_its_tweets_repeated_and_each_copy_survives_the_cleaning(
+    tmp_path: Path,
+) -> None:
+    """The probe's bots of ~0.3 M training tokens (bench/gpu_probe.py --bot-tokens): copies of
+    the tweets the job's cleaning keeps, each copy its own (its ids and texts told apart)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from common import SAMPLE, bakers
+        from gpu_probe import copies_for
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    from job.config import JobConfig
+    from job.data.sources import FileSource
+    from job.prepare import prepare
+
+    kept = []
+    for copies in (1, 3):
+        (path,) = bakers(SAMPLE, tmp_path / f"x{copies}", 1, copies)
+        made = prepare({"baker0": FileSource(path)}, tmp_path / f"p{copies}", JobConfig())
+        kept.append(len(made.tweets))
+    assert kept[1] == 3 * kept[0]
+    chars = sum(len(json.loads(line)["text"]) for line in SAMPLE.read_text().splitlines())
+    assert copies_for(SAMPLE, 0) == 1 and copies_for(SAMPLE, chars) == 1  # 4 epochs of it
+    assert copies_for(SAMPLE, 300_000) == round(300_000 / (chars / 4 * 4))
+
+
 @pytest.mark.integration
 def test_many_bots_bench_makes_every_bot_on_both_sides(tmp_path: Path) -> None:
     result = run_bench("many_bots.py", "--bots", "2", "--out", str(tmp_path))
@@ -222,11 +248,12 @@ def test_the_gpu_probes_cpu_check_runs_as_printed_and_writes_each_phase_as_it_en
             r["phase"]: r for r in map(json.loads, (out / "probe.jsonl").read_text().splitlines())
         }
         assert list(records) == [
-            "setup", "fixed", "large", "many", "large-8k", "lora-2k", "lora-4k", "packed-4",
-            "packed-8", "large-compile", "large-noclip",
+            "setup", "fixed", "large", "many", "large-8k", "lora-2k", "lora-4k", "lora-2k-24g",
+            "lora-4k-24g", "packed-4", "packed-8", "large-compile", "large-noclip",
         ]  # fmt: skip
         assert all("failed" not in r for r in records.values()), records
-        for skipped in ("large-8k", "lora-4k", "packed-8", "large-compile"):
+        skips = ("large-8k", "lora-4k", "lora-2k-24g", "lora-4k-24g", "packed-8", "large-compile")
+        for skipped in skips:
             assert records[skipped] == {"phase": skipped, "skipped": "asked"}
         packed = records["packed-4"]
         assert packed["strategy"] == "packed" and packed["card"] == "cpu"
@@ -244,6 +271,9 @@ def test_the_gpu_probes_cpu_check_runs_as_printed_and_writes_each_phase_as_it_en
         assert large["profile"]["aten_ops_per_step"] > 0
         many = records["many"]
         assert len(many["bot_seconds"]) == 2 and len(many["between_bots_gib"]) == 2
+        # as production makes them: output on S3 (moto), W&B offline with the model logged
+        assert many["output"] == "s3 (moto on loopback)" and many["wandb"].startswith("offline")
+        assert all(t > 0 for t in many["trained_tokens"])
         assert records["large-noclip"]["steps"] == large["steps"]
         text = (out / "probe.txt").read_text()
         assert "tok/s" in text and "2 bots of tiny in one task" in text

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from job.errors import BadConfig
+
 # What the plans may fill of a memory: the rest is the allocator's fragmentation, CUDA's
 # context and libraries, and what the estimates miss.
 HEADROOM = 0.85
@@ -56,11 +58,49 @@ def gpu_budget_bytes(total: int, allocated: int, own: int) -> int:
     return max(total - max(allocated - own, 0), 0)
 
 
+# Plan and run as if the card had this many GiB (a 24 GB card's plan, measured on a larger one:
+# bench/gpu_probe.py): torch's allocator is held to it as well.
+GPU_CAP_ENV = "HUGGINGTWEETS_GPU_GIB"
+
+
+def capped_bytes(total: int, cap: str | None) -> int:
+    """``total`` (a card's memory), or ``cap`` GiB where that is less; a cap that is not a
+    positive number is refused with one line."""
+    if not cap:
+        return total
+    try:
+        gib = float(cap)
+    except ValueError:
+        gib = 0.0
+    if not 0 < gib < float("inf"):
+        raise BadConfig(f"{GPU_CAP_ENV}={cap!r}: expected a positive number of GiB")
+    return min(total, int(gib * GIB))
+
+
+def gpu_total_bytes() -> int:
+    """This process's GPU memory: the card's, or ``GPU_CAP_ENV``'s GiB, to which torch's
+    allocator is then held (a card of that size fails the same allocations)."""
+    import torch
+
+    total = torch.cuda.get_device_properties(0).total_memory
+    capped = capped_bytes(total, os.environ.get(GPU_CAP_ENV))
+    if capped < total:
+        torch.cuda.set_per_process_memory_fraction(capped / total)
+    return capped
+
+
+def gpu_free_bytes() -> int:
+    """This process's free GPU memory, within the cap."""
+    import torch
+
+    free, _ = torch.cuda.mem_get_info()
+    return min(free, max(gpu_total_bytes() - torch.cuda.memory_reserved(), 0))
+
+
 def gpu_budget(model: Any) -> int:
     """``gpu_budget_bytes`` of this process's GPU for ``model`` (already on it)."""
     import torch
 
     own = sum(t.numel() * t.element_size() for t in model.parameters())
     own += sum(t.numel() * t.element_size() for t in model.buffers())
-    total = torch.cuda.get_device_properties(0).total_memory
-    return gpu_budget_bytes(total, torch.cuda.memory_allocated(), own)
+    return gpu_budget_bytes(gpu_total_bytes(), torch.cuda.memory_allocated(), own)

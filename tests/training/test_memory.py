@@ -88,3 +88,18 @@ def test_a_tasks_rests_run_behind_only_where_their_exports_fit_the_host() -> Non
     assert fits_beside(need, 2, host, 6 * GIB)
     assert not fits_beside(need, 2, host, int(host * HEADROOM) - need)  # room for one only
     assert fits_beside(need, 1, host, int(host * HEADROOM) - need)
+
+
+def test_a_gpu_cap_plans_a_smaller_card_and_a_bad_one_is_one_line() -> None:
+    """HUGGINGTWEETS_GPU_GIB: the probe's 24 GB card on an H200 (memory.gpu_total_bytes holds
+    torch's allocator to it as well); never more than the card; a typo is exit 10."""
+    from job.errors import BadConfig
+    from job.training.memory import GIB, capped_bytes
+
+    h200 = 150_000_000_000
+    assert capped_bytes(h200, None) == capped_bytes(h200, "") == h200
+    assert capped_bytes(h200, "24") == 24 * GIB and capped_bytes(h200, "23.5") == int(23.5 * GIB)
+    assert capped_bytes(h200, "1000") == h200
+    for bad in ("24GB", "0", "-3", "nan", "inf"):
+        with pytest.raises(BadConfig, match=r"HUGGINGTWEETS_GPU_GIB=.*positive number of GiB"):
+            capped_bytes(h200, bad)
