@@ -276,7 +276,8 @@ t = time.perf_counter()
 model, _ = load(sys.argv[1], device="cuda" if cuda else "cpu")
 if cuda: torch.cuda.synchronize()
 load = time.perf_counter() - t
-print(json.dumps({"imports_s": imports, "cuda_context_s": context, "load_s": load}))
+card = torch.cuda.get_device_name(0) if cuda else "cpu"
+print(json.dumps({"imports_s": imports, "cuda_context_s": context, "load_s": load, "card": card}))
 """
 
 
@@ -325,8 +326,8 @@ class Measures:
     def fixed(self) -> tuple[dict, str]:
         printed, _ = self.probe.run("fixed", [sys.executable, "-c", FIXED, self.small])
         figures = json.loads(printed.strip().splitlines()[-1])
-        line = ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in figures.items())
-        return figures, f"{self.args.small}: {line}"
+        line = ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in figures.items() if k.endswith("_s"))
+        return figures, f"on {figures['card']}: {self.args.small}: {line}"
 
     def profiled(self) -> tuple[dict, str]:
         folder = self.probe.work / "profile"

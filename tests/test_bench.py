@@ -266,6 +266,8 @@ def test_the_gpu_probes_cpu_check_runs_as_printed_and_writes_each_phase_as_it_en
         )
         assert records["lora-2k"]["steady_tokens"] > 0
         assert records["fixed"]["imports_s"] > 0 and records["fixed"]["load_s"] > 0
+        ran = [r for r in records.values() if "skipped" not in r and r["phase"] != "setup"]
+        assert all(r["card"] == "cpu" for r in ran), ran  # every phase says where it ran
         large = records["large"]
         assert large["steady_tokens"] > 0 and large["profile"]["wall_ms_per_step"] > 0
         assert large["profile"]["aten_ops_per_step"] > 0
