@@ -52,7 +52,7 @@ from job.errors import (
     gpu_lost,
 )
 from job.outputs.predict import decode_compiled
-from job.preflight import per_bot, shared
+from job.preflight import driver_cuda_version, per_bot, shared
 from job.run import Request, Rest, make, run, run_pack
 from job.spec import BotJob, jobs, load_manifest, tasks
 from job.storage import Storage, open_storage
@@ -206,13 +206,12 @@ def _stops(outcomes: list[Any]) -> str | None:
 def _decode_choice(chosen: list[BotJob]) -> list[BotJob]:
     """The task's bots to make, each with ``sampling.compile`` decided once for the task
     (outputs/predict.py decode_compiled, from all their decode steps) where it left it unset:
-    the decode step's capture is paid by the first bot that samples and kept for the rest."""
-    import torch
-
+    the decode step's capture is paid by the first bot that samples and kept for the rest.
+    A GPU is the driver's (preflight.py): torch is not imported for it, before any bot."""
     settings = [j.config.sampling for j in chosen]
     if not chosen or all(s.compile is not None for s in settings):
         return chosen
-    compiled, why = decode_compiled(settings, torch.cuda.is_available())
+    compiled, why = decode_compiled(settings, driver_cuda_version() is not None)
     log.info("decode step compiled for this task's bots: %s (%s)", "yes" if compiled else "no", why)
     return [
         j if j.config.sampling.compile is not None else j.model_copy(update={"config": (

@@ -410,8 +410,8 @@ def test_the_gpu_kit_builds_what_a_device_call_needs_as_printed(
     tmp_path: Path, shared: Path
 ) -> None:
     """docs/benchmarks.md's `make gpu-kit`, in a clone (this checkout's .venv shared): the
-    tokenizer, the archive and the wheels land in the ignored folders, and the call is printed
-    with the carry and time limit the probe needs."""
+    tokenizer, the archive cleaned by the job and the wheels land in the ignored folders, and
+    the call is printed with the carry and time limit the probe needs."""
     from tests.test_docs_commands import printed
 
     (command,) = printed("docs/benchmarks.md", "make gpu-kit")
@@ -427,8 +427,11 @@ def test_the_gpu_kit_builds_what_a_device_call_needs_as_printed(
     assert done.returncode == 0, done.stderr[-3000:]
     wheels = {p.name.split("-")[0].lower() for p in (clone / ".whl").glob("*.whl")}
     assert {"peft", "pydantic", "pydantic_core", "tenacity", "fonttools"} <= wheels
+    assert {"moto", "boto3", "botocore", "werkzeug", "flask"} <= wheels  # the probe's S3 output
     assert (clone / ".gpu" / "tokenizer" / "vocab.json").is_file()
-    assert (clone / ".gpu" / "archive" / "data" / "tweets.js").is_file()
+    rows = [json.loads(line) for line in (clone / ".gpu" / "tweets.jsonl").open()]
+    assert len(rows) > 1000 and {r["user"] for r in rows} == {"andreruffert"}  # cleaned
+    assert "MiB of the carry's 64" in done.stdout
     assert 'run(command="bash bench/gpu_probe.sh", carry=[".gpu", ".whl"], timeout_s=480)' in (
         done.stdout
     )
