@@ -155,11 +155,13 @@ class Data:
 
 @dataclass
 class Trained:
-    """train's: the fine-tuned model in memory, its tokenizer and the result."""
+    """train's: the fine-tuned model in memory, its tokenizer and the result; a full model's
+    weights on the host, where they are still to be written (``Rest``)."""
 
     result: TrainResult
     model: Any
     tokenizer: Any
+    weights: model_folder.Weights | None = None
 
 
 @dataclass
@@ -256,12 +258,16 @@ class Rest:
     guard: Callable[[str], None] | None
     held: ExitStack = field(default_factory=ExitStack)  # the lock, the failure's tidying
     apart: bool = False
+    weights: model_folder.Weights | None = None  # a full model's, still to be written
+    checkpoints: Checkpoints | None = None  # cleared once the model is written
 
     def host_bytes(self) -> int:
-        """The host memory its rest takes beside the training: its Space's export, in its
-        own process (0 where the bot gets no Space)."""
-        folder, why_not = _space_folder(self.state)
-        return 0 if why_not else browser.export_host_bytes(browser.saved_params(folder))
+        """The host memory its rest holds beside the training: the weights still to be
+        written, and its Space's export, in a process of its own (where it makes one)."""
+        held = self.weights.bytes if self.weights else 0
+        params = self.weights.params if self.weights else None
+        folder, why_not = _space_folder(self.state, params)
+        return held + (0 if why_not else browser.export_host_bytes(browser.saved_params(folder)))
 
     def __call__(self) -> RunResult:
         state = self.state
@@ -269,6 +275,11 @@ class Rest:
             state.phases.who = f"{state.job.bot}: "
         with self.held:
             with self.stage:
+                if self.weights is not None:
+                    with state.phases("save", "written"):
+                        self.weights.write()
+                if self.checkpoints is not None:
+                    self.checkpoints.clear()  # the model is written: they were for resuming
                 prepared = self.data.prepared
                 browser_space(state, prepared, self.sampled, self.apart)
                 write_card(state, prepared, self.result, self.sampled)
@@ -372,10 +383,11 @@ def _sampled(
     """Rank 0, once the model is saved: its predictions, then its adapter out of the shared
     base; the rest (its Space, card, W&B's results) is the ``Rest``'s, with the W&B run."""
     assert ready.data is not None
-    ready.checkpoints.clear()  # the model is saved: they were only for resuming
     sampled = predict(state, ready.data.prepared, trained)
     _release(state)
-    return Rest(state, ready.data, trained.result, sampled, wb, stage.pop_all(), guard)
+    rest = Rest(state, ready.data, trained.result, sampled, wb, stage.pop_all(), guard)
+    rest.weights, rest.checkpoints = trained.weights, ready.checkpoints
+    return rest
 
 
 def _finished(
@@ -592,9 +604,14 @@ def train(
             checkpoints=checkpoints,
             resume=resume,
         )
+    weights = None
     with state.phases("save"):
         once = config.saved_precision == "bf16" and not result.strategy.startswith("zero3")
-        if once:  # the weights are whole in memory: written once, in bf16
+        if result.strategy == "ddp" and not config.lora:  # whole in memory: to the host now,
+            if state.main:  # written by the bot's rest (``Rest``), behind the next bot
+                weights = model_folder.snapshot(model, state.staged, once)
+            once = True
+        elif once:  # the weights are whole in memory: written once, in bf16
             if state.main:
                 model_folder.save_bf16(model, state.staged)
         else:
@@ -605,7 +622,7 @@ def train(
         (state.staged / "training_args.bin").unlink(missing_ok=True)
         if state.main:
             _saved(state, model, base, converted=once)
-    return Trained(result, model, tokenizer)
+    return Trained(result, model, tokenizer, weights)
 
 
 def _saved(state: State, model: Any, base: str, converted: bool = False) -> None:
@@ -706,13 +723,14 @@ def browser_space(state: State, data: Prepared, sampled: Sampled, apart: bool = 
                  made.bytes / 1e6, made.dtype)  # fmt: skip
 
 
-def _space_folder(state: State) -> tuple[Path, str | None]:
+def _space_folder(state: State, params: int | None = None) -> tuple[Path, str | None]:
     """The saved folder a bot's Space is exported from (an adapter bot's: its merged copy),
-    and why it gets none (None: it gets one)."""
+    and why it gets none (None: it gets one); ``params``: its weights', not yet written."""
     config = state.job.config
     adapter_bot = config.train.lora
     folder = state.merged if adapter_bot else state.staged
-    params = browser.saved_params(folder)  # 0 where an adapter bot has no merged copy
+    if params is None:
+        params = browser.saved_params(folder)  # 0 where an adapter bot has no merged copy
     why_not = browser.why_not(
         config.sampling.space, state.job.base.kind, params, adapter_bot, folder.is_dir()
     )

@@ -91,6 +91,7 @@ def test_a_bots_space_card_and_wandb_run_are_made_while_the_next_bot_trains(s3, 
     card = next(i for i, line in enumerate(lines) if "ann: card:" in line)
     trained = [i for i, line in enumerate(lines) if " train: " in line]
     assert len(trained) == 2 and trained[1] < card, "\n".join(lines)  # bob's, before ann's card
+    assert any("ann: save (written):" in line for line in lines)  # her weights, written behind
     storage = open_storage("s3://results/bots")
     for bot in ("ann", "bob"):
         latest = get_json(storage, f"{bot}/latest.json")

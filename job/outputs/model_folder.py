@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,52 @@ def save_bf16(model: Any, folder: Path) -> None:
     state, _ = unshared(model)  # a tied tensor under its first name only
     model.save_pretrained(folder, state_dict={k: host(v) for k, v in state.items()})
     _config_in_bf16(folder)
+
+
+@dataclass
+class Weights:
+    """A full model's weights on the host, to be written into its folder later (``write``):
+    a task's bot is sampled from the model in memory while its next bot trains and this is
+    written behind it (run.py ``Rest``; gpt2-xl: 3-6 GB, 5-20 s of the GPU's time otherwise)."""
+
+    folder: Path
+    state: dict[str, Any]
+
+    @property
+    def bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.state.values())
+
+    @property
+    def params(self) -> int:
+        return sum(t.numel() for t in self.state.values())
+
+    def write(self) -> None:
+        """``model.safetensors`` as save_pretrained writes it: one file (transformers'
+        shards start at 50 GB), each tensor once, its metadata."""
+        from safetensors.torch import save_file
+
+        save_file(self.state, str(self.folder / "model.safetensors"), metadata={"format": "pt"})
+        self.state = {}
+
+
+def snapshot(model: Any, folder: Path, bf16: bool) -> Weights:
+    """A full model's folder now but for its weights: its configs written, its weights
+    copied to the host (in bf16 where asked: ``save_bf16``'s cast, a tensor at a time), each
+    tied tensor once (``unshared``); ``Weights.write`` writes them."""
+    import torch
+
+    def host(t: Any) -> Any:
+        dtype = torch.bfloat16 if bf16 and t.is_floating_point() else t.dtype
+        return t.detach().to("cpu", dtype, copy=True).contiguous()
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(folder)
+    if model.can_generate():
+        model.generation_config.save_pretrained(folder)
+    if bf16:
+        _config_in_bf16(folder)
+    state, _ = unshared(model)
+    return Weights(folder, {k: host(v) for k, v in state.items()})
 
 
 def _config_in_bf16(folder: Path) -> None:
