@@ -189,30 +189,23 @@ def run(
     to storage, before the result is put in place, and on any failure (a local takedown
     removes the files the run is writing).
     """
-    rest = make(job, sources, out, progress, checkpoint_storage, guard)
+    rest = make(Request(job, sources, out, checkpoint_storage, guard), progress)
     return None if rest is None else rest()
 
 
-def make(
-    job: BotJob,
-    sources: dict[Handle, TweetSource],
-    out: Path,
-    progress: Progress | None = None,
-    checkpoint_storage: tuple[Storage, str] | None = None,
-    guard: Callable[[str], None] | None = None,
-) -> Rest | None:
+def make(request: Request, progress: Progress | None = None) -> Rest | None:
     """``run`` up to its ``Rest``: the bot trained, saved and sampled, its adapter out of a
     shared base; the rest holds the bot's lock until it is done. None on other ranks."""
     # Before torch is imported (plan() decides later whether to compile): Inductor fixes its
     # cache folder in the environment the first time it looks, and its workers read it there.
     compile_caches()
-    state = setup(job, out)
+    state = setup(request.job, request.out)
     state.progress = progress
     with ExitStack() as held:
         if state.main:
-            held.enter_context(bot_writer(out, job.bot))
-        held.enter_context(_failing(state, guard))
-        rest = _run(state, sources, checkpoint_storage, guard)
+            held.enter_context(bot_writer(request.out, request.job.bot))
+        held.enter_context(_failing(state, request.guard))
+        rest = _run(state, request.sources, request.checkpoint_storage, request.guard)
         if rest is not None:
             rest.held = held.pop_all()
         return rest

@@ -424,8 +424,7 @@ def run_bot(
     session = _session(job, storage, manifest)
     request = next(session)
     try:
-        made = make(request.job, request.sources, request.out, None, request.checkpoint_storage,
-                    guard=request.guard)  # fmt: skip
+        made = make(request)
     except BaseException as e:
         return _end(session, e)
     assert made is not None  # rank 0
