@@ -1,12 +1,15 @@
-"""The stage behind training: what a finished bot still has to do that needs no GPU (its upload
-to storage, its record, its Hub push: task.py's session end) runs in a thread while the next
-bot trains, so that a task of many bots does not leave its GPU idle for each bot's I/O (gpt2-xl:
-a 3-6 GB upload, 15-60 s).
+"""The stage behind training: what a finished bot still has to do that needs no GPU (its rest:
+its weights written, its Space exported, its card, W&B's results, its folder, run.py ``Rest``;
+then its upload to storage, its record, its Hub push: task.py's session end) runs in a thread
+while the next bot trains, so that a task of many bots does not leave its GPU idle for each
+bot's host work (gpt2-xl: a 3-6 GB write and upload, 15-60 s; gpt2: a 20-40 s Space export).
 
-- Bounded: at most ``BEHIND`` bots wait behind the one training; the next bot's training
-  waits for the oldest before it starts where there are more. What they hold is on the local
-  disk (each bot's result folder, already written), not in host memory: an upload streams
-  from its files (boto3: 8 MiB parts, 10 threads, ~80 MiB a bot at once).
+- Bounded: at most ``behind_for`` the host's cores bots wait behind the one training (2 to 4);
+  the next bot's training waits for the oldest before it starts where there are more. Each
+  holds its weights on the host until they are written, and its Space's export process; the
+  task plans both against the host's memory before a bot goes behind (task.py ``_finish``,
+  memory.py ``fits_beside``). An upload streams from the bot's files (boto3: 8 MiB parts, 10
+  threads, ~80 MiB a bot at once).
 - Deadlines: a thread's own waits are not interrupted (signals reach the main thread only:
   deadline.py), so the main thread enforces each bot's total, the output's and the push's
   deadlines together; past it the bot fails with DeadlineExceeded (75) and is left behind.
@@ -19,6 +22,7 @@ a 3-6 GB upload, 15-60 s).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -30,9 +34,20 @@ from job.errors import TransientError
 
 log = logging.getLogger(__name__)
 
-# Two bots behind the one training: a gpt2-xl upload (3-6 GB) outlasts a bot's training on a
-# fast GPU, and two keep the GPU fed through one slow upload; each is a result folder on disk.
+# Two bots behind the one training at least: a gpt2-xl upload (3-6 GB) outlasts a bot's
+# training on a fast GPU, and two keep the GPU fed through one slow upload. A gpt2 bot's Space
+# export takes a core ~20-40 s (docs/batch.md) against its ~3 s of training: a host of more
+# cores runs more of them at once, a bot behind for each 4 cores (the training keeps ~4: its
+# launches, data loader and copies), at most 4 (each holds its weights and an export's ~2.7 GB).
 BEHIND = 2
+MOST_BEHIND = 4
+
+
+def behind_for(cores: int) -> int:
+    """How many bots may wait behind the one training on a host of ``cores`` cores."""
+    return max(BEHIND, min(MOST_BEHIND, cores // 4))
+
+
 # On a stop, the seconds the stage gets to finish: inside __main__'s EXIT_GRACE_SECONDS (15),
 # which is inside the platforms' grace (30 s by default).
 DRAIN_SECONDS = 10.0
@@ -55,8 +70,10 @@ class Behind:
     once ``close`` (or the context's end) has waited for it."""
 
     def __init__(
-        self, behind: int = BEHIND, on_left: Callable[[str, Exception], None] | None = None
+        self, behind: int | None = None, on_left: Callable[[str, Exception], None] | None = None
     ) -> None:
+        if behind is None:  # this host's (or container's) cores
+            behind = behind_for(len(os.sched_getaffinity(0)))
         self.behind, self.on_left = behind, on_left
         self.items: dict[str, _Item] = {}
         self.limit = seconds_for("space") + seconds_for("output") + seconds_for("hub_push")

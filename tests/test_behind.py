@@ -8,6 +8,7 @@ behind visible."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 
@@ -135,3 +136,12 @@ def test_sigterm_while_a_bot_is_behind_ends_the_task_in_the_grace(s3, manifest) 
     retry = invoke(*RUN)
     assert retry.returncode == 0, retry.stderr[-2000:]
     assert state("ann") == state("bob") == "succeeded" and storage.list("ann/latest.json")
+
+
+def test_a_host_of_more_cores_keeps_more_bots_behind_its_training() -> None:
+    """Each bot behind may be exporting its Space on a core of its own: two at least (one
+    slow upload), a bot for each 4 cores past that, 4 at most (each holds an export's memory)."""
+    from job.behind import Behind, behind_for
+
+    assert [behind_for(n) for n in (1, 2, 8, 12, 16, 64)] == [2, 2, 2, 3, 4, 4]
+    assert Behind().behind == behind_for(len(os.sched_getaffinity(0)))  # this host's
