@@ -10,9 +10,9 @@ log instead, and the next one runs. Phases, in order of what they tell:
    against wall ms a step: how host-bound the step is), with steady tokens/s and MFU.
 3. ``many``: gpt2, 10 bots in one task, as production makes them: each of about
    ``--bot-tokens`` training tokens (a typical archive's 0.3 M: the tweets repeated, each copy
-   its own), W&B offline with the model logged (where wandb is installed), the output on S3
-   (moto on loopback, where it is installed; else a local folder): seconds a bot, and the
-   memory between bots.
+   its own), W&B offline with the model logged, the output on S3 (moto on loopback: make
+   gpu-kit carries both; where either is missing the phase says what it did instead): seconds
+   a bot, and the memory between bots.
 4. ``large-8k``: gpt2-xl at 8 x 1,024 tokens a step.
 5. ``lora-2k``, ``lora-4k``: gpt2-xl adapter bots at 2 k and 4 k tokens a step (MFU counted
    with an adapter's FLOPs, 4N: no gradient for the frozen weights); ``lora-2k-24g``,

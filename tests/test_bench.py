@@ -428,6 +428,9 @@ def test_the_gpu_kit_builds_what_a_device_call_needs_as_printed(
     wheels = {p.name.split("-")[0].lower() for p in (clone / ".whl").glob("*.whl")}
     assert {"peft", "pydantic", "pydantic_core", "tenacity", "fonttools"} <= wheels
     assert {"moto", "boto3", "botocore", "werkzeug", "flask"} <= wheels  # the probe's S3 output
+    assert "wandb" in wheels  # and its W&B, offline
+    (botocore,) = (clone / ".whl").glob("botocore-*.whl")
+    assert botocore.stat().st_size < 2e6  # its s3 and sts APIs only: the carry holds 64 MiB
     assert (clone / ".gpu" / "tokenizer" / "vocab.json").is_file()
     rows = [json.loads(line) for line in (clone / ".gpu" / "tweets.jsonl").open()]
     assert len(rows) > 1000 and {r["user"] for r in rows} == {"andreruffert"}  # cleaned
