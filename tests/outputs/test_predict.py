@@ -127,6 +127,7 @@ def test_a_tasks_decode_compile_is_decided_from_all_its_decode_steps() -> None:
     )
 
 
+@pytest.mark.integration  # torch.compile (Dynamo)
 def test_compile_seconds_count_what_torch_compile_spent() -> None:
     """What a phase's compile cost is measured by (run.py predict: decode_compile)."""
     import torch
