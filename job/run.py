@@ -237,8 +237,9 @@ class Ready:
 
 @dataclass
 class Rest:
-    """A bot trained, saved and sampled: what is left of it needs no GPU (its Space's export,
-    its card, W&B's results and the run's sync, its result put in place). Called once: at
+    """A bot trained and sampled: what is left of it needs no GPU (a full model's weights
+    written, its Space's export, its card, W&B's results and the run's sync, its result put in
+    place). Called once: at
     once for a lone bot (``run``), or behind the next bot's training in a task of several
     (task.py, job/behind.py), where ``apart`` exports the Space in a process of its own."""
 
@@ -258,9 +259,11 @@ class Rest:
         """The host memory its rest holds beside the training: the weights still to be
         written, and its Space's export, in a process of its own (where it makes one)."""
         held = self.weights.bytes if self.weights else 0
-        params = self.weights.params if self.weights else None
-        folder, why_not = _space_folder(self.state, params)
-        return held + (0 if why_not else browser.export_host_bytes(browser.saved_params(folder)))
+        unwritten = self.weights.params if self.weights else None
+        folder, why_not = _space_folder(self.state, unwritten)
+        if why_not:
+            return held
+        return held + browser.export_host_bytes(unwritten or browser.saved_params(folder))
 
     def __call__(self) -> RunResult:
         state = self.state

@@ -403,3 +403,25 @@ def test_weights_saved_in_bf16_are_half_the_size_and_load(
     assert str(generator.model.dtype) == "torch.bfloat16"
     assert generator("Bread is", max_new_tokens=5)[0]["generated_text"].startswith("Bread is")
     assert result.predictions  # sampled before the save's conversion, in training precision
+
+
+def test_a_bots_rest_plans_the_weights_it_has_still_to_write(tmp_path: Path) -> None:
+    """make() stops before the rest (run.py ``Rest``): a full model's weights are on the host,
+    not yet in its folder, and what the rest will hold of the host's memory (the task plans
+    it, memory.fits_beside) counts them and its Space's export of that many parameters; the
+    rest then writes them and makes the bot a lone run makes."""
+    from job.data.handles import Handle
+    from job.outputs.browser import export_host_bytes
+    from job.run import Request, make
+
+    job = tiny_job(train={"epochs": 1}, sampling={"space": "on", "per_prompt": 1})
+    out = tmp_path / "out"
+    rest = make(Request(job, {Handle("sourdough_sam"): FileSource(SAMPLE)}, out))
+    assert rest is not None and rest.weights is not None
+    assert not (rest.weights.folder / "model.safetensors").exists()
+    params, held = rest.weights.params, rest.weights.bytes
+    assert params > 100_000 and rest.host_bytes() == held + export_host_bytes(params)
+    made = rest()
+    assert (made.model_dir / "model.safetensors").is_file()
+    assert (made.model_dir / "onnx").is_dir() and (out / "sourdough_sam" / "space").is_dir()
+    assert "save" in made.timings and "space" in made.timings
