@@ -65,9 +65,10 @@ def per_bot(job: BotJob) -> None:
 
 def shared(jobs: list[BotJob], storage: Storage | None) -> None:
     """The checks of what every bot of a task shares, a deployment's set-up: the output, the
-    Twitter, Hub and W&B tokens, HF_HOME, the deadline variables. A failure here fails the
-    task's every bot."""
+    Twitter, Hub and W&B tokens, HF_HOME, the deadline and GPU-cap variables. A failure here
+    fails the task's every bot."""
     check_deadlines()
+    memory.check_gpu_cap()
     if storage is not None:
         output_writable(storage)
     for job in jobs:

@@ -77,6 +77,11 @@ def capped_bytes(total: int, cap: str | None) -> int:
     return min(total, int(gib * GIB))
 
 
+def check_gpu_cap() -> None:
+    """``GPU_CAP_ENV``, where set, checked (preflight: before any work, GPU or not)."""
+    capped_bytes(0, os.environ.get(GPU_CAP_ENV))
+
+
 def gpu_total_bytes() -> int:
     """This process's GPU memory: the card's, or ``GPU_CAP_ENV``'s GiB, to which torch's
     allocator is then held (a card of that size fails the same allocations)."""

@@ -103,3 +103,19 @@ def test_a_gpu_cap_plans_a_smaller_card_and_a_bad_one_is_one_line() -> None:
     for bad in ("24GB", "0", "-3", "nan", "inf"):
         with pytest.raises(BadConfig, match=r"HUGGINGTWEETS_GPU_GIB=.*positive number of GiB"):
             capped_bytes(h200, bad)
+
+
+@pytest.mark.parametrize("value", ["24GB", "0", "nan"])
+def test_a_gpu_cap_that_is_no_number_is_refused_before_any_work_on_any_host(
+    value: str, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked with the deadline variables (preflight), not first on a GPU after the data."""
+    from job import errors
+    from tests.helpers import SAMPLE
+    from tests.helpers.cli import invoke, one_line
+
+    monkeypatch.setenv("HUGGINGTWEETS_GPU_GIB", value)
+    out = tmp_path / "out"
+    done = invoke("run", "sam", "--jsonl", str(SAMPLE), "--base-model", "tiny", "--out", str(out))
+    assert "HUGGINGTWEETS_GPU_GIB" in one_line(done, errors.BAD_CONFIG)
+    assert not (out / ".sam").exists() and not (out / "sam").exists()
