@@ -239,9 +239,9 @@ class Ready:
 class Rest:
     """A bot trained and sampled: what is left of it needs no GPU (a full model's weights
     written, its Space's export, its card, W&B's results and the run's sync, its result put in
-    place). Called once: at
-    once for a lone bot (``run``), or behind the next bot's training in a task of several
-    (task.py, job/behind.py), where ``apart`` exports the Space in a process of its own."""
+    place). Called once: at once for a lone bot (``run``), or behind the next bot's training
+    in a task of several (task.py, job/behind.py), where ``apart`` exports the Space in a
+    process of its own."""
 
     state: State
     data: Data
@@ -381,9 +381,8 @@ def _sampled(
     assert ready.data is not None
     sampled = predict(state, ready.data.prepared, trained)
     _release(state)
-    rest = Rest(state, ready.data, trained.result, sampled, wb, stage.pop_all(), guard)
-    rest.weights, rest.checkpoints = trained.weights, ready.checkpoints
-    return rest
+    return Rest(state, ready.data, trained.result, sampled, wb, stage.pop_all(), guard,
+                weights=trained.weights, checkpoints=ready.checkpoints)  # fmt: skip
 
 
 def _finished(

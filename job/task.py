@@ -441,8 +441,9 @@ def _finish(
     need = made.host_bytes()
     if need and not fits_beside(need, behind.behind, host_memory_bytes(), process_memory_bytes()):
         log.info(
-            "%s: its rest stays in line: %d Space exports of %.1f GiB each would not fit the"
-            " host's memory beside the training", bot, behind.behind, need / 2**30,
+            "%s: its rest stays in line: %d rests of %.1f GiB each (weights to write, a Space's"
+            " export) would not fit the host's memory beside the training",
+            bot, behind.behind, need / 2**30,
         )  # fmt: skip
         return _end(session, made)
     made.apart = True

@@ -44,19 +44,21 @@ def save_bf16(model: Any, folder: Path) -> None:
     back and written again (``to_bf16``'s way, which ZeRO-3's partitioned weights still need;
     gpt2-xl: 6.2 GB written and read for 3.1 GB kept). Each tensor is cast on the host, one at
     a time; a tied tensor (GPT-2's output embedding is its input's) is saved once, as
-    transformers saves it. An adapter (peft) saves its own tensors only."""
-    import torch
-
-    def host(t: Any) -> Any:
-        return t.detach().to("cpu", torch.bfloat16 if t.is_floating_point() else t.dtype)
-
+    transformers saves it (``snapshot``, written at once). An adapter (peft) saves its own
+    tensors only."""
     if hasattr(model, "peft_config"):
-        state = {k: host(v) for k, v in model.state_dict().items() if "lora_" in k}
+        state = {k: _host(v, True) for k, v in model.state_dict().items() if "lora_" in k}
         model.save_pretrained(folder, state_dict=state)
         return
-    state, _ = unshared(model)  # a tied tensor under its first name only
-    model.save_pretrained(folder, state_dict={k: host(v) for k, v in state.items()})
-    _config_in_bf16(folder)
+    snapshot(model, folder, bf16=True).write()
+
+
+def _host(tensor: Any, bf16: bool) -> Any:
+    """``tensor`` copied to the host, cast to bf16 where asked (a float tensor only)."""
+    import torch
+
+    dtype = torch.bfloat16 if bf16 and tensor.is_floating_point() else tensor.dtype
+    return tensor.detach().to("cpu", dtype, copy=True).contiguous()
 
 
 @dataclass
@@ -87,14 +89,8 @@ class Weights:
 
 def snapshot(model: Any, folder: Path, bf16: bool) -> Weights:
     """A full model's folder now but for its weights: its configs written, its weights
-    copied to the host (in bf16 where asked: ``save_bf16``'s cast, a tensor at a time), each
+    copied to the host (in bf16 where asked, a tensor at a time), each
     tied tensor once (``unshared``); ``Weights.write`` writes them."""
-    import torch
-
-    def host(t: Any) -> Any:
-        dtype = torch.bfloat16 if bf16 and t.is_floating_point() else t.dtype
-        return t.detach().to("cpu", dtype, copy=True).contiguous()
-
     folder.mkdir(parents=True, exist_ok=True)
     model.config.save_pretrained(folder)
     if model.can_generate():
@@ -102,7 +98,7 @@ def snapshot(model: Any, folder: Path, bf16: bool) -> Weights:
     if bf16:
         _config_in_bf16(folder)
     state, _ = unshared(model)
-    return Weights(folder, {k: host(v) for k, v in state.items()})
+    return Weights(folder, {k: _host(v, bf16) for k, v in state.items()})
 
 
 def _config_in_bf16(folder: Path) -> None:

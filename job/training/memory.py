@@ -38,9 +38,9 @@ def process_memory_bytes() -> int:
 
 
 def fits_beside(need: int, count: int, host: int, process: int) -> bool:
-    """Whether ``count`` processes of ``need`` bytes each (a task's bots' rests behind its
-    training: each one's Space export, job/behind.py) fit beside this process's ``process``
-    bytes, within the plans' share of the ``host``'s memory."""
+    """Whether ``count`` of ``need`` bytes each (a task's bots' rests behind its training:
+    the weights each has still to write, its Space's export process; job/behind.py) fit
+    beside this process's ``process`` bytes, within the plans' share of the ``host``'s."""
     return need * count + process <= host * HEADROOM
 
 

@@ -1,7 +1,7 @@
 """job/outputs/model_folder.py: a full model's weights copied to the host at once and written
-later (``snapshot``, ``Weights.write``: a task's bot behind its next bot's training) make the
-folder ``save_pretrained`` and ``save_bf16`` make; an adapter's and ZeRO-3's saves are tested
-with their runs (tests/training)."""
+later (``snapshot``, ``Weights.write``: a task's bot behind its next bot's training; written at
+once, ``save_bf16``) make the folder ``save_pretrained`` makes, and in bf16 the one ``to_bf16``
+converts it to; an adapter's and ZeRO-3's saves are tested with their runs (tests/training)."""
 
 from __future__ import annotations
 
@@ -28,11 +28,10 @@ def test_weights_written_later_are_the_folder_a_save_makes_now(tmp_path: Path, b
 
     base = build_random(tmp_path / "base", ["Bread is good", "I bake bread"] * 20, None, 42)
     model, _ = load(str(base), device="cpu")
-    made = tmp_path / "made"
+    made = tmp_path / "made"  # transformers' own save, then (bf16) the fp32 file converted
+    model.save_pretrained(made)
     if bf16:
-        model_folder.save_bf16(model, made)
-    else:
-        model.save_pretrained(made)
+        model_folder.to_bf16(made)
     weights = model_folder.snapshot(model, tmp_path / "later", bf16)
     assert not (tmp_path / "later" / "model.safetensors").exists()  # nothing written yet
     assert weights.params == sum(t.numel() for t in tensors(made).values())
