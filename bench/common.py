@@ -15,6 +15,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +221,33 @@ def flops_per_token(config: dict, block: int) -> tuple[float, int]:
     shape = shape_of("model", config)  # N from the config, as the strategy sizes it
     n = shape.params
     return 6 * n + 12 * shape.n_layer * shape.n_embd * block, n
+
+
+# moto's credentials: any will do, and these are what its documentation and the tests use
+MOTO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                    "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+
+
+def s3_client(url: str) -> Any:
+    """A boto3 S3 client of moto's server at ``url``."""
+    import boto3
+
+    given = MOTO_CREDENTIALS
+    return boto3.client("s3", endpoint_url=url, region_name=given["AWS_DEFAULT_REGION"],
+                        aws_access_key_id=given["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=given["AWS_SECRET_ACCESS_KEY"])  # fmt: skip
+
+
+@contextmanager
+def s3_on_loopback(bucket: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """moto's S3 server on 127.0.0.1 (tests/helpers/s3.py) with ``bucket`` made: its URL, and
+    the environment a job reaches it with (its credentials; AWS_ENDPOINT_URL is the caller's:
+    straight, or through a proxy). Stopped at the end."""
+    from tests.helpers.s3 import MotoS3
+
+    moto = MotoS3().start().wait()
+    try:
+        s3_client(moto.url).create_bucket(Bucket=bucket)
+        yield moto.url, dict(MOTO_CREDENTIALS)
+    finally:
+        moto.stop()

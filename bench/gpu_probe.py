@@ -49,7 +49,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from common import SAMPLE, bakers, child_env, flops_per_token, task_manifest
+from common import (
+    SAMPLE,
+    bakers,
+    child_env,
+    flops_per_token,
+    s3_client,
+    s3_on_loopback,
+    task_manifest,
+)
 
 # Seconds each phase may take at most (gpt2-xl on one H100/H200: see docs/benchmarks.md).
 LIMITS = {
@@ -175,20 +183,8 @@ def output_on_s3(local: Path) -> Iterator[tuple[str, dict[str, str]]]:
     if not (installed("moto") and installed("boto3")):
         yield str(local), {}
         return
-    from tests.helpers.s3 import MotoS3
-
-    moto = MotoS3().start().wait()
-    env = {"AWS_ENDPOINT_URL": moto.url, "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
-    try:
-        import boto3
-
-        boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1",
-                     aws_access_key_id="testing", aws_secret_access_key="testing"
-                     ).create_bucket(Bucket="probe")  # fmt: skip
-        yield "s3://probe/many", env
-    finally:
-        moto.stop()
+    with s3_on_loopback("probe") as (url, credentials):
+        yield "s3://probe/many", credentials | {"AWS_ENDPOINT_URL": url}
 
 
 def read_job(output: str, bot: str, env: dict[str, str]) -> dict:
@@ -196,10 +192,7 @@ def read_job(output: str, bot: str, env: dict[str, str]) -> dict:
     if not output.startswith("s3://"):
         latest = json.loads((Path(output) / bot / "latest.json").read_text())
         return json.loads((Path(output) / bot / latest["run_id"] / "job.json").read_text())
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    s3 = s3_client(env["AWS_ENDPOINT_URL"])
     bucket, _, prefix = output[len("s3://") :].partition("/")
 
     def get(key: str) -> dict:

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from statistics import median
 
-from common import REPO, SAMPLE, bakers, child_env, task_manifest
+from common import REPO, SAMPLE, bakers, child_env, s3_on_loopback, task_manifest
 
 
 def timed(commands: list[list[str]], env: dict[str, str], log: Path) -> float:
@@ -102,13 +102,12 @@ def main() -> None:
 
 def slow_storage(args: argparse.Namespace) -> None:
     """One task of ``--bots`` bots to S3, straight and through the delaying proxy."""
-    from tests.helpers.s3 import FaultProxy, MotoS3
+    from tests.helpers.s3 import FaultProxy
 
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     tweets = bakers(SAMPLE, args.out / "inputs", args.bots)
     defaults = {"base_model": args.base_model, "train": {"epochs": args.epochs}}
-    moto = MotoS3().start().wait()
     held: list[str] = []
 
     def hold(method: str, path: str) -> None:
@@ -116,32 +115,20 @@ def slow_storage(args: argparse.Namespace) -> None:
             held.append(path)
             time.sleep(args.s3_delay)  # this request, and so this bot's upload, waits
 
-    try:
-        with FaultProxy(moto.url) as proxy:
-            proxy.hook = hold  # type: ignore[assignment]
-            env = child_env() | {
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": "us-east-1",
-            }
-            import boto3
-
-            boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1",
-                         aws_access_key_id="testing", aws_secret_access_key="testing"
-                         ).create_bucket(Bucket="results")  # fmt: skip
-            seconds = {}
-            for side, endpoint in (("instant", moto.url), ("slow", proxy.url)):
-                local = args.out / side
-                manifest = task_manifest(local, tweets, args.bots, defaults)
-                spec = json.loads(manifest.read_text())
-                spec["output"] = f"s3://results/{side}"
-                manifest.write_text(json.dumps(spec, indent=1) + "\n")
-                run = [sys.executable, "-m", "job", "run", "--manifest", str(manifest)]
-                seconds[side] = timed([[*run, "--index", "0"]],
-                                      env | {"AWS_ENDPOINT_URL": endpoint},
-                                      local.with_suffix(".log"))  # fmt: skip
-    finally:
-        moto.stop()
+    with s3_on_loopback("results") as (url, credentials), FaultProxy(url) as proxy:
+        proxy.hook = hold  # type: ignore[assignment]
+        env = child_env() | credentials
+        seconds = {}
+        for side, endpoint in (("instant", url), ("slow", proxy.url)):
+            local = args.out / side
+            manifest = task_manifest(local, tweets, args.bots, defaults)
+            spec = json.loads(manifest.read_text())
+            spec["output"] = f"s3://results/{side}"
+            manifest.write_text(json.dumps(spec, indent=1) + "\n")
+            run = [sys.executable, "-m", "job", "run", "--manifest", str(manifest)]
+            seconds[side] = timed([[*run, "--index", "0"]],
+                                  env | {"AWS_ENDPOINT_URL": endpoint},
+                                  local.with_suffix(".log"))  # fmt: skip
     assert len(held) == args.bots, held  # every bot's upload was held on the slow side
     ratio = seconds["slow"] / seconds["instant"]
     (args.out / "slow_storage.json").write_text(json.dumps(
