@@ -9,7 +9,7 @@ OUT=${OUT:-/tmp/probe-out}
 mkdir -p "$OUT"
 # shellcheck source=bench/device.sh
 . bench/device.sh
-device_start "$OUT"/probe.txt "boto3, moto, wandb"  # the many phase: S3 and W&B
+device_start "$OUT"/probe.txt boto3 moto wandb  # the many phase: S3 and W&B
 TWEETS=job/samples/sourdough_sam.jsonl
 TOKENIZER=""
 if [ -f .gpu/tweets.jsonl ]; then  # andreruffert's real archive, cleaned by the job (make gpu-kit)

@@ -29,7 +29,7 @@ WATCHED = [
 HOME_VARIABLES = (
     "HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "XDG_CACHE_HOME",
     "XDG_CONFIG_HOME", "XDG_DATA_HOME", "WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR",
-    "WANDB_DATA_DIR",
+    "WANDB_DATA_DIR", "TORCH_EXTENSIONS_DIR",
 )  # fmt: skip
 PROCESS_HOME = Path(tempfile.mkdtemp(prefix="huggingtweets-tests-home-"))
 
@@ -43,16 +43,6 @@ def _home_at(home: Path, environ: Any) -> None:
 
 _home_at(PROCESS_HOME, os.environ)
 
-# DeepSpeed builds a C++ op (shm comm) the first time a CPU process starts its backend, ~20 s,
-# into TORCH_EXTENSIONS_DIR (else under HOME, which is each test's own): one folder for the
-# whole session, made by the process that starts it (xdist's workers inherit its environment)
-# and removed by it. torch's builder locks the folder, so workers that build at once wait.
-_EXTENSIONS_OWNER = "HUGGINGTWEETS_TESTS_EXTENSIONS" not in os.environ
-if _EXTENSIONS_OWNER:
-    os.environ["HUGGINGTWEETS_TESTS_EXTENSIONS"] = tempfile.mkdtemp(
-        prefix="huggingtweets-tests-torch-extensions-"
-    )
-os.environ["TORCH_EXTENSIONS_DIR"] = os.environ["HUGGINGTWEETS_TESTS_EXTENSIONS"]
 
 # Under pytest-xdist each worker, and every job process a test starts, would run torch with a
 # thread per core: two workers on two cores then run four threads that spin-wait for each
@@ -212,8 +202,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         _MOTO.stop()
         _MOTO = None
     shutil.rmtree(PROCESS_HOME, ignore_errors=True)
-    if _EXTENSIONS_OWNER:
-        shutil.rmtree(os.environ["HUGGINGTWEETS_TESTS_EXTENSIONS"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
