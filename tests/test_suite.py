@@ -72,11 +72,9 @@ def test_a_test_that_writes_into_the_users_caches_fails_the_session(tmp_path: Pa
     assert clean.returncode == 0, clean.stdout + clean.stderr
 
 
-def test_the_parallel_runner_leaves_no_server_running(tmp_path: Path) -> None:
-    """Each `pytest -n` run once left its controller's moto server (~200 MB) behind."""
-    tag = uuid.uuid4().hex
-    done = session(tmp_path, "def test_a():\n    pass\n", "-n", "2", SUITE_TAG=tag)
-    assert done.returncode == 0, done.stdout + done.stderr
+def running(tag: str) -> list[str]:
+    """The command lines of the processes whose environment holds ``tag`` (a zombie's is
+    empty: it is gone but for its exit code)."""
     left = []
     for proc in Path("/proc").iterdir():
         try:
@@ -84,6 +82,30 @@ def test_the_parallel_runner_leaves_no_server_running(tmp_path: Path) -> None:
                 left.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
         except OSError:
             continue
+    return left
+
+
+def test_the_parallel_runner_leaves_no_server_running(tmp_path: Path) -> None:
+    """Each `pytest -n` run once left its controller's moto server (~200 MB) behind."""
+    tag = uuid.uuid4().hex
+    done = session(tmp_path, "def test_a():\n    pass\n", "-n", "2", SUITE_TAG=tag)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert running(tag) == []
+
+
+def test_a_session_killed_outright_leaves_no_server_running(tmp_path: Path) -> None:
+    """A run killed with no chance to stop its servers (SIGKILL; a worker whose controller is
+    gone) once left its moto server running: the kernel now ends it with its starter."""
+    import signal
+    import time
+
+    tag = uuid.uuid4().hex
+    body = "import os, signal\n\ndef test_a(s3):\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+    done = session(tmp_path, body, SUITE_TAG=tag)
+    assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr
+    deadline = time.monotonic() + 10
+    while (left := running(tag)) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert left == []
 
 
