@@ -73,18 +73,38 @@ def test_zero3_in_two_processes_saves_a_whole_model(tmp_path: Path, unused_port:
     assert generator("Bread is", max_new_tokens=5)[0]["generated_text"].startswith("Bread is")
 
 
+ZERO = ("zero2", "zero3", "zero2-offload", "zero3-offload")
+
+
 @pytest.mark.integration
-@pytest.mark.parametrize("strategy", ["zero2", "zero3", "zero2-offload", "zero3-offload"])
-def test_zero_in_one_plain_process(strategy: str, tmp_path: Path) -> None:
-    # No launcher and no rank variables: DeepSpeed went looking for MPI and died (issue 14).
-    # zero2-offload on one GPU is what `auto` picks for gpt2-xl on a 24 GB card.
+def test_a_task_of_every_zero_strategy_in_one_plain_process(tmp_path: Path) -> None:
+    """No launcher and no rank variables: DeepSpeed went looking for MPI and died (issue 14).
+    One bot of each ZeRO strategy, one after another in one task, as a task of mixed sizes
+    has them (zero2-offload on one GPU is what `auto` picks for gpt2-xl on a 24 GB card)."""
     from safetensors.torch import load_file
 
-    # ZeRO-3's weights in memory are partitioned: its browser graph must be the saved model's
-    space = ["--space", "on"] if strategy == "zero3" else []
+    listed = ""
+    for strategy in ZERO:
+        handle = strategy.replace("-", "_")  # a bot named for its strategy
+        tweets = tmp_path / f"{handle}.jsonl"
+        tweets.write_text("".join(
+            json.dumps({**json.loads(row), "user": handle}) + "\n"
+            for row in SAMPLE.read_text().splitlines()
+        ))  # fmt: skip
+        # ZeRO-3's weights in memory are partitioned: its browser graph must be the saved model's
+        space = "\n    sampling: {space: 'on'}" if strategy == "zero3" else ""
+        listed += (
+            f"  - users: [{{handle: {handle}, source: jsonl, uri: {tweets}}}]\n"
+            f"    train: {{strategy: {strategy}}}{space}\n"
+        )
+    manifest = tmp_path / "zero.yaml"
+    manifest.write_text(
+        f"version: 1\noutput: {tmp_path / 'out'}\nwandb: {{mode: offline}}\n"
+        f"bots_per_task: {len(ZERO)}{TINY_MANIFEST}bots:\n{listed}"
+    )
     ops = tmp_path / "torch-extensions"  # where DeepSpeed would compile an op
     result = subprocess.run(
-        [sys.executable, "-m", "job", *JOB, "--strategy", strategy, *space, "--out", str(tmp_path)],
+        [sys.executable, "-m", "job", "run", "--manifest", str(manifest), "--index", "0"],
         capture_output=True,
         text=True,
         env=env(TORCH_EXTENSIONS_DIR=str(ops)),
@@ -93,15 +113,18 @@ def test_zero_in_one_plain_process(strategy: str, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     # DeepSpeed's backend compiles no op for training: its CPU all-reduce op is inference's
     assert not ops.exists() and "built successfully" not in result.stdout + result.stderr
-    job = json.loads((tmp_path / "sourdough_sam" / "job.json").read_text())
-    assert job["result"]["strategy"] == strategy and job["result"]["processes"] == 1
-    tensors = load_file(tmp_path / "sourdough_sam" / "model" / "model.safetensors")
-    empty = [name for name, t in tensors.items() if not t.abs().sum() > 0]
-    assert len(tensors) > 20 and not empty  # ZeRO-3 saving its empty shards shows as zeros
-    if space:
-        model = tmp_path / "sourdough_sam" / "model"
-        assert_graph_is_the_models(model, model / "onnx" / "model_quantized.onnx")
-    assert job["result"]["val_loss"] < job["result"]["base_val_loss"]
+    for strategy in ZERO:
+        bot = tmp_path / "out" / strategy.replace("-", "_")
+        made = bot / json.loads((bot / "latest.json").read_text())["run_id"]
+        job = json.loads((made / "job.json").read_text())
+        assert job["result"]["strategy"] == strategy and job["result"]["processes"] == 1
+        tensors = load_file(made / "model" / "model.safetensors")
+        empty = [name for name, t in tensors.items() if not t.abs().sum() > 0]
+        assert len(tensors) > 20 and not empty  # ZeRO-3 saving its empty shards shows as zeros
+        if strategy == "zero3":
+            graph = made / "model" / "onnx" / "model_quantized.onnx"
+            assert_graph_is_the_models(made / "model", graph)
+        assert job["result"]["val_loss"] < job["result"]["base_val_loss"], strategy
 
 
 def assert_graph_is_the_models(model_dir: Path, graph: Path) -> None:
