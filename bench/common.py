@@ -180,6 +180,11 @@ def stand_in(
     return train_file, heldout, base, env
 
 
+def made_run(out: Path, bot: str) -> Path:
+    """The folder of the run a task published for ``bot`` under ``out`` (its latest.json)."""
+    return out / bot / json.loads((out / bot / "latest.json").read_text())["run_id"]
+
+
 def bakers(tweets: Path, folder: Path, count: int, copies: int = 1) -> list[Path]:
     """``count`` copies of the JSON Lines ``tweets``, each under its own handle (baker0,
     baker1, ...) in ``folder``: as many bots that do the same work. ``copies``: each bot's
@@ -197,11 +202,22 @@ def bakers(tweets: Path, folder: Path, count: int, copies: int = 1) -> list[Path
     return paths
 
 
-def task_manifest(out: Path, tweets: list[Path], per_task: int, defaults: dict[str, Any]) -> Path:
+def task_manifest(
+    out: Path,
+    tweets: list[Path],
+    per_task: int,
+    defaults: dict[str, Any],
+    own: list[dict[str, Any]] | None = None,
+) -> Path:
     """A manifest (``out``.yaml) of a bot for each tweets file, output to ``out``, W&B off,
-    ``per_task`` bots a task. JSON: YAML reads it as it is."""
+    ``per_task`` bots a task; ``own``: each bot's own sections (``{"train": {...}}``) over the
+    defaults. JSON: YAML reads it as it is."""
     manifest = out.with_suffix(".yaml")
-    bots = [{"users": [{"handle": p.stem, "source": "jsonl", "uri": str(p)}]} for p in tweets]
+    sections = own or [{}] * len(tweets)
+    bots = [
+        {"users": [{"handle": p.stem, "source": "jsonl", "uri": str(p)}], **sections[i]}
+        for i, p in enumerate(tweets)
+    ]
     spec = {
         "version": 1,
         "output": str(out),

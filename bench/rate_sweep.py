@@ -2,9 +2,10 @@
 
 What it answers: when an optimizer step holds more tokens (a larger batch, as a GPU's
 memory would allow), how must the learning rate follow for the fine-tuned model to be no
-worse? Each run is the job at its defaults except ``--batch-size B`` and a rate: the
-original's 1.372e-4 scaled by (tokens per step / context) to the power 0 (none), 0.5
-(square root) or 1 (linear), or a rate given outright. The bench's held-out tweets and
+worse? Each run is the job at its defaults except its batch size and a rate (each a bot of
+one task, of the same tweets: the job's many-bot path, one process): the original's
+1.372e-4 scaled by (tokens per step / context) to the power 0 (none), 0.5 (square root) or 1
+(linear), or a rate given outright. The bench's held-out tweets and
 perplexity (bench/bench.py) measure every run alike; the baseline runs once, as the mark.
 
     python bench/rate_sweep.py --archive ../shared/data/archives/andreruffert \
@@ -21,10 +22,13 @@ import sys
 from pathlib import Path
 
 from common import (
+    bakers,
     baseline_command,
+    made_run,
     perplexity,
     stand_in,
     stand_in_arguments,
+    task_manifest,
     timed,
 )
 
@@ -48,34 +52,25 @@ def rate_of(name: str, tokens: int, context: int) -> float:
     return ORIGINAL_RATE * (tokens / context) ** SCALINGS[name] if name in SCALINGS else float(name)
 
 
-def one_run(
-    args: argparse.Namespace,
-    made: tuple[Path, list[str], str, dict],
-    batch: int,
-    rate: float,
-    name: str,
-) -> dict:
-    """The job at ``batch`` blocks a step and ``rate``: its steps and held-out perplexity."""
+def sweep(
+    args: argparse.Namespace, made: tuple[Path, list[str], str, dict], runs: list[dict]
+) -> None:
+    """Each of ``runs`` (its batch_size and learning_rate) as a bot of one task, the same
+    tweets under a handle of its own: the job's many-bot path, one process; each run gets its
+    steps, held-out perplexity and job.json."""
     train_file, heldout, base, env = made
-    out = args.out / f"b{batch}-{name}"
-    seconds, _ = timed(
-        [
-            *[sys.executable, "-m", "job", "run", args.handle],
-            *["--jsonl", str(train_file), "--base-model", base, "--out", str(out)],
-            *["--epochs", str(args.epochs), "--batch-size", str(batch)],
-            *["--learning-rate", f"{rate:.4g}"],
-        ],
-        env,
-        out,
-    )
-    result = json.loads((out / args.handle / "job.json").read_text())["result"]
-    return {
-        "batch_size": batch,
-        "learning_rate": rate,
-        "steps": result["steps"],
-        "perplexity": perplexity(result["model_dir"], heldout),
-        "process_s": seconds,
-    }
+    tweets = bakers(train_file, args.out / "inputs", len(runs))
+    own = [{"train": {"batch_size": r["batch_size"], "learning_rate": r["learning_rate"]}}
+           for r in runs]  # fmt: skip
+    defaults = {"base_model": base, "train": {"epochs": args.epochs}}
+    manifest = task_manifest(args.out / "runs", tweets, len(runs), defaults, own)
+    command = [sys.executable, "-m", "job", "run", "--manifest", str(manifest), "--index", "0"]
+    timed(command, env, args.out / "runs")
+    for run, path in zip(runs, tweets, strict=True):
+        folder = made_run(args.out / "runs", path.stem)
+        result = json.loads((folder / "job.json").read_text())["result"]
+        run.update(steps=result["steps"], perplexity=perplexity(str(folder / "model"), heldout),
+                   job=str(folder / "job.json"))  # fmt: skip
 
 
 def main() -> None:
@@ -91,16 +86,19 @@ def main() -> None:
     timed(baseline_command(train_file, base, out, args.epochs), env, out)
     mark = perplexity(json.loads((out / "baseline.json").read_text())["model_dir"], heldout)
     print(f"baseline: held-out perplexity {mark:.1f}")
-    runs = []
-    for batch in [int(b) for b in args.batch_sizes.split(",")]:
-        for name in args.rates.split(","):
-            tokens = batch * block
-            run = one_run(args, made, batch, rate_of(name, tokens, context), name)
-            runs.append({**run, "tokens_per_step": tokens, "scaling": name})
-            print(
-                f"batch {batch:>3} ({tokens:>5} tokens/step, {run['steps']:>3} steps), rate"
-                f" {run['learning_rate']:.3g} ({name}): held-out perplexity {run['perplexity']:.1f}"
-            )
+    runs = [
+        {"batch_size": batch, "learning_rate": rate_of(name, batch * block, context),
+         "tokens_per_step": batch * block, "scaling": name}
+        for batch in [int(b) for b in args.batch_sizes.split(",")]
+        for name in args.rates.split(",")
+    ]  # fmt: skip
+    sweep(args, made, runs)
+    for run in runs:
+        print(
+            f"batch {run['batch_size']:>3} ({run['tokens_per_step']:>5} tokens/step,"
+            f" {run['steps']:>3} steps), rate {run['learning_rate']:.3g} ({run['scaling']}):"
+            f" held-out perplexity {run['perplexity']:.1f}"
+        )
     figures = {
         "baseline_perplexity": mark,
         "pretrained_on": [str(f) for f in args.pretrain_on],

@@ -189,10 +189,11 @@ def test_rate_sweep_trains_each_batch_at_its_scaled_rate(tmp_path: Path) -> None
     assert runs[4, "linear"]["learning_rate"] == pytest.approx(4 * 1.372e-4)
     assert runs[8, "linear"]["learning_rate"] == pytest.approx(8 * 1.372e-4)
     assert runs[4, "2e-3"]["learning_rate"] == 2e-3
+    # every run a bot of one task: one job process, each bot with its own batch and rate
+    assert len({Path(r["job"]).parents[1].name for r in sweep["runs"]}) == 4
+    assert (tmp_path / "runs.out").read_text().count("  succeeded  ") == 4  # the task's table
     for (batch, scaling), r in runs.items():
-        job = json.loads(
-            (tmp_path / f"b{batch}-{scaling}" / "sourdough_sam" / "job.json").read_text()
-        )
+        job = json.loads(Path(r["job"]).read_text())
         # the job trained at the batch and rate the sweep asked for, and was measured
         assert job["result"]["batch_size"] == batch
         assert job["result"]["learning_rate"] == pytest.approx(r["learning_rate"], rel=1e-3)
