@@ -192,7 +192,7 @@ def test_rate_sweep_trains_each_batch_at_its_scaled_rate(tmp_path: Path) -> None
     # every run a bot of one task: one job process, each bot with its own batch and rate
     assert len({Path(r["job"]).parents[1].name for r in sweep["runs"]}) == 4
     assert (tmp_path / "runs.out").read_text().count("  succeeded  ") == 4  # the task's table
-    for (batch, scaling), r in runs.items():
+    for (batch, _), r in runs.items():
         job = json.loads(Path(r["job"]).read_text())
         # the job trained at the batch and rate the sweep asked for, and was measured
         assert job["result"]["batch_size"] == batch
