@@ -173,11 +173,13 @@ def quiet_libraries() -> None:
         # Trainer unwraps the model): bind it to stderr instead.
         with contextlib.redirect_stdout(sys.stderr):
             import deepspeed.ops
-        # DeepSpeed's communication backend (its TorchBackend) compiles its CPU shared-memory
-        # all-reduce op (g++: ~25 s on the 2-core dev machine, on a fresh machine's first
-        # ZeRO run) whenever its probe of the ops lists the op as compatible. Only its
-        # inference all-reduce uses that op, which training never calls.
-        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+        if os.environ.get("DS_ACCELERATOR") == "cpu":
+            # DeepSpeed's communication backend (its TorchBackend) compiles the CPU
+            # accelerator's shared-memory all-reduce op (g++: ~25 s on the 2-core dev machine,
+            # on a fresh machine's first ZeRO run) whenever its probe of the ops lists the op
+            # as compatible. Only its inference all-reduce uses that op, which training never
+            # calls. Not on a GPU: no such op there, and the probe this reads runs compilers.
+            deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     from huggingface_hub.utils import disable_progress_bars
     from transformers.utils import logging as hf_logging
 

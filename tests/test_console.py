@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 
 import pytest
 
@@ -47,3 +48,29 @@ def test_log_lines_print_above_one_live_bar(monkeypatch: pytest.MonkeyPatch) -> 
     logging.getLogger().handlers = [
         h for h in logging.getLogger().handlers if not getattr(h, "_huggingtweets", False)
     ]
+
+
+@pytest.mark.integration
+def test_deepspeed_is_told_it_needs_no_op_on_a_cpu_and_asked_nothing_on_a_gpu() -> None:
+    """On the CPU accelerator the shared-memory all-reduce op (inference's; a g++ build) is
+    marked not wanted; on a GPU's, the op probe (it runs compilers there) is never started."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    check = (
+        "from job.console import quiet_libraries; quiet_libraries()\n"
+        "import deepspeed.ops\n"
+        "ops = vars(deepspeed.ops).get('__compatible_ops__')\n"
+        "print(None if ops is None else ops['deepspeed_shm_comm'])\n"
+    )
+    said = {}
+    for accelerator in ("cpu", "cuda"):  # cuda: the accelerator a GPU host's DeepSpeed picks
+        done = subprocess.run(
+            [sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True,
+            env={**os.environ, "DS_ACCELERATOR": accelerator}, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        said[accelerator] = done.stdout.split()[-1]
+    assert said == {"cpu": "False", "cuda": "None"}
