@@ -215,8 +215,8 @@ def task_manifest(
     manifest = out.with_suffix(".yaml")
     sections = own or [{}] * len(tweets)
     bots = [
-        {"users": [{"handle": p.stem, "source": "jsonl", "uri": str(p)}], **sections[i]}
-        for i, p in enumerate(tweets)
+        {"users": [{"handle": p.stem, "source": "jsonl", "uri": str(p)}], **mine}
+        for p, mine in zip(tweets, sections, strict=True)
     ]
     spec = {
         "version": 1,

@@ -54,6 +54,7 @@ from common import (
     bakers,
     child_env,
     flops_per_token,
+    made_run,
     s3_client,
     s3_on_loopback,
     task_manifest,
@@ -190,8 +191,7 @@ def output_on_s3(local: Path) -> Iterator[tuple[str, dict[str, str]]]:
 def read_job(output: str, bot: str, env: dict[str, str]) -> dict:
     """A published bot's job.json, from its latest run, wherever the output is."""
     if not output.startswith("s3://"):
-        latest = json.loads((Path(output) / bot / "latest.json").read_text())
-        return json.loads((Path(output) / bot / latest["run_id"] / "job.json").read_text())
+        return json.loads((made_run(Path(output), bot) / "job.json").read_text())
     s3 = s3_client(env["AWS_ENDPOINT_URL"])
     bucket, _, prefix = output[len("s3://") :].partition("/")
 
@@ -413,8 +413,7 @@ class Measures:
             self.probe.run(name, [sys.executable, "-m", "job", "run", "--manifest",
                                   str(manifest), "--index", "0"])  # fmt: skip
             seconds = time.monotonic() - start
-            first = out / "baker0"
-            run = first / json.loads((first / "latest.json").read_text())["run_id"]
+            run = made_run(out, "baker0")
             job = json.loads((run / "job.json").read_text())
             with safe_open(run / "model" / "adapter_model.safetensors", "pt") as f:
                 numbers = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118

@@ -5,8 +5,8 @@ memory would allow), how must the learning rate follow for the fine-tuned model 
 worse? Each run is the job at its defaults except its batch size and a rate (each a bot of
 one task, of the same tweets: the job's many-bot path, one process): the original's
 1.372e-4 scaled by (tokens per step / context) to the power 0 (none), 0.5 (square root) or 1
-(linear), or a rate given outright. The bench's held-out tweets and
-perplexity (bench/bench.py) measure every run alike; the baseline runs once, as the mark.
+(linear), or a rate given outright. The bench's held-out tweets and perplexity
+(bench/bench.py) measure every run alike; the baseline runs once, as the mark.
 
     python bench/rate_sweep.py --archive ../shared/data/archives/andreruffert \
         --handle andreruffert --pretrain-on README.md docs/*.md --batch-sizes 8,32

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO
+from tests.helpers.jobs import made_run
 
 DOCS = [str(REPO / "README.md"), str(REPO / "docs" / "batch.md")]  # over 6,000 characters
 
@@ -385,8 +386,7 @@ def test_the_adapter_bench_times_packed_against_sequential_bots(tmp_path: Path) 
     packed = json.loads((tasks / "pack-packed.yaml").read_text())["defaults"]["train"]
     alone = json.loads((tasks / "pack-sequential.yaml").read_text())["defaults"]["train"]
     assert packed["pack"] is True and alone["pack"] is False
-    made = json.loads((tasks / "pack-packed" / "baker0" / "latest.json").read_text())["run_id"]
-    job = json.loads((tasks / "pack-packed" / "baker0" / made / "job.json").read_text())
+    job = json.loads((made_run(tasks / "pack-packed", "baker0") / "job.json").read_text())
     assert job["result"]["strategy"] == "packed"  # the packed side did pack
     line = next(ln for ln in result.stdout.splitlines() if "packed x" in ln)
     assert f"packed x{row['packed_x_sequential']:.2f} the sequential seconds a bot" in line

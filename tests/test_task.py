@@ -22,7 +22,7 @@ from job.outputs.card import inert
 from job.storage import open_storage
 from tests.helpers import SAMPLE, get_json
 from tests.helpers.cli import Result, invoke, process
-from tests.helpers.jobs import TINY_MANIFEST
+from tests.helpers.jobs import TINY_MANIFEST, made_run
 from tests.helpers.s3 import FaultProxy
 from tests.helpers.twitter_api import FakeUser, TwitterAPI, v2_tweet
 
@@ -519,7 +519,7 @@ def test_a_tasks_decode_compile_is_decided_once_and_kept_out_of_the_fingerprint(
     fingerprints = {j.bot: j.fingerprint() for j in jobs(load_manifest(str(manifest)))}
     for bot, compiled in (("ann", False), ("bob", True)):
         latest = json.loads((tmp_path / "out" / bot / "latest.json").read_text())
-        made = json.loads((tmp_path / "out" / bot / latest["run_id"] / "job.json").read_text())
+        made = json.loads((made_run(tmp_path / "out", bot) / "job.json").read_text())
         assert made["config"]["sampling"]["compile"] is compiled
         assert ("decode_compile" in made["timings"]) is compiled
         assert made["timings"].get("decode_compile", 0.0) == 0.0

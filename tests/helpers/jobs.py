@@ -7,6 +7,7 @@ same thing on a command line; ``TINY_MANIFEST`` as a manifest's defaults.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +57,9 @@ defaults:
   train: {epochs: 1, learning_rate: 0.003}
   sampling: {per_prompt: 1, max_length: 24, start_texts: [Bread is]}
 """
+
+
+def made_run(out: Path, bot: str) -> Path:
+    """The folder of the run published for ``bot`` under the local output ``out`` (the run
+    its latest.json names)."""
+    return out / bot / json.loads((out / bot / "latest.json").read_text())["run_id"]

@@ -16,6 +16,7 @@ from job.training.memory import GIB
 from job.training.plan import ADAPTER_RATE_FACTOR, plan
 from tests.helpers import SAMPLE
 from tests.helpers.cli import invoke
+from tests.helpers.jobs import made_run
 
 # A tiny GPT-2 served on the loopback Hub under a name of its own: a GPT-2 size's name must
 # be that size (training/model.py check_shape), and a tiny model is none.
@@ -181,10 +182,9 @@ def test_a_task_of_adapter_bots_keeps_one_base_on_the_device_bit_identical(
     assert [d for _, d in released] == [expected] * 3  # the same weights after every bot
     assert len({i for i, _ in released}) == 1  # the same model object: loaded once
     for i in range(3):
-        run = json.loads((tmp_path / "out" / f"b{i}" / "latest.json").read_text())["run_id"]
-        assert (tmp_path / "out" / f"b{i}" / run / "model" / "adapter_model.safetensors").exists()
-    full = json.loads((tmp_path / "out" / "b3" / "latest.json").read_text())["run_id"]
-    weights = load_file(tmp_path / "out" / "b3" / full / "model" / "model.safetensors")
+        adapter = made_run(tmp_path / "out", f"b{i}") / "model" / "adapter_model.safetensors"
+        assert adapter.exists()
+    weights = load_file(made_run(tmp_path / "out", "b3") / "model" / "model.safetensors")
     assert not torch.equal(weights["transformer.h.0.attn.c_attn.weight"],
                            on_disk["transformer.h.0.attn.c_attn.weight"])  # fmt: skip
 

@@ -18,7 +18,7 @@ from job import errors
 from job.storage import open_storage
 from tests.helpers import SAMPLE, get_json
 from tests.helpers.cli import invoke
-from tests.helpers.jobs import TINY_FLAGS, TINY_MANIFEST
+from tests.helpers.jobs import TINY_FLAGS, TINY_MANIFEST, made_run
 
 # The tiny job; each test says how many epochs (the last --epochs given wins).
 JOB = ["run", "sourdough_sam", "--jsonl", str(SAMPLE), *TINY_FLAGS]
@@ -114,8 +114,7 @@ def test_a_task_of_every_zero_strategy_in_one_plain_process(tmp_path: Path) -> N
     # DeepSpeed's backend compiles no op for training: its CPU all-reduce op is inference's
     assert not ops.exists() and "built successfully" not in result.stdout + result.stderr
     for strategy in ZERO:
-        bot = tmp_path / "out" / strategy.replace("-", "_")
-        made = bot / json.loads((bot / "latest.json").read_text())["run_id"]
+        made = made_run(tmp_path / "out", strategy.replace("-", "_"))
         job = json.loads((made / "job.json").read_text())
         assert job["result"]["strategy"] == strategy and job["result"]["processes"] == 1
         tensors = load_file(made / "model" / "model.safetensors")

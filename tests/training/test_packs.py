@@ -18,6 +18,7 @@ import pytest
 from job import errors
 from tests.helpers import SAMPLE
 from tests.helpers.cli import invoke
+from tests.helpers.jobs import made_run
 
 pytestmark = pytest.mark.integration  # trains
 
@@ -62,13 +63,8 @@ def manifest(
     return path
 
 
-def made(out: Path, bot: str) -> Path:
-    """The bot's published run folder."""
-    return out / bot / json.loads((out / bot / "latest.json").read_text())["run_id"]
-
-
 def result(out: Path, bot: str) -> dict:
-    return json.loads((made(out, bot) / "job.json").read_text())["result"]
+    return json.loads((made_run(out, bot) / "job.json").read_text())["result"]
 
 
 def test_packed_bots_are_lone_adapter_bots_and_mixed_gradients_would_show(
@@ -94,7 +90,7 @@ def test_packed_bots_are_lone_adapter_bots_and_mixed_gradients_would_show(
         assert together["perplexity"] < 0.95 * together["base_perplexity"]
         assert together["perplexity"] == pytest.approx(alone["perplexity"], rel=0.02), bot
         # the same outputs as a lone adapter bot's: folder, card, predictions, record
-        ours, theirs = made(tmp_path / "packed", bot), made(tmp_path / "alone", bot)
+        ours, theirs = made_run(tmp_path / "packed", bot), made_run(tmp_path / "alone", bot)
         assert {p.name for p in (ours / "model").iterdir()} == {
             p.name for p in (theirs / "model").iterdir()
         }
