@@ -113,7 +113,9 @@ def _homes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _a_home_of_its_own(_homes: Path, monkeypatch: pytest.MonkeyPatch):
     """HOME, and every cache folder that would follow it, in a folder of the test's own
-    (made with mkdtemp: tmp_path_factory.mktemp scans its folder on each call)."""
+    (made with mkdtemp: tmp_path_factory.mktemp scans its folder on each call); and a temporary
+    folder of its own, removed after it, so that what a job killed on purpose leaves there (a
+    session's folder, with the person's tweets: 141 of them in /tmp after a day's runs) goes."""
     import tempfile
 
     home = Path(tempfile.mkdtemp(dir=_homes))
@@ -121,7 +123,12 @@ def _a_home_of_its_own(_homes: Path, monkeypatch: pytest.MonkeyPatch):
     for name in HOME_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HOME", str(home / ".cache" / "huggingface"))
+    # Not under the home: a Unix socket's path is at most 107 bytes (Chromium's goes here).
+    temporary = Path(tempfile.mkdtemp(prefix="huggingtweets-tests-tmp-"))
+    monkeypatch.setenv("TMPDIR", str(temporary))
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))  # this process's, read once
     yield
+    shutil.rmtree(temporary, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,12 @@ Disabled never imports wandb: it and the ``requests`` it pulls in cost ~0.7 s of
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
+import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +36,31 @@ INIT_TIMEOUT, FINISH_TIMEOUT = 90.0, 600.0
 API_TIMEOUT = 60
 
 
+# One W&B service (wandb-core and its system monitor) serves every run of the process, a
+# task's many bots included: it reads WANDB_CACHE_DIR once, when the first run starts it, and
+# writes its logs there for as long as it lives. In a bot's folder, it wrote into the first
+# bot's after that bot was done and its folder removed (recreating it, and failing the
+# removal when it wrote mid-way). So it gets a folder of the process's own, removed at exit.
+_SERVICE: list[Path] = []
+_MADE = threading.Lock()  # the service's folder is made once
+_TURN = threading.Lock()  # one bot's folders in the environment at a time (``Tracker._turn``)
+
+
+def service_home() -> Path:
+    """The process's folder for W&B's service, made (and set as WANDB_CACHE_DIR) once, and
+    removed at exit."""
+    with _MADE:
+        if _SERVICE:
+            return _SERVICE[0]
+        home = Path(tempfile.mkdtemp(prefix="huggingtweets-wandb-"))
+        os.environ["WANDB_CACHE_DIR"] = str(home)
+        # Registered before the first run registers W&B's own exit handler, which ends the
+        # service (waiting for it): so it runs after that one, with the service gone.
+        atexit.register(shutil.rmtree, home, ignore_errors=True)
+        _SERVICE.append(home)
+        return home
+
+
 def default_mode() -> str:
     return os.environ.get("WANDB_MODE") or "offline"
 
@@ -44,16 +73,12 @@ class Tracker:
         self.urls: dict[str, str] = {}
         # Before wandb is imported: its artifact messages ignore Settings(silent=True).
         os.environ.setdefault("WANDB_SILENT", "true")
-        if mode != "disabled":
-            # W&B copies every artifact's files (the raw tweets, the dataset, the model) into
-            # its staging folder, and online into its cache: by default under ~/.local/share
-            # and ~/.cache, where they would outlive the bot's takedown. Under the bot's own
-            # scratch folder instead, which a takedown removes (cloud/consent.py). wandb reads
-            # these from the environment whenever it stages or caches a file.
-            files = workdir / "wandb-files"
-            os.environ["WANDB_DATA_DIR"] = str(files / "data")
-            os.environ["WANDB_CACHE_DIR"] = str(files / "cache")
-            os.environ["WANDB_ARTIFACT_DIR"] = str(files / "artifacts")
+        # W&B copies every artifact's files (the raw tweets, the dataset, the model) into its
+        # staging folder: by default under ~/.local/share, where they would outlive the bot's
+        # takedown. Under the bot's own scratch folder instead, which a takedown removes
+        # (cloud/consent.py), set for each of the bot's copies (``_turn``).
+        files = workdir / "wandb-files"
+        self.folders = {"WANDB_DATA_DIR": files / "data", "WANDB_ARTIFACT_DIR": files / "artifacts"}
         self.run_ids: dict[str, str] = {}
         self.skipped: list[str] = []  # stages W&B did not answer for: they went on without it
 
@@ -68,6 +93,7 @@ class Tracker:
         import wandb
 
         self.workdir.mkdir(parents=True, exist_ok=True)
+        service_home()  # before the process's first run starts W&B's service
         try:
             run = self._init(wandb, job_type, config, run_id)
         except Exception as e:  # W&B down or refusing: the model matters more than its metrics
@@ -122,14 +148,34 @@ class Tracker:
 
         if parent is not None:
             metadata = {**metadata, "derived_from": parent.name}
-        artifact = wandb.Artifact(name, type=kind, metadata=metadata)
-        for path in paths:
-            if path.is_dir():
-                artifact.add_dir(str(path))
-            else:
-                artifact.add_file(str(path))
-        run.log_artifact(artifact)
+        with self._turn():  # wandb copies the files as they are added, and stages the manifest
+            artifact = wandb.Artifact(name, type=kind, metadata=metadata)
+            for path in paths:
+                # skip_cache: online, W&B's service would keep each uploaded file in its cache,
+                # which is the process's (``service_home``), not the bot's
+                if path.is_dir():
+                    artifact.add_dir(str(path), skip_cache=True)
+                else:
+                    artifact.add_file(str(path), skip_cache=True)
+            run.log_artifact(artifact)
         return artifact
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """This bot's folders in the environment, where wandb reads them as it copies: one
+        process makes many bots (a task's), the one before finishing behind the next, and
+        they take turns."""
+        with _TURN:
+            before = {name: os.environ.get(name) for name in self.folders}
+            os.environ.update({name: str(folder) for name, folder in self.folders.items()})
+            try:
+                yield
+            finally:
+                for name, value in before.items():
+                    if value is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = value
 
     def use(self, run: Any, artifact: Any) -> None:
         if self.mode == "online" and artifact is not None:  # W&B's lineage; offline: metadata

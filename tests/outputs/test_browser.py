@@ -154,6 +154,31 @@ def _attribute(page: str, name: str) -> str:
     return html.unescape(page[start : page.index('"', start)])
 
 
+def test_onnxruntime_in_the_job_keeps_no_device_id_and_sends_nothing(tmp_path: Path) -> None:
+    """onnxruntime 1.29+ on Linux starts its telemetry when imported: a device id in the home
+    folder, a session file in the temporary one, events for Microsoft's collector (job/__init__.py
+    NO_TELEMETRY). First without the job, to show this machine's onnxruntime does it (its own
+    opt-outs, CI among them, taken out); then the job's way, an operator's "0" overruled."""
+    import subprocess
+    import sys
+
+    quiet = ("CI", "ORT_RUNNING_UNIT_TESTS", "ORT_DISABLE_TELEMETRY")
+    base = {k: v for k, v in os.environ.items() if k not in quiet}
+    left = {}
+    for way, script in (("alone", "import onnxruntime"), ("job", "import job, onnxruntime")):
+        home, temporary = tmp_path / way / "home", tmp_path / way / "tmp"
+        home.mkdir(parents=True)
+        temporary.mkdir()
+        env = {**base, "HOME": str(home), "TMPDIR": str(temporary)}
+        if way == "job":
+            env["ORT_DISABLE_TELEMETRY"] = "0"
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True)
+        assert done.returncode == 0, done.stderr
+        left[way] = sorted(str(p.relative_to(tmp_path / way)) for p in (tmp_path / way).rglob("*"))
+    assert "home/.cache/Microsoft/DeveloperTools/.onnxruntime/deviceid" in left["alone"]
+    assert left["job"] == ["home", "tmp"]
+
+
 def test_the_makefile_installs_the_pinned_transformers_js() -> None:
     assert f"TRANSFORMERS_JS := {browser.TRANSFORMERS_JS}\n" in (REPO / "Makefile").read_text()
 

@@ -90,3 +90,58 @@ os._exit(0)  # wandb's own exit handler waits ~12 s more for the server: not und
     assert json.loads(result.stdout.splitlines()[-1]) == {"skipped": ["prepare"], "runs": {}}
     assert "goes on without it" in result.stderr
     assert time.monotonic() - start < 30
+
+
+@pytest.mark.integration
+def test_the_bots_of_one_process_keep_their_copies_apart_and_the_service_its_logs(
+    tmp_path: Path,
+) -> None:
+    """A task's bots share one process and one W&B service, the one before finishing behind the
+    next (its model logged from a thread while the next one's runs go on): each bot's copies go
+    to its own folder, the service's logs to neither (it wrote into the first bot's folder after
+    that was removed), the service reports nothing, and the process leaves no folder behind."""
+    files = {}
+    for bot in ("first", "second"):
+        files[bot] = tmp_path / f"{bot}.txt"
+        files[bot].write_text(f"what {bot} logs\n")
+    root = tmp_path / "out"
+    code = f"""
+import os, threading
+from pathlib import Path
+from job.outputs.tracking import Tracker
+root = Path({str(root)!r})
+first = Tracker("offline", "p", "first", root / "first")
+with first.stage("train", {{}}) as run:
+    second = Tracker("offline", "p", "second", root / "second")  # the next bot, meanwhile
+    with second.stage("prepare", {{}}) as other:
+        second.log_artifact(other, "raw-second", "raw_data", [Path({str(files["second"])!r})], {{}})
+        behind = threading.Thread(target=first.log_artifact, args=(
+            run, "model-first", "model", [Path({str(files["first"])!r})], {{}}))
+        behind.start()
+        behind.join()
+        for pid in filter(str.isdigit, os.listdir("/proc")):  # the service of this process
+            try:
+                line = Path(f"/proc/{{pid}}/cmdline").read_bytes().split(b"\\0")
+            except OSError:
+                continue
+            if line[0].endswith(b"wandb-core") and str(os.getpid()).encode() in line:
+                print(b" ".join(line).decode())
+"""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**env, "TMPDIR": str(temporary)},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--no-observability" in result.stdout  # the one service, told not to report
+    for bot, other in (("first", "second"), ("second", "first")):
+        copied = [p.read_bytes() for p in (root / bot).rglob("*") if p.is_file()]
+        assert f"what {bot} logs\n".encode() in copied, bot
+        assert f"what {other} logs\n".encode() not in copied, bot
+        assert not list((root / bot).rglob("core-debug-*.log")), bot  # the service's
+    assert sorted(p.name for p in temporary.iterdir()) == []

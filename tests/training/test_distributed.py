@@ -103,14 +103,19 @@ def test_a_task_of_every_zero_strategy_in_one_plain_process(tmp_path: Path) -> N
         f"bots_per_task: {len(ZERO)}{TINY_MANIFEST}bots:\n{listed}"
     )
     ops = tmp_path / "torch-extensions"  # where DeepSpeed would compile an op
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
     result = subprocess.run(
         [sys.executable, "-m", "job", "run", "--manifest", str(manifest), "--index", "0"],
         capture_output=True,
         text=True,
-        env=env(TORCH_EXTENSIONS_DIR=str(ops)),
+        env=env(TORCH_EXTENSIONS_DIR=str(ops), TMPDIR=str(temporary)),
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # Each bot's temporary folder went with it, the process's W&B service's at its exit: the
+    # service, which lives across the bots, wrote in the first bot's after it was removed
+    assert sorted(p.name for p in temporary.iterdir()) == []
     # DeepSpeed's backend compiles no op for training: its CPU all-reduce op is inference's
     assert not ops.exists() and "built successfully" not in result.stdout + result.stderr
     for strategy in ZERO:
