@@ -114,8 +114,9 @@ def _homes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _a_home_of_its_own(_homes: Path, monkeypatch: pytest.MonkeyPatch):
     """HOME, and every cache folder that would follow it, in a folder of the test's own
     (made with mkdtemp: tmp_path_factory.mktemp scans its folder on each call); and a temporary
-    folder of its own, removed after it, so that what a job killed on purpose leaves there (a
-    session's folder, with the person's tweets: 141 of them in /tmp after a day's runs) goes."""
+    folder of its own, removed with the process's home, so that what a job killed on purpose
+    leaves there (a session's folder, with the person's tweets: 141 of them in /tmp after a
+    day's runs) goes."""
     import tempfile
 
     home = Path(tempfile.mkdtemp(dir=_homes))
@@ -123,12 +124,14 @@ def _a_home_of_its_own(_homes: Path, monkeypatch: pytest.MonkeyPatch):
     for name in HOME_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HOME", str(home / ".cache" / "huggingface"))
-    # Not under the home: a Unix socket's path is at most 107 bytes (Chromium's goes here).
-    temporary = Path(tempfile.mkdtemp(prefix="huggingtweets-tests-tmp-"))
-    monkeypatch.setenv("TMPDIR", str(temporary))
-    monkeypatch.setattr(tempfile, "tempdir", str(temporary))  # this process's, read once
+    # Under the process's home, a short path: a Unix socket's is at most 107 bytes (Chromium
+    # makes one here). Kept until the process ends: a library makes a folder of its own there
+    # once, when imported (wandb's for media), and a later test of the process uses it.
+    (PROCESS_HOME / "tmp").mkdir(exist_ok=True)
+    temporary = tempfile.mkdtemp(dir=PROCESS_HOME / "tmp")
+    monkeypatch.setenv("TMPDIR", temporary)
+    monkeypatch.setattr(tempfile, "tempdir", temporary)  # this process's, read once
     yield
-    shutil.rmtree(temporary, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
