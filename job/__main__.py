@@ -22,9 +22,10 @@ def main() -> None:
     exit_code = [1]  # until the command says otherwise (an uncaught exception is 1)
     # Registered first, so it runs after every other exit handler (W&B's, torch's).
     atexit.register(_exit_without_teardown, exit_code)
-    # SIGTERM outside training (which checkpoints on it: training/checkpoints.py) ends the
-    # command through its error boundary: one line, the transient code, a failed status.
-    signal.signal(signal.SIGTERM, _terminated)
+    # SIGTERM outside training (which checkpoints on it: training/checkpoints.py) and SIGINT
+    # end the command through its error boundary: one line, its code, a failed status.
+    signal.signal(signal.SIGTERM, _stopping)
+    signal.signal(signal.SIGINT, _stopping)
     try:
         relaunch_if_needed(sys.argv[1:])  # several GPUs or nodes: restart under torchrun
         from job import cli
@@ -74,17 +75,24 @@ def _exit_within(seconds: float, exit_code: list[int], line: errors.JobError | N
 EXIT_GRACE_SECONDS = 15.0
 
 
-_STOPPED: list[int] = []  # the SIGTERM that ends the command, once it has come
+_STOPPED: list[int] = []  # the signal that ends the command, once it has come
 
 
-def _terminated(signum: int, frame: object) -> None:
+def _stopping(signum: int, frame: object) -> None:
+    """SIGTERM (the platform's stop) or SIGINT (Ctrl-C): raised in the main thread as the
+    command's boundary knows them, and bounded: the process ends within the grace whatever
+    holds it (Python's own SIGINT was not: a Ctrl-C once left a job waiting on a stalled
+    download for more than 80 s), and at once on a second one."""
     import os
 
     _STOPPED.append(signum)
-    stuck = errors.TransientError("stopped by SIGTERM; the process did not end by itself")
-    _exit_within(EXIT_GRACE_SECONDS, [errors.TRANSIENT], stuck)
-    signal.signal(signal.SIGTERM, lambda s, f: os._exit(errors.TRANSIENT))  # a second: now
-    raise errors.Terminated()
+    interrupt = signum == signal.SIGINT
+    stop: BaseException = KeyboardInterrupt() if interrupt else errors.Terminated()
+    line = errors.stopped(stop)
+    stuck = type(line)(str(line).split(";")[0] + "; the process did not end by itself")
+    _exit_within(EXIT_GRACE_SECONDS, [line.exit_code], stuck)
+    signal.signal(signum, lambda s, f: os._exit(line.exit_code))  # a second: now
+    raise stop
 
 
 def _exit_without_teardown(exit_code: list[int]) -> None:

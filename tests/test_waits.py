@@ -37,12 +37,15 @@ def start(tmp: Path, *args: str, **env: str) -> subprocess.Popen[str]:
 
 def ended(job: subprocess.Popen[str], code: int, within: float) -> str:
     started = time.monotonic()
+    err_file = Path(job.args[job.args.index("--out") + 1], "stderr")
     try:
         job.wait(timeout=within + 60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running after {within + 60:.0f} s: {err_file.read_text()}")
     finally:
         job.kill()
     took = time.monotonic() - started
-    err = Path(job.args[job.args.index("--out") + 1], "stderr").read_text()
+    err = err_file.read_text()
     assert job.returncode == code, err
     assert took <= within, f"{took:.0f} s: {err}"
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
@@ -80,6 +83,63 @@ def test_a_signal_while_the_base_model_download_hangs_ends_the_job(tmp_path, sto
         code = errors.TRANSIENT if stop == signal.SIGTERM else 130
         line = ended(job, code, EXIT_GRACE_SECONDS + 5)
     assert ("SIGTERM" if stop == signal.SIGTERM else "SIGINT") in line
+
+
+STUCK = """
+import sys, threading
+import job.__main__ as entry
+from job import cli
+entry.EXIT_GRACE_SECONDS = float(sys.argv[1])
+
+def swallows():  # a library that takes the stop for its own and waits on
+    said = False
+    while True:
+        try:
+            if not said:
+                said = print("waiting", flush=True) or True  # within the try: the signal may come
+            threading.Event().wait()
+        except BaseException:
+            pass
+
+cli.app = swallows
+entry.main()
+"""
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("again", [False, True], ids=["once", "twice"])
+def test_a_stop_that_is_swallowed_still_ends_the_process(stop, again) -> None:
+    """Whatever holds the command, a stop ends the process within the grace with its code and
+    a line that says so, and a second stop at once. SIGINT had no such bound (Python's own
+    handler): a Ctrl-C once left a job on a stalled download for more than 80 s."""
+    grace = 2.0 if not again else 60.0
+    job = subprocess.Popen(
+        [sys.executable, "-c", STUCK, str(grace)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert job.stdout is not None and job.stdout.readline() == "waiting\n"
+        started = time.monotonic()
+        job.send_signal(stop)
+        if again:
+            time.sleep(0.5)
+            job.send_signal(stop)
+        job.wait(timeout=grace + 30)
+        took = time.monotonic() - started
+    finally:
+        job.kill()
+    err = job.stderr.read() if job.stderr else ""
+    code = errors.TRANSIENT if stop == signal.SIGTERM else 130
+    assert job.returncode == code, err
+    if again:
+        assert took < 10, took
+    else:
+        name = "SIGTERM" if stop == signal.SIGTERM else "SIGINT"
+        assert grace <= took < grace + 10, took
+        assert err.count("error:") == 1 and name in err, err
+        assert err.strip().endswith("; the process did not end by itself"), err
 
 
 def test_sigterm_while_wandb_starts_is_not_swallowed(tmp_path) -> None:
