@@ -145,3 +145,5 @@ def test_after_a_takedown_no_copy_of_a_tweet_is_left_anywhere_the_job_wrote(tmp_
     job("takedown", "sourdough_sam", "--output", str(out))
     assert copies() == []
     assert sorted(p.name for p in out.iterdir()) == ["_opt-out"]
+    # and nothing of either process is left in the temporary folder (W&B's service's own, ...)
+    assert sorted(p.name for p in (root / "tmp").iterdir()) == []
