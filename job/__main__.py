@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 
-from job import errors
+from job import errors, temporary
 
 
 def main() -> None:
@@ -28,6 +28,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, _stopping)
     try:
         relaunch_if_needed(sys.argv[1:])  # several GPUs or nodes: restart under torchrun
+        temporary.start()  # TMPDIR: a folder of this process's, removed however it ends
         from job import cli
 
         cli.app()  # looked up now: a test may wrap it
@@ -61,6 +62,7 @@ def _exit_within(seconds: float, exit_code: list[int], line: errors.JobError | N
     def end() -> None:
         if line is not None:
             errors.say(line)
+        temporary.end()
         os._exit(exit_code[0])
 
     timer = threading.Timer(seconds, end)
@@ -83,16 +85,21 @@ def _stopping(signum: int, frame: object) -> None:
     command's boundary knows them, and bounded: the process ends within the grace whatever
     holds it (Python's own SIGINT was not: a Ctrl-C once left a job waiting on a stalled
     download for more than 80 s), and at once on a second one."""
-    import os
-
     _STOPPED.append(signum)
     interrupt = signum == signal.SIGINT
     stop: BaseException = KeyboardInterrupt() if interrupt else errors.Terminated()
     line = errors.stopped(stop)
     stuck = type(line)(str(line).split(";")[0] + "; the process did not end by itself")
     _exit_within(EXIT_GRACE_SECONDS, [line.exit_code], stuck)
-    signal.signal(signum, lambda s, f: os._exit(line.exit_code))  # a second: now
+    signal.signal(signum, lambda s, f: _now(line.exit_code))  # a second: now
     raise stop
+
+
+def _now(code: int) -> None:
+    import os
+
+    temporary.end()  # a few files, however large: unlinked at once
+    os._exit(code)
 
 
 def _exit_without_teardown(exit_code: list[int]) -> None:
@@ -107,6 +114,7 @@ def _exit_without_teardown(exit_code: list[int]) -> None:
     logging.shutdown()  # its own exit handler was registered before this one: flush here
     sys.stdout.flush()
     sys.stderr.flush()
+    temporary.end()  # the interpreter's own cleanup of it is skipped too
     os._exit(exit_code[0])
 
 

@@ -114,9 +114,9 @@ def _homes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _a_home_of_its_own(_homes: Path, monkeypatch: pytest.MonkeyPatch):
     """HOME, and every cache folder that would follow it, in a folder of the test's own
     (made with mkdtemp: tmp_path_factory.mktemp scans its folder on each call); and a temporary
-    folder of its own, removed with the process's home, so that what a job killed on purpose
-    leaves there (a session's folder, with the person's tweets: 141 of them in /tmp after a
-    day's runs) goes."""
+    folder of its own, removed with the process's home, so that what a test's process leaves
+    there (141 folders with a person's tweets in /tmp after a day's runs, before the job's
+    own temporary folder, job/temporary.py) goes."""
     import tempfile
 
     home = Path(tempfile.mkdtemp(dir=_homes))
@@ -124,14 +124,19 @@ def _a_home_of_its_own(_homes: Path, monkeypatch: pytest.MonkeyPatch):
     for name in HOME_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HOME", str(home / ".cache" / "huggingface"))
-    # Under the process's home, a short path: a Unix socket's is at most 107 bytes (Chromium
-    # makes one here). Kept until the process ends: a library makes a folder of its own there
-    # once, when imported (wandb's for media), and a later test of the process uses it.
-    (PROCESS_HOME / "tmp").mkdir(exist_ok=True)
-    temporary = tempfile.mkdtemp(dir=PROCESS_HOME / "tmp")
+    # Short: a Unix socket's path is at most 107 bytes (Chromium's goes in here, and W&B's in
+    # the job's own folder inside it, job/temporary.py). Kept until the process's session
+    # ends: a library makes a folder of its own there once, when imported (wandb's for
+    # media), and a later test of the same worker uses it.
+    temporary = tempfile.mkdtemp(prefix="htt-", dir=_TEMPORARY)
+    _TEMPORARIES.append(temporary)
     monkeypatch.setenv("TMPDIR", temporary)
     monkeypatch.setattr(tempfile, "tempdir", temporary)  # this process's, read once
     yield
+
+
+_TEMPORARY = tempfile.gettempdir()  # the machine's, before any test points it elsewhere
+_TEMPORARIES: list[str] = []  # the tests' own, removed with the process's home
 
 
 @pytest.fixture(scope="session")
@@ -212,6 +217,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         _MOTO.stop()
         _MOTO = None
     shutil.rmtree(PROCESS_HOME, ignore_errors=True)
+    for temporary in _TEMPORARIES:
+        shutil.rmtree(temporary, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -118,7 +118,7 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
 LAYERS = [
     {"job.errors", "job.atomic", "job.deadline", "job.retry", "job.storage", "job.gpt2",
      "job.data.handles", "job.console", "job.loading", "job.base", "job.records", "job.workspace",
-     "job.inventory", "job.behind"},
+     "job.inventory", "job.behind", "job.temporary"},
     {"job.config", "job.spec"},
     {"job.data", "job.training", "job.outputs"},
     {"job.cloud"},

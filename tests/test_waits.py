@@ -92,6 +92,8 @@ from job import cli
 entry.EXIT_GRACE_SECONDS = float(sys.argv[1])
 
 def swallows():  # a library that takes the stop for its own and waits on
+    import tempfile
+    tempfile.mkdtemp(prefix="a-session-")  # what a task makes for a bot
     said = False
     while True:
         try:
@@ -108,16 +110,18 @@ entry.main()
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("again", [False, True], ids=["once", "twice"])
-def test_a_stop_that_is_swallowed_still_ends_the_process(stop, again) -> None:
+def test_a_stop_that_is_swallowed_still_ends_the_process(tmp_path, stop, again) -> None:
     """Whatever holds the command, a stop ends the process within the grace with its code and
-    a line that says so, and a second stop at once. SIGINT had no such bound (Python's own
-    handler): a Ctrl-C once left a job on a stalled download for more than 80 s."""
+    a line that says so, and a second stop at once; either way its temporary folder goes
+    (job/temporary.py). SIGINT had no such bound (Python's own handler): a Ctrl-C once left
+    a job on a stalled download for more than 80 s."""
     grace = 2.0 if not again else 60.0
     job = subprocess.Popen(
         [sys.executable, "-c", STUCK, str(grace)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )
     try:
         assert job.stdout is not None and job.stdout.readline() == "waiting\n"
@@ -133,6 +137,7 @@ def test_a_stop_that_is_swallowed_still_ends_the_process(stop, again) -> None:
     err = job.stderr.read() if job.stderr else ""
     code = errors.TRANSIENT if stop == signal.SIGTERM else 130
     assert job.returncode == code, err
+    assert sorted(tmp_path.iterdir()) == []
     if again:
         assert took < 10, took
     else:
