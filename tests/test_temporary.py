@@ -14,24 +14,33 @@ import pytest
 from job import temporary
 
 
-def gone_pid() -> int:
-    """The pid of a process that has ended."""
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    return int(done.stdout)
+def test_the_sweep_removes_the_folders_whose_process_is_gone_alone(tmp_path: Path) -> None:
+    """A folder is its process's while the process holds the lock in it (the kernel lets go of
+    it when the process dies, SIGKILL included); one with no lock, once a minute old."""
+    import fcntl
 
+    def folder(name: str, lock: bool = True) -> Path:
+        made = tmp_path / name
+        made.mkdir()
+        (made / "tweets.jsonl").write_text("a person's words\n")
+        if lock:
+            (made / temporary.LOCK).touch()
+        return made
 
-def test_the_sweep_removes_the_folders_of_ended_processes_alone(tmp_path: Path) -> None:
-    ended = tmp_path / f"ht-{gone_pid()}-abcd_123"
-    running = tmp_path / f"ht-{os.getpid()}-abcd_123"  # this process's
-    others = [tmp_path / "ht-123-not-ours", tmp_path / "htt-abcd1234", tmp_path / "ht-x-abcd1234"]
-    for folder in (ended, running, *others):
-        folder.mkdir()
-        (folder / "tweets.jsonl").write_text("a person's words\n")
-    a_file = tmp_path / f"ht-{gone_pid()}-file1234"  # named like one, not a folder
+    ended, running = folder("ht-ended_01"), folder("ht-runs_001")
+    held = os.open(running / temporary.LOCK, os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)  # as its process does
+    young, old = folder("ht-young_01", lock=False), folder("ht-old_0001", lock=False)
+    os.utime(old, (0, 0))
+    others = [folder("ht-not-ours"), folder("htt-abcd1234"), folder("ht-toolong123")]
+    a_file = tmp_path / "ht-afile_01"  # named like one, not a folder
     a_file.write_text("a file\n")
-    assert temporary.sweep(tmp_path) == [ended]
-    assert sorted(tmp_path.iterdir()) == sorted([running, *others, a_file])
+    try:
+        assert sorted(temporary.sweep(tmp_path)) == sorted([ended, old])
+    finally:
+        os.close(held)
+    assert sorted(tmp_path.iterdir()) == sorted([running, young, *others, a_file])
+    assert temporary.sweep(tmp_path) == [running]  # its process gone: its lock free
 
 
 KILLED = """
