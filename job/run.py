@@ -479,7 +479,7 @@ def _packed_bot(ready: Ready, outcome: Any, base: Any, tokenizer: Any, request: 
         if ready.data.artifact is not None:
             state.tracker.use(wb, ready.data.artifact)
         for step, logs in outcome.history:
-            wb.log(logs, step=step)
+            state.tracker.log(wb, logs, step=step)
         with state.phases("load", "the adapter attached"):
             model = state.attached = adapter.attach(base, config.train)
             with torch.no_grad():
@@ -594,7 +594,7 @@ def train(
             texts,
             state.job.config.train,
             state.work,
-            on_log=lambda logs, step: wb.log(logs, step=step),
+            on_log=lambda logs, step: state.tracker.log(wb, logs, step=step),
             on_step=state.progress("training") if state.progress and state.main else None,
             checkpoints=checkpoints,
             resume=resume,
@@ -758,17 +758,18 @@ def write_card(state: State, data: Prepared, result: TrainResult, sampled: Sampl
 def log_results(state: State, wb: Any, result: TrainResult, sampled: Sampled, dataset: Any) -> None:
     """Rank 0: final metrics, the predictions table and the model artifact to W&B."""
     tracker = state.tracker
-    wb.log(
+    tracker.log(
+        wb,
         {
             "val_loss": result.val_loss,
             "perplexity": result.perplexity,
             "base_perplexity": result.base_perplexity,
             "memorized": sampled.flagged,
             "tokens_per_second": result.tokens_per_second,
-        }
+        },
     )
     rows = [[p.prompt, p.text, p.memorized] for p in sampled.predictions]
-    wb.log({"predictions": tracker.table(["prompt", "text", "memorized"], rows)})
+    tracker.log(wb, {"predictions": tracker.table(["prompt", "text", "memorized"], rows)})
     if state.job.config.wandb.log_model:
         tracker.log_artifact(
             wb,

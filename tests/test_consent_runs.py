@@ -147,3 +147,5 @@ def test_after_a_takedown_no_copy_of_a_tweet_is_left_anywhere_the_job_wrote(tmp_
     assert sorted(p.name for p in out.iterdir()) == ["_opt-out"]
     # and nothing of either process is left in the temporary folder (W&B's service's own, ...)
     assert sorted(p.name for p in (root / "tmp").iterdir()) == []
+    # nor in the home, where W&B stages by default (~/.local/share/wandb)
+    assert [str(p) for p in (root / "home").rglob("*") if p.is_file()] == []

@@ -47,13 +47,17 @@ _TURN = threading.Lock()  # one bot's folders in the environment at a time (``Tr
 
 
 def service_home() -> Path:
-    """The process's folder for W&B's service, made (and set as WANDB_CACHE_DIR) once, and
-    removed at exit."""
+    """The process's folder for W&B's service, made (and set as WANDB_CACHE_DIR, and as the
+    staging folders outside a bot's turn) once, and removed at exit."""
     with _MADE:
         if _SERVICE:
             return _SERVICE[0]
         home = Path(tempfile.mkdtemp(prefix="huggingtweets-wandb-"))
         os.environ["WANDB_CACHE_DIR"] = str(home)
+        # What W&B stages outside a bot's turn (``Tracker._turn``) lands here, not in
+        # ~/.local/share, where it would outlive the bot's takedown.
+        os.environ["WANDB_DATA_DIR"] = str(home / "data")
+        os.environ["WANDB_ARTIFACT_DIR"] = str(home / "artifacts")
         # Registered before the first run registers W&B's own exit handler, which ends the
         # service (waiting for it): so it runs after that one, with the service gone.
         atexit.register(shutil.rmtree, home, ignore_errors=True)
@@ -180,6 +184,12 @@ class Tracker:
     def use(self, run: Any, artifact: Any) -> None:
         if self.mode == "online" and artifact is not None:  # W&B's lineage; offline: metadata
             run.use_artifact(artifact)
+
+    def log(self, run: Any, data: dict[str, Any], step: int | None = None) -> None:
+        """``run.log`` in this bot's turn: W&B copies a table it is given as an artifact of the
+        run's, staged as ``log_artifact``'s files are."""
+        with self._turn():
+            run.log(data, step=step)
 
     def table(self, columns: list[str], rows: list[list[Any]]) -> Any:
         if self.mode == "disabled":

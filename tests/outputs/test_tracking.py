@@ -115,10 +115,13 @@ with first.stage("train", {{}}) as run:
     second = Tracker("offline", "p", "second", root / "second")  # the next bot, meanwhile
     with second.stage("prepare", {{}}) as other:
         second.log_artifact(other, "raw-second", "raw_data", [Path({str(files["second"])!r})], {{}})
-        behind = threading.Thread(target=first.log_artifact, args=(
-            run, "model-first", "model", [Path({str(files["first"])!r})], {{}}))
+        def rest():  # the first bot's rest, behind: its model, its predictions table
+            first.log_artifact(run, "model-first", "model", [Path({str(files["first"])!r})], {{}})
+            first.log(run, {{"predictions": first.table(["text"], [["what first says"]])}})
+        behind = threading.Thread(target=rest)
         behind.start()
         behind.join()
+        second.log(other, {{"predictions": second.table(["text"], [["what second says"]])}})
         for pid in filter(str.isdigit, os.listdir("/proc")):  # the service of this process
             try:
                 line = Path(f"/proc/{{pid}}/cmdline").read_bytes().split(b"\\0")
@@ -143,5 +146,10 @@ with first.stage("train", {{}}) as run:
         copied = [p.read_bytes() for p in (root / bot).rglob("*") if p.is_file()]
         assert f"what {bot} logs\n".encode() in copied, bot
         assert f"what {other} logs\n".encode() not in copied, bot
+        assert not any(f"what {other} says".encode() in c for c in copied), bot  # its table
         assert not list((root / bot).rglob("core-debug-*.log")), bot  # the service's
     assert sorted(p.name for p in temporary.iterdir()) == []
+    # and none in the home (W&B stages a logged table too: outside a bot's turn, it went to
+    # ~/.local/share/wandb)
+    home = Path(os.environ["HOME"])
+    assert [p for p in home.rglob("*") if p.is_file()] == []
