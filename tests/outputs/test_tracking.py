@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,6 +44,7 @@ def test_offline_artifacts_name_their_parent(tmp_path: Path) -> None:
     data.write_text(json.dumps({"text": "hello"}) + "\n")
     code = f"""
 from pathlib import Path
+from typing import Any
 from job.outputs.tracking import Tracker
 t = Tracker("offline", "p", "bot", Path({str(tmp_path / "bot")!r}))
 with t.stage("prepare", {{}}) as run:
@@ -68,6 +70,7 @@ def test_an_online_wandb_that_stops_answering_is_left_behind(tmp_path: Path) -> 
         server.listen(50)
         code = f"""
 from pathlib import Path
+from typing import Any
 from job.outputs import tracking
 tracking.INIT_TIMEOUT = 3.0
 t = tracking.Tracker("online", "p", "bot", Path({str(tmp_path)!r}))
@@ -108,6 +111,7 @@ def test_the_bots_of_one_process_keep_their_copies_apart_and_the_service_its_log
     code = f"""
 import os, threading
 from pathlib import Path
+from typing import Any
 from job.outputs.tracking import Tracker
 root = Path({str(root)!r})
 first = Tracker("offline", "p", "first", root / "first")
@@ -153,3 +157,39 @@ with first.stage("train", {{}}) as run:
     # ~/.local/share/wandb)
     home = Path(os.environ["HOME"])
     assert [p for p in home.rglob("*") if p.is_file()] == []
+
+
+def test_a_steps_metrics_wait_for_no_other_bots_copy_and_a_table_does(tmp_path: Path) -> None:
+    """Another bot's rest holds the turn while W&B copies what it logs (a gpt2-xl's model is
+    ~6 GB): the training step's numbers go at once; a table, which W&B stages, waits."""
+    import threading
+
+    logged: list[tuple[dict[str, Any], int | None]] = []
+    copying, copied = threading.Event(), threading.Event()
+
+    class Run:
+        def log(self, data: dict[str, Any], step: int | None = None) -> None:
+            logged.append((dict(data), step))
+
+    class Copying(Run):  # the other bot's run, while W&B copies its table
+        def log(self, data: dict[str, Any], step: int | None = None) -> None:
+            copying.set()
+            copied.wait(10)
+
+    other, tracker = (Tracker("offline", "p", b, tmp_path / b) for b in ("other", "bot"))
+    threads = [threading.Thread(target=other.log, args=(Copying(), {"predictions": object()}))]
+    threads[0].start()
+    assert copying.wait(10)
+    metrics = {"loss": 1.5, "epoch": 1, "note": "x", "none": None}
+    step = threading.Thread(target=tracker.log, args=(Run(), metrics, 3))
+    step.start()
+    step.join(5)
+    assert not step.is_alive() and logged == [(metrics, 3)]  # at once
+    threads.append(threading.Thread(target=tracker.log, args=(Run(), {"predictions": object()})))
+    threads[1].start()
+    threads[1].join(0.3)
+    assert threads[1].is_alive() and len(logged) == 1  # the table waits its turn
+    copied.set()
+    for thread in (*threads, step):
+        thread.join(10)
+    assert len(logged) == 2
