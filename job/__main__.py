@@ -56,14 +56,12 @@ def main() -> None:
 def _exit_within(seconds: float, exit_code: list[int], line: errors.JobError | None = None) -> None:
     """End the process with ``exit_code[0]`` in ``seconds``, whatever still runs then; say
     ``line`` first, unless the command's boundary said its own."""
-    import os
     import threading
 
     def end() -> None:
         if line is not None:
             errors.say(line)
-        temporary.end()
-        os._exit(exit_code[0])
+        _exit_now(exit_code[0])
 
     timer = threading.Timer(seconds, end)
     timer.daemon = True
@@ -91,14 +89,16 @@ def _stopping(signum: int, frame: object) -> None:
     line = errors.stopped(stop)
     stuck = type(line)(str(line).split(";")[0] + "; the process did not end by itself")
     _exit_within(EXIT_GRACE_SECONDS, [line.exit_code], stuck)
-    signal.signal(signum, lambda s, f: _now(line.exit_code))  # a second: now
+    signal.signal(signum, lambda s, f: _exit_now(line.exit_code))  # a second: now
     raise stop
 
 
-def _now(code: int) -> None:
+def _exit_now(code: int) -> None:
+    """End the process with ``code`` at once, its temporary folder removed first: every exit
+    here skips the interpreter's own cleanup (a few files, however large: unlinked at once)."""
     import os
 
-    temporary.end()  # a few files, however large: unlinked at once
+    temporary.end()
     os._exit(code)
 
 
@@ -109,13 +109,11 @@ def _exit_without_teardown(exit_code: list[int]) -> None:
     ~1.1 s on the CPU dev machine (docs/benchmarks.md) and does nothing for a finished job:
     every output file is already closed, W&B runs are finished, the OS frees the rest.
     """
-    import os
 
     logging.shutdown()  # its own exit handler was registered before this one: flush here
     sys.stdout.flush()
     sys.stderr.flush()
-    temporary.end()  # the interpreter's own cleanup of it is skipped too
-    os._exit(exit_code[0])
+    _exit_now(exit_code[0])
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ HOME_VARIABLES = (
     "WANDB_DATA_DIR", "TORCH_EXTENSIONS_DIR",
 )  # fmt: skip
 PROCESS_HOME = Path(tempfile.mkdtemp(prefix="huggingtweets-tests-home-"))
+_TEMPORARY = tempfile.gettempdir()  # the machine's, before any test points it elsewhere
+_TEMPORARIES: list[str] = []  # each test's own (its fixture below), removed with the home
 
 
 def _home_at(home: Path, environ: Any) -> None:
@@ -133,10 +135,6 @@ def _a_home_of_its_own(_homes: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("TMPDIR", temporary)
     monkeypatch.setattr(tempfile, "tempdir", temporary)  # this process's, read once
     yield
-
-
-_TEMPORARY = tempfile.gettempdir()  # the machine's, before any test points it elsewhere
-_TEMPORARIES: list[str] = []  # the tests' own, removed with the process's home
 
 
 @pytest.fixture(scope="session")
