@@ -12,6 +12,9 @@ fi
 command -v debootstrap >/dev/null || { echo "needs debootstrap: apt-get install debootstrap" >&2; exit 2; }
 root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT
+# A command run in the new root sees its own /tmp: this machine's TMPDIR (a test's folder,
+# a job's) is no folder there, and update-ca-certificates' mktemp failed on it.
+inside() { chroot "$root" env -u TMPDIR "$@"; }
 debootstrap --variant=minbase \
   --include=python3,python3-venv,python3-dev,build-essential,ninja-build,ca-certificates,passwd \
   bookworm "$root" http://deb.debian.org/debian >/dev/null
@@ -20,11 +23,11 @@ debootstrap --variant=minbase \
 # not part of the image's recipe.
 if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
   cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
-  chroot "$root" update-ca-certificates >/dev/null
+  inside update-ca-certificates >/dev/null
 fi
 printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' > "$root/etc/pip.conf"
 # Ubuntu 24.04's images (and NVIDIA's CUDA images on them) come with a user `ubuntu` of uid
 # 1000, the uid the image's own user must have: the stand-in has one too.
-chroot "$root" useradd --uid 1000 --create-home --shell /bin/bash ubuntu
+inside useradd --uid 1000 --create-home --shell /bin/bash ubuntu
 tar -C "$root" -c . | podman import - "$image" >/dev/null
 echo "stand-in base: $image"
