@@ -39,7 +39,18 @@ def start() -> Path | None:
     """Make the process's folder, TMPDIR from now on (its children's too), after removing those
     whose process is gone. None where the temporary folder takes no folder: the job goes on
     there, and says so where it writes."""
-    parent = Path(tempfile.gettempdir())
+    folder = hold(Path(tempfile.gettempdir()))
+    if folder is not None:
+        os.environ["TMPDIR"] = str(folder)
+        tempfile.tempdir = str(folder)  # this process's, read once
+    return folder
+
+
+def hold(parent: Path) -> Path | None:
+    """A folder in ``parent`` that this process holds for as long as it lives, made after
+    removing those whose process is gone, and removed by ``end``: the job's (``start``), and
+    the test suite's for each of its processes (tests/conftest.py). None where ``parent``
+    takes no folder."""
     sweep(parent)
     try:
         folder = Path(tempfile.mkdtemp(prefix=PREFIX, dir=parent))
@@ -47,8 +58,6 @@ def start() -> Path | None:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return None
-    os.environ["TMPDIR"] = str(folder)
-    tempfile.tempdir = str(folder)  # this process's, read once
     _STARTED.append((folder, held))
     return folder
 
@@ -60,7 +69,7 @@ def end() -> None:
 
 
 def sweep(parent: Path) -> list[Path]:
-    """Remove the folders ``start`` made whose process no longer runs (their lock is free)."""
+    """Remove the folders ``hold`` made whose process no longer runs (their lock is free)."""
     removed: list[Path] = []
     try:
         entries = [e for e in os.scandir(parent) if _OURS.match(e.name)]

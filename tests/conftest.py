@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from job import temporary
 from tests.helpers import REPO
 
 # --- The suite keeps to itself ----------------------------------------------------------------
@@ -31,9 +32,14 @@ HOME_VARIABLES = (
     "XDG_CONFIG_HOME", "XDG_DATA_HOME", "WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR",
     "WANDB_DATA_DIR", "TORCH_EXTENSIONS_DIR",
 )  # fmt: skip
-PROCESS_HOME = Path(tempfile.mkdtemp(prefix="huggingtweets-tests-home-"))
-_TEMPORARY = tempfile.gettempdir()  # the machine's, before any test points it elsewhere
-_TEMPORARIES: list[str] = []  # each test's own (its fixture below), removed with the home
+# Each process of the suite (a worker, xdist's controller) keeps its home and its tests' own
+# temporary folders in one folder of its own in the machine's, held as the job holds its own
+# (job/temporary.py): removed when the session ends, and, when a session is killed outright
+# (SIGKILL; SIGTERM to `make test`), by the next session or job, which finds it unheld. A
+# killed run once left ~1,000 folders in /tmp. Not pytest's own tmp_path (pytest keeps the
+# last three sessions' for a look after a failure).
+_TEMPORARY = str(temporary.hold(Path(tempfile.gettempdir())) or tempfile.gettempdir())
+PROCESS_HOME = Path(tempfile.mkdtemp(prefix="home-", dir=_TEMPORARY))
 
 
 def _home_at(home: Path, environ: Any) -> None:
@@ -116,9 +122,9 @@ def _homes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _a_home_of_its_own(_homes: Path, monkeypatch: pytest.MonkeyPatch):
     """HOME, and every cache folder that would follow it, in a folder of the test's own
     (made with mkdtemp: tmp_path_factory.mktemp scans its folder on each call); and a temporary
-    folder of its own, removed with the process's home, so that what a test's process leaves
-    there (141 folders with a person's tweets in /tmp after a day's runs, before the job's
-    own temporary folder, job/temporary.py) goes."""
+    folder of its own, removed with the process's folder (``_TEMPORARY``), so that what a
+    test's process leaves there (141 folders with a person's tweets in /tmp after a day's
+    runs, before the job's own temporary folder, job/temporary.py) goes."""
     import tempfile
 
     home = Path(tempfile.mkdtemp(dir=_homes))
@@ -130,10 +136,9 @@ def _a_home_of_its_own(_homes: Path, monkeypatch: pytest.MonkeyPatch):
     # the job's own folder inside it, job/temporary.py). Kept until the process's session
     # ends: a library makes a folder of its own there once, when imported (wandb's for
     # media), and a later test of the same worker uses it.
-    temporary = tempfile.mkdtemp(prefix="htt-", dir=_TEMPORARY)
-    _TEMPORARIES.append(temporary)
-    monkeypatch.setenv("TMPDIR", temporary)
-    monkeypatch.setattr(tempfile, "tempdir", temporary)  # this process's, read once
+    folder = tempfile.mkdtemp(prefix="t-", dir=_TEMPORARY)
+    monkeypatch.setenv("TMPDIR", folder)
+    monkeypatch.setattr(tempfile, "tempdir", folder)  # this process's, read once
     yield
 
 
@@ -215,8 +220,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         _MOTO.stop()
         _MOTO = None
     shutil.rmtree(PROCESS_HOME, ignore_errors=True)
-    for temporary in _TEMPORARIES:
-        shutil.rmtree(temporary, ignore_errors=True)
+    temporary.end()  # the process's folder, its tests' temporary folders in it
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ does), leaves no server running, and says at once where the shared data is missi
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from job import temporary
 from tests.helpers import REPO
 
 pytestmark = pytest.mark.integration
@@ -96,7 +98,6 @@ def test_the_parallel_runner_leaves_no_server_running(tmp_path: Path) -> None:
 def test_a_session_killed_outright_leaves_no_server_running(tmp_path: Path) -> None:
     """A run killed with no chance to stop its servers (SIGKILL; a worker whose controller is
     gone) once left its moto server running: the kernel now ends it with its starter."""
-    import signal
     import time
 
     tag = uuid.uuid4().hex
@@ -107,6 +108,41 @@ def test_a_session_killed_outright_leaves_no_server_running(tmp_path: Path) -> N
     while (left := running(tag)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert left == []
+
+
+def test_a_session_killed_outright_leaves_its_temporary_folders_to_the_next_one(
+    tmp_path: Path,
+) -> None:
+    """A run's home and its tests' temporary folders (a person's tweets among them) once
+    stayed in /tmp when the run was killed: ~1,000 folders a run. The next session removes
+    them, and its own at its end; what another session still holds stays."""
+    import fcntl
+
+    machine = tmp_path / "tmp"
+    machine.mkdir()
+    env = {"TMPDIR": str(machine)}
+    base = ["--basetemp", str(tmp_path / "base")]  # pytest's own, kept apart from the machine's
+    killed = (
+        "import os, signal, tempfile\nfrom pathlib import Path\n\n"
+        "def test_a():\n"
+        "    (Path(tempfile.gettempdir()) / 'tweets.jsonl').write_text('a person')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = session(tmp_path, killed, *base, **env)
+    assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr
+    left = [p.name for p in machine.iterdir()]
+    assert len(left) == 1 and list(machine.rglob("tweets.jsonl")), left
+    # another session's folder, still held by its process (this one, here)
+    other = machine / "ht-abcd1234"
+    other.mkdir()
+    held = os.open(other / temporary.LOCK, os.O_CREAT | os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        done = session(tmp_path, "def test_b():\n    pass\n", *base, **env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert [p.name for p in machine.iterdir()] == ["ht-abcd1234"]
+    finally:
+        os.close(held)
 
 
 def test_missing_shared_data_is_one_line_at_the_start(tmp_path: Path) -> None:
