@@ -86,10 +86,9 @@ def _stopping(signum: int, frame: object) -> None:
     _STOPPED.append(signum)
     interrupt = signum == signal.SIGINT
     stop: BaseException = KeyboardInterrupt() if interrupt else errors.Terminated()
-    line = errors.stopped(stop)
-    stuck = type(line)(str(line).split(";")[0] + "; the process did not end by itself")
-    _exit_within(EXIT_GRACE_SECONDS, [line.exit_code], stuck)
-    signal.signal(signum, lambda s, f: _exit_now(line.exit_code))  # a second: now
+    stuck = errors.stopped(stop, "the process did not end by itself")
+    _exit_within(EXIT_GRACE_SECONDS, [stuck.exit_code], stuck)
+    signal.signal(signum, lambda s, f: _exit_now(stuck.exit_code))  # a second: now
     raise stop
 
 
@@ -109,7 +108,6 @@ def _exit_without_teardown(exit_code: list[int]) -> None:
     ~1.1 s on the CPU dev machine (docs/benchmarks.md) and does nothing for a finished job:
     every output file is already closed, W&B runs are finished, the OS frees the rest.
     """
-
     logging.shutdown()  # its own exit handler was registered before this one: flush here
     sys.stdout.flush()
     sys.stderr.flush()

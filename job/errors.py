@@ -144,11 +144,12 @@ class Terminated(BaseException):
     command's boundary turns it into its line and exit 75."""
 
 
-def stopped(signal: BaseException) -> JobError:
-    """The line and code of a stop: SIGTERM is transient (75), SIGINT the shell's 130."""
+def stopped(signal: BaseException, then: str = "a rerun starts this step again") -> JobError:
+    """The line and code of a stop: SIGTERM is transient (75), SIGINT the shell's 130;
+    ``then`` says what follows it."""
     if isinstance(signal, KeyboardInterrupt):
-        return Interrupted("interrupted (SIGINT); a rerun starts this step again")
-    return TransientError("stopped by SIGTERM; a rerun starts this step again")
+        return Interrupted(f"interrupted (SIGINT); {then}")
+    return TransientError(f"stopped by SIGTERM; {then}")
 
 
 class Interrupted(JobError):
