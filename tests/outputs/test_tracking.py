@@ -44,7 +44,6 @@ def test_offline_artifacts_name_their_parent(tmp_path: Path) -> None:
     data.write_text(json.dumps({"text": "hello"}) + "\n")
     code = f"""
 from pathlib import Path
-from typing import Any
 from job.outputs.tracking import Tracker
 t = Tracker("offline", "p", "bot", Path({str(tmp_path / "bot")!r}))
 with t.stage("prepare", {{}}) as run:
@@ -70,7 +69,6 @@ def test_an_online_wandb_that_stops_answering_is_left_behind(tmp_path: Path) -> 
         server.listen(50)
         code = f"""
 from pathlib import Path
-from typing import Any
 from job.outputs import tracking
 tracking.INIT_TIMEOUT = 3.0
 t = tracking.Tracker("online", "p", "bot", Path({str(tmp_path)!r}))
@@ -111,7 +109,6 @@ def test_the_bots_of_one_process_keep_their_copies_apart_and_the_service_its_log
     code = f"""
 import os, threading
 from pathlib import Path
-from typing import Any
 from job.outputs.tracking import Tracker
 root = Path({str(root)!r})
 first = Tracker("offline", "p", "first", root / "first")
