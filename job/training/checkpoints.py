@@ -187,8 +187,7 @@ class Checkpoints:
             except CorruptInput as e:  # a shard gone or changed: the one before, or none
                 log.warning("%s on %s is damaged (%s): discarded", name, self.storage.uri, e)
                 shutil.rmtree(self.folder / name, ignore_errors=True)
-                for key in self.storage.list(f"{self.prefix}{name}/"):
-                    self.storage.delete(key)
+                self.storage.delete(*self.storage.list(f"{self.prefix}{name}/"))
 
     def _fetch(self, name: str, marker: Marker) -> None:
         """``name`` from storage, each file checked against its node's listing."""
@@ -271,11 +270,11 @@ class Checkpoints:
     def _prune_remote(self) -> None:
         assert self.storage is not None
         keys = self.storage.list(self.prefix)
-        steps = self._remote_steps(keys)
-        for old in steps[: -self.keep]:
-            for key in keys:
-                if key.startswith(f"{self.prefix}checkpoint-{old}/"):
-                    self.storage.delete(key)
+        old = tuple(
+            f"{self.prefix}checkpoint-{step}/" for step in self._remote_steps(keys)[: -self.keep]
+        )
+        if old:
+            self.storage.delete(*(key for key in keys if key.startswith(old)))
 
     # -- metadata (fingerprint, W&B run id) ---------------------------------------------------
 
@@ -304,8 +303,7 @@ class Checkpoints:
         """After a finished run: checkpoints are only for resuming it."""
         shutil.rmtree(self.folder, ignore_errors=True)
         if self.storage is not None:
-            for key in self.storage.list(self.prefix):
-                self.storage.delete(key)
+            self.storage.delete(*self.storage.list(self.prefix))
 
 
 def damage(path: Path) -> str | None:

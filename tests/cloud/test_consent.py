@@ -247,6 +247,45 @@ def test_a_wandb_failure_leaves_what_a_rerun_finishes(
 # --- Which folders are a person's bots ---------------------------------------------------------
 
 
+def test_a_takedown_takes_the_pointer_then_the_markers_then_the_files_then_the_status(
+    api, hub, s3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped anywhere, what is left reads as a bot partly gone, never as a whole one:
+    latest.json first, then every run's and checkpoint's marker, then the files (a request a
+    thousand), and the status, which names what a rerun must still remove, last."""
+    import re
+
+    from tests.helpers.s3 import FaultProxy
+
+    storage = open_storage("s3://results/bots")
+    publish(storage, hub, "alice")
+    storage.put_bytes("alice/checkpoints/checkpoint-10/_COMPLETE", b"x")
+    asked: list[list[str]] = []
+
+    def watch(method: str, path: str) -> None:
+        if method == "DELETE":
+            asked.append([path.partition("/results/bots/alice/")[2]])
+        elif method == "POST" and "delete" in path:
+            asked.append(
+                sorted(k.decode() for k in re.findall(rb"<Key>bots/alice/(.*?)</Key>", proxy.body))
+            )
+
+    with FaultProxy(s3.url) as proxy:
+        proxy.hook = watch
+        result = invoke(
+            *("takedown", "alice", "--output", "s3://results/bots"),
+            env={"AWS_ENDPOINT_URL": proxy.url},
+        )
+    assert result.returncode == 0, result.stderr
+    assert asked == [
+        ["latest.json"],
+        sorted([f"{RUN}/_COMPLETE", "checkpoints/checkpoint-10/_COMPLETE"]),
+        sorted([f"{RUN}/model/model.safetensors", "checkpoints/c"]),
+        ["status.json"],
+    ]
+    assert storage.list("alice/") == []
+
+
 @pytest.mark.parametrize("handle", ["__wmww", "_x", "a_", "_"])
 def test_takedown_finds_handles_that_start_with_an_underscore_on_s3(api, hub, handle) -> None:
     """README's own @__wmww: `_opt-out` is the job's folder, but a handle may start with '_'."""
