@@ -116,10 +116,10 @@ def _flat(model: Any, layers: int) -> Any:
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                past_key_values=cache,
+                cache=cache,  # transformers 5's name: past_key_values goes in 5.40
                 use_cache=True,
             )
-            cached = out.past_key_values.layers
+            cached = out.cache.layers
             return (out.logits, *(t for c in cached for t in (c.keys, c.values)))
 
     return Flat().eval()

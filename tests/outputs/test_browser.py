@@ -49,8 +49,8 @@ def steps(model: Any, sess: Any, ids: list[int], split: int) -> float:
         x = np.array([chunk], np.int64)
         logits, graph_past = browser.run_graph(sess, x, graph_past, shape)
         with torch.no_grad():
-            out = model(torch.tensor([chunk]), past_key_values=torch_past, use_cache=True)
-        torch_past = out.past_key_values
+            out = model(torch.tensor([chunk]), cache=torch_past, use_cache=True)
+        torch_past = out.cache
         worst = max(worst, float(np.abs(logits - out.logits.numpy()).max()))
     return worst
 
