@@ -11,11 +11,11 @@ from pathlib import Path
 
 from tests.helpers import REPO
 
-# A file, then (optionally) what in it: a call `name()`, a snake_case or UPPER_CASE name, or a
-# backticked one. Plain words after a path ("job/run.py reads ...") are prose, not references.
+# A file, then (optionally) what in it: a call `name()`, a snake_case or UPPER_CASE name, or any
+# backticked one (`delete`). Plain words after a path ("job/run.py reads ...") are prose.
 CITED = re.compile(
     r"(?<![\w/.-])((?:[\w-]+/)*[\w-]+\.py)\b`*"
-    r"(?:[ ,:]+`*(?:(\w+)\(\)|([a-z]+_[a-z0-9_]+|[A-Z][A-Z0-9_]{2,})\b))?"
+    r"(?:[ ,:]+`*(?:(\w+)\(\)|([a-z]+_[a-z0-9_]+|[A-Z][A-Z0-9_]{2,})\b|(?<=`)(\w+)(?=`)))?"
 )
 # Files of other projects that the docs name (DeepSpeed's own setup.py), and a project whose
 # name is a file's (the Mastodon.py client, data/sources/web.py says why it is not used)
@@ -81,7 +81,7 @@ def stale(sources: list[Path] | None = None) -> list[str]:
     for source in SOURCES if sources is None else sources:
         text = source.read_text()
         for m in CITED.finditer(text):
-            cited, call, name = m.group(1), m.group(2), m.group(3)
+            cited, call, name = m.group(1), m.group(2), m.group(3) or m.group(4)
             if cited.startswith(("test_", "tests/")) or cited in ELSEWHERE:
                 continue
             where = f"{source.name}: {m.group(0).strip()}"
@@ -103,10 +103,12 @@ def test_the_check_finds_a_stale_reference(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text(
         "See train.py batch_size() and model.py ``pretraining_rate``; job/gone.py; and"
-        " plan.py batch_size(), gpt2.py ``pretraining_rate``, which are fine."
+        " plan.py batch_size(), gpt2.py ``pretraining_rate``, which are fine. One word in"
+        " backticks is a name too: storage.py `delete` is, storage.py `remove` is not."
     )
     found = stale([page])
+    assert "page.md: storage.py `remove: remove is not in storage.py" in found
     assert "page.md: train.py batch_size(): batch_size() is not in train.py" in found
     assert "page.md: model.py ``pretraining_rate: pretraining_rate is not in model.py" in found
     assert "page.md: job/gone.py: no such file" in found
-    assert len(found) == 3, found
+    assert len(found) == 4, found
