@@ -32,6 +32,11 @@ CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 60.0
 MULTIPART_THRESHOLD = 64 * 1024 * 1024  # S3's part limits make 8-64 MiB parts the usual choice
 MARKER = "_COMPLETE"  # a run, or a checkpoint, is whole once this exists (written last)
 DELETE_BATCH = 1000  # the most keys one S3 DeleteObjects request takes
+# The keys a DeleteObjects request carries as they are: its body is XML, which holds no control
+# character but tab, and whose parser reads a CR as a LF (S3's docs, "XML related object key
+# constraints"). A key planted with one of those once failed the whole request, and a takedown
+# with it; such a key goes in a DeleteObject of its own, whose key travels in the URL.
+_IN_XML = re.compile("[\t\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]*")
 # What a client is made from: a client made before any of these changed would reach the old
 # S3 with the old keys. Credentials a role hands out (IRSA, the instance's) refresh inside one
 # client, so they are not part of it.
@@ -324,19 +329,22 @@ class S3Storage:
         return any(o["Key"] == self.prefix + key for o in listed.get("Contents", []))
 
     def delete(self, *keys: str) -> None:
-        """``keys``, gone: one DeleteObject for one key; for more, DeleteObjects, a thousand
-        keys a request (a takedown of a bot of a few runs: 3 requests where it made ~100),
-        markers in requests before the rest (``markers_first``). S3 answers a key it would
-        not delete inside a 200: that fails as the key's own DeleteObject would."""
+        """``keys``, gone: DeleteObjects, a thousand keys a request (a takedown of a bot of a
+        few runs: 3 requests where it made ~100), markers in requests before the rest
+        (``markers_first``); a key alone, or one XML cannot carry (``_IN_XML``), in a
+        DeleteObject. S3 answers a key it would not delete inside a 200: that fails as the
+        key's own DeleteObject would."""
         from botocore.exceptions import ClientError
 
-        if len(keys) == 1:
-            with _errors(self.where(keys[0])):
-                self.client.delete_object(Bucket=self.bucket, Key=self.prefix + keys[0])
-            return
         for group in markers_first(keys):
-            for start in range(0, len(group), DELETE_BATCH):
-                batch = group[start : start + DELETE_BATCH]
+            batched = [k for k in group if _IN_XML.fullmatch(self.prefix + k)]
+            if len(batched) < 2:
+                batched = []
+            for key in [k for k in group if k not in batched]:
+                with _errors(self.where(key)):
+                    self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+            for start in range(0, len(batched), DELETE_BATCH):
+                batch = batched[start : start + DELETE_BATCH]
                 shared = os.path.commonprefix(batch)  # noqa: RUF071 (keys, cut at a '/')
                 where = f"{self.where(shared[: shared.rfind('/') + 1])} ({len(batch)} objects)"
                 with _errors(where):

@@ -158,6 +158,26 @@ def test_delete_takes_any_number_of_keys_and_leaves_the_rest(
         assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["other"]
 
 
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_key_no_xml_can_carry_is_deleted_too_and_stops_no_other(
+    where: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Anyone who can write the output can plant a key: one with a control character failed
+    S3's DeleteObjects (an XML body) for every key in it, and so the takedown; a CR would be
+    read as a LF there, and another key deleted. Each goes on its own."""
+    if where == "s3":
+        request.getfixturevalue("s3")
+    storage = open_storage("s3://results/p" if where == "s3" else str(tmp_path / "out"))
+    planted = ["bot/a\x01b", "bot/cr\r", "bot/mid\rdle", "bot/\x7f&<x>", "bot/tab\t\u2028"]
+    if where == "local":  # moto's server cannot store a key that ends in a LF (S3 can)
+        planted.append("bot/lf\n")
+    for key in [*RUN_KEYS, *planted]:
+        storage.put_bytes(key, b"x")
+    assert sorted(storage.list("bot/")) == sorted([*RUN_KEYS, *planted])
+    storage.delete(*storage.list("bot/"))
+    assert storage.list("") == []
+
+
 def test_many_keys_go_a_batch_a_request_with_the_markers_first(
     s3, monkeypatch: pytest.MonkeyPatch
 ) -> None:

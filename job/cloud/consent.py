@@ -172,7 +172,10 @@ def opt_out(storage: Storage, handle: Handle, reason: str | None, requested_by: 
 
 def bots_of(storage: Storage, handle: Handle) -> tuple[list[str], list[str]]:
     """The folders under ``storage`` of every bot whose users include ``handle`` (any case),
-    and the folders named so that do not hold a bot's files (left, and named)."""
+    and the folders named so that do not hold a bot's files (left, and named). A folder is a
+    bot's when all it holds is what a bot leaves, or when it holds a file only the job writes
+    (a status, ``latest.json``, a run's ``job.json``) or a run: a key planted beside a bot's
+    files once made the takedown leave the whole bot, "to check by hand", and exit 0."""
     children: dict[str, set[str]] = {}
     for key in storage.list(""):
         parts = key.split("/")
@@ -184,9 +187,13 @@ def bots_of(storage: Storage, handle: Handle) -> tuple[list[str], list[str]]:
         bot = bot_of_folder(folder)
         if bot is None or not holds(bot, handle):
             continue
-        shaped = folder.startswith(".") or all(
-            c in BOT_FILES or c in BOT_FOLDERS or c.startswith(".") or RUN_ID.fullmatch(c)
-            for c in inside
+        shaped = (
+            folder.startswith(".")
+            or all(
+                c in BOT_FILES or c in BOT_FOLDERS or c.startswith(".") or RUN_ID.fullmatch(c)
+                for c in inside
+            )
+            or any(c in BOT_FILES or RUN_ID.fullmatch(c) for c in inside)
         )
         (bots if shaped else odd).append(folder)
     return bots, odd

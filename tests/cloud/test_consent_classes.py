@@ -187,3 +187,28 @@ def test_a_repo_pushed_before_its_status_knew_it_is_still_taken_down(api, hub) -
     assert storage.list("alice/") == []
     write_status(storage, "bob", "succeeded", hub=HubStatus())  # another bot is not touched
     assert storage.list("bob/") == ["bob/status.json"]
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        "alice/notes.txt",  # beside the bot's files: the folder was left "to check by hand"
+        "alice/\x01\x1b[2J",  # a control character: S3's DeleteObjects (XML) failed on it
+        f"alice/{RUN}/model/\rREADME.md",  # a CR, which XML reads as a LF: another key
+    ],
+)
+@pytest.mark.parametrize("where", ["s3", "local"])
+def test_a_key_planted_in_a_bots_folder_stops_no_takedown(
+    api, hub, tmp_path, planted: str, where: str
+) -> None:
+    """Anyone who can write the output can add a key to a bot's folder; the bot still goes,
+    all of it, and the takedown says so."""
+    output = "s3://results/bots" if where == "s3" else str(tmp_path / "out")
+    storage = open_storage(output)
+    publish(storage, hub, "alice")
+    storage.put_bytes(planted, b"x")
+    result = invoke("takedown", "alice", "--output", output)
+    assert result.returncode == 0, result.stderr
+    assert "removed 1 bot folder(s): alice" in result.stdout and "left:" not in result.stdout
+    assert storage.list("alice/") == []
+    assert "huggingtweets/alice" not in hub.state.repos
