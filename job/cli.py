@@ -25,6 +25,7 @@ from typer.core import TyperGroup
 
 from job import __version__, errors
 from job.config import PREPARE_SECTIONS, RUN_SECTIONS, WANDB_PROJECT, SubmitOptions
+from job.console import show
 from job.options import (
     Api,
     Archive,
@@ -130,7 +131,7 @@ def _command(verbose: bool = False) -> Iterator[None]:
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"huggingtweets {__version__}")
+        show(f"huggingtweets {__version__}")
         raise typer.Exit()
 
 
@@ -179,7 +180,7 @@ def prepare(
                 guard.check("a failure")  # a takedown meanwhile removed what it wrote
                 raise
         guard.check("the data was written")
-        typer.echo(prepared.line())
+        show(prepared.line())
 
 
 @app.command()
@@ -228,7 +229,7 @@ def run(
             from job.task import run_manifest
 
             for record in run_manifest(manifest, index=index, force=force):
-                typer.echo(record.line())
+                show(record.line())
             return
         if not users:
             raise errors.BadConfig("give at least one handle, or --manifest")
@@ -256,7 +257,7 @@ def run(
             record_local_run(out, job, result.train.perplexity, result.flagged)
             guard.check("the bot's record")
     if result is not None:
-        typer.echo(result.line())
+        show(result.line())
 
 
 def _check_consent(out: Path, job: Any) -> Any:
@@ -311,13 +312,13 @@ def status(ctx: typer.Context, manifest: ManifestUri = None, output: OutputUri =
 
             table = Table(*COLUMNS, box=None, header_style="bold")
             for record in records:
-                table.add_row(*record.row(), end_section=False)
+                table.add_row(*(errors.inert(c) for c in record.row()), end_section=False)
             Console(markup=False, highlight=False).print(table)
             return
         # a program reads it: tab-separated, with a header line, a record a line
-        typer.echo("\t".join(COLUMNS))
+        show("\t".join(COLUMNS))
         for record in records:
-            typer.echo("\t".join(" ".join(cell.split()) for cell in record.row()))
+            show("\t".join(" ".join(cell.split()) for cell in record.row()))
 
 
 @app.command()
@@ -341,7 +342,7 @@ def publish(
 
         name = bot_name(handles_of(bot.split("-")))
         storage = open_storage(output_of(manifest, _output(ctx, manifest, output))[0])
-        typer.echo(publish_latest(storage, name, repo, private).line())
+        show(publish_latest(storage, name, repo, private).line())
 
 
 @app.command()
@@ -395,7 +396,7 @@ def takedown(
                 wandb_remove=wandb_remove if os.environ.get("WANDB_API_KEY") else None,
                 wandb_project=wandb_project,
             )
-            typer.echo(done.lines())
+            show(done.lines())
             errors_left.append(done.error())
         error = next((e for e in errors_left if e is not None), None)
         if error is not None:
@@ -416,7 +417,7 @@ def other_names(person: Any) -> list[Any]:
         with deadline("posts_api", f"asking the Bluesky AppView for {person.shown}'s names"):
             return [n for n in source.names(person) if not n.same(person)]
     except errors.JobError as e:
-        typer.echo(
+        show(
             f"{person.shown}: its other name (handle or DID) could not be read ({e}); bots"
             " made under that name were not searched: run takedown with it too",
             err=True,
@@ -460,13 +461,13 @@ def generate(
         asked = Asked(prompt or None, n, max_new_tokens, temperature, top_p, seed)
         with located(bots) as found:
             for bot in found:
-                sys.stderr.write(bot.note() + "\n")
+                show(bot.note(), err=True)
             for said in sample_bots(found, asked):
                 if json_lines:
                     record = {"bot": said.bot, "prompt": said.prompt, "text": said.text}
-                    typer.echo(json.dumps({**record, "seed": said.seed}, ensure_ascii=False))
+                    show(json.dumps({**record, "seed": said.seed}, ensure_ascii=False))
                 else:
-                    typer.echo(said.text)
+                    show(said.text)
 
 
 @app.command()
@@ -483,4 +484,4 @@ def submit(
         from job.loading import validate
 
         checked = validate(SubmitOptions, options or {}, "submit")
-        typer.echo(submit_bots(users, checked).lines(checked.dry_run))
+        show(submit_bots(users, checked).lines(checked.dry_run))

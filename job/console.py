@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from job import __version__
-from job.errors import redact
+from job.errors import inert, redact
 
 log = logging.getLogger("job")
 Advance = Callable[[int, int], None]  # (done, total)
@@ -41,19 +41,22 @@ def console() -> Any:
 
 def _redacted(record: logging.LogRecord) -> logging.LogRecord:
     """A log record with the value of every secret the process was given taken out
-    (errors.redact): a library may log a server's answer that echoes a token."""
+    (errors.redact): a library may log a server's answer that echoes a token; and nothing
+    in it that a terminal acts on (errors.inert): a line may quote a record or a server."""
     try:
         message = record.getMessage()
     except Exception:  # args that do not fit msg: logging reports that when it emits
         return record
-    cleaned = redact(message)
+    cleaned = inert(redact(message))
     if cleaned != message:
         record.msg, record.args = cleaned, ()
     if record.exc_info and record.exc_info[1] is not None:  # --verbose's traceback: as text
         import traceback
 
-        record.msg = redact(
-            record.getMessage() + "\n" + "".join(traceback.format_exception(*record.exc_info))
+        record.msg = inert(
+            redact(
+                record.getMessage() + "\n" + "".join(traceback.format_exception(*record.exc_info))
+            )
         )
         record.args, record.exc_info, record.exc_text = (), None, None
     return record
@@ -65,6 +68,15 @@ def _redacting(make: Callable[..., logging.LogRecord]) -> Callable[..., logging.
 
     factory._huggingtweets = True  # type: ignore[attr-defined]
     return factory
+
+
+def show(text: str, err: bool = False) -> None:
+    """A line of the command's output (stdout; ``err``: stderr), with nothing in it that a
+    terminal acts on (errors.inert): what the commands print quotes records, inputs and
+    servers. The only way the package prints (tests/test_layout.py)."""
+    import typer
+
+    typer.echo(inert(text), err=err)
 
 
 def setup_logging(verbose: bool) -> None:

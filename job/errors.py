@@ -8,6 +8,7 @@ numbers stable; they are documented in docs/exit-codes.md.
 from __future__ import annotations
 
 import os
+import re
 import threading
 
 # Exit codes. 1 is an unexpected bug, 2 is a usage error (Typer/Click's own).
@@ -56,6 +57,20 @@ MIN_SECRET_CHARS = 8  # shorter values ("x", "test") would blank ordinary words
 SAID = threading.Event()  # the command's error line is out (``say``): never a second one
 
 
+# What a terminal acts on rather than shows: control characters (ESC starts the sequences that
+# move the cursor, set the title or, OSC 52, write the clipboard; a CR rewrites the line), the
+# line separators, and the bidi overrides that reorder what is shown. A record anyone who can
+# write the output may forge, an archive, a server: any of them can hold one.
+_ACTS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def inert(text: str) -> str:
+    """``text`` with every character a terminal would act on written as ``\\uXXXX``, which
+    reads as itself and is a JSON string's own escape (``generate --json``'s lines stay
+    JSON). Newlines and tabs stay: they are the output's own."""
+    return _ACTS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def redact(text: str) -> str:
     """``text`` without the value of any secret the process was given."""
     for name in SECRET_VARIABLES:
@@ -82,7 +97,7 @@ class JobError(Exception):
 
     def __init__(self, message: str) -> None:
         # One line, always: logs on Batch/K8s are read line by line. No secret, ever.
-        super().__init__(redact(" ".join(message.split())))
+        super().__init__(inert(redact(" ".join(message.split()))))
 
 
 class InvalidHandle(JobError):

@@ -27,6 +27,24 @@ def test_setup_twice_does_not_print_twice(capsys: pytest.CaptureFixture[str]) ->
     assert capsys.readouterr().err == "DEBUG once\n"
 
 
+def test_a_log_line_and_a_printed_line_show_escapes_as_text(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Whatever logger a line goes by (the job's, a library's) and whatever a command prints:
+    a value that holds an escape sequence (a forged record's, a server's) cannot act on the
+    terminal that shows it."""
+    console.setup_logging(verbose=False)
+    hostile = "alice\x1b]0;pwned\x07\x1b[2J\u202e"
+    logging.getLogger("job.cloud").warning("names the repo %s", hostile)
+    logging.getLogger("huggingface_hub").warning("answered %s", hostile)
+    console.show(f"removed {hostile}")
+    console.show(f"note {hostile}", err=True)
+    said = capsys.readouterr()
+    shown = "alice\\u001b]0;pwned\\u0007\\u001b[2J\\u202e"
+    assert said.out == f"removed {shown}\n"
+    assert said.err == (f"WARNING names the repo {shown}\nWARNING answered {shown}\nnote {shown}\n")
+
+
 def test_log_lines_print_above_one_live_bar(monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console
 

@@ -46,3 +46,23 @@ def test_a_code_of_no_error_is_internal(monkeypatch: pytest.MonkeyPatch) -> None
     for code in (errors.INTERNAL, 99):
         made = errors.of_code(code, "said hf_secret_token_value")
         assert type(made) is errors.InternalError and "hf_secret" not in str(made)
+
+
+HOSTILE = "s3://x/\x1b]52;c;cm0gLXJmIH4K\x07a\rb\u202ec\x85d\u2028e"
+
+
+def test_an_error_line_shows_what_a_terminal_would_act_on_as_text() -> None:
+    """A message quotes records and servers: an escape sequence (OSC 52 writes the clipboard),
+    a bidi override in it is written out, never sent raw; a CR or another line break is a
+    space (one line)."""
+    line = str(errors.BadConfig(f"{HOSTILE}: not a manifest"))
+    assert line == "s3://x/\\u001b]52;c;cm0gLXJmIH4K\\u0007a b\\u202ec d e: not a manifest"
+    assert line.isprintable()
+
+
+def test_inert_keeps_newlines_tabs_and_a_json_lines_value() -> None:
+    import json
+
+    assert errors.inert("a\tb\nc é 👩‍👩‍👧 \u200f") == "a\tb\nc é 👩‍👩‍👧 \u200f"
+    line = errors.inert(json.dumps({"text": HOSTILE}, ensure_ascii=False))
+    assert json.loads(line) == {"text": HOSTILE} and line.isprintable()

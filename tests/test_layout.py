@@ -305,3 +305,33 @@ def test_every_record_read_goes_through_records() -> None:
                 if is_json and name in ("loads", "load") and rel not in PARSES:
                     parsed.append(f"{rel}:{node.lineno}")
     assert raw == [] and parsed == [], (raw, parsed)
+
+
+# Where the package may write to stdout or stderr other than through console.show (which makes
+# what it prints inert), and why.
+PRINTS = {
+    "job/console.py": "show itself",
+    "job/errors.py": "the error line: its message is inert when made (JobError)",
+    "job/options_page.py": "docs/options.md, from the config's own fields",
+    "job/outputs/browser.py": "the export's answer to the run that started it, a JSON line",
+    "job/training/launch.py": "the command line it relaunches under torchrun, the user's own",
+}
+
+
+def test_every_line_the_package_prints_goes_through_show() -> None:
+    """A line a command prints quotes records, inputs and servers: through console.show, which
+    writes what a terminal would act on (an escape sequence, a CR) as text."""
+    found, allowed = [], set()
+    for path in sorted((REPO / "job").rglob("*.py")):
+        rel = path.relative_to(REPO).as_posix()
+        for node in ast.walk(tree(path)):
+            if not isinstance(node, ast.Call):
+                continue
+            named = ast.unparse(node.func)
+            if named in ("print", "typer.echo", "sys.stdout.write", "sys.stderr.write", "echo"):
+                if rel in PRINTS:
+                    allowed.add(rel)
+                else:
+                    found.append(f"{rel}:{node.lineno} {named}")
+    assert found == []
+    assert allowed == set(PRINTS)  # each exception still prints: none kept by mistake

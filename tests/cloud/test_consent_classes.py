@@ -212,3 +212,16 @@ def test_a_key_planted_in_a_bots_folder_stops_no_takedown(
     assert "removed 1 bot folder(s): alice" in result.stdout and "left:" not in result.stdout
     assert storage.list("alice/") == []
     assert "huggingtweets/alice" not in hub.state.repos
+
+
+def test_a_forged_record_cannot_write_to_the_operators_terminal(api, hub, tmp_path) -> None:
+    """The takedown quotes the inputs a status names; one forged with an escape sequence (OSC
+    52: 'put this command on the clipboard') is printed as text, in the command to paste too."""
+    storage = open_storage(str(tmp_path / "out"))
+    uri = "s3://other/\x1b]52;c;cm0gLXJmIH4K\x07alice.zip"
+    publish(storage, hub, "alice", inputs=[{"handle": "alice", "source": "archive", "uri": uri}])
+    result = invoke("takedown", "alice", "--output", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    shown = "s3://other/\\u001b]52;c;cm0gLXJmIH4K\\u0007alice.zip"
+    assert f"input: NOT deleted {shown}: outside the output" in result.stdout
+    assert "\x1b" not in result.stdout + result.stderr and "\x07" not in result.stdout
