@@ -340,7 +340,8 @@ class S3Storage:
             batched = [k for k in group if _IN_XML.fullmatch(self.prefix + k)]
             if len(batched) < 2:
                 batched = []
-            for key in [k for k in group if k not in batched]:
+            alone = set(group) - set(batched)
+            for key in [k for k in group if k in alone]:
                 with _errors(self.where(key)):
                     self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
             for start in range(0, len(batched), DELETE_BATCH):

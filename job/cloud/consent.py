@@ -377,7 +377,8 @@ def remove_bot(
     # what its rerun finds.
     latest = [k for k in keys if k.endswith(f"/{LATEST}")]
     status_keys = [k for k in keys if k.endswith(f"/{STATUS}")]
-    runs = [k for k in keys if k not in {*latest, *status_keys}]
+    pointers = {*latest, *status_keys}
+    runs = [k for k in keys if k not in pointers]
     for phase in (latest, runs, status_keys):
         if phase:
             storage.delete(*phase)
