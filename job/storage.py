@@ -337,11 +337,13 @@ class S3Storage:
         from botocore.exceptions import ClientError
 
         for group in markers_first(keys):
-            batched = [k for k in group if _IN_XML.fullmatch(self.prefix + k)]
-            if len(batched) < 2:
-                batched = []
-            alone = set(group) - set(batched)
-            for key in [k for k in group if k in alone]:
+            batched: list[str] = []
+            alone: list[str] = []
+            for key in group:
+                (batched if _IN_XML.fullmatch(self.prefix + key) else alone).append(key)
+            if len(batched) == 1:  # one key: a DeleteObject
+                alone, batched = [*alone, *batched], []
+            for key in alone:
                 with _errors(self.where(key)):
                     self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
             for start in range(0, len(batched), DELETE_BATCH):

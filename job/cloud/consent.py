@@ -189,11 +189,8 @@ def bots_of(storage: Storage, handle: Handle) -> tuple[list[str], list[str]]:
             continue
         shaped = (
             folder.startswith(".")
-            or all(
-                c in BOT_FILES or c in BOT_FOLDERS or c.startswith(".") or RUN_ID.fullmatch(c)
-                for c in inside
-            )
             or any(c in BOT_FILES or RUN_ID.fullmatch(c) for c in inside)
+            or all(c in BOT_FOLDERS or c.startswith(".") for c in inside)
         )
         (bots if shaped else odd).append(folder)
     return bots, odd
